@@ -1,0 +1,1 @@
+"""Published figures, fits of the cost models to them, and residual reports."""

@@ -1,0 +1,1 @@
+"""Cycle and energy models of the emulated accelerators."""
