@@ -52,6 +52,11 @@ STOCHASTIC_BITS = 16
 
 _BF16_QNAN = 0x7FC0
 _FP32_EXP_MASK = 0x7F800000
+_INT32_SIGN = -(2**31)  # 0x80000000 as int32
+_INT16_SIGN = -(2**15)  # 0x8000 as a sign-extended int16
+_CPU_CHUNK = 1 << 14  # elements per pass on CPU: temporaries stay in cache, and each op stays below
+# torch's parallel grain size (32768), so no thread synchronisation per op (measured: 3x to 50x
+# faster on 2 busy cores than 64K chunks)
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -137,7 +142,7 @@ def _random_ints(shape, device, k: int, random_bits, generator, name="random_bit
 
 
 def _fp64_to_fp32_bits(x: torch.Tensor, mode: Rounding) -> torch.Tensor:
-    """FP32 codes (int64) of float64 values, keeping what the BF16 rounding in ``mode`` needs.
+    """FP32 bit patterns (int32) of float64 values, keeping what the BF16 rounding in ``mode`` needs.
 
     Nearest modes: round to odd at 24 bits (truncate, then set the lowest bit if inexact); rounding
     to odd and then to nearest at 8 bits equals one rounding to 8 bits (24 >= 8 + 2), so FP64
@@ -147,14 +152,14 @@ def _fp64_to_fp32_bits(x: torch.Tensor, mode: Rounding) -> torch.Tensor:
     """
     near = x.to(torch.float32)  # a first approximation only; exactness is restored below
     back = near.to(torch.float64)
-    too_big = back.abs() > x.abs()  # includes near = +-inf for huge x
-    bits = near.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
-    bits = torch.where(too_big, bits - 1, bits)  # magnitude one ulp down, sign unchanged
+    bits = near.view(torch.int32)
+    # sign-magnitude: one less on the pattern is one ulp less in magnitude (never at +-0 here)
+    bits = torch.where(back.abs() > x.abs(), bits - 1, bits)  # includes near = +-inf for huge x
     if mode in (Rounding.NEAREST_EVEN, Rounding.HALF_UP):
         bits = torch.where(back != x, bits | 1, bits)
     elif mode is Rounding.STOCHASTIC:
-        bits = torch.where(x.abs() >= 2.0**128, (bits & 0x80000000) | _FP32_EXP_MASK, bits)
-    return torch.where(torch.isnan(x), torch.full_like(bits, 0x7FC00000), bits)
+        bits = torch.where(x.abs() >= 2.0**128, (bits & _INT32_SIGN) | _FP32_EXP_MASK, bits)
+    return torch.where(torch.isnan(x), 0x7FC00000, bits)
 
 
 # --------------------------------------------------------------------------- rounding to BF16
@@ -180,33 +185,51 @@ def round_to_bfloat16(
     _require_dtype(x, (torch.float32, torch.float64))
     mode = Rounding.parse(rounding)
     if mode is Rounding.STOCHASTIC:
-        r = _random_ints(x.shape, x.device, STOCHASTIC_BITS, random_bits, generator)
+        r = _random_ints(x.shape, x.device, STOCHASTIC_BITS, random_bits, generator).to(torch.int32)
     elif random_bits is not None or generator is not None:
         raise ValueError(f"random_bits and generator apply only to rounding='stochastic', not {mode.value!r}")
 
-    if x.dtype == torch.float64:
-        u = _fp64_to_fp32_bits(x, mode)
-    else:
-        u = fp32_to_bits(x)
-    sign = u & 0x80000000
-    mag = u & 0x7FFFFFFF
-    nan = mag > _FP32_EXP_MASK
+    u = _fp64_to_fp32_bits(x, mode) if x.dtype == torch.float64 else x.view(torch.int32)
+    u = u.reshape(-1)
+    r = r.reshape(-1) if mode is Rounding.STOCHASTIC else None
+    out = torch.empty(u.shape, dtype=torch.int16, device=u.device)
+    step = _CPU_CHUNK if u.device.type == "cpu" else max(u.numel(), 1)
+    for start in range(0, u.numel(), step):
+        part = slice(start, start + step)
+        out[part] = _round_fp32_bits(u[part], mode, None if r is None else r[part], flush_subnormals)
+    return out.view(torch.bfloat16).view(x.shape)
 
+
+def _round_fp32_bits(u: torch.Tensor, mode: Rounding, r: torch.Tensor | None, flush: bool) -> torch.Tensor:
+    """BF16 patterns (int32 holding int16 values) of FP32 patterns ``u`` (int32), in place where it can.
+
+    NaN payloads are clamped so that no sum below leaves int32's range; they stay above the Inf
+    pattern for the final mask. Inf needs no case of its own: 0x7F800000 plus at most 0xFFFF keeps
+    the high half 0x7F80.
+    """
+    mag = u & 0x7FFFFFFF
+    mag.clamp_(max=0x7FC00000)
     if mode is Rounding.NEAREST_EVEN:
-        out = (mag + 0x7FFF + ((mag >> 16) & 1)) >> 16
-    elif mode is Rounding.TOWARD_ZERO:
         out = mag >> 16
+        out &= 1
+        out += mag
+        out += 0x7FFF
+    elif mode is Rounding.TOWARD_ZERO:
+        out = mag.clone()
     elif mode is Rounding.HALF_UP:
         # a tie goes up for positive values (larger magnitude), down in magnitude for negative ones
-        out = (mag + torch.where(sign != 0, 0x7FFF, 0x8000)) >> 16
-    else:  # stochastic
-        out = (mag + r) >> 16
-    out = torch.where(mag == _FP32_EXP_MASK, mag >> 16, out)  # Inf stays Inf in every mode
-    if flush_subnormals:
-        out = torch.where(out < 0x0080, 0, out)
-    out = (sign >> 16) | out
-    out = torch.where(nan, _BF16_QNAN, out)
-    return bits_to_bf16(out)
+        out = mag + 0x8000
+        out -= (u < 0).to(torch.int32)
+    else:  # stochastic: a carry out of the discarded 16 bits rounds the magnitude up
+        out = mag + r
+    out >>= 16
+    if flush:
+        out.masked_fill_(out < 0x0080, 0)
+    sign = u >> 16
+    sign &= _INT16_SIGN  # the sign, as a negative int16 value
+    out |= sign
+    out.masked_fill_(mag > _FP32_EXP_MASK, _BF16_QNAN)
+    return out
 
 
 # --------------------------------------------------------------------------- integers

@@ -33,17 +33,24 @@ def round_integral(y: Fraction, mode: str, r: int | None = None) -> int:
     return -n if negative else n
 
 
-def bf16_code(v: float, mode: str = "nearest_even", r: int | None = None, flush: bool = False) -> int:
-    """BF16 code of the exact value of the Python float v, rounded once."""
-    if math.isnan(v):
+def floor_log2(a: Fraction) -> int:
+    """e with 2^e <= a < 2^(e+1), for a rational a > 0."""
+    e = a.numerator.bit_length() - a.denominator.bit_length()
+    return e if Fraction(2) ** e <= a else e - 1
+
+
+def bf16_code(v, mode: str = "nearest_even", r: int | None = None, flush: bool = False) -> int:
+    """BF16 code of the exact value of v (a Python float or a Fraction), rounded once."""
+    if isinstance(v, float) and math.isnan(v):
         return 0x7FC0
-    sign = 0x8000 if math.copysign(1.0, v) < 0 else 0
-    if math.isinf(v):
+    negative = v < 0 or (isinstance(v, float) and math.copysign(1.0, v) < 0)
+    sign = 0x8000 if negative else 0
+    if isinstance(v, float) and math.isinf(v):
         return sign | 0x7F80
-    a = Fraction(abs(v))
+    a = abs(Fraction(v))
     if a == 0:
         return sign
-    e = math.frexp(abs(v))[1] - 1  # a in [2^e, 2^(e+1))
+    e = floor_log2(a)  # a in [2^e, 2^(e+1))
     if e >= 128:  # beyond every finite BF16: IEEE overflow, saturating only toward zero
         return sign | (0x7F7F if mode == "toward_zero" else 0x7F80)
     qe = max(e, -126) - 7  # one BF16 ulp in that binade (subnormal quantum below 2^-126)
@@ -54,3 +61,11 @@ def bf16_code(v: float, mode: str = "nearest_even", r: int | None = None, flush:
     if flush and code < 0x0080:
         code = 0
     return sign | code
+
+
+def bf16_value(code: int) -> Fraction:
+    """Exact value of a finite BF16 code."""
+    s, e, m = code >> 15, (code >> 7) & 0xFF, code & 0x7F
+    assert e != 0xFF, "not finite"
+    mag = Fraction(m, 128) * Fraction(2) ** -126 if e == 0 else (1 + Fraction(m, 128)) * Fraction(2) ** (e - 127)
+    return -mag if s else mag
