@@ -151,7 +151,8 @@ class Op:
     @property
     def is_attention(self) -> bool:
         """True inside an attention module (scope mentions "attn" or "attention")."""
-        return "attn" in self.scope.lower()
+        scope = self.scope.lower()
+        return "attn" in scope or "attention" in scope
 
     def to_dict(self) -> dict:
         """Plain-data view (the weight tensor is left out)."""
