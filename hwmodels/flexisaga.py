@@ -102,7 +102,10 @@ def _pattern(op: Op, cfg: FlexiSAGAConfig, opts: dict):
                              for d in DATAFLOWS[3:])
         return row if best(row) <= best(col) else col
     w = op.weight
-    if w is None or op.batch != 1 or tuple(w.shape) != (op.k, op.n) or op.weight_zero_fraction == 0:
+    if w is None or op.batch != 1 or tuple(w.shape) != (op.k, op.n):
+        return None
+    # a skippable vector needs at least min(R, C, K, N) zeros; fewer cannot change any count
+    if op.weight_zero_fraction * w.numel() < min(R, C, op.k, op.n):
         return None
     return SparsePattern.from_mask(w, R, C)
 
