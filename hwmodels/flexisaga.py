@@ -5,7 +5,8 @@ traced model or given a uniform `sparsity=`; softmax, norms and other non-GEMM o
 
 Energy (§4.5; assumptions, for relative comparisons only): executed MACs·e_MAC + 3 register-file
 accesses per MAC + SRAM words of the per-fold traffic of §4.4 + DRAM words (each operand read
-once, Y written once) + DecU-decoded elements. Skipped steps cost no MAC or RF energy. Host
+once, Y written once) + DecU-decoded elements. Skipped steps cost no MAC or RF energy, and a
+row's `operations` counts the MACs executed (a sparse dataflow's skipped ones excluded). Host
 energy is not modelled (0).
 """
 
@@ -178,6 +179,7 @@ def estimate(workload: Workload, *, config: FlexiSAGAConfig | None = None, **opt
         energy = {"mac": b * macs * e_mac, "register_file": b * macs * cfg.rf_accesses_per_mac * cfg.e_rf_pj,
                   "sram": b * sram * cfg.e_sram_pj, "dram": b * dram * cfg.e_dram_pj,
                   "decoder": b * decoded * cfg.e_dec_pj}
-        rows.append(Row.of(op, "array", b * cycles, energy, name=f"{op.name} [{name}]"))
+        rows.append(Row.of(op, "array", b * cycles, energy, name=f"{op.name} [{name}]",
+                           operations=b * macs))  # executed MACs: skipped steps do no work
     return Report("flexisaga", rows, sum(r.cycles for r in rows), cfg.freq_hz,
                   options={**opts, "config": cfg}, workload=workload.name)
