@@ -32,6 +32,7 @@ KINDS = ("matmul", "softmax", "gelu", "activation", "norm", "elementwise", "move
 """Operation kinds, in the order summaries list them."""
 
 _MATMULS = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "_addmm_activation"}
+_PLAIN_PRODUCTS = {"mm", "addmm", "bmm", "baddbmm"}
 _CONVS = {"convolution", "_convolution"}
 _SDPA = {
     "_scaled_dot_product_flash_attention_for_cpu",
@@ -232,9 +233,14 @@ def _placeholder_result(func, args, kwargs, pool):
 
     Buffers come from `pool`, one per (shape, strides, dtype, device): the values of skipped
     products are placeholders anyway, and reusing them avoids touching fresh memory per op."""
-    to_meta = lambda x: x.to("meta") if isinstance(x, torch.Tensor) else x  # noqa: E731
+    base = func.overloadpacket.__name__
     device = next(x.device for x in args if isinstance(x, torch.Tensor))
-    out = func(*tree_map(to_meta, args), **tree_map(to_meta, kwargs))
+    if base in _PLAIN_PRODUCTS:  # contiguous result, shape known without a meta kernel
+        a, b = args[-2], args[-1]
+        out = torch.empty(*a.shape[:-1], b.shape[-1], dtype=a.dtype, device="meta")
+    else:
+        to_meta = lambda x: x.to("meta") if isinstance(x, torch.Tensor) else x  # noqa: E731
+        out = func(*tree_map(to_meta, args), **tree_map(to_meta, kwargs))
 
     def make(meta):
         if not isinstance(meta, torch.Tensor):
@@ -298,8 +304,7 @@ class _Recorder(TorchDispatchMode):
             a, b = (args[0], args[1]) if base == "mm" else (args[1], args[2])
             self._product(name, a, b)
             if base == "_addmm_activation":
-                self._add("gelu" if kwargs.get("use_gelu", args[5] if len(args) > 5 else False)
-                          else "activation", name, out)
+                self._add("gelu" if kwargs.get("use_gelu", False) else "activation", name, out)
         elif base in ("bmm", "baddbmm"):
             a, b = (args[0], args[1]) if base == "bmm" else (args[1], args[2])
             self._product(name, a, b, batch=a.shape[0])
