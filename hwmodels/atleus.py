@@ -295,13 +295,14 @@ def estimate(workload: Workload, *, config: AtleusConfig | None = None, **option
     hbm_values = 0
     to_cycles = lambda ns: math.ceil(ns / model.ns_per_cycle)  # noqa: E731
 
-    def add(op, unit, ns, energy, index, *, name=None, operations=None, chained=False, backward=False):
+    def add(op, unit, ns, energy, index, *, name=None, operations=None, chained=False, backward=False,
+            stage=None):
         nonlocal outside_ns
         rows.append(Row.of(op, unit, to_cycles(ns), energy, name=name, operations=operations))
         if op.layer is None:
             outside_ns += ns
             return
-        key = (backward, op.layer, stages[index])
+        key = (backward, op.layer, stage or stages[index])
         parallel, chain = stage_ns.get(key, (0.0, 0.0))
         if unit == "reram" and not chained:
             parallel = max(parallel, ns)  # S1: Q, K, V read the same input in parallel
@@ -324,10 +325,10 @@ def estimate(workload: Workload, *, config: AtleusConfig | None = None, **option
             lora = model.lora(op) if opts["lora"] else None
             if lora is not None:
                 ns, energy, macs = lora
-                add(op, "systolic", ns, energy, i, name="lora", operations=macs)
+                add(op, "systolic", ns, energy, i, name="lora", operations=macs, stage=2)
                 if finetune:
                     add(op, "systolic", 2 * ns, {k: 2 * v for k, v in energy.items()}, i,
-                        name="backward lora", operations=2 * macs, backward=True)
+                        name="backward lora", operations=2 * macs, backward=True, stage=2)
         elif op.kind == "matmul":
             ns, energy = model.systolic_product(op.batch, op.m, op.k, op.n, weight_from_hbm=op.static)
             if not op.static and op.layer is not None and stages[i] == 2 and i == max(

@@ -87,3 +87,14 @@ def test_bad_options():
         estimate(LAYER, "atleus", mode="train")
     with pytest.raises(ValueError, match="replication"):
         estimate(LAYER, "atleus", replication=0)
+
+
+def test_lora_runs_in_the_systolic_stage():
+    q = Op("matmul", "addmm", S + "attn.q_proj", 1, 128, 768, 768, True)
+    with_lora = estimate(Workload((q, QK, SOFTMAX, AV, FC1, FC2)), "atleus", config=EXACT)
+    lora = [row.cycles for row in with_lora.rows if row.name == "lora"][0]
+    # S2 grows by the LoRA time (4,532 + lora ns) but stays below S4, so the makespan is unchanged
+    assert 4532 + lora < 204_820
+    assert with_lora.total_cycles == 4 * 204_820
+    unpipelined = estimate(Workload((q, QK, SOFTMAX, AV, FC1, FC2)), "atleus", config=EXACT, pipelining=False)
+    assert unpipelined.total_cycles == 311_762 + lora
