@@ -1,0 +1,376 @@
+"""Atleus cost model (atleus.md §4): static weights on ReRAM crossbars (ISAAC tiles), dynamic
+products, softmax, norms and LoRA on the systolic tier, NoC/TSV/HBM traffic, and the four-stage
+intra-layer pipeline. Times are computed in nanoseconds and reported in cycles of the systolic
+tier's clock.
+
+- ReRAM product with W (K×N) at b_w bits: N_xb = ⌈K/128⌉·⌈N·⌈b_w/2⌉/128⌉ crossbars; all tokens
+  of a sequence take ⌈n/ρ⌉·b_x·t_xbar + t_dig. Per token and crossbar-cycle: 128 ADC
+  conversions, 128 DAC drives, one crossbar read, registers, shift-and-add; plus d_out·⌈d_in/128⌉
+  dequantisation ops, eDRAM and bus traffic.
+- Systolic products: best of OS/WS/IS (`hwmodels.systolic.gemm_cycles`) on 128×32 arrays; heads
+  spread over the cores, a single product split by columns. Softmax, LayerNorm and activations
+  8 ops per element, element-wise ops 1, at 32 elements per cycle per core.
+- Pipeline (reconstruction): S1 Q/K/V projections, S2 systolic tier (Q·Kᵀ, softmax, A·V, LoRA),
+  S3 O projection + residual + LayerNorm, S4 FFN, assigned by execution order inside each block.
+  T = (L·max(B, 4) + min(B, 4) − 1)·max_i T_Si, T_Si per sequence; unpipelined T = Σ. Ops outside
+  the blocks (embeddings, classifier: digital, weights from HBM) run before or after, unpipelined.
+- `mode="finetune"` (a LoRA step): dX = dY·Wᵀ through every frozen matrix (on ReRAM at forward
+  cost, or on the systolic tier with weights from HBM), attention and LoRA backward at 2×, other
+  digital ops at 1× (assumption), saved activations written to and read from HBM.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from .config import check_choice, check_non_negative, check_positive, resolve
+from .report import Report, Row
+from .systolic import gemm_cycles
+from .workload import Op, Workload
+
+ADC_ENERGY_PJ = {4: 0.79, 5: 0.99, 6: 1.20, 7: 1.42, 8: 1.67, 9: 1.97, 10: 2.38}
+"""ADC energy per conversion by resolution, pJ (ISAAC / Accelergy ISAAC model)."""
+MAC_ENERGY_PJ = {"float32": 1.6, "bfloat16": 0.5, "int8": 0.1}
+"""Systolic MAC energy by format, pJ (assumption: Horowitz 45 nm × 0.35 for 10 nm)."""
+_FORMAT_BITS = {"float32": 32, "bfloat16": 16, "int8": 8}
+_LORA_SCOPES = re.compile(r"(query|value|q_proj|v_proj|(?<![a-z])[qv])$")
+_FUSED_QKV = re.compile(r"(c_attn|qkv|query_key_value|in_proj)$")
+_PRECISION = re.compile(r"^M(\d+)F(\d+)$")
+
+
+@dataclass(frozen=True)
+class AtleusConfig:
+    """Constants of Atleus (atleus.md §4). FITTED fields are overridden by hwmodels/fitted.json."""
+
+    FITTED = ("t_dig_cycles", "sa_cores", "sa_freq_hz", "e_dequant_pj", "e_vector_op_pj",
+              "e_tsv_pj_per_bit")
+
+    mha_weight_bits: int = 8
+    """Bits of the Q/K/V/O weights (paper's MxFy: x; default M8F8, assumption)."""
+    ffn_weight_bits: int = 8
+    """Bits of the FFN weights (MxFy: y)."""
+    input_bits: int = 8
+    """Input bits b_x streamed bit-serially (1-bit DACs; assumption)."""
+    adc_bits: int = 8
+    """ADC resolution (paper: 8 bit); 4…10 have published energies."""
+    cell_bits: int = 2
+    """Bits per ReRAM cell (paper)."""
+    crossbar_size: int = 128
+    """Rows and columns of a crossbar (paper)."""
+    reram_cores: int = 16
+    """ReRAM cores (paper)."""
+    tiles_per_core: int = 16
+    """ReRAM tiles per core (paper)."""
+    crossbars_per_tile: int = 96
+    """Crossbars per tile (ISAAC's 12 units × 8)."""
+    t_xbar_ns: float = 100.0
+    """Crossbar read time per input bit, ns (ISAAC)."""
+    digital_freq_hz: float = 1.2e9
+    """ReRAM tile digital clock, Hz (ISAAC)."""
+    t_dig_cycles: int = 10
+    """Digital cycles per MVM after the analog read (assumption)."""
+    e_dac_pj: float = 0.417
+    """DAC energy per row per input bit, pJ (ISAAC / Accelergy)."""
+    e_shift_add_pj: float = 0.021
+    """Shift-and-add energy per 16-bit op, pJ (ISAAC / Accelergy)."""
+    e_crossbar_pj: float = 30.0
+    """Crossbar read energy per crossbar-cycle, pJ (ISAAC Table I: 2.4 mW/8 × 100 ns)."""
+    e_registers_pj: float = 18.4
+    """Input/output register energy per crossbar-cycle, pJ (ISAAC Table I)."""
+    e_edram_pj: float = 20.45
+    """eDRAM energy per 256-bit access, pJ (ISAAC / Accelergy)."""
+    e_bus_pj_per_bit: float = 0.054
+    """Tile bus energy, pJ/bit (ISAAC / Accelergy)."""
+    e_dequant_pj: float = 0.1
+    """Energy per dequantisation scale op, pJ (assumption: fp16 FMA; 0.021 for pow2 scales)."""
+    sa_cores: int = 16
+    """Systolic-tier cores (assumption: not retrievable)."""
+    sa_rows: int = 128
+    """Systolic array rows per core (paper)."""
+    sa_cols: int = 32
+    """Systolic array columns per core (paper)."""
+    sa_freq_hz: float = 1e9
+    """Systolic-tier clock, Hz (assumption); the report counts cycles of this clock."""
+    sa_dtype: str = "float32"
+    """Systolic-tier arithmetic format (assumption: precision not stated)."""
+    e_sram_pj_per_bit: float = 0.05
+    """Systolic-tier SRAM energy, pJ/bit (assumption: 10 pJ per 64-bit 8 KB read × 0.35)."""
+    vector_ops_per_element: int = 8
+    """Ops per softmax, LayerNorm or activation element (assumption)."""
+    vector_elements_per_cycle: int = 32
+    """Non-product elements per cycle per systolic core (assumption)."""
+    e_vector_op_pj: float = 0.32
+    """Energy per non-product op, pJ (assumption: fp32 add 0.9 pJ at 45 nm × 0.35)."""
+    noc_hops: int = 2
+    """Planar hops per transfer (assumption)."""
+    e_router_pj_per_bit: float = 0.08
+    """Router energy per bit per hop, pJ (ISAAC router)."""
+    e_link_pj_per_bit: float = 0.075
+    """Link energy per bit per hop (1 mm), pJ (assumption)."""
+    e_tsv_pj_per_bit: float = 0.03
+    """TSV energy per bit per tier crossing, pJ (assumption; 0.01–0.05)."""
+    e_hbm_pj_per_bit: float = 3.9
+    """HBM2 energy, pJ/bit (https://doi.org/10.1145/3123939.3124545)."""
+    hbm_bytes_per_s: float = 256e9
+    """HBM2 bandwidth, one stack, bytes/s."""
+    lora_rank: int = 32
+    """LoRA rank on W_Q and W_V (paper)."""
+
+    def __post_init__(self):
+        check_positive(self, "mha_weight_bits", "ffn_weight_bits", "input_bits", "cell_bits",
+                       "crossbar_size", "reram_cores", "tiles_per_core", "crossbars_per_tile",
+                       "sa_cores", "sa_rows", "sa_cols", "vector_ops_per_element",
+                       "vector_elements_per_cycle", "noc_hops", "lora_rank", integer=True)
+        check_positive(self, "t_xbar_ns", "digital_freq_hz", "sa_freq_hz", "hbm_bytes_per_s")
+        check_non_negative(self, "t_dig_cycles", "e_dac_pj", "e_shift_add_pj", "e_crossbar_pj",
+                           "e_registers_pj", "e_edram_pj", "e_bus_pj_per_bit", "e_dequant_pj",
+                           "e_sram_pj_per_bit", "e_vector_op_pj", "e_router_pj_per_bit",
+                           "e_link_pj_per_bit", "e_tsv_pj_per_bit", "e_hbm_pj_per_bit")
+        for name in ("mha_weight_bits", "ffn_weight_bits", "input_bits"):
+            if not 2 <= getattr(self, name) <= 16:
+                raise ValueError(f"{name} must be in [2, 16], got {getattr(self, name)}")
+        if self.adc_bits not in ADC_ENERGY_PJ:
+            raise ValueError(f"adc_bits must be in [4, 10] (published energies), got {self.adc_bits}")
+        if self.cell_bits > 4:
+            raise ValueError(f"cell_bits must be in [1, 4], got {self.cell_bits}")
+        check_choice("sa_dtype", self.sa_dtype, tuple(MAC_ENERGY_PJ))
+
+    @property
+    def crossbars(self) -> int:
+        """Crossbars on the ReRAM tier (24,576 for the paper's configuration)."""
+        return self.reram_cores * self.tiles_per_core * self.crossbars_per_tile
+
+
+ATLEUS = AtleusConfig()
+"""The paper's configuration (arXiv 2501.09588) at M8F8."""
+
+OPTIONS = {"mode": "inference", "weights": None, "pipelining": True, "replication": 1,
+           "backward_on": "reram", "mapping": "heterogeneous", "lora": True}
+"""Behaviour options: mode="inference"|"finetune"; weights="MxFy" (e.g. "M8F4") sets both
+weight widths; pipelining; replication (int ≥ 1 or "auto": spare crossbars to the slowest
+ReRAM stage); backward_on="reram"|"systolic"; mapping="heterogeneous"|"systolic_only" (static
+weights streamed from HBM to the systolic tier, a 3D-TPU-like baseline); lora (rank-r branch on
+W_Q and W_V)."""
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+class _Model:
+    def __init__(self, cfg: AtleusConfig):
+        self.cfg = cfg
+        self.ns_per_cycle = 1e9 / cfg.sa_freq_hz
+
+    def weight_bits(self, op: Op) -> int:
+        return self.cfg.mha_weight_bits if op.is_attention else self.cfg.ffn_weight_bits
+
+    def crossbars(self, op: Op) -> int:
+        cfg = self.cfg
+        slices = _ceil(self.weight_bits(op), cfg.cell_bits)
+        return op.batch * _ceil(op.k, cfg.crossbar_size) * _ceil(op.n * slices, cfg.crossbar_size)
+
+    def reram(self, op: Op, replication: int):
+        """(ns for all tokens, pJ by component) of a static product on ReRAM."""
+        cfg = self.cfg
+        b_x, xb, tokens = cfg.input_bits, self.crossbars(op), op.m
+        ns = _ceil(tokens, replication) * b_x * cfg.t_xbar_ns + cfg.t_dig_cycles * 1e9 / cfg.digital_freq_hz
+        xbar_cycles = tokens * xb * b_x
+        conversions = xbar_cycles * cfg.crossbar_size
+        io_bits = tokens * op.batch * (op.k + op.n) * b_x
+        out_bits = tokens * op.batch * op.n * b_x
+        energy = {
+            "adc": conversions * ADC_ENERGY_PJ[cfg.adc_bits],
+            "dac": conversions * cfg.e_dac_pj,
+            "crossbar": xbar_cycles * cfg.e_crossbar_pj,
+            "registers": xbar_cycles * cfg.e_registers_pj,
+            "shift_add": conversions * cfg.e_shift_add_pj,
+            "dequant": tokens * op.batch * op.n * _ceil(op.k, cfg.crossbar_size) * cfg.e_dequant_pj,
+            "edram": io_bits / 256 * cfg.e_edram_pj,
+            "bus": io_bits * cfg.e_bus_pj_per_bit,
+            "noc": out_bits * cfg.noc_hops * (cfg.e_router_pj_per_bit + cfg.e_link_pj_per_bit),
+        }
+        return ns, energy
+
+    def systolic_product(self, batch, m, k, n, weight_from_hbm=False):
+        """(ns, pJ by component) of batch products on the systolic tier."""
+        cfg = self.cfg
+        split = max(1, cfg.sa_cores // batch)  # a lone product is split by columns over the cores
+        n_core = _ceil(n, split)
+        per = min(gemm_cycles(m, k, n_core, cfg.sa_rows, cfg.sa_cols, d) for d in ("os", "ws", "is"))
+        ns = _ceil(batch, cfg.sa_cores) * per * self.ns_per_cycle
+        word = _FORMAT_BITS[cfg.sa_dtype]
+        energy = {"systolic_mac": batch * m * k * n * MAC_ENERGY_PJ[cfg.sa_dtype],
+                  "systolic_sram": batch * (m * k + k * n + m * n) * word * cfg.e_sram_pj_per_bit}
+        if weight_from_hbm:
+            bits = batch * k * n * word
+            energy["hbm"] = bits * cfg.e_hbm_pj_per_bit
+            ns += bits / 8 / cfg.hbm_bytes_per_s * 1e9
+        return ns, energy
+
+    def vector(self, op: Op):
+        """(ns, pJ by component) of a non-product op on the systolic tier."""
+        cfg = self.cfg
+        ops = 1 if op.kind in ("elementwise", "move") else cfg.vector_ops_per_element
+        cycles = _ceil(op.elements * ops, cfg.vector_elements_per_cycle * cfg.sa_cores)
+        return cycles * self.ns_per_cycle, {"systolic_vector": op.elements * ops * cfg.e_vector_op_pj}
+
+    def lora(self, op: Op):
+        """(ns, pJ) of the LoRA branches attached to a static product, or None."""
+        leaf = op.scope.rsplit(".", 1)[-1]
+        if _FUSED_QKV.search(leaf) and op.n % 3 == 0:
+            d_in, d_out, branches = op.k, op.n // 3, 2  # Q and V slices of a fused projection
+        elif _LORA_SCOPES.search(leaf):
+            d_in, d_out, branches = op.k, op.n, 1
+        else:
+            return None
+        r, total_ns, total = self.cfg.lora_rank, 0.0, {}
+        for m, k, n in ((op.m, d_in, r), (op.m, r, d_out)):
+            ns, energy = self.systolic_product(branches * op.batch, m, k, n)
+            total_ns += ns
+            for key, value in energy.items():
+                total[key] = total.get(key, 0) + value
+        return total_ns, total, branches * op.batch * op.m * r * (d_in + d_out)
+
+
+def _stages(ops):
+    """Pipeline stage (1…4) of each block op, from execution order inside its block."""
+    stages, by_layer = {}, {}
+    for i, op in enumerate(ops):
+        if op.layer is not None:
+            by_layer.setdefault(op.layer, []).append(i)
+    for indices in by_layer.values():
+        dynamic = [i for i in indices if ops[i].kind == "matmul" and not ops[i].static]
+        first_dyn, last_dyn = (dynamic[0], dynamic[-1]) if dynamic else (None, None)
+        ffn = [i for i in indices if ops[i].static and not ops[i].is_attention
+               and (last_dyn is None or i > last_dyn)]
+        first_ffn = ffn[0] if ffn else None
+        for i in indices:
+            if first_dyn is not None and i < first_dyn:
+                stages[i] = 1
+            elif first_dyn is not None and i <= last_dyn:
+                stages[i] = 2
+            elif first_ffn is not None and i >= first_ffn:
+                stages[i] = 4
+            else:
+                stages[i] = 3 if first_dyn is not None else 4
+    return stages
+
+
+def estimate(workload: Workload, *, config: AtleusConfig | None = None, **options) -> Report:
+    """Cycles and energy of `workload` (an inference pass or a LoRA fine-tuning step) on Atleus."""
+    weights = options.get("weights")
+    if weights is not None:
+        match = _PRECISION.match(weights) if isinstance(weights, str) else None
+        if not match:
+            raise ValueError(f'weights must be a precision like "M8F4" (MHA bits, FFN bits), got {weights!r}')
+        options = {**options, "mha_weight_bits": int(match.group(1)), "ffn_weight_bits": int(match.group(2))}
+    opts, cfg = resolve("atleus", options, OPTIONS, ATLEUS, config)
+    check_choice("mode", opts["mode"], ("inference", "finetune"))
+    check_choice("backward_on", opts["backward_on"], ("reram", "systolic"))
+    check_choice("mapping", opts["mapping"], ("heterogeneous", "systolic_only"))
+    for name in ("pipelining", "lora"):
+        check_choice(name, opts[name], (True, False))
+    replication = opts["replication"]
+    if replication != "auto" and (isinstance(replication, bool) or not isinstance(replication, int)
+                                  or replication < 1):
+        raise ValueError(f'replication must be an int >= 1 or "auto", got {replication!r}')
+    model, ops, finetune = _Model(cfg), workload.ops, opts["mode"] == "finetune"
+    on_reram = [op.static and op.layer is not None and opts["mapping"] == "heterogeneous" for op in ops]
+    stages = _stages(ops)
+    used = sum(model.crossbars(op) for op, r in zip(ops, on_reram) if r)
+    rho = {s: 1 for s in (1, 3, 4)}
+    if replication != "auto":
+        rho = {s: replication for s in rho}
+    else:
+        by_stage = {s: [op for i, (op, r) in enumerate(zip(ops, on_reram)) if r and stages[i] == s] for s in rho}
+        slowest = max(by_stage, key=lambda s: max((model.reram(op, 1)[0] for op in by_stage[s]), default=0))
+        stage_xb = sum(model.crossbars(op) for op in by_stage[slowest])
+        if stage_xb:
+            rho[slowest] = 1 + max(0, cfg.crossbars - used) // stage_xb
+
+    rows, stage_ns, outside_ns = [], {}, 0.0
+    hbm_values = 0
+    to_cycles = lambda ns: math.ceil(ns / model.ns_per_cycle)  # noqa: E731
+
+    def add(op, unit, ns, energy, index, *, name=None, operations=None, chained=False, backward=False,
+            stage=None):
+        nonlocal outside_ns
+        rows.append(Row.of(op, unit, to_cycles(ns), energy, name=name, operations=operations))
+        if op.layer is None:
+            outside_ns += ns
+            return
+        key = (backward, op.layer, stage or stages[index])
+        parallel, chain = stage_ns.get(key, (0.0, 0.0))
+        if unit == "reram" and not chained:
+            parallel = max(parallel, ns)  # S1: Q, K, V read the same input in parallel
+        else:
+            chain += ns
+        stage_ns[key] = (parallel, chain)
+
+    for i, op in enumerate(ops):
+        if on_reram[i]:
+            ns, energy = model.reram(op, rho[stages[i]])
+            if stages[i] == 1:
+                energy["tsv"] = op.elements * cfg.input_bits * cfg.e_tsv_pj_per_bit
+            add(op, "reram", ns, energy, i, chained=stages[i] != 1)
+            if finetune:
+                if opts["backward_on"] == "reram":  # transposed read at forward cost
+                    add(op, "reram", ns, energy, i, name="backward dX", chained=True, backward=True)
+                else:
+                    ns_b, energy_b = model.systolic_product(op.batch, op.m, op.n, op.k, weight_from_hbm=True)
+                    add(op, "systolic", ns_b, energy_b, i, name="backward dX", backward=True)
+            lora = model.lora(op) if opts["lora"] else None
+            if lora is not None:
+                ns, energy, macs = lora
+                add(op, "systolic", ns, energy, i, name="lora", operations=macs, stage=2)
+                if finetune:
+                    add(op, "systolic", 2 * ns, {k: 2 * v for k, v in energy.items()}, i,
+                        name="backward lora", operations=2 * macs, backward=True, stage=2)
+        elif op.kind == "matmul":
+            ns, energy = model.systolic_product(op.batch, op.m, op.k, op.n, weight_from_hbm=op.static)
+            if not op.static and op.layer is not None and stages[i] == 2 and i == max(
+                    j for j, o in enumerate(ops) if o.layer == op.layer and stages[j] == 2):
+                energy["tsv"] = op.elements * cfg.input_bits * cfg.e_tsv_pj_per_bit  # back to ReRAM
+            add(op, "systolic", ns, energy, i)
+            if finetune:
+                factor = 2 if not op.static else 1
+                add(op, "systolic", factor * ns, {k: factor * v for k, v in energy.items()}, i,
+                    name="backward", operations=factor * op.macs, backward=True)
+        else:
+            ns, energy = model.vector(op)
+            add(op, "systolic", ns, energy, i)
+            if finetune:
+                factor = 2 if op.kind == "softmax" else 1
+                add(op, "systolic", factor * ns, {k: factor * v for k, v in energy.items()}, i,
+                    name="backward", operations=factor * op.elements, backward=True)
+                if op.kind in ("softmax", "gelu", "activation") and op.layer is not None:
+                    hbm_values += op.elements
+        if finetune and on_reram[i] and stages[i] == 1:
+            hbm_values += op.elements
+
+    B, layers = workload.batch, len(workload.layers())
+
+    def makespan(backward):
+        per_stage = [(p + c) / B for (bw, _, _), (p, c) in stage_ns.items() if bw == backward]
+        if not per_stage:
+            return 0.0
+        if opts["pipelining"]:
+            return (layers * max(B, 4) + min(B, 4) - 1) * max(per_stage)
+        return B * sum(per_stage)
+
+    total_ns = outside_ns + makespan(False) + (makespan(True) if finetune else 0.0)
+    extra, notes = {}, []
+    if finetune and hbm_values:
+        bits = 2 * hbm_values * _FORMAT_BITS[cfg.sa_dtype]  # written in forward, read in backward
+        extra["hbm"] = bits * cfg.e_hbm_pj_per_bit * 1e-12
+        total_ns += bits / 8 / cfg.hbm_bytes_per_s * 1e9
+    if used > cfg.crossbars:
+        notes.append(f"needs {used:,} crossbars, the ReRAM tier has {cfg.crossbars:,}: "
+                     "weights assumed resident")
+    if rho != {1: 1, 3: 1, 4: 1}:
+        notes.append(f"crossbar replication per ReRAM stage: {rho}")
+    return Report("atleus", rows, to_cycles(total_ns), cfg.sa_freq_hz, options={**opts, "config": cfg},
+                  extra_components=extra, notes=tuple(notes), workload=workload.name)

@@ -1,0 +1,233 @@
+"""HASTILY cost model (hastily.md §4): UCLM crossbars for every product, the VFU for softmax,
+norms and element-wise work, LUT exponentials in the UCLMs, multi-core softmax reductions.
+
+Per-row costs (one token row; heads and sequences run in parallel on their own UCLMs):
+- product with W (K×N): P = ⌈K/64⌉, Q = ⌈N/64⌉ UCLMs fire one MVM each (`mvm_cycles`), then
+  (P − 1)·⌈N/W⌉ VFU vector adds spread over the ⌈P·Q/16⌉ cores holding W. A dynamic W (Kᵀ, V)
+  is first written into UCLMs: 64 row writes per 64×64 block, blocks in parallel, or one row per
+  token when pipelined.
+- softmax row over C = ⌈l/1024⌉ cores (1 without `multicore_softmax`), l_c = ⌈l/C⌉:
+  ⌈l_c/W⌉·(max + sub + mul + add + div) + T_exp + 2·Σ t_level over ⌈log2 C⌉ tree levels, with
+  T_exp = ⌈l_c/W⌉·(n/d extraction + shift) + 4·⌈l_c/128⌉ (LUT) or ⌈l_c/W⌉·c_exp (VFU).
+- LayerNorm 8 VFU ops per element, GELU and other activations `gelu_vfu_cycles` /
+  `exp_vfu_cycles`, element-wise 1, data movement over the 512-bit bus.
+Pipelined (default): ops inside the repeated blocks form a row-by-row pipeline,
+T = ⌈b/2⌉·(N_layers + min(b, 2))·l·T_stage with T_stage the slowest per-row op (paper:
+(N + 1)·l·T at b = 1; the b = 2 overlap is a reconstruction; batch 4 repeats batch 2).
+Not pipelined (PUMA-style): every op runs over all its rows in sequence, and a score matrix
+larger than the 32 MB of shared memory spills to DRAM.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .config import check_choice, check_non_negative, check_positive, resolve
+from .report import Report, Row
+from .workload import Op, Workload
+
+
+@dataclass(frozen=True)
+class HastilyConfig:
+    """Constants of HASTILY (hastily.md §4). FITTED fields are overridden by hwmodels/fitted.json."""
+
+    FITTED = ("mvm_cycles", "div_cycles", "exp_vfu_cycles", "level_intra_cycles",
+              "level_inter_cycles", "e_mvm_pj")
+
+    tiles: int = 128
+    """Tiles on the chip (paper)."""
+    cores_per_tile: int = 8
+    """Cores per tile (paper)."""
+    uclms_per_core: int = 16
+    """UCLMs per core (paper)."""
+    array_size: int = 64
+    """Rows and columns of one 8T-SRAM array; one UCLM holds a 64×64 INT8 block (paper)."""
+    freq_hz: float = 1e9
+    """Clock, Hz (assumption: not stated; PUMAsim's 32 nm tile runs at 1 GHz)."""
+    mvm_cycles: int = 375
+    """Cycles of one 64×64 MVM with 8-bit inputs. Fitted; assumption until calibrated: PUMAsim
+    adc_latency·(bits + 2) with its 6-bit ADC (75 ns per 128 columns) scaled to 64 columns."""
+    lookup_cycles: int = 4
+    """Cycles of one UCLM lookup (save row, write ones, read, restore; paper)."""
+    lookup_arrays_per_core: int = 128
+    """Arrays per core that look up in parallel (16 UCLMs × 8 arrays; derived)."""
+    vfu_lanes: int = 64
+    """VFU lanes W (paper; 16 is also evaluated)."""
+    vfu_op_cycles: int = 1
+    """Cycles per VFU vector op: max, sub, add, mul, shift (assumption: PUMAsim single-cycle ALU)."""
+    nd_cycles: int = 2
+    """Cycles to extract n and d for the LUT exponential (assumption)."""
+    div_cycles: int = 1
+    """Cycles per VFU division. Fitted; assumption until calibrated: single-cycle like the ALU."""
+    exp_vfu_cycles: int = 10
+    """Cycles per element-lane of a VFU exponential (PUMA baseline). Fitted; assumption until
+    calibrated: range reduction + short polynomial. Also used for other activations."""
+    gelu_vfu_cycles: int = 14
+    """Cycles per element-lane of GELU on the VFU (assumption: one exponential-class evaluation
+    plus 4 ops for the GELU combination; the paper keeps GELU in fp32 and gives no cost)."""
+    layernorm_ops: int = 8
+    """VFU ops per LayerNorm element (assumption)."""
+    level_intra_cycles: int = 16
+    """Cycles of one intra-tile reduction tree level (gather + broadcast). Fitted; assumption."""
+    level_inter_cycles: int = 64
+    """Cycles of one inter-tile reduction tree level. Fitted; assumption."""
+    kv_row_cycles: int = 1
+    """Cycles to write one 64-bit array row; 8 bit-planes in parallel (assumption)."""
+    kv_columns_per_core: int = 1024
+    """Sequence positions of Kᵀ one core holds (16 UCLMs × 64 columns; derived): multi-core
+    softmax spans C = ⌈l/1024⌉ cores (hastily.md §4)."""
+    bus_bytes: int = 64
+    """Memory bus width, bytes (512 bit; paper)."""
+    shared_memory_bytes: int = 128 * 256 * 1024
+    """Aggregate tile shared memory, bytes (128 tiles × 256 KB; paper)."""
+    e_mvm_pj: float = 22.38 * 375
+    """Energy of one UCLM MVM, pJ: 22.38 mW compute-mode power (paper, Table II) × 375 ns MVM time.
+    Fitted; assumption until calibrated (the ADC dominates)."""
+    e_lookup_pj: float = 0.518 * 4
+    """Energy per element lookup, pJ: 0.518 mW lookup-mode power × 4 ns (reconstruction)."""
+    e_vfu_pj: float = 1.7
+    """Energy per VFU cycle, pJ: 1.7 mW (paper, Table II) × 1 ns. Likely under-costed."""
+    e_smem_pj: float = 25.35
+    """Energy per shared-memory access, pJ: 25.35 mW × 1 ns (paper, Table II)."""
+    e_bus_pj: float = 6.0
+    """Energy per 512-bit bus transfer, pJ: 6 mW × 1 ns (paper, Table II)."""
+    e_kv_row_pj: float = 3.2
+    """Energy per written 64-bit array row, pJ (assumption: ≈0.05 pJ/bit; uncalibrated)."""
+    e_dram_pj_per_bit: float = 20.0
+    """DRAM energy, pJ/bit (assumption: DDR4-class)."""
+    dram_bytes_per_s: float = 25.6e9
+    """DRAM bandwidth, bytes/s (assumption: DDR4-class)."""
+
+    def __post_init__(self):
+        check_positive(self, "tiles", "cores_per_tile", "uclms_per_core", "array_size",
+                       "mvm_cycles", "lookup_cycles", "lookup_arrays_per_core", "vfu_lanes",
+                       "kv_columns_per_core", "bus_bytes", "shared_memory_bytes", integer=True)
+        check_positive(self, "freq_hz", "dram_bytes_per_s")
+        check_non_negative(self, "vfu_op_cycles", "nd_cycles", "div_cycles", "exp_vfu_cycles",
+                           "gelu_vfu_cycles", "layernorm_ops", "level_intra_cycles",
+                           "level_inter_cycles", "kv_row_cycles", "e_mvm_pj", "e_lookup_pj",
+                           "e_vfu_pj", "e_smem_pj", "e_bus_pj", "e_kv_row_pj", "e_dram_pj_per_bit")
+
+    @property
+    def uclms(self) -> int:
+        """UCLMs on the chip (16,384 for the paper's configuration)."""
+        return self.tiles * self.cores_per_tile * self.uclms_per_core
+
+
+HASTILY = HastilyConfig()
+"""The paper's configuration (arXiv 2502.12344)."""
+
+OPTIONS = {"exp": "lut", "multicore_softmax": True, "pipelining": True}
+"""Behaviour options: exp="lut"|"vfu", multicore_softmax, pipelining. exp="vfu" with
+multicore_softmax=False is the PUMA baseline."""
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+class _Model:
+    def __init__(self, cfg: HastilyConfig, opts: dict):
+        self.cfg, self.opts = cfg, opts
+
+    def product(self, op: Op):
+        """(per-row cycles, one-off write cycles, per-row pJ by component, write pJ, UCLMs)."""
+        cfg, W = self.cfg, self.cfg.vfu_lanes
+        P, Q = _ceil(op.k, cfg.array_size), _ceil(op.n, cfg.array_size)
+        cores = _ceil(P * Q, cfg.uclms_per_core)
+        adds = (P - 1) * _ceil(op.n, W)
+        per_row = cfg.mvm_cycles + _ceil(adds, cores) * cfg.vfu_op_cycles
+        transfers = _ceil(op.k, cfg.bus_bytes) + _ceil(op.n, cfg.bus_bytes)
+        energy = {"uclm_mvm": op.batch * P * Q * cfg.e_mvm_pj,
+                  "vfu": op.batch * adds * cfg.vfu_op_cycles * cfg.e_vfu_pj,
+                  "bus": op.batch * transfers * cfg.e_bus_pj,
+                  "shared_memory": op.batch * transfers * cfg.e_smem_pj}
+        write_cycles, write_pj = 0, 0.0
+        if not op.static:  # the second operand (Kᵀ or V) is written into UCLMs as weights
+            write_cycles = min(op.k, cfg.array_size) * cfg.kv_row_cycles
+            write_pj = op.batch * op.k * Q * 8 * cfg.e_kv_row_pj  # 8 bit-plane rows per 64 values
+        return per_row, write_cycles, energy, write_pj, op.batch * P * Q
+
+    def softmax_row(self, length: int):
+        """(cycles, pJ by component) of one softmax row of `length` elements."""
+        cfg, W = self.cfg, self.cfg.vfu_lanes
+        C = _ceil(length, cfg.kv_columns_per_core) if self.opts["multicore_softmax"] else 1
+        l_c = _ceil(length, C)
+        steps = _ceil(l_c, W)
+        vfu = steps * (4 * cfg.vfu_op_cycles + cfg.div_cycles)
+        if self.opts["exp"] == "lut":
+            vfu += steps * (cfg.nd_cycles + cfg.vfu_op_cycles)
+            lookups = cfg.lookup_cycles * _ceil(l_c, cfg.lookup_arrays_per_core)
+            energy = {"uclm_lookup": length * cfg.e_lookup_pj}
+        else:
+            vfu += steps * cfg.exp_vfu_cycles
+            lookups, energy = 0, {}
+        levels = math.ceil(math.log2(C)) if C > 1 else 0
+        tree = 2 * sum(cfg.level_inter_cycles if 2**level > cfg.cores_per_tile else cfg.level_intra_cycles
+                       for level in range(1, levels + 1))
+        energy["vfu"] = C * vfu * cfg.e_vfu_pj
+        energy["bus"] = 2 * (C - 1) * cfg.e_bus_pj  # partial max and sum up the tree, results down
+        return vfu + lookups + tree, energy
+
+    def vector_row(self, op: Op):
+        """(cycles, unit, pJ by component) of one row of a non-product op on the VFU or bus."""
+        cfg = self.cfg
+        steps = _ceil(op.n, cfg.vfu_lanes)
+        if op.kind == "move":
+            transfers = _ceil(op.n, cfg.bus_bytes)
+            return transfers, "memory", {"bus": transfers * cfg.e_bus_pj, "shared_memory": transfers * cfg.e_smem_pj}
+        per_lane = {"norm": cfg.layernorm_ops * cfg.vfu_op_cycles, "gelu": cfg.gelu_vfu_cycles,
+                    "activation": cfg.exp_vfu_cycles}.get(op.kind, cfg.vfu_op_cycles)
+        return steps * per_lane, "vfu", {"vfu": steps * per_lane * cfg.e_vfu_pj}
+
+
+def estimate(workload: Workload, *, config: HastilyConfig | None = None, **options) -> Report:
+    """Cycles and energy of `workload` on HASTILY."""
+    opts, cfg = resolve("hastily", options, OPTIONS, HASTILY, config)
+    check_choice("exp", opts["exp"], ("lut", "vfu"))
+    check_choice("multicore_softmax", opts["multicore_softmax"], (True, False))
+    check_choice("pipelining", opts["pipelining"], (True, False))
+    model, pipelined = _Model(cfg, opts), opts["pipelining"]
+    rows, stage, outside, uclms, notes = [], 0, 0, 0, []
+    for op in workload.ops:
+        scale = lambda d, k=1: {c: v * k for c, v in d.items()}  # noqa: E731
+        if op.kind == "matmul":
+            per_row, write, energy, write_pj, blocks = model.product(op)
+            uclms += blocks
+            components = {**scale(energy, op.m), "kv_write": write_pj}
+            busy = write + op.m * per_row
+            in_pipe = per_row + (cfg.kv_row_cycles if write else 0)
+            rows.append(Row.of(op, "uclm", busy, components))
+        elif op.kind == "softmax":
+            per_row, energy = model.softmax_row(op.n)
+            busy, in_pipe = op.m * per_row, per_row
+            components = scale(energy, op.rows)
+            score_bytes = op.elements  # INT8 scores
+            if not pipelined and score_bytes > cfg.shared_memory_bytes:
+                spill = 2 * score_bytes  # written out, read back
+                busy += math.ceil(spill / cfg.dram_bytes_per_s * cfg.freq_hz)
+                components["dram"] = spill * 8 * cfg.e_dram_pj_per_bit
+            unit = "vfu+lut" if opts["exp"] == "lut" else "vfu"
+            rows.append(Row.of(op, unit, busy, components))
+        else:
+            per_row, unit, energy = model.vector_row(op)
+            busy, in_pipe = op.rows * per_row, per_row
+            rows.append(Row.of(op, unit, busy, scale(energy, op.rows)))
+        if pipelined and op.layer is not None:
+            stage = max(stage, in_pipe)
+        else:
+            outside += rows[-1].cycles
+    if pipelined:
+        layers = len(workload.layers())
+        b = workload.batch
+        static_rows = [op.m for op in workload.ops if op.static and op.layer is not None]
+        tokens = (max(static_rows) if static_rows else max((op.m for op in workload.ops), default=0)) // b
+        total = _ceil(b, 2) * (layers + min(b, 2)) * tokens * stage + outside
+    else:
+        total = outside
+    if uclms > cfg.uclms:
+        notes.append(f"needs {uclms:,} UCLMs, the chip has {cfg.uclms:,}: weights assumed resident "
+                     "(the paper's assumption)")
+    return Report("hastily", rows, total, cfg.freq_hz, options={**opts, "config": cfg},
+                  notes=tuple(notes), workload=workload.name)

@@ -1,0 +1,75 @@
+"""HASTILY cost model: golden values computed by hand from hastily.md §4."""
+
+import pytest
+
+from hwmodels import estimate
+from hwmodels.hastily import HastilyConfig
+from hwmodels.workload import Op, Workload
+
+S = "encoder.layer.0."
+LINEAR = Op("matmul", "addmm", S + "attention.self.query", 1, 128, 768, 768, True)
+QK = Op("matmul", "qk", S + "attention.self", 12, 128, 64, 128)
+SOFTMAX = Op("softmax", "softmax", S + "attention.self", 12, 128, 0, 128)
+NORM = Op("norm", "layer_norm", S + "output.LayerNorm", 1, 128, 0, 768)
+
+
+def test_static_product_golden():
+    report = estimate(Workload((LINEAR,)), "hastily", pipelining=False)
+    (row,) = report.rows
+    # P = Q = 12 UCLMs per side, 144 UCLMs on ⌈144/16⌉ = 9 cores; 11·⌈768/64⌉ = 132 vector adds
+    # per row -> 375 + ⌈132/9⌉ = 390 cycles per row, 128 rows
+    assert row.cycles == 128 * 390
+    per_row_pj = {"uclm_mvm": 144 * 22.38 * 375, "vfu": 132 * 1.7, "bus": 24 * 6.0, "shared_memory": 24 * 25.35}
+    assert row.components == pytest.approx({k: 128 * v * 1e-12 for k, v in per_row_pj.items()}, rel=1e-12)
+
+
+def test_dynamic_product_writes_its_operand():
+    (row,) = estimate(Workload((QK,)), "hastily", pipelining=False).rows
+    # Kᵀ (64×128) written: 64 row writes; per query row one MVM (P = 1, no adds)
+    assert row.cycles == 64 + 128 * 375
+    assert row.components["kv_write"] == pytest.approx(12 * 64 * 2 * 8 * 3.2e-12, rel=1e-12)
+
+
+@pytest.mark.parametrize("length,options,per_row", [
+    (128, {}, 2 * 5 + 2 * 3 + 4),                          # LUT exp, one core
+    (128, {"exp": "vfu"}, 2 * 5 + 2 * 10),                 # PUMA-style exp
+    (4096, {}, 16 * 5 + 16 * 3 + 4 * 8 + 2 * (16 + 16)),   # C = 4 cores, two intra-tile levels
+    (4096, {"multicore_softmax": False}, 64 * 5 + 64 * 3 + 4 * 32),
+    (16384, {}, 16 * 5 + 16 * 3 + 4 * 8 + 2 * (3 * 16 + 64)),  # C = 16: the 4th level is inter-tile
+])
+def test_softmax_row_golden(length, options, per_row):
+    op = Op("softmax", "softmax", S, 1, 3, 0, length)
+    (row,) = estimate(Workload((op,)), "hastily", pipelining=False, **options).rows
+    assert row.cycles == 3 * per_row
+
+
+def test_pipeline_golden():
+    workload = Workload((LINEAR, SOFTMAX, NORM))
+    # per-row: 390 (product), 20 (softmax row of 128), ⌈768/64⌉·8 = 96 (LayerNorm)
+    assert estimate(workload, "hastily", pipelining=False).total_cycles == 128 * (390 + 20 + 96)
+    # (N + 1)·l·T_stage with N = 1 layer, l = 128, T_stage = 390
+    assert estimate(workload, "hastily").total_cycles == 2 * 128 * 390
+    two = Workload((LINEAR, SOFTMAX, NORM), batch=2)  # same 128 rows = 2 sequences of 64
+    assert estimate(two, "hastily").total_cycles == (1 + 2) * 64 * 390
+
+
+def test_spill_only_without_pipelining():
+    big = Op("softmax", "softmax", S, 16, 2048, 0, 2048)  # 64 MiB of INT8 scores > 32 MiB
+    (row,) = estimate(Workload((big,)), "hastily", pipelining=False).rows
+    assert row.components["dram"] == pytest.approx(2 * 16 * 2048 * 2048 * 8 * 20e-12)
+    (row,) = estimate(Workload((big,)), "hastily").rows
+    assert "dram" not in row.components
+
+
+def test_capacity_note():
+    huge = Op("matmul", "addmm", S + "x", 1, 1, 8192, 8192, True)  # 16,384 UCLMs... plus one more
+    report = estimate(Workload((huge, LINEAR)), "hastily")
+    assert any("UCLMs" in note for note in report.notes)
+    assert not estimate(Workload((LINEAR,)), "hastily").notes
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="exp"):
+        estimate(Workload((LINEAR,)), "hastily", exp="taylor")
+    with pytest.raises(ValueError, match="vfu_lanes"):
+        HastilyConfig(vfu_lanes=0)
