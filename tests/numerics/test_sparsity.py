@@ -358,6 +358,19 @@ def test_fused_mac_rounds_once_like_exact_arithmetic(acc, x, w):
     assert f32_bits(got.item()) == f32_bits(ref.fma_f32(acc, x, w))
 
 
+@pytest.mark.parametrize("j", range(12, 24))
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("acc_odd", [0, 1])
+def test_fused_mac_is_not_fooled_by_double_rounding(j, sign, acc_odd):
+    # acc + x·w = acc + 2^-24 - 2^-(24+2j): just below a float32 midpoint; for j >= 15 within
+    # half a float64 ulp of it, so a plain float64 sum would land on the midpoint (ties to even).
+    acc = sign * (1 + acc_odd * 2.0**-23)
+    x, w = sign * (1 + 2.0**-j) * 2.0**-24, 1 - 2.0**-j
+    got = _fma_f32(torch.tensor([acc]), torch.tensor([x]), torch.tensor([w])).item()
+    assert got == acc  # below the midpoint: rounds back to acc, odd or even
+    assert got == ref.fma_f32(acc, x, w)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_reference_float32_rounding_against_numpy(d):
