@@ -569,6 +569,7 @@ def sparse_gemm(x: torch.Tensor, weight, config: FlexiSAGAConfig = FLEXISAGA_16X
         raise ValueError(f"x is on {x.device} but weight is on {weight.device}")
     if config.dtype == "float32" and config.accumulation == "fast":
         return torch.matmul(x, weight)
+    weight = weight.contiguous()  # rows W[k] are read once per step
     stored = stored_elements(weight)
     steps = stored.any(1).nonzero().flatten().tolist()
     if config.dtype == "int32":
@@ -577,9 +578,19 @@ def sparse_gemm(x: torch.Tensor, weight, config: FlexiSAGAConfig = FLEXISAGA_16X
         for k in steps:  # wrapped products are < 2**31, so K < 2**32 terms cannot overflow int64
             acc += _wrap_int32(x64[:, k, None] * w64[k])
         return _wrap_int32(acc).int()
+    # Skipping W[k, n] is adding x·(+0) = ±0, which leaves acc (never -0) unchanged, unless
+    # X[:, k] holds inf or NaN: only those steps need the explicit mask.
+    masked = (~stored.all(1) & ~torch.isfinite(x).all(0)).tolist()
+    x_cols = x.T.contiguous()
     acc = torch.zeros(x.shape[0], weight.shape[1], dtype=torch.float32, device=x.device)
     for k in steps:
-        xk, wk = x[:, k, None], weight[k]
-        new = _fma_f32(acc, xk, wk) if config.fused_mac else acc + xk * wk
-        acc = torch.where(stored[k], new, acc)
+        xk, wk = x_cols[k, :, None], weight[k]
+        if config.fused_mac:
+            new = _fma_f32(acc, xk, wk)
+            acc = torch.where(stored[k], new, acc) if masked[k] else new
+        else:
+            product = xk * wk
+            if masked[k]:
+                product.masked_fill_(~stored[k], 0.0)
+            acc.add_(product)
     return acc

@@ -443,11 +443,14 @@ def test_fused_mac_differs_where_it_should():
     assert sparse_gemm(x, w, FlexiSAGAConfig(fused_mac=True)).item() == 3 * 2.0**-23 + 2.0**-45
 
 
-def test_skipped_weight_never_meets_infinite_activation():
-    x = torch.tensor([[1.0, math.inf, 2.0]])
-    w = torch.tensor([[1.0, 2.0], [0.0, 0.0], [3.0, -0.0]])  # row 1 pruned; -0.0 is stored
-    y = sparse_gemm(x, w)
-    assert y.tolist() == [[7.0, 2.0]]
+@pytest.mark.parametrize("fused", [False, True])
+def test_skipped_weight_never_meets_infinite_activation(fused):
+    x = torch.tensor([[1.0, math.inf, 2.0, 1.0], [1.0, math.nan, 1.0, -math.inf],
+                      [math.nan, 1.0, 1.0, 1.0]])
+    w = torch.tensor([[1.0, 2.0], [0.0, 0.0], [3.0, -0.0], [0.0, 1.0]])  # -0.0 is stored
+    y = sparse_gemm(x, w, FlexiSAGAConfig(fused_mac=fused))
+    assert y[:2].tolist() == [[7.0, 3.0], [4.0, -math.inf]]
+    assert y[2].isnan().all()  # NaN meets stored weights
     assert torch.isnan(sparse_gemm(x, w, FlexiSAGAConfig(accumulation="fast"))).all()
 
 
