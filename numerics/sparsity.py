@@ -297,8 +297,32 @@ def _layout(shape: tuple[int, int], tile: tuple[int, int], vector: str, device) 
     return _tiles(torch.ones(shape, dtype=torch.bool, device=device), tile, vector)
 
 
+class _StorageCounts:
+    """Counts shared by the encoded formats; they define shape, nnz, word_bits, metadata_bits."""
+
+    @property
+    def storage_bits(self) -> int:
+        """b · nnz + metadata bits."""
+        return self.word_bits * self.nnz + self.metadata_bits
+
+    @property
+    def dense_bits(self) -> int:
+        """b · K · N, the same weight stored dense."""
+        return self.word_bits * self.shape[0] * self.shape[1]
+
+    @property
+    def compression_ratio(self) -> float:
+        """Dense bits / encoded storage bits (> 1 means the format saves memory)."""
+        return self.dense_bits / self.storage_bits
+
+    @property
+    def injected_zeros(self) -> int:
+        """Elements the DecU fills with +0 instead of reading memory: K · N − nnz."""
+        return self.shape[0] * self.shape[1] - self.nnz
+
+
 @dataclass(frozen=True, eq=False)
-class BitmapWeight:
+class BitmapWeight(_StorageCounts):
     """A (K, N) weight in the two-stage bitmap format (spec §2.4; the bit layout is a reconstruction).
 
     For each aligned R×C tile (row-major tile order; edge tiles smaller), with V vectors of length
@@ -373,32 +397,12 @@ class BitmapWeight:
         return self.vector_bits.numel() + self.element_bits.numel()
 
     @property
-    def storage_bits(self) -> int:
-        """b · nnz + metadata bits."""
-        return self.word_bits * self.nnz + self.metadata_bits
-
-    @property
-    def dense_bits(self) -> int:
-        """b · K · N, the same weight stored dense."""
-        return self.word_bits * self.shape[0] * self.shape[1]
-
-    @property
-    def compression_ratio(self) -> float:
-        """Dense bits / bitmap storage bits (> 1 means the format saves memory)."""
-        return self.dense_bits / self.storage_bits
-
-    @property
     def decu_words(self) -> int:
         """Words the DecU reads: Σ over tiles of nnz + ceil(metadata bits / b) (spec §2.4)."""
         _, _, value_tile = self._tile_ids()
         meta = self.tile_metadata_bits()
         nnz = torch.bincount(value_tile, minlength=meta.numel())
         return int((nnz + _ceil_div(meta, self.word_bits)).sum())
-
-    @property
-    def injected_zeros(self) -> int:
-        """Elements the DecU fills with +0 instead of reading memory: K · N − nnz."""
-        return self.shape[0] * self.shape[1] - self.nnz
 
     def decode(self) -> torch.Tensor:
         """The dense (K, N) weight, bit for bit what was encoded (unstored elements are +0)."""
@@ -416,7 +420,7 @@ class BitmapWeight:
 
 
 @dataclass(frozen=True, eq=False)
-class ChannelBitmapWeight:
+class ChannelBitmapWeight(_StorageCounts):
     """The csOS format (spec §2.4, reconstruction): the list of non-zero output channels, then the
     packed columns (in index order) in the ``"row"``-mode bitmap, whose tiles group them by C."""
 
@@ -449,26 +453,10 @@ class ChannelBitmapWeight:
         return self.channels.numel() * self.index_bits + packed
 
     @property
-    def storage_bits(self) -> int:
-        return self.word_bits * self.nnz + self.metadata_bits
-
-    @property
-    def dense_bits(self) -> int:
-        return self.word_bits * self.shape[0] * self.shape[1]
-
-    @property
-    def compression_ratio(self) -> float:
-        return self.dense_bits / self.storage_bits
-
-    @property
     def decu_words(self) -> int:
         """The packed bitmap's words plus ceil(channel-list bits / b) (assumption: read once)."""
         packed = 0 if self.packed is None else self.packed.decu_words
         return packed + _ceil_div(self.channels.numel() * self.index_bits, self.word_bits)
-
-    @property
-    def injected_zeros(self) -> int:
-        return self.shape[0] * self.shape[1] - self.nnz
 
     def decode(self) -> torch.Tensor:
         out = torch.zeros(self.shape, dtype=self.dtype, device=self.channels.device)
@@ -502,20 +490,21 @@ def encode_bitmap(weight: torch.Tensor, tile=(16, 16), *,
     )
 
 
-def decode_bitmap(encoded: BitmapWeight | ChannelBitmapWeight) -> torch.Tensor:
-    """The dense (K, N) weight of an encoded one, bit for bit."""
+def _check_encoded(encoded):
     if not isinstance(encoded, (BitmapWeight, ChannelBitmapWeight)):
         raise TypeError(f"encoded must be a BitmapWeight or ChannelBitmapWeight, "
                         f"got {type(encoded).__name__}")
-    return encoded.decode()
+    return encoded
+
+
+def decode_bitmap(encoded: BitmapWeight | ChannelBitmapWeight) -> torch.Tensor:
+    """The dense (K, N) weight of an encoded one, bit for bit."""
+    return _check_encoded(encoded).decode()
 
 
 def metadata_bits(encoded: BitmapWeight | ChannelBitmapWeight) -> int:
     """Metadata bits of an encoded weight, as the spec counts them (§2.4)."""
-    if not isinstance(encoded, (BitmapWeight, ChannelBitmapWeight)):
-        raise TypeError(f"encoded must be a BitmapWeight or ChannelBitmapWeight, "
-                        f"got {type(encoded).__name__}")
-    return encoded.metadata_bits
+    return _check_encoded(encoded).metadata_bits
 
 
 # --------------------------------------------------------------------------- sparse GEMM
