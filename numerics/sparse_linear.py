@@ -100,7 +100,7 @@ class SparseLinear(nn.Module):
         """Prune ``linear`` with ``config`` (its weight taken as W = weight.T, spec orientation)."""
         result = prune_layer(linear.weight.detach().T, config.sparsity, tile=config.tile,
                              vector=config.vector, criterion=config.criterion, cycles=cycles,
-                             m_tokens=config.auto_tokens)
+                             auto_tokens=config.auto_tokens)
         module = cls(result.weight.T, result.mask.T, linear.bias, config)
         report = LayerSparsity(tuple(result.mask.shape), result.vector, result.vectors_pruned,
                                result.vectors_total, module.sparsity)
@@ -150,7 +150,7 @@ def flexisaga_model(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.spars
                     fused_mac: bool = FLEXISAGA_16X16.fused_mac,
                     skip: Iterable[str] | Callable[[str, nn.Linear], bool] = DENSE_BY_DEFAULT,
                     cycles: CyclesFn | None = None,
-                    m_tokens: int = FLEXISAGA_16X16.auto_tokens,
+                    auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
                     ) -> tuple[nn.Module, dict[str, LayerSparsity]]:
     """A deep copy of ``model`` with every ``nn.Linear`` replaced by a :class:`SparseLinear`.
 
@@ -160,7 +160,7 @@ def flexisaga_model(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.spars
     Linears for which ``skip`` holds stay dense: ``skip`` is a callable ``(name, module) -> bool``
     or fnmatch patterns matched against the qualified name and each of its dot-separated parts
     (default :data:`DENSE_BY_DEFAULT`; ``skip=()`` prunes every Linear). ``vector="auto"`` needs
-    ``cycles`` (see :data:`numerics.sparsity.CyclesFn`) and compares at M = ``m_tokens``.
+    ``cycles`` (see :data:`numerics.sparsity.CyclesFn`) and compares at M = ``auto_tokens``.
     Returns ``(new_model, {qualified name: LayerSparsity})``. The input model is not modified.
     """
     if not isinstance(model, nn.Module):
@@ -168,7 +168,7 @@ def flexisaga_model(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.spars
     rows, cols = check_tile(tile)
     config = FlexiSAGAConfig(rows=rows, cols=cols, sparsity=sparsity, vector=vector,
                              criterion=criterion, accumulation=accumulation, fused_mac=fused_mac,
-                             auto_tokens=m_tokens)
+                             auto_tokens=auto_tokens)
     if vector == "auto" and not callable(cycles):
         raise ValueError("cycles must be a callable (weight, m, rows, cols) -> int when "
                          "vector='auto'")

@@ -193,17 +193,19 @@ class PruneResult(NamedTuple):
     vector: str
     """Orientation used (``"auto"`` resolved to ``"row"`` or ``"col"``)."""
     vectors_pruned: int
+    """floor(sparsity · vectors_total), the vectors zeroed."""
     vectors_total: int
+    """V_layer, the layer's tile-aligned vectors of that orientation."""
 
 
 def prune_layer(weight: torch.Tensor, sparsity: float, *, tile=(16, 16), vector: str = "row",
                 criterion: str = "l2", cycles: CyclesFn | None = None,
-                m_tokens: int = FLEXISAGA_16X16.auto_tokens) -> PruneResult:
+                auto_tokens: int = FLEXISAGA_16X16.auto_tokens) -> PruneResult:
     """Structured pruning of a ``(K, N)`` weight; :func:`prune` with the bookkeeping.
 
     Steps (spec §2.3): score every tile-aligned vector (:func:`vector_scores`), sort by
     (score, flat index) ascending, zero the first ``pruned_count(sparsity, V)``. ``"auto"`` prunes
-    ``"row"`` and ``"col"`` and keeps the one for which ``cycles(pruned, m_tokens, R, C)`` is
+    ``"row"`` and ``"col"`` and keeps the one for which ``cycles(pruned, auto_tokens, R, C)`` is
     lower, ``"row"`` on a tie.
     """
     weight = _check_matrix("weight", weight)
@@ -211,7 +213,7 @@ def prune_layer(weight: torch.Tensor, sparsity: float, *, tile=(16, 16), vector:
     tile = check_tile(tile)
     _check_choice("vector", vector, VECTORS)
     _check_choice("criterion", criterion, CRITERIA)
-    m_tokens = _check_positive_int("m_tokens", m_tokens)
+    auto_tokens = _check_positive_int("auto_tokens", auto_tokens)
     if weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
         raise ValueError("weight must be finite to be pruned (its scores would be NaN)")
     if vector == "auto":
@@ -220,7 +222,7 @@ def prune_layer(weight: torch.Tensor, sparsity: float, *, tile=(16, 16), vector:
                              "vector='auto' (the spec §4.2 cost model, e.g. from hwmodels)")
         row = prune_layer(weight, sparsity, tile=tile, vector="row", criterion=criterion)
         col = prune_layer(weight, sparsity, tile=tile, vector="col", criterion=criterion)
-        if cycles(col.weight, m_tokens, *tile) < cycles(row.weight, m_tokens, *tile):
+        if cycles(col.weight, auto_tokens, *tile) < cycles(row.weight, auto_tokens, *tile):
             return col
         return row
     scores = vector_scores(weight, tile, vector, criterion)
@@ -239,7 +241,7 @@ def prune_layer(weight: torch.Tensor, sparsity: float, *, tile=(16, 16), vector:
 
 def prune(weight: torch.Tensor, sparsity: float, *, tile=(16, 16), vector: str = "row",
           criterion: str = "l2", cycles: CyclesFn | None = None,
-          m_tokens: int = FLEXISAGA_16X16.auto_tokens) -> tuple[torch.Tensor, torch.Tensor]:
+          auto_tokens: int = FLEXISAGA_16X16.auto_tokens) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune whole tile-aligned vectors of ``weight`` (K, N); return ``(pruned_weight, mask)``.
 
     Exactly ``pruned_count(sparsity, V)`` of the layer's V vectors are zeroed (set to +0), the
@@ -247,7 +249,7 @@ def prune(weight: torch.Tensor, sparsity: float, *, tile=(16, 16), vector: str =
     input is not modified; at sparsity 0 the result equals it bit for bit. See :func:`prune_layer`.
     """
     result = prune_layer(weight, sparsity, tile=tile, vector=vector, criterion=criterion,
-                         cycles=cycles, m_tokens=m_tokens)
+                         cycles=cycles, auto_tokens=auto_tokens)
     return result.weight, result.mask
 
 

@@ -121,7 +121,7 @@ def test_multihead_attention_out_proj_is_left_alone():
     (dict(sparsity=1.0), "sparsity"), (dict(sparsity=-0.5), "sparsity"), (dict(tile=(0, 4)), "tile"),
     (dict(tile=(4, 4, 4)), "tile"), (dict(vector="diag"), "vector"), (dict(criterion="l3"), "criterion"),
     (dict(accumulation="tree"), "accumulation"), (dict(fused_mac="yes"), "fused_mac"),
-    (dict(vector="auto"), "cycles"), (dict(skip=[3]), "skip"), (dict(m_tokens=0), "auto_tokens"),
+    (dict(vector="auto"), "cycles"), (dict(skip=[3]), "skip"), (dict(auto_tokens=0), "auto_tokens"),
 ])
 def test_flexisaga_model_rejects_invalid_options(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -192,7 +192,7 @@ def test_auto_keeps_orientation_with_fewer_cycles_and_row_on_tie():
         calls.append((m, rows, cols))
         return -int((pruned.reshape(3, 8, 24) == 0).all(1).sum())
 
-    result = prune_layer(w, 0.5, tile=(8, 8), vector="auto", cycles=zero_cols_win, m_tokens=64)
+    result = prune_layer(w, 0.5, tile=(8, 8), vector="auto", cycles=zero_cols_win, auto_tokens=64)
     assert result.vector == "col"
     assert torch.equal(result.mask, prune(w, 0.5, tile=(8, 8), vector="col")[1])
     assert calls == [(64, 8, 8), (64, 8, 8)]
@@ -207,7 +207,7 @@ def test_auto_keeps_orientation_with_fewer_cycles_and_row_on_tie():
     (dict(sparsity="0.5"), "sparsity"), (dict(tile=(0, 4)), "tile"), (dict(tile=(4, -2)), "tile"),
     (dict(tile=(4,)), "tile"), (dict(tile=4), "tile"), (dict(tile=(2.5, 2)), "tile"),
     (dict(vector="diag"), "vector"), (dict(criterion="max"), "criterion"),
-    (dict(vector="auto"), "cycles"), (dict(m_tokens=0), "m_tokens"),
+    (dict(vector="auto"), "cycles"), (dict(auto_tokens=0), "auto_tokens"),
 ])
 def test_prune_rejects_invalid_options(kwargs, match):
     args = dict(sparsity=0.5, tile=(4, 4))
