@@ -143,16 +143,27 @@ def _skip_rule(skip) -> Callable[[str, nn.Linear], bool]:
     return rule
 
 
-def flexisaga_model(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.sparsity,
-                    tile=FLEXISAGA_16X16.tile, vector: str = FLEXISAGA_16X16.vector,
-                    criterion: str = FLEXISAGA_16X16.criterion,
-                    accumulation: str = FLEXISAGA_16X16.accumulation,
-                    fused_mac: bool = FLEXISAGA_16X16.fused_mac,
-                    skip: Iterable[str] | Callable[[str, nn.Linear], bool] = DENSE_BY_DEFAULT,
-                    cycles: CyclesFn | None = None,
-                    auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
-                    ) -> tuple[nn.Module, dict[str, LayerSparsity]]:
-    """A deep copy of ``model`` with every ``nn.Linear`` replaced by a :class:`SparseLinear`.
+def flexisaga_model(model: nn.Module, **options) -> tuple[nn.Module, dict[str, LayerSparsity]]:
+    """A deep copy of ``model`` with its Linears pruned (see :func:`sparsify_`; same options).
+
+    Returns ``(new_model, {qualified name: LayerSparsity})``. The input model is not modified.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    new = copy.deepcopy(model)
+    return new, sparsify_(new, **options)
+
+
+def sparsify_(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.sparsity,
+              tile=FLEXISAGA_16X16.tile, vector: str = FLEXISAGA_16X16.vector,
+              criterion: str = FLEXISAGA_16X16.criterion,
+              accumulation: str = FLEXISAGA_16X16.accumulation,
+              fused_mac: bool = FLEXISAGA_16X16.fused_mac,
+              skip: Iterable[str] | Callable[[str, nn.Linear], bool] = DENSE_BY_DEFAULT,
+              cycles: CyclesFn | None = None,
+              auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
+              ) -> dict[str, LayerSparsity]:
+    """Replace, in place, every ``nn.Linear`` of ``model`` by a :class:`SparseLinear`.
 
     Only modules of type exactly ``nn.Linear`` are replaced (a subclass such as the ``out_proj``
     of ``nn.MultiheadAttention`` is read directly by its parent and stays dense).
@@ -161,7 +172,7 @@ def flexisaga_model(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.spars
     or fnmatch patterns matched against the qualified name and each of its dot-separated parts
     (default :data:`DENSE_BY_DEFAULT`; ``skip=()`` prunes every Linear). ``vector="auto"`` needs
     ``cycles`` (see :data:`numerics.sparsity.CyclesFn`) and compares at M = ``auto_tokens``.
-    Returns ``(new_model, {qualified name: LayerSparsity})``. The input model is not modified.
+    Returns ``{qualified name: LayerSparsity}``. Options are checked before anything changes.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -173,9 +184,8 @@ def flexisaga_model(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.spars
         raise ValueError("cycles must be a callable (weight, m, rows, cols) -> int when "
                          "vector='auto'")
     rule = _skip_rule(skip)
-    new = copy.deepcopy(model)
     slots = [(parent, child_name, f"{name}.{child_name}" if name else child_name, child)
-             for name, parent in new.named_modules(remove_duplicate=False)
+             for name, parent in model.named_modules(remove_duplicate=False)
              for child_name, child in parent._modules.items()  # with repeats, unlike named_children
              if type(child) is nn.Linear]
     dense = {id(child) for _, _, full, child in slots if rule(full, child)}  # under any name
@@ -188,4 +198,4 @@ def flexisaga_model(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.spars
             replaced[id(child)], report[full] = SparseLinear.from_linear(child, config,
                                                                          cycles=cycles)
         setattr(parent, child_name, replaced[id(child)])
-    return new, report
+    return report

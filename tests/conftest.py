@@ -4,3 +4,9 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("edgenum", deadline=None, max_examples=200,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("edgenum")
+
+# `make test` runs two pytest workers on two cores: one intra-op thread each avoids OpenMP
+# contention, which made small-tensor loops up to 10x slower.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
