@@ -129,8 +129,10 @@ def test_quantize_input_per_row_and_tensor():
     codes, s = quantize_input(x)
     assert s.flatten().tolist() == pytest.approx([0.01, 1.0, 0.02])
     assert codes.tolist() == [[50, -127, 0], [0, 0, 0], [127, 50, 0]]  # by hand: x / s
-    codes, s = quantize_input(x, scale=0.5)  # -1.25 / 0.5 = -2.5 is a tie -> -2 (even)
-    assert codes[0].tolist() == [1, -2, 0] and codes[2].tolist() == [5, 2, 0]
+    codes, s = quantize_input(x, scale=0.5)  # -1.27 / 0.5 = -2.54 -> -3; -0.01 / 0.5 -> 0
+    assert codes[0].tolist() == [1, -3, 0] and codes[2].tolist() == [5, 2, 0]
+    tie, _ = quantize_input(torch.tensor([-1.25, 0.75]), scale=0.5)  # -2.5, 1.5: ties to even
+    assert tie.tolist() == [-2, 2]
 
 
 def test_observers():
