@@ -25,6 +25,9 @@ from typing import NamedTuple
 
 import torch
 
+from numerics.validation import check_choice as _check_choice
+from numerics.validation import check_int as _check_int_field
+
 __all__ = [
     "CrossbarConfig",
     "ATLEUS_RERAM",
@@ -45,18 +48,6 @@ _INPUT_ENCODINGS = ("twos_complement", "unsigned")
 _SLICE_PLACEMENTS = ("columns", "arrays")
 # Elements of the per-plane count tensor processed at once on the clipping path (memory bound).
 _CHUNK_ELEMENTS = 1 << 22
-
-
-def _check_int_field(name: str, value, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def _check_rate(name: str, value, hi: float = math.inf) -> None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from numerics.crossbar import ATLEUS_RERAM, CrossbarConfig
-from numerics.formats import IntFormat, Rounding, dequantize, quantize
+from numerics.formats import IntFormat, Rounding, quantize
+from numerics.validation import check_choice, check_int
 
 __all__ = [
     "QuantConfig", "M8F8", "M8F4", "M4F8", "M4F4",
@@ -27,13 +28,6 @@ GRANULARITIES = ("crossbar", "row_block", "channel", "tensor")
 SCALE_FORMATS = ("fp32", "pow2", "float8_e4m3fn")
 _FP8_MAX = 448.0  # largest finite float8_e4m3fn
 _FP8_GROUP = 256  # block scales sharing one double-quantization scale (QLoRA)
-
-
-def _check_bits(name: str, value, lo: int = 2, hi: int = 16) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
 
 
 @dataclass(frozen=True)
@@ -71,19 +65,15 @@ class QuantConfig:
     an observer, else the call's absmax). Assumption."""
 
     def __post_init__(self) -> None:
-        _check_bits("mha_weight_bits", self.mha_weight_bits)
-        _check_bits("ffn_weight_bits", self.ffn_weight_bits)
-        _check_bits("input_bits", self.input_bits)
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        check_int("mha_weight_bits", self.mha_weight_bits, 2, 16)
+        check_int("ffn_weight_bits", self.ffn_weight_bits, 2, 16)
+        check_int("input_bits", self.input_bits, 2, 16)
+        check_choice("granularity", self.granularity, GRANULARITIES)
         if not isinstance(self.symmetric, bool):
             raise TypeError("symmetric must be a bool")
-        if self.scale_format not in SCALE_FORMATS:
-            raise ValueError(f"scale_format must be one of {SCALE_FORMATS}, got {self.scale_format!r}")
+        check_choice("scale_format", self.scale_format, SCALE_FORMATS)
         Rounding.parse(self.rounding)
-        if self.input_granularity not in ("token", "tensor"):
-            raise ValueError(
-                f"input_granularity must be 'token' or 'tensor', got {self.input_granularity!r}")
+        check_choice("input_granularity", self.input_granularity, ("token", "tensor"))
 
 
 M8F8 = QuantConfig(8, 8)
@@ -137,7 +127,8 @@ def block_shape(granularity: str, k: int, n: int, bits: int,
         return k, 1
     if granularity == "tensor":
         return k, n
-    raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    check_choice("granularity", granularity, GRANULARITIES)
+    raise AssertionError("unreachable")
 
 
 def _store_scales(c: torch.Tensor, a_nonzero: torch.Tensor, scale_format: str, q_m: int):
@@ -176,9 +167,8 @@ def quantize_weight(w: torch.Tensor, bits: int, *, granularity: str = "crossbar"
         raise ValueError(f"w must be a non-empty 2-D (K, N) tensor, got shape {tuple(w.shape)}")
     if not torch.isfinite(w).all():
         raise ValueError("w must be finite")
-    _check_bits("bits", bits)
-    if scale_format not in SCALE_FORMATS:
-        raise ValueError(f"scale_format must be one of {SCALE_FORMATS}, got {scale_format!r}")
+    check_int("bits", bits, 2, 16)
+    check_choice("scale_format", scale_format, SCALE_FORMATS)
     if not symmetric and scale_format != "fp32":
         raise ValueError("scale_format must be 'fp32' when symmetric=False")
     k, n = w.shape
@@ -216,7 +206,7 @@ def quantize_input(x: torch.Tensor, bits: int = 8, *, scale=None,
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating tensor, got {getattr(x, 'dtype', type(x))}")
-    _check_bits("bits", bits)
+    check_int("bits", bits, 2, 16)
     fmt = IntFormat(bits, True)
     q_m = fmt.qmax
     if scale is None:

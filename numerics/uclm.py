@@ -12,20 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from numerics.validation import check_int as _check_bits
+
 __all__ = ["UCLMConfig", "HASTILY_UCLM", "exp_lut", "lut_table", "softmax"]
 
 _LOG2E = math.log2(math.e)
 _LN2 = math.log(2.0)
 _T_LIMIT = 1 << 62  # clamp of the fixed-point exponent argument (spec step 1)
-
-
-def _check_bits(name: str, value, lo: int, hi: int, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int{' or None' if optional else ''}, got {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
 
 
 @dataclass(frozen=True)
