@@ -1,0 +1,78 @@
+"""Crossbar emulation cost: a 384 -> 1536 Linear on 128 tokens, emulated time / nn.Linear time.
+
+For each preset, the fast path (a configuration that cannot clip, computed as one exact
+integer product) and the clipping path (every input-bit x weight-slice plane through the
+ADC model). Ratios are medians over several back-to-back runs on the current device (CPU by default).
+
+    PYTHONPATH=. python bench/crossbar.py [--device cuda] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import torch
+
+from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, crossbar_matmul
+
+TOKENS, D_IN, D_OUT = 128, 384, 1536
+
+
+def _timed(fn, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def ratio(fn, ref, repeat: int, device: str) -> tuple[float, float]:
+    """Median time of ``fn`` and median of fn/ref ratios, the two timed back to back so that
+    load from other processes hits both alike."""
+    fn(), ref()  # warm-up
+    times, ratios = [], []
+    for _ in range(repeat):
+        t = _timed(fn, device)
+        t_ref = min(_timed(ref, device) for _ in range(5))
+        times.append(t)
+        ratios.append(t / t_ref)
+    return statistics.median(times), statistics.median(ratios)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = args.device
+    g = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(D_IN, D_OUT).to(dev)
+    x = torch.randn(TOKENS, D_IN, generator=g).to(dev)
+    ref = torch.no_grad()(lambda: linear(x))
+    x_int = torch.randint(-127, 128, (TOKENS, D_IN), generator=g).to(dev)
+    w_int = torch.randint(-127, 128, (D_IN, D_OUT), generator=g).to(dev)
+    cases = {
+        "ATLEUS_RERAM": {"fast": ATLEUS_RERAM,  # flip keeps counts <= 192 < 256
+                         "clipping": dataclasses.replace(ATLEUS_RERAM, flip_columns=False)},
+        "HASTILY_SRAM": {"fast": dataclasses.replace(HASTILY_SRAM, adc_bits=7),
+                         "clipping": HASTILY_SRAM},
+    }
+    print(f"{TOKENS} tokens x Linear({D_IN} -> {D_OUT}) on {dev}, "
+          f"{torch.get_num_threads()} threads; ratio = median of emulated / nn.Linear")
+    print(f"{'preset':<14}{'path':<10}{'ms':>10}{'ratio':>10}")
+    for name, paths in cases.items():
+        for path, cfg in paths.items():
+            assert cfg.can_clip == (path == "clipping")
+            t, r = ratio(lambda: crossbar_matmul(x_int, w_int, cfg), ref, args.repeat, dev)
+            print(f"{name:<14}{path:<10}{t * 1e3:>10.2f}{r:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()

