@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from hwmodels import estimate, trace
+from hwmodels.flexisaga import FLEXISAGA  # the spec defaults: goldens are computed without fitted constants
 from hwmodels.workload import Workload
 from tests.hwmodels.workloads import transformer_layer
 
@@ -15,7 +16,7 @@ def gemm_rows(report):
 
 
 def test_bert_base_layer_table():
-    report = estimate(LAYER, "flexisaga", non_gemm=False)
+    report = estimate(LAYER, "flexisaga", config=FLEXISAGA, non_gemm=False)
     assert [(row.name.split("[")[1][:-1], row.cycles) for row in gemm_rows(report)] == [
         ("dis", 902_400), ("dws", 66_816), ("dos", 60_672), ("dos", 306_432),
         ("dis", 1_197_312), ("dos", 1_191_168)]
@@ -24,24 +25,24 @@ def test_bert_base_layer_table():
 
 @pytest.mark.parametrize("sparsity,total", [(0.5, 1_955_328), (0.75, 1_070_592)])
 def test_bert_base_layer_sparse(sparsity, total):
-    report = estimate(LAYER, "flexisaga", sparsity=sparsity, non_gemm=False)
+    report = estimate(LAYER, "flexisaga", config=FLEXISAGA, sparsity=sparsity, non_gemm=False)
     assert report.total_cycles == total
     chosen = [row.name.split("[")[1][:-1] for row in gemm_rows(report)]
     assert chosen == ["sis", "dws", "dos", "sos", "sis", "sos"]
 
 
 def test_forced_dataflow_and_dense_only():
-    ws = estimate(LAYER, "flexisaga", dataflow="sWS", sparsity=0.5, non_gemm=False)
+    ws = estimate(LAYER, "flexisaga", config=FLEXISAGA, dataflow="sWS", sparsity=0.5, non_gemm=False)
     names = [row.name.split("[")[1][:-1] for row in gemm_rows(ws)]
     assert names == ["sws", "dws", "dws", "sws", "sws", "sws"]  # attention products fall back to dense
-    dense = estimate(LAYER, "flexisaga", sparsity=0.5, sparse=False, non_gemm=False)
+    dense = estimate(LAYER, "flexisaga", config=FLEXISAGA, sparsity=0.5, sparse=False, non_gemm=False)
     assert dense.total_cycles == 3_724_800
 
 
 def test_energy_golden():
     from hwmodels.workload import Op
     op = Op("matmul", "mm", "", 1, 32, 32, 32)
-    (row,) = estimate(Workload((op,)), "flexisaga").rows
+    (row,) = estimate(Workload((op,)), "flexisaga", config=FLEXISAGA).rows
     assert row.name.endswith("[dos]") and row.cycles == 2 * 2 * (30 + 32)
     macs = 32**3
     sram = 32 * 32 * 2 + 32 * 32 * 2 + 32 * 32  # X, W per fold (§4.4), Y once
@@ -55,15 +56,15 @@ def test_sparsity_from_a_pruned_model():
     with torch.no_grad():
         lin.weight[:, ::2] = 0  # half of the K rows: every 1×C row vector with even k is zero
     workload = trace(lin, torch.randn(64, 64))
-    dense = estimate(Workload(workload.ops), "flexisaga", sparse=False)
-    (row,) = gemm_rows(estimate(workload, "flexisaga"))
+    dense = estimate(Workload(workload.ops), "flexisaga", config=FLEXISAGA, sparse=False)
+    (row,) = gemm_rows(estimate(workload, "flexisaga", config=FLEXISAGA))
     # sWS: 2 column tiles · ⌈32 kept rows/16⌉ folds · (2·16 + 16 + 64 − 2) = 440, below
     # sOS: ⌈64/16⌉ · 2 column tiles · (30 + 32) = 496 and dOS: ⌈64/16⌉·2·(30 + 64) = 752
     assert (row.name, row.cycles) == ("aten.mm [sws]", 440)
-    assert gemm_rows(estimate(workload, "flexisaga", dataflow="sos"))[0].cycles == 496
+    assert gemm_rows(estimate(workload, "flexisaga", config=FLEXISAGA, dataflow="sos"))[0].cycles == 496
     assert gemm_rows(dense)[0].cycles == 752
     # an explicit sparsity overrides the model's zeros only inside blocks: here the op has no layer
-    assert gemm_rows(estimate(workload, "flexisaga", sparsity=0.5))[0].cycles == gemm_rows(dense)[0].cycles
+    assert gemm_rows(estimate(workload, "flexisaga", config=FLEXISAGA, sparsity=0.5))[0].cycles == gemm_rows(dense)[0].cycles
 
 
 def test_bad_options():

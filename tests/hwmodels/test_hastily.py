@@ -3,7 +3,7 @@
 import pytest
 
 from hwmodels import estimate
-from hwmodels.hastily import HastilyConfig
+from hwmodels.hastily import HASTILY, HastilyConfig  # HASTILY: the spec defaults, without fitted constants
 from hwmodels.workload import Op, Workload
 
 S = "encoder.layer.0."
@@ -14,7 +14,7 @@ NORM = Op("norm", "layer_norm", S + "output.LayerNorm", 1, 128, 0, 768)
 
 
 def test_static_product_golden():
-    report = estimate(Workload((LINEAR,)), "hastily", pipelining=False)
+    report = estimate(Workload((LINEAR,)), "hastily", config=HASTILY, pipelining=False)
     (row,) = report.rows
     # P = Q = 12 UCLMs per side, 144 UCLMs on ⌈144/16⌉ = 9 cores; 11·⌈768/64⌉ = 132 vector adds
     # per row -> 375 + ⌈132/9⌉ = 390 cycles per row, 128 rows
@@ -24,7 +24,7 @@ def test_static_product_golden():
 
 
 def test_dynamic_product_writes_its_operand():
-    (row,) = estimate(Workload((QK,)), "hastily", pipelining=False).rows
+    (row,) = estimate(Workload((QK,)), "hastily", config=HASTILY, pipelining=False).rows
     # Kᵀ (64×128) written: 64 row writes; per query row one MVM (P = 1, no adds)
     assert row.cycles == 64 + 128 * 375
     assert row.components["kv_write"] == pytest.approx(12 * 64 * 2 * 8 * 3.2e-12, rel=1e-12)
@@ -39,25 +39,25 @@ def test_dynamic_product_writes_its_operand():
 ])
 def test_softmax_row_golden(length, options, per_row):
     op = Op("softmax", "softmax", S, 1, 3, 0, length)
-    (row,) = estimate(Workload((op,)), "hastily", pipelining=False, **options).rows
+    (row,) = estimate(Workload((op,)), "hastily", config=HASTILY, pipelining=False, **options).rows
     assert row.cycles == 3 * per_row
 
 
 def test_pipeline_golden():
     workload = Workload((LINEAR, SOFTMAX, NORM))
     # per-row: 390 (product), 20 (softmax row of 128), ⌈768/64⌉·8 = 96 (LayerNorm)
-    assert estimate(workload, "hastily", pipelining=False).total_cycles == 128 * (390 + 20 + 96)
+    assert estimate(workload, "hastily", config=HASTILY, pipelining=False).total_cycles == 128 * (390 + 20 + 96)
     # (N + 1)·l·T_stage with N = 1 layer, l = 128, T_stage = 390
-    assert estimate(workload, "hastily").total_cycles == 2 * 128 * 390
+    assert estimate(workload, "hastily", config=HASTILY).total_cycles == 2 * 128 * 390
     two = Workload((LINEAR, SOFTMAX, NORM), batch=2)  # same 128 rows = 2 sequences of 64
-    assert estimate(two, "hastily").total_cycles == (1 + 2) * 64 * 390
+    assert estimate(two, "hastily", config=HASTILY).total_cycles == (1 + 2) * 64 * 390
 
 
 def test_spill_only_without_pipelining():
     big = Op("softmax", "softmax", S, 16, 2048, 0, 2048)  # 64 MiB of INT8 scores > 32 MiB
-    (row,) = estimate(Workload((big,)), "hastily", pipelining=False).rows
+    (row,) = estimate(Workload((big,)), "hastily", config=HASTILY, pipelining=False).rows
     assert row.components["dram"] == pytest.approx(2 * 16 * 2048 * 2048 * 8 * 20e-12)
-    (row,) = estimate(Workload((big,)), "hastily").rows
+    (row,) = estimate(Workload((big,)), "hastily", config=HASTILY).rows
     assert "dram" not in row.components
 
 

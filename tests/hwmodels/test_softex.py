@@ -3,7 +3,7 @@
 import pytest
 
 from hwmodels import estimate
-from hwmodels.softex import SoftExConfig
+from hwmodels.softex import SOFTEX, SoftExConfig  # SOFTEX: the spec defaults, without fitted constants
 from hwmodels.workload import Op, Workload
 
 OPS = (
@@ -18,7 +18,7 @@ WORKLOAD = Workload(OPS, name="golden")
 
 
 def test_golden_cycles_and_energy():
-    report = estimate(WORKLOAD, "softex")
+    report = estimate(WORKLOAD, "softex", config=SOFTEX)
     assert [row.cycles for row in report.rows] == [6069, 274_254, 302_612 + 302_592, 151_296, 37_824]
     assert report.total_cycles == 1_074_647
     assert report.seconds == pytest.approx(1_074_647 / 1.12e9, rel=1e-12)
@@ -34,7 +34,7 @@ def test_golden_cycles_and_energy():
 
 
 def test_software_baseline_and_low_voltage():
-    report = estimate(WORKLOAD, "softex", softex=False, voltage=0.55)
+    report = estimate(WORKLOAD, "softex", config=SOFTEX, softex=False, voltage=0.55)
     # softmax 465,708 el × 10.8·3/8; GELU 605,184 el × 5.11·(4/8 + 4/8)
     assert report.rows[1].cycles == 1_886_118
     assert report.rows[2].cycles == 3_092_491

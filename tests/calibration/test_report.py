@@ -1,0 +1,35 @@
+"""The residual report lists every published figure, with values, checks and fit status."""
+
+import csv
+import io
+
+from calibration import report
+from calibration.__main__ import main
+from calibration.published import FIGURES, Figure
+
+
+def test_report_lists_every_figure(tmp_path, capsys):
+    main(["--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "report.csv").read_text(encoding="utf-8"))))
+    assert [(r["target"], r["figure"], r["published"]) for r in rows] == [
+        (f.target, f.measures, f.published) for f in FIGURES]
+    markdown = (tmp_path / "report.md").read_text(encoding="utf-8").splitlines()
+    assert len(markdown) == 2 + len(FIGURES)
+    for figure in FIGURES:
+        assert figure.measures[:52] in printed
+    by_key = dict(zip((f.key for f in FIGURES), rows))
+    assert by_key["softex.area"]["model"] == "n/a" and by_key["softex.area"]["note"] == "no area model"
+    assert by_key["softex.vit_throughput"]["fitted"] == "yes"
+    assert by_key["hastily.bert_base_tops"]["fitted"] == "rejected"
+    assert by_key["atleus.bits_slope"]["fitted"] == "no"
+
+
+def test_checks():
+    base = dict(key="atleus.x", target="atleus", measures="m", value=1.0, unit="", workload="w",
+                condition="c", source="s")
+    assert report._check(Figure(**base, relation="<"), 0.5) == "holds"
+    assert report._check(Figure(**base, relation="<"), 1.0) == "fails"
+    assert report._check(Figure(**base, relation=">"), 1.5) == "holds"
+    assert report._check(Figure(**base, relation="range", high=2.0), 2.5) == "fails"
+    assert report._check(Figure(**base), 1.25) == "+25.0%"
