@@ -27,6 +27,7 @@ import torch
 
 from numerics.expp import expp
 from numerics.formats import bf16_to_bits, bits_to_bf16, bits_to_fp32, fp32_to_bits
+from numerics.softex_gelu import GeluCoefficients, gelu, gelu_datapath
 
 __all__ = [
     "softmax",
@@ -55,6 +56,7 @@ PARTIALS = 4
 ``softex_acc_datapath.sv``, 4 stages)."""
 
 _NEG_INF = float("-inf")
+_BLOCK = 1 << 21  # elements per block of rows: the intermediates of a block stay in cache (bench/softmax.py)
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -162,17 +164,24 @@ def _beat_terms(beats: torch.Tensor, m_prev: torch.Tensor):
     (-Inf for a fresh row). F is expp(bf16(M_old - M_new)) when the beat's max is strictly larger, else 1
     (fp32(D 1) = D); with M_old = -Inf it is expp(-Inf) = 0, the spec's first-beat F.
     """
-    running = torch.maximum(beats.amax(dim=1).cummax(dim=1).values, m_prev[:, None])
-    before = torch.cat([m_prev[:, None], running[:, :-1]], dim=1)
+    running = torch.cat([m_prev[:, None], beats.amax(dim=1)], dim=1).cummax(dim=1).values
+    before, running = running[:, :-1], running[:, 1:]
     changed = running > before
     factor = torch.where(changed, expp(before - running, dtype=torch.float32), 1.0)
     # Leading all -Inf beats keep M = -Inf; subtracting 0 there sends their -Inf lanes to expp(-Inf) = 0
     # instead of NaN (spec 3.5). Rows with NaN or +Inf are discarded later.
-    shift = torch.where(running == _NEG_INF, 0.0, running)
+    shift = _finite_shift(running)
     e = expp(beats - shift[:, None, :], dtype=torch.float32)
-    while e.shape[1] > 1:  # the recursive pairwise tree: adjacent lanes, level by level
-        e = e[:, 0::2] + e[:, 1::2]
+    while e.shape[1] > 1:  # the recursive pairwise tree: adjacent lanes, level by level (in place)
+        e = torch.add(e[:, 0::2], e[:, 1::2], out=e[:, 0::2])
     return running, changed, factor, e[:, 0]
+
+
+def _finite_shift(m: torch.Tensor) -> torch.Tensor:
+    """The max to subtract: M, with -Inf (no finite element yet) replaced by 0."""
+    if bool((m == _NEG_INF).any()):
+        return torch.where(m == _NEG_INF, 0.0, m).to(torch.bfloat16)
+    return m
 
 
 def _sum_single(factor: torch.Tensor, s: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -248,11 +257,23 @@ class SoftmaxState:
     before."""
 
 
+def _row_blocks(rows: torch.Tensor):
+    """Slices of whole rows of about _BLOCK elements each (all rows when they are short)."""
+    step = max(1, _BLOCK // max(rows.shape[1], 1))
+    return [slice(i, i + step) for i in range(0, rows.shape[0], step)]
+
+
 def _accumulate_rows(rows: torch.Tensor, m_prev: torch.Tensor, d_prev: torch.Tensor, lanes: int,
                      accumulators: int, resumed: bool):
     if rows.shape[1] == 0:
         return m_prev, d_prev
-    running, changed, factor, s = _beat_terms(_beats(rows, lanes), m_prev)
+    nb = -(-rows.shape[1] // lanes)
+    running = torch.empty(rows.shape[0], nb, dtype=torch.bfloat16, device=rows.device)
+    changed = torch.empty(rows.shape[0], nb, dtype=torch.bool, device=rows.device)
+    factor = torch.empty(rows.shape[0], nb, dtype=torch.float32, device=rows.device)
+    s = torch.empty(rows.shape[0], nb, dtype=torch.float32, device=rows.device)
+    for blk in _row_blocks(rows):
+        running[blk], changed[blk], factor[blk], s[blk] = _beat_terms(_beats(rows[blk], lanes), m_prev[blk])
     if accumulators == 1:
         d = _sum_single(factor, s, d_prev)
     else:
@@ -315,9 +336,11 @@ def normalize(chunk: torch.Tensor, state: SoftmaxState, *, dim: int = -1) -> tor
     if tuple(state.max.shape) != tuple(chunk.movedim(dim, -1).shape[:-1]):
         raise ValueError(f"chunk rows {tuple(chunk.movedim(dim, -1).shape[:-1])} do not match the state's "
                          f"{tuple(state.max.shape)}")
-    m = state.max.reshape(-1, 1)
+    m = _finite_shift(state.max.reshape(-1, 1))
     r = state.reciprocal.reshape(-1, 1)
-    y = expp(rows - torch.where(m == _NEG_INF, 0.0, m).to(torch.bfloat16)) * r
+    y = torch.empty_like(rows)
+    for blk in _row_blocks(rows):
+        y[blk] = expp(rows[blk] - m[blk]).mul_(r[blk])
     if bool(state.invalid.any()):  # 0 * NaN is NaN already; this makes every code the canonical 0x7FC0
         y = torch.where(state.invalid.reshape(-1, 1), float("nan"), y).to(torch.bfloat16)
     return _from_rows(y, chunk, dim)
@@ -338,3 +361,61 @@ def softmax(x: torch.Tensor, dim: int = -1, *, lanes: int = 8, accumulators: int
     if x.numel() == 0:
         return x.clone()
     return normalize(x, accumulate(x, dim=dim, lanes=lanes, accumulators=accumulators), dim=dim)
+
+
+# --------------------------------------------------------------------------- INT8 casts
+
+
+@dataclass(frozen=True)
+class CastCtrl:
+    """One direction of the CAST_CTRL register (RTL ``softex_cast_in.sv``, ``softex_cast_out.sv``; spec 3.7):
+    8-bit integers read as fixed point with ``frac = 8 - int_bits - signed`` fraction bits."""
+
+    int_bits: int
+    """Integer bits, excluding the sign bit (7-bit signed field: -64..63); may exceed 8 or be negative
+    (a scale of 2^-frac either way)."""
+    signed: bool = False
+    """Two's complement int8 if True, else uint8."""
+
+    def __post_init__(self):
+        if isinstance(self.int_bits, bool) or not isinstance(self.int_bits, int) or not -64 <= self.int_bits <= 63:
+            raise ValueError(f"int_bits must be an integer in [-64, 63] (a 7-bit signed field); got {self.int_bits!r}")
+        if not isinstance(self.signed, bool):
+            raise ValueError(f"signed must be a bool; got {self.signed!r}")
+
+    @property
+    def frac(self) -> int:
+        """Fraction bits: a code q stands for q 2^-frac."""
+        return 8 - self.int_bits - int(self.signed)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.int8 if self.signed else torch.uint8
+
+    @property
+    def qmax(self) -> int:
+        return 127 if self.signed else 255
+
+
+def int_to_bf16(q: torch.Tensor, ctrl: CastCtrl) -> torch.Tensor:
+    """Input cast: int8/uint8 q -> BF16 q 2^-frac, exact (8 bits fit the significand; 0 -> +0)."""
+    if not isinstance(q, torch.Tensor) or q.dtype != ctrl.dtype:
+        got = str(q.dtype).removeprefix("torch.") if isinstance(q, torch.Tensor) else type(q).__name__
+        raise TypeError(f"q must be a {str(ctrl.dtype).removeprefix('torch.')} tensor for signed={ctrl.signed}; got {got}")
+    return (q.float() * 2.0**-ctrl.frac).to(torch.bfloat16)  # exact: no rounding happens
+
+
+def bf16_to_int(y: torch.Tensor, ctrl: CastCtrl) -> torch.Tensor:
+    """Output cast: min(floor(|y| 2^frac + 1/2), Qmax), round half up, sign ignored, Inf/NaN saturate
+    (the project saturates where the RTL as written wraps; spec 3.7)."""
+    _require_bf16(y, "y")
+    v = torch.floor(y.double().abs() * 2.0**ctrl.frac + 0.5)  # exact in float64
+    v = torch.where(torch.isnan(v), float(ctrl.qmax), v.clamp(max=ctrl.qmax))
+    return v.to(ctrl.dtype)
+
+
+def softmax_int8(q: torch.Tensor, ctrl_in: CastCtrl, ctrl_out: CastCtrl, dim: int = -1, *, lanes: int = 8,
+                 accumulators: int = 1) -> torch.Tensor:
+    """INT_INPUT|INT_OUTPUT softmax: cast in, :func:`softmax`, cast out (spec 3.7). A beat reads V bytes,
+    so the beat structure is that of the BF16 softmax."""
+    return bf16_to_int(softmax(int_to_bf16(q, ctrl_in), dim, lanes=lanes, accumulators=accumulators), ctrl_out)

@@ -46,16 +46,18 @@ def fp32(q) -> float:
 
 
 def add(a: float, b: float, rnd=fp32) -> float:
-    """rnd(a + b) with IEEE special values (Inf - Inf = NaN)."""
-    if math.isinf(a) or math.isinf(b) or math.isnan(a) or math.isnan(b):
+    """rnd(a + b) with IEEE special values (Inf - Inf = NaN) and zero signs (-0 + -0 = -0, else +0)."""
+    if math.isinf(a) or math.isinf(b) or math.isnan(a) or math.isnan(b) or a == b == 0:
         return a + b
     return rnd(Fraction(a) + Fraction(b))
 
 
 def mul(a: float, b: float, rnd=fp32) -> float:
+    """rnd(a b); a zero result (exact or underflowed) carries the sign of the product."""
     if math.isinf(a) or math.isinf(b) or math.isnan(a) or math.isnan(b):
         return a * b
-    return rnd(Fraction(a) * Fraction(b))
+    r = rnd(Fraction(a) * Fraction(b))
+    return r if r != 0 else math.copysign(0.0, math.copysign(1.0, a) * math.copysign(1.0, b))
 
 
 def fma(a: float, b: float, c: float) -> float:
@@ -177,3 +179,52 @@ def softmax_row(codes: list, lanes: int = 8, accumulators: int = 1) -> list:
     if m == -INF:  # all -Inf (or empty)
         return [0x0000] * len(x)
     return normalize_row(x, m, bf16(reciprocal(d)))
+
+
+# --------------------------------------------------------------------------- GELU
+
+
+def acc_to_bf16_code(acc: int) -> int:
+    """Spec 4.1 step 6: leading-one position k, exponent field 113 + k; k <= 7 exact; k >= 8 keeps 7 bits
+    plus the following bit (half up); a mantissa carry renormalises."""
+    if acc == 0:
+        return 0x0000
+    k = acc.bit_length() - 1
+    exponent = 113 + k
+    below = acc - (1 << k)
+    if k <= 7:
+        mantissa = below << (7 - k)
+    else:
+        mantissa = (below >> (k - 7)) + ((acc >> (k - 8)) & 1)
+    if mantissa == 128:
+        exponent, mantissa = exponent + 1, 0
+    return (exponent << 7) | mantissa
+
+
+def gelu_datapath_code(w_code: int, a_codes, b_codes) -> int:
+    """Spec 4.1 steps 1-6 on one BF16 input code w <= 0: the code of S."""
+    w = value_of(w_code)
+    acc = 0
+    for a_code, b_code in zip(a_codes, b_codes):
+        z = mul(w, value_of(a_code), bf16)  # step 1
+        e = expp(z)  # step 2
+        p = code_of(mul(e, value_of(b_code), bf16)) & 0x7FFF  # step 3, sign ignored
+        ep, mp = p >> 7, 128 + (p & 0x7F)
+        q1 = mp << (ep - 119) if ep >= 119 else mp >> (119 - ep)  # step 4: p 2^15 truncated
+        acc += q1 // 2 + q1 % 2
+    return acc_to_bf16_code(acc % 2**14)  # steps 5, 6
+
+
+def gelu_code(x_code: int, a_codes, b_codes) -> int:
+    """Spec 4.2 on one BF16 code: w = -bf16(x x); y = bf16(x (1 - S)) for x >= 0, bf16(x S) else."""
+    x = value_of(x_code)
+    if math.isnan(x):
+        return NAN_CODE
+    if x == -INF:
+        return 0x8000
+    w = -mul(x, x, bf16)
+    s = value_of(gelu_datapath_code(code_of(w), a_codes, b_codes))
+    if x == INF:
+        return 0x7F80
+    y = mul(x, 1 - s, bf16) if x >= 0 else mul(x, s, bf16)
+    return code_of(y)

@@ -54,6 +54,7 @@ def make_rows(seed: int, n_rows: int, length: int, kind: str) -> torch.Tensor:
 
 
 ALL = bits_to_bf16(torch.arange(65536, dtype=torch.int32))
+ALL_VALUES = [ref.value_of(c) for c in range(65536)]
 SAMPLE = bits_to_bf16(torch.tensor([0x0000, 0x8000, 0x0001, 0x8081, 0x0080, 0x3A80, 0x3F80, 0xBF80, 0x3F81,
                                     0xC2AE, 0x42B1, 0x7F7F, 0xFF7F, 0x4B00, 0xCB7F, 0x1234, 0x9234, 0x7F80]))
 
@@ -310,3 +311,44 @@ def test_four_accumulators_fuse_the_newest_change_even_when_its_factor_is_one():
     m, d = ref.accumulate_row([ref.value_of(c) for c in codes(x)], 8, 4)
     assert accumulate(x, accumulators=4).denominator.item() == d
     assert codes(softmax(x, accumulators=4)) == ref.softmax_row(codes(x), 8, 4)
+
+
+# --------------------------------------------------------------------------- INT8 casts
+
+
+@pytest.mark.parametrize("int_bits", [-64, -3, 0, 1, 4, 7, 8, 63])
+@pytest.mark.parametrize("signed", [False, True])
+def test_int_casts_against_exact_values(int_bits, signed):
+    """Input: every 8-bit code to q 2^-frac exactly; output: every BF16 code to min(floor(|y| 2^frac + 1/2),
+    Qmax), saturating Inf and NaN (spec 3.7)."""
+    ctrl = softex.CastCtrl(int_bits, signed)
+    frac = 8 - int_bits - int(signed)
+    q = torch.arange(-128, 128, dtype=torch.int8) if signed else torch.arange(256).to(torch.uint8)
+    got = softex.int_to_bf16(q, ctrl).tolist()
+    assert got == [float(Fraction(int(v)) * Fraction(2) ** -frac) for v in q.tolist()]
+    qmax = 127 if signed else 255
+    out = softex.bf16_to_int(ALL, ctrl).tolist()
+    # ldexp is exact and |y| 2^frac < 2^53 wherever the +1/2 matters (larger values saturate)
+    want = [qmax if not math.isfinite(v) else min(math.floor(math.ldexp(abs(v), frac) + 0.5), qmax) for v in ALL_VALUES]
+    assert out == want
+
+
+def test_int8_softmax():
+    ctrl_in, ctrl_out = softex.CastCtrl(3, signed=True), softex.CastCtrl(0, signed=False)  # Q3.4 in, Q0.8 out
+    q = torch.tensor([[16, 16, 16, 16, 16, 16, 16, 16], [0, 16, -128, 5, 127, 0, 0, 1]], dtype=torch.int8)
+    y = softex.softmax_int8(q, ctrl_in, ctrl_out)
+    assert y.dtype == torch.uint8 and y[0].tolist() == [32] * 8  # 0.125 * 2^8
+    assert torch.equal(y, softex.bf16_to_int(softmax(softex.int_to_bf16(q, ctrl_in)), ctrl_out))
+    assert softex.int_to_bf16(q, ctrl_in)[1, :3].tolist() == [0.0, 1.0, -8.0]
+
+
+def test_int_cast_errors():
+    for bad in (64, -65, True, 1.0):
+        with pytest.raises(ValueError, match="int_bits"):
+            softex.CastCtrl(bad)
+    with pytest.raises(ValueError, match="signed"):
+        softex.CastCtrl(0, signed=1)
+    with pytest.raises(TypeError, match="uint8"):
+        softex.int_to_bf16(torch.zeros(2, dtype=torch.int8), softex.CastCtrl(0))
+    with pytest.raises(TypeError, match="bfloat16"):
+        softex.bf16_to_int(torch.zeros(2), softex.CastCtrl(0))
