@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from numerics.expp import expp
-from numerics.formats import bf16_to_bits, bits_to_bf16, bits_to_fp32, fp32_to_bits
-from numerics.softex_gelu import GeluCoefficients, gelu, gelu_datapath
+from numerics.formats import bits_to_fp32, fp32_to_bits, round_to_bfloat16
+from numerics.softex_gelu import GeluCoefficients, _require_bf16, gelu, gelu_datapath
 
 __all__ = [
     "softmax",
@@ -60,13 +60,6 @@ _BLOCK = 1 << 21  # elements per block of rows: the intermediates of a block sta
 
 
 # --------------------------------------------------------------------------- argument checks
-
-
-def _require_bf16(x, name: str = "x") -> None:
-    if not isinstance(x, torch.Tensor) or x.dtype != torch.bfloat16:
-        got = str(x.dtype).removeprefix("torch.") if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"{name} must be a bfloat16 tensor; got {got} "
-                        "(round first, e.g. numerics.formats.round_to_bfloat16(x))")
 
 
 def _check_lanes(lanes) -> int:
@@ -318,7 +311,7 @@ def finalize(state: SoftmaxState) -> SoftmaxState:
     """Invert the denominator (ACC_ONLY|LAST): the state with ``reciprocal = bf16(X)`` (spec 3.3)."""
     if state.reciprocal is not None:
         return state
-    r = reciprocal(state.denominator).to(torch.bfloat16)  # rounding of X: see the module docstring
+    r = round_to_bfloat16(reciprocal(state.denominator))
     # All -Inf rows give +0 (D = 0 there, so X is garbage); NaN/+Inf rows give NaN (spec 3.5).
     r = torch.where(state.max == _NEG_INF, 0.0, r)
     r = torch.where(state.invalid, float("nan"), r)
@@ -402,7 +395,7 @@ def int_to_bf16(q: torch.Tensor, ctrl: CastCtrl) -> torch.Tensor:
     if not isinstance(q, torch.Tensor) or q.dtype != ctrl.dtype:
         got = str(q.dtype).removeprefix("torch.") if isinstance(q, torch.Tensor) else type(q).__name__
         raise TypeError(f"q must be a {str(ctrl.dtype).removeprefix('torch.')} tensor for signed={ctrl.signed}; got {got}")
-    return (q.float() * 2.0**-ctrl.frac).to(torch.bfloat16)  # exact: no rounding happens
+    return round_to_bfloat16(q.float() * 2.0**-ctrl.frac)  # exact: nothing is rounded
 
 
 def bf16_to_int(y: torch.Tensor, ctrl: CastCtrl) -> torch.Tensor:

@@ -92,10 +92,11 @@ def published_coefficients(terms: int = 4) -> GeluCoefficients:
                             provenance=f"project fit, {_published()['provenance']}")
 
 
-def _require_bf16(x, name: str) -> None:
+def _require_bf16(x, name: str = "x") -> None:
     if not isinstance(x, torch.Tensor) or x.dtype != torch.bfloat16:
         got = str(x.dtype).removeprefix("torch.") if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"{name} must be a bfloat16 tensor; got {got}")
+        raise TypeError(f"{name} must be a bfloat16 tensor; got {got} "
+                        "(round first, e.g. numerics.formats.round_to_bfloat16(x))")
 
 
 def gelu_datapath(w: torch.Tensor, coefficients: GeluCoefficients) -> torch.Tensor:
