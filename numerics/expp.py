@@ -23,7 +23,7 @@ _POS_INF, _ZERO = 0x7F80, 0x0000
 _CHUNK = 1 << 14  # elements per lookup: the index chunk stays in cache and below torch's parallel
 # grain size, so no thread synchronisation per chunk (measured: 1x torch.exp at 16K, 3x-30x slower at 64K-256K
 # on 2 busy cores)
-_TABLES: dict[torch.device, torch.Tensor] = {}
+_TABLES: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
 
 def correct_fraction(f: torch.Tensor) -> torch.Tensor:
@@ -54,14 +54,19 @@ def expp_codes(codes: torch.Tensor) -> torch.Tensor:
     return torch.where(huge, torch.where(s == 0, _POS_INF, _ZERO), out)
 
 
-def expp_table(device: torch.device | str = "cpu") -> torch.Tensor:
-    """The 65,536 expp results as a bfloat16 tensor indexed by input code, built once per device."""
+def expp_table(device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """The 65,536 expp results indexed by input code, built once per device and dtype.
+
+    ``dtype`` bfloat16 (the unit's output) or float32 (the same values widened exactly, for consumers
+    that continue in FP32)."""
+    if dtype not in (torch.bfloat16, torch.float32):
+        raise ValueError(f"dtype must be bfloat16 or float32; got {dtype}")
     device = torch.device(device)
-    table = _TABLES.get(device)
+    table = _TABLES.get((device, dtype))
     if table is None:
         codes = expp_codes(torch.arange(65536, dtype=torch.int64))
-        table = codes.to(torch.int16).view(torch.bfloat16).to(device)  # codes < 0x8000: no sign wrap
-        _TABLES[device] = table
+        table = codes.to(torch.int16).view(torch.bfloat16).to(dtype).to(device)  # codes < 0x8000: no sign wrap
+        _TABLES[(device, dtype)] = table
     return table
 
 
@@ -72,8 +77,11 @@ def _indices(flat: torch.Tensor) -> torch.Tensor:
     return flat.view(torch.int16).to(torch.int32) & 0xFFFF
 
 
-def expp(x: torch.Tensor) -> torch.Tensor:
+def expp(x: torch.Tensor, *, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """SoftEx exponential: bfloat16 tensor -> bfloat16 tensor of the same shape, elementwise.
+
+    ``dtype=torch.float32`` returns the same values widened to FP32 (exact), saving a cast pass where
+    the result feeds FP32 arithmetic.
 
     Corner cases follow the RTL (spec 2.2): +-0, subnormals and |x| < 2^-9 give 1.0; x >= 89, +Inf and
     NaN with sign 0 give +Inf; x <= -87.5, -Inf and NaN with sign 1 give +0. The output is never
@@ -83,9 +91,9 @@ def expp(x: torch.Tensor) -> torch.Tensor:
         got = str(x.dtype).removeprefix("torch.") if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"expp expects a bfloat16 tensor; got {got} "
                         "(round first, e.g. numerics.formats.round_to_bfloat16(x))")
-    table = expp_table(x.device)
+    table = expp_table(x.device, dtype)
     flat = x.reshape(-1)
-    out = torch.empty_like(flat)
+    out = torch.empty(flat.shape, dtype=dtype, device=x.device)
     for start in range(0, flat.numel(), _CHUNK):
         torch.index_select(table, 0, _indices(flat[start:start + _CHUNK]), out=out[start:start + _CHUNK])
     return out.view(x.shape)

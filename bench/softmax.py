@@ -1,0 +1,48 @@
+"""SoftEx softmax time / torch.softmax (FP32) time on the same (8, 12, 512, 512) scores, in the same run.
+
+Target: ratio <= 5 (median of repeats). Pass --threads 1 on a shared machine: oversubscribed OpenMP
+threads distort both timings.
+
+    python bench/softmax.py [--shape 8 12 512 512] [--lanes 8] [--device cpu|cuda] [--threads N]
+"""
+
+import argparse
+import pathlib
+import sys
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from bench.timing import median_seconds  # noqa: E402
+from numerics.expp import expp_table  # noqa: E402
+from numerics.softex import softmax  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", type=int, nargs="+", default=[8, 12, 512, 512])
+    ap.add_argument("--lanes", type=int, default=8)
+    ap.add_argument("--accumulators", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(0)
+    x32 = (torch.randn(*args.shape, generator=g) * 3).to(args.device)
+    x = x32.to(torch.bfloat16)  # input preparation, not timed
+    expp_table(x.device)
+    expp_table(x.device, torch.float32)
+    t_ref = median_seconds(lambda: torch.softmax(x32, dim=-1), repeats=args.repeats)
+    t_sx = median_seconds(lambda: softmax(x, lanes=args.lanes, accumulators=args.accumulators),
+                          repeats=args.repeats)
+    print(f"device {args.device}, shape {tuple(args.shape)}, lanes {args.lanes}, accumulators {args.accumulators}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    print(f"torch.softmax fp32  {t_ref * 1e3:9.2f} ms")
+    print(f"softex softmax      {t_sx * 1e3:9.2f} ms")
+    print(f"ratio softex / torch.softmax = {t_sx / t_ref:.2f}")
+
+
+if __name__ == "__main__":
+    main()
