@@ -1,0 +1,1 @@
+"""Emulation targets for ``numerics.nn.emulate``: one module per accelerator."""
