@@ -77,6 +77,9 @@ class SparseLinear(nn.Module):
     need an integer-quantised model.
     """
 
+    emulates_itself = True
+    """Its internal products are part of the emulation: ``emulate()`` leaves them alone."""
+
     def __init__(self, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None,
                  config: FlexiSAGAConfig = FLEXISAGA_16X16):
         super().__init__()
