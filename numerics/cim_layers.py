@@ -4,33 +4,30 @@
   (atleus.md §2.1 steps 4-6, hastily.md §2.2), with straight-through gradients
   (grad_x = grad_y W_deq^T, noise-free W_deq; frozen weights get none), optional static or
   resampled device noise, and an optional LoRA branch (Atleus fine-tuning, atleus.md §2.4).
-* :class:`HastilyAttention` wraps a self-attention module and, through a
-  ``TorchFunctionMode`` active only inside it, replaces
-  ``F.scaled_dot_product_attention`` by INT8 Q K^T on the crossbars (K written as weights),
-  the UCLM softmax and softmax-codes x V on the crossbars (V written as weights).
-* :func:`hastily_model` / :func:`atleus_model` deep-copy a model, replace its modules and
-  report what was replaced.
+* :func:`hastily_attention` computes scaled dot-product attention on HASTILY: INT8 Q K^T on
+  the crossbars (K written as weights), the UCLM softmax and softmax-codes x V on the crossbars
+  (V written as weights); :func:`crossbar_product` is one such product with a dynamic operand.
+* :func:`hastily_` / :func:`atleus_` swap a model's Linears in place and report what they
+  swapped; ``numerics.nn.emulate(model, "hastily" | "atleus")`` builds on them.
 
 Embeddings, LayerNorm, GELU, residuals, pooler and classifier stay fp32 (assumption, both
 specs).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, crossbar_matmul
 from numerics.quant import (QuantConfig, WeightQuant, observe_inputs, quantize_input,
                             quantize_weight)
 from numerics.uclm import HASTILY_UCLM, UCLMConfig, softmax as uclm_softmax
 
-__all__ = ["crossbar_linear", "CrossbarLinear", "hastily_attention", "HastilyAttention", "hastily_model",
-           "atleus_model", "layer_kind"]
+__all__ = ["crossbar_linear", "CrossbarLinear", "crossbar_product", "hastily_attention", "hastily_",
+           "atleus_", "layer_kind"]
 
 _NOISE_FIELDS = ("cell_noise_std", "adc_noise_std", "stuck_at_0_rate", "stuck_at_1_rate")
 _SKIP = ("pooler", "classifier", "lm_head", "embed", "score")
@@ -89,6 +86,9 @@ class _StraightThrough(torch.autograd.Function):
 
 class CrossbarLinear(torch.nn.Module):
     """A frozen Linear whose weights live on crossbars (``weight`` is (out, in) as in nn.Linear)."""
+
+    emulates_itself = True
+    """Its internal float products are part of the emulation: ``emulate()`` leaves them alone."""
 
     def __init__(self, linear: torch.nn.Linear, bits: int, crossbar: CrossbarConfig,
                  quant: QuantConfig, *, granularity: str | None = None, seed: int | None = None,
@@ -155,6 +155,25 @@ def _int8_per_tensor(t: torch.Tensor):
     return quantize_input(t, 8, scale=s)[0], s
 
 
+def crossbar_product(a_int: torch.Tensor, b_int: torch.Tensor, crossbar: CrossbarConfig) -> torch.Tensor:
+    """``a_int @ b_int`` (int64) with ``b_int`` written into the arrays as weights, batched over
+    the leading dimensions. Each batch entry is a different "weight", so the arrays are written
+    once per entry: one crossbar product per entry (a loop over matrices, not elements)."""
+    batch = torch.broadcast_shapes(a_int.shape[:-2], b_int.shape[:-2])
+    a3 = a_int.expand(*batch, *a_int.shape[-2:]).reshape(-1, *a_int.shape[-2:])
+    b3 = b_int.expand(*batch, *b_int.shape[-2:]).reshape(-1, *b_int.shape[-2:])
+    out = torch.stack([crossbar_matmul(ai, bi, crossbar) for ai, bi in zip(a3, b3)])
+    return out.view(*batch, a_int.shape[-2], b_int.shape[-1])
+
+
+def int8_crossbar_product(a: torch.Tensor, b: torch.Tensor, crossbar: CrossbarConfig) -> torch.Tensor:
+    """``a @ b`` of two activations on HASTILY: both INT8 per tensor (per-call absmax), ``b``
+    written as weights; float32 result."""
+    a_int, s_a = _int8_per_tensor(a)
+    b_int, s_b = _int8_per_tensor(b)
+    return (crossbar_product(a_int, b_int, crossbar).to(torch.float64) * (s_a * s_b)).to(torch.float32)
+
+
 def hastily_attention(q, k, v, attn_mask=None, *, scale=None, is_causal=False,
                       crossbar: CrossbarConfig = HASTILY_SRAM,
                       uclm: UCLMConfig = HASTILY_UCLM) -> torch.Tensor:
@@ -166,13 +185,7 @@ def hastily_attention(q, k, v, attn_mask=None, *, scale=None, is_causal=False,
     q_int, s_q = _int8_per_tensor(q)
     k_int, s_k = _int8_per_tensor(k)
     v_int, s_v = _int8_per_tensor(v)
-    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
-    q_int, k_int, v_int = (t.expand(*batch, *t.shape[-2:]).reshape(-1, *t.shape[-2:])
-                           for t in (q_int, k_int, v_int))
-    # One pair of crossbar products per (batch, head): K and V are different "weights".
-    scores = torch.stack([crossbar_matmul(qi, ki.t(), crossbar) for qi, ki in zip(q_int, k_int)])
-    logits = scores.to(torch.float64) * (s_q * s_k * scale)
-    logits = logits.view(*batch, length_q, length_k)
+    logits = crossbar_product(q_int, k_int.transpose(-1, -2), crossbar).to(torch.float64) * (s_q * s_k * scale)
     if is_causal:
         causal = torch.ones(length_q, length_k, dtype=torch.bool, device=q.device).tril()
         logits = logits.masked_fill(~causal, -math.inf)
@@ -181,44 +194,8 @@ def hastily_attention(q, k, v, attn_mask=None, *, scale=None, is_causal=False,
                   else logits + attn_mask.to(torch.float64))
     codes = uclm_softmax(logits, config=uclm, return_codes=True)
     unsigned = dataclasses.replace(crossbar, input_encoding="unsigned")
-    codes = codes.reshape(-1, length_q, length_k)
-    out = torch.stack([crossbar_matmul(pi, vi, unsigned) for pi, vi in zip(codes, v_int)])
-    out = out.to(torch.float64) * (s_v / uclm.out_max)
-    return out.view(*batch, length_q, v.shape[-1]).to(q.dtype)
-
-
-class _SDPAIntercept(TorchFunctionMode):
-    """Routes F.scaled_dot_product_attention to :func:`hastily_attention`."""
-
-    def __init__(self, options: dict):
-        super().__init__()
-        self.options = options
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention:
-            q, k, v, *rest = args
-            mask = rest[0] if rest else kwargs.get("attn_mask")
-            if kwargs.get("enable_gqa") and k.shape[-3] != q.shape[-3]:
-                rep = q.shape[-3] // k.shape[-3]
-                k, v = k.repeat_interleave(rep, -3), v.repeat_interleave(rep, -3)
-            with torch.no_grad():
-                return hastily_attention(q, k, v, mask, scale=kwargs.get("scale"),
-                                         is_causal=kwargs.get("is_causal", False), **self.options)
-        return func(*args, **kwargs)
-
-
-class HastilyAttention(torch.nn.Module):
-    """Runs the wrapped attention module with its SDPA call emulated on HASTILY."""
-
-    def __init__(self, inner: torch.nn.Module, crossbar: CrossbarConfig, uclm: UCLMConfig):
-        super().__init__()
-        self.inner = inner
-        self._options = {"crossbar": crossbar, "uclm": uclm}
-
-    def forward(self, *args, **kwargs):
-        with _SDPAIntercept(self._options):
-            return self.inner(*args, **kwargs)
+    out = crossbar_product(codes, v_int, unsigned).to(torch.float64) * (s_v / uclm.out_max)
+    return out.to(q.dtype)
 
 
 # ------------------------------------------------------------------- builders
@@ -239,51 +216,47 @@ def _linears(model: torch.nn.Module) -> list[tuple[str, str]]:
             if isinstance(m, torch.nn.Linear) and layer_kind(n) is not None]
 
 
-def _calibrate(model, emulated, names, calibrate_with, bits):
+def _observe(model, names, calibrate_with, bits) -> dict[str, float]:
+    """Per-tensor input scales of the named Linears, observed on ``calibrate_with`` batches while
+    ``model`` still computes in fp32 (empty without batches)."""
     if calibrate_with is None:
-        return
-    observers = observe_inputs(model, calibrate_with, names)  # on the fp32 original
-    for name in names:
-        emulated.get_submodule(name).input_scale = observers[name].scale(bits)
+        return {}
+    observers = observe_inputs(model, calibrate_with, names)
+    return {name: observers[name].scale(bits) for name in names}
 
 
-def hastily_model(model: torch.nn.Module, *, crossbar: CrossbarConfig = HASTILY_SRAM,
-                  uclm: UCLMConfig = HASTILY_UCLM, weight_granularity: str = "channel",
-                  calibrate_with=None, attention: bool = True):
-    """A deep copy of ``model`` on HASTILY (hastily.md §2): every transformer Linear with
-    INT8 per-channel weights on ``crossbar``, activations per tensor (observer scales from
-    ``calibrate_with`` batches, else per-call absmax); SDPA attention emulated by
-    :func:`hastily_attention`. Returns ``(new_model, counts)``."""
+def _set_scales(model, scales: dict[str, float]) -> None:
+    for name, scale in scales.items():
+        model.get_submodule(name).input_scale = scale
+
+
+def hastily_(model: torch.nn.Module, *, crossbar: CrossbarConfig = HASTILY_SRAM,
+             weight_granularity: str = "channel", calibrate_with=None) -> dict[str, int]:
+    """Put ``model``'s transformer Linears on HASTILY, in place (hastily.md §2): INT8 per-channel
+    weights on ``crossbar``, activations per tensor (observer scales from ``calibrate_with``
+    batches, else per-call absmax). Returns counts of what was swapped."""
     _check_config("crossbar", crossbar, CrossbarConfig)
-    _check_config("uclm", uclm, UCLMConfig)
     if crossbar.weight_bits != 8 or crossbar.input_bits != 8:
         raise ValueError("crossbar.weight_bits and crossbar.input_bits must be 8 for HASTILY (INT8)")
     quant = QuantConfig(8, 8, granularity=weight_granularity, input_granularity="tensor")
-    new = copy.deepcopy(model)
-    linears = [n for n, _ in _linears(new)]
-    _replace(new, linears, lambda _n, m: CrossbarLinear(m, 8, crossbar, quant))
-    _calibrate(model, new, linears, calibrate_with, 8)
-    attn = [n for n, m in new.named_modules() if attention and _is_self_attention(m)]
-    _replace(new, attn, lambda _n, m: HastilyAttention(m, crossbar, uclm))
-    return new.requires_grad_(False), {"linear": len(linears), "attention": len(attn)}
+    linears = [n for n, _ in _linears(model)]
+    scales = _observe(model, linears, calibrate_with, 8)
+    _replace(model, linears, lambda _n, m: CrossbarLinear(m, 8, crossbar, quant))
+    _set_scales(model, scales)
+    model.requires_grad_(False)
+    return {"linear": len(linears)}
 
 
-def _is_self_attention(m: torch.nn.Module) -> bool:
-    return any(all(hasattr(m, a) for a in names)
-               for names in (("query", "key", "value"), ("q_proj", "k_proj", "v_proj")))
-
-
-def atleus_model(model: torch.nn.Module, *, quant: QuantConfig = QuantConfig(),
-                 crossbar: CrossbarConfig = ATLEUS_RERAM, noise=None, seed: int = 0,
-                 resample_noise: bool = False, lora_rank: int = 0, lora_alpha: float = 32.0,
-                 calibrate_with=None):
-    """A deep copy of ``model`` on Atleus (atleus.md §2.1, §2.4): Q/K/V/O at
-    ``quant.mha_weight_bits`` and FFN linears at ``quant.ffn_weight_bits`` on ReRAM
-    crossbars with crossbar-wise scales; attention, softmax and LayerNorm stay fp32 (the
-    systolic tier). ``noise``: a cell-noise std (units of L) or a dict of CrossbarConfig noise
-    fields; ``seed`` fixes the chip instance, ``resample_noise`` redraws every forward.
-    ``lora_rank`` > 0 adds LoRA on W_Q and W_V and freezes everything else.
-    Returns ``(new_model, counts)``."""
+def atleus_(model: torch.nn.Module, *, quant: QuantConfig = QuantConfig(),
+            crossbar: CrossbarConfig = ATLEUS_RERAM, noise=None, seed: int = 0,
+            resample_noise: bool = False, lora_rank: int = 0, lora_alpha: float = 32.0,
+            calibrate_with=None) -> dict[str, int]:
+    """Put ``model``'s static-weight Linears on Atleus' ReRAM crossbars, in place (atleus.md §2.1,
+    §2.4): Q/K/V/O at ``quant.mha_weight_bits`` and FFN linears at ``quant.ffn_weight_bits``
+    with crossbar-wise scales. ``noise``: a cell-noise std (units of L) or a dict of
+    CrossbarConfig noise fields; ``seed`` fixes the chip instance, ``resample_noise`` redraws
+    every forward. ``lora_rank`` > 0 adds LoRA on W_Q and W_V and freezes everything else.
+    Returns counts of what was swapped."""
     _check_config("quant", quant, QuantConfig)
     _check_config("crossbar", crossbar, CrossbarConfig)
     if noise is not None:
@@ -294,22 +267,20 @@ def atleus_model(model: torch.nn.Module, *, quant: QuantConfig = QuantConfig(),
         crossbar = dataclasses.replace(crossbar, **fields)
     if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 0:
         raise ValueError(f"lora_rank must be an int >= 0, got {lora_rank!r}")
-    new = copy.deepcopy(model)
-    new.requires_grad_(False)
-    linears = _linears(new)
-    bits = {"mha": quant.mha_weight_bits, "ffn": quant.ffn_weight_bits}
-
+    linears = _linears(model)
     names = [n for n, _ in linears]
     kinds = dict(linears)
+    bits = {"mha": quant.mha_weight_bits, "ffn": quant.ffn_weight_bits}
+    scales = _observe(model, names, calibrate_with, quant.input_bits)
+    model.requires_grad_(False)
 
     def make(name, m):
         lora = lora_rank if name.rsplit(".", 1)[-1] in ("query", "value", "q_proj", "v_proj") else 0
         return CrossbarLinear(m, bits[kinds[name]], crossbar, quant, seed=seed + names.index(name),
                               resample_noise=resample_noise, lora_rank=lora, lora_alpha=lora_alpha)
 
-    _replace(new, names, make)
-    _calibrate(model, new, names, calibrate_with, quant.input_bits)
+    _replace(model, names, make)
+    _set_scales(model, scales)
     counts = {kind: sum(k == kind for k in kinds.values()) for kind in ("mha", "ffn")}
-    counts["lora"] = sum(1 for n, m in new.named_modules()
-                         if isinstance(m, CrossbarLinear) and m.lora_scale)
-    return new, counts
+    counts["lora"] = sum(1 for m in model.modules() if isinstance(m, CrossbarLinear) and m.lora_scale)
+    return counts

@@ -381,4 +381,4 @@ def attention(emulation: Emulation, call: dict, matmul: Callable, softmax: Calla
 @register_target("fp32", summary="the model's own arithmetic, unmodified (reference)")
 def _prepare_fp32(model: nn.Module, options: dict) -> Handlers:
     return {}
-from numerics.targets import flexisaga as _flexisaga, softex as _softex  # noqa: E402,F401,I001  (register the targets)
+from numerics.targets import atleus as _atleus, flexisaga as _flexisaga, hastily as _hastily, softex as _softex  # noqa: E402,F401,I001  (register the targets)

