@@ -19,7 +19,10 @@ def main() -> None:
     ap.add_argument("--numel", type=int, default=16 * 1024 * 1024)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is steadier on a busy machine)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(args.numel, generator=g) * 8).to(torch.bfloat16).to(args.device)
     expp_table(x.device)  # built once per device; not part of the per-call cost

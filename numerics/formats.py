@@ -41,6 +41,7 @@ __all__ = [
     "INT16",
     "INT32",
     "FixedFormat",
+    "lookup",
     "quantize",
     "dequantize",
     "to_fixed",
@@ -116,6 +117,30 @@ def bits_to_fp32(bits: torch.Tensor) -> torch.Tensor:
     _require_dtype(bits, (torch.int32, torch.int64), "bits")
     b = bits.to(torch.int64) & 0xFFFFFFFF
     return torch.where(b >= 2**31, b - 2**32, b).to(torch.int32).view(torch.float32)
+
+
+# --------------------------------------------------------------------------- elementwise functions of a code
+
+_LOOKUP_CHUNK = 1 << 14  # elements per lookup on CPU: the index chunk stays in cache and below torch's
+# parallel grain size, so no thread synchronisation per chunk (measured: 1x torch.exp at 16K, 3x-30x
+# slower at 64K-256K on 2 busy cores)
+
+
+def lookup(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``table[code(x)]`` elementwise: any function of one bfloat16 input, tabulated over all 65,536
+    codes (``table`` 1-D, on ``x``'s device), evaluated as a gather. Shape of ``x``, dtype of ``table``."""
+    _require_dtype(x, (torch.bfloat16,))
+    if table.shape != (65536,):
+        raise ValueError(f"table must have shape (65536,); got {tuple(table.shape)}")
+    flat = x.reshape(-1)
+    out = torch.empty(flat.shape, dtype=table.dtype, device=x.device)
+    step = _LOOKUP_CHUNK if x.device.type == "cpu" else max(flat.numel(), 1)
+    for start in range(0, flat.numel(), step):
+        part = flat[start:start + step]
+        # unsigned codes as int32 indices: one pass through the uint16 view on CPU
+        idx = part.view(torch.uint16).to(torch.int32) if x.device.type == "cpu" else part.view(torch.int16).to(torch.int32) & 0xFFFF
+        torch.index_select(table, 0, idx, out=out[start:start + step])
+    return out.view(x.shape)
 
 
 # --------------------------------------------------------------------------- random bits

@@ -230,8 +230,9 @@ def bf16_values(x: torch.Tensor) -> torch.Tensor:
         return x
     if x.dtype == torch.float64:
         return round_to_bfloat16(x.detach())
-    y = x.detach().to(torch.float32).to(torch.bfloat16)
-    if not torch.isfinite(y.sum(dtype=torch.float32)):  # one reduction; any NaN makes the sum NaN
+    x32 = x.detach().to(torch.float32)
+    y = x32.to(torch.bfloat16)
+    if not torch.isfinite(x32.sum()):  # one fast FP32 reduction; any NaN makes the sum NaN
         y = y.masked_fill(y.isnan(), _BF16_NAN)
     return y
 

@@ -20,7 +20,7 @@ from importlib import resources
 import torch
 
 from numerics.expp import expp
-from numerics.formats import Rounding, bf16_to_bits, bits_to_bf16, round_to_bfloat16
+from numerics.formats import Rounding, bf16_to_bits, bits_to_bf16, lookup, round_to_bfloat16
 
 __all__ = ["GeluCoefficients", "published_coefficients", "gelu_datapath", "acc_to_bf16", "gelu", "ACC_FRAC_BITS",
            "PUBLISHED_TERMS"]
@@ -133,12 +133,26 @@ def gelu(x: torch.Tensor, *, terms: int = 4, coefficients: GeluCoefficients | No
     w = -bf16(x x) on the cores; S = datapath(w) ~ Phi(-|x|); y = bf16(x (1 - S)) for x >= 0, bf16(x S) for
     x < 0 (exact in FP32 before the single rounding). ``coefficients`` default to the published fit for
     ``terms`` in 2..6. NaN -> NaN, +Inf -> +Inf, -Inf -> -0.0; where x^2 overflows, S = 0.
+    The result depends on x's code alone, so :func:`gelu_codes` runs once on all 65,536 codes per
+    coefficient set and device, and calls look the results up.
     """
     _require_bf16(x, "x")
     if coefficients is None:
         coefficients = published_coefficients(terms)
     elif not isinstance(coefficients, GeluCoefficients):
         raise TypeError(f"coefficients must be a GeluCoefficients; got {type(coefficients).__name__}")
+    key = (coefficients.a, coefficients.b, x.device)
+    table = _TABLES.get(key)
+    if table is None:
+        table = _TABLES[key] = gelu_codes(bits_to_bf16(torch.arange(65536, device=x.device)), coefficients)
+    return lookup(table, x)
+
+
+_TABLES: dict[tuple, torch.Tensor] = {}
+
+
+def gelu_codes(x: torch.Tensor, coefficients: GeluCoefficients) -> torch.Tensor:
+    """The GELU pipeline of :func:`gelu` evaluated directly on ``x`` (bfloat16), vectorised."""
     nan = torch.isnan(x)
     w = torch.where(nan, 0.0, -(x * x)).to(torch.bfloat16)
     s = gelu_datapath(w, coefficients).float()
