@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from numerics.formats import (INT4, INT8, UINT8, FixedFormat, IntFormat, Rounding, bf16_to_bits,
+from numerics.formats import (INT4, INT8, UINT8, FixedFormat, IntFormat, Rounding, bf16_to_bits, lookup,
                               bits_to_bf16, bits_to_fp32, dequantize, fp32_to_bits, from_fixed,
                               quantize, round_to_bfloat16, to_fixed)
 from tests.numerics.reference_formats import bf16_code, round_integral
@@ -292,3 +292,18 @@ def test_fixed_point_q1_15_and_saturation():
     for kw in ({"int_bits": -1, "frac_bits": 3}, {"int_bits": 1, "frac_bits": -2}, {"int_bits": 20, "frac_bits": 20}):
         with pytest.raises(ValueError):
             FixedFormat(**kw)
+
+
+# --------------------------------------------------------------------------- lookup
+
+def test_lookup_gathers_by_code_across_chunks():
+    table = torch.arange(65536, dtype=torch.int32) * 3 % 65521  # any function of the code
+    codes = torch.randint(0, 65536, (3, 40_000), generator=torch.Generator().manual_seed(0))
+    x = bits_to_bf16(codes).t()  # non-contiguous, more than one chunk
+    got = lookup(table, x)
+    assert got.shape == x.shape and got.dtype == torch.int32
+    assert torch.equal(got, (codes.t() * 3 % 65521).to(torch.int32))
+    with pytest.raises(ValueError, match="65536"):
+        lookup(table[:100], x)
+    with pytest.raises(TypeError, match="bfloat16"):
+        lookup(table, x.float())
