@@ -7,8 +7,8 @@
   (``lora_rank``) that train through straight-through gradients while everything else is frozen
   (:func:`numerics.cim_layers.atleus_`);
 * attention products and softmax run on the systolic tier: BF16 operands and results with FP32
-  accumulation (``systolic="bf16"``, assumption: the spec names a BF16 tier without its
-  accumulator) or FP32 (``"fp32"``);
+  accumulation (``sa_dtype="bfloat16"``, the default, as the emulation issue asks; the spec's
+  own assumption is FP32 since the paper does not state the tier's precision: ``"float32"``);
 * heads, pooler, embeddings, LayerNorm and GELU stay FP32 (assumption).
 
 ``adc_bits`` overrides the crossbar's ADC width (for sweeps).
@@ -42,12 +42,12 @@ OPTIONS = {
     "lora_rank": 0,
     "lora_alpha": 32.0,
     "calibrate_with": None,
-    "systolic": "bf16",
+    "sa_dtype": "bfloat16",
 }
 
 
 def _product(em: Emulation, a, b, bias):
-    if em.options["systolic"] == "fp32":
+    if em.options["sa_dtype"] == "float32":
         return torch.matmul(a, b) if bias is None else torch.matmul(a, b) + bias
     return bf16_matmul(a, b, bias)
 
@@ -56,7 +56,7 @@ def _systolic_softmax(em: Emulation, x, dim, dtype=None):
     """Softmax on the systolic tier: BF16 in, exact softmax, BF16 out (or FP32 throughout)."""
     em.count("softmax")
     with torch.no_grad():
-        if em.options["systolic"] == "fp32":
+        if em.options["sa_dtype"] == "float32":
             y = torch.softmax(x, dim)
         else:
             y = bf16_values(torch.softmax(bf16_values(x).float(), dim)).float()
@@ -86,8 +86,8 @@ def prepare(model: nn.Module, options: dict):
         if q not in PRESETS:
             raise ValueError(f"quant must be a QuantConfig or one of {', '.join(PRESETS)}; got {q!r}")
         q = getattr(quant_presets, q)
-    if options["systolic"] not in ("bf16", "fp32"):
-        raise ValueError(f"systolic must be 'bf16' or 'fp32'; got {options['systolic']!r}")
+    if options["sa_dtype"] not in ("bfloat16", "float32"):
+        raise ValueError(f"sa_dtype must be 'bfloat16' or 'float32'; got {options['sa_dtype']!r}")
     crossbar = crossbar_with(options, options["crossbar"])
     counts = atleus_(model, quant=q, crossbar=crossbar, noise=options["noise"], seed=options["seed"],
                      resample_noise=options["resample_noise"], lora_rank=options["lora_rank"],

@@ -137,8 +137,8 @@ def test_targets_validate_and_keep_original():
         emulate(model, "atleus", quant="M8F2")
     with pytest.raises(ValueError, match="adc_bits"):
         emulate(model, "hastily", adc_bits=0)
-    with pytest.raises(ValueError, match="systolic"):
-        emulate(model, "atleus", systolic="fp16")
+    with pytest.raises(ValueError, match="sa_dtype"):
+        emulate(model, "atleus", sa_dtype="float16")
     emu = emulate(model, "hastily")
     ids = torch.randint(0, 100, (2, 6), generator=torch.Generator().manual_seed(0))
     emu(input_ids=ids)
