@@ -4,53 +4,39 @@ For each preset, the fast path (a configuration that cannot clip, computed as on
 integer product) and the clipping path (every input-bit x weight-slice plane through the
 ADC model). Ratios are medians over several back-to-back runs on the current device (CPU by default).
 
-    PYTHONPATH=. python bench/crossbar.py [--device cuda] [--threads N]
+    python bench/crossbar.py [--device cuda] [--threads N]
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import pathlib
 import statistics
-import time
+import sys
 
 import torch
 
-from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, crossbar_matmul
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from bench.timing import arguments, parse, seconds  # noqa: E402
+from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, crossbar_matmul  # noqa: E402
 
 TOKENS, D_IN, D_OUT = 128, 384, 1536
 
 
-def _timed(fn, device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
-def ratio(fn, ref, repeat: int, device: str) -> tuple[float, float]:
+def ratio(fn, ref, repeat: int) -> tuple[float, float]:
     """Median time of ``fn`` and median of fn/ref ratios, the two timed back to back so that
     load from other processes hits both alike."""
     fn(), ref()  # warm-up
     times, ratios = [], []
     for _ in range(repeat):
-        t = _timed(fn, device)
-        t_ref = min(_timed(ref, device) for _ in range(5))
+        t = seconds(fn)
+        t_ref = min(seconds(ref) for _ in range(5))
         times.append(t)
         ratios.append(t / t_ref)
     return statistics.median(times), statistics.median(ratios)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(arguments(__doc__, repeats=5))
     dev = args.device
     g = torch.Generator().manual_seed(0)
     linear = torch.nn.Linear(D_IN, D_OUT).to(dev)
@@ -70,7 +56,7 @@ def main() -> None:
     for name, paths in cases.items():
         for path, cfg in paths.items():
             assert cfg.can_clip == (path == "clipping")
-            t, r = ratio(lambda: crossbar_matmul(x_int, w_int, cfg), ref, args.repeat, dev)
+            t, r = ratio(lambda: crossbar_matmul(x_int, w_int, cfg), ref, args.repeats)
             print(f"{name:<14}{path:<10}{t * 1e3:>10.2f}{r:>10.1f}")
 
 

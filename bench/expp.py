@@ -3,26 +3,20 @@
     python bench/expp.py [--numel N] [--device cpu|cuda]
 """
 
-import argparse
 import pathlib
 import sys
 
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench.timing import median_seconds  # noqa: E402
+from bench.timing import arguments, median_seconds, parse  # noqa: E402
 from numerics.expp import expp, expp_table  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = arguments(__doc__, repeats=9)
     ap.add_argument("--numel", type=int, default=16 * 1024 * 1024)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is steadier on a busy machine)")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(ap)
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(args.numel, generator=g) * 8).to(torch.bfloat16).to(args.device)
     expp_table(x.device)  # built once per device; not part of the per-call cost

@@ -6,29 +6,23 @@ threads distort both timings.
     python bench/softmax.py [--shape 8 12 512 512] [--lanes 8] [--device cpu|cuda] [--threads N]
 """
 
-import argparse
 import pathlib
 import sys
 
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench.timing import median_seconds  # noqa: E402
+from bench.timing import arguments, median_seconds, parse  # noqa: E402
 from numerics.expp import expp_table  # noqa: E402
 from numerics.softex import softmax  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = arguments(__doc__, repeats=7)
     ap.add_argument("--shape", type=int, nargs="+", default=[8, 12, 512, 512])
     ap.add_argument("--lanes", type=int, default=8)
     ap.add_argument("--accumulators", type=int, default=1)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=7)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(ap)
     g = torch.Generator().manual_seed(0)
     x32 = (torch.randn(*args.shape, generator=g) * 3).to(args.device)
     x = x32.to(torch.bfloat16)  # input preparation, not timed

@@ -1,24 +1,19 @@
 """FlexiSAGA sparse GEMM: PE-order kernel vs torch.matmul, and bitmap compression, by sparsity.
 
-Run: PYTHONPATH=. python bench/sparse_gemm.py   (prints ratios; timings depend on the machine)
+    python bench/sparse_gemm.py [--threads N]   (prints ratios; timings depend on the machine)
 """
-import time
+import pathlib
+import sys
 
 import torch
 
-from numerics.sparsity import FlexiSAGAConfig, encode_bitmap, prune, sparse_gemm
-
-
-def best_of(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from bench.timing import arguments, median_seconds, parse  # noqa: E402
+from numerics.sparsity import FlexiSAGAConfig, encode_bitmap, prune, sparse_gemm  # noqa: E402
 
 
 def main(m=128, k=768, n=768, tile=(16, 16)):
+    args = parse(arguments(__doc__, repeats=3))
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
     fused = FlexiSAGAConfig(fused_mac=True)
@@ -27,9 +22,9 @@ def main(m=128, k=768, n=768, tile=(16, 16)):
     for vector in ("row", "col"):
         for s in (0.0, 0.5, 0.75):
             pruned, _ = prune(w, s, tile=tile, vector=vector)
-            t_mm = best_of(lambda: torch.matmul(x, pruned))
-            t_seq = best_of(lambda: sparse_gemm(x, pruned))
-            t_fused = best_of(lambda: sparse_gemm(x, pruned, fused), repeat=1)
+            t_mm = median_seconds(lambda: torch.matmul(x, pruned), repeats=args.repeats, warmup=1)
+            t_seq = median_seconds(lambda: sparse_gemm(x, pruned), repeats=args.repeats, warmup=1)
+            t_fused = median_seconds(lambda: sparse_gemm(x, pruned, fused), repeats=1, warmup=0)
             e = encode_bitmap(pruned, tile, vector=vector)
             print(f"{vector:6}  {s:8.2f}  {t_seq / t_mm:10.1f}  {t_fused / t_mm:12.1f}  "
                   f"{e.compression_ratio:11.3f}  {e.decu_words / (k * n):10.3f}")

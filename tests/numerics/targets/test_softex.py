@@ -41,7 +41,7 @@ def test_minilm_embeddings_differ_but_stay_close(minilm_run):
     *_, ref, emu = minilm_run
     cos = (ref * emu).sum(-1)
     assert not torch.equal(ref, emu)
-    assert cos.min() > 0.995, cos
+    assert cos.min() > 0.999, cos  # measured: min 0.99997 on these sentences
     # the ranking of pairwise similarities survives: each sentence's nearest neighbour is unchanged
     sim_ref, sim_emu = ref @ ref.T, emu @ emu.T
     sim_ref.fill_diagonal_(-1)
