@@ -478,8 +478,8 @@ def plot_study(results: list[Result], path: str | Path, title: str = "") -> Path
     for r in results:
         if r.energy_j is None:
             ax.axhline(r.accuracy, color="grey", linestyle=":", linewidth=1)
-            ax.annotate(f"{r.run.target} (no cost model)", (0.01, r.accuracy), xycoords=("axes fraction", "data"),
-                        textcoords="offset points", xytext=(0, 3), fontsize=8, color="grey")
+            ax.annotate(f"{r.run.target} (no cost model)", (0.99, r.accuracy), xycoords=("axes fraction", "data"),
+                        textcoords="offset points", xytext=(0, 3), fontsize=8, color="grey", ha="right")
     front = [costed[i] for i in pareto_front([r.energy_j * 1e6 for r in costed], [r.accuracy for r in costed])]
     if front:
         ax.step([r.energy_j * 1e6 for r in front], [r.accuracy for r in front], where="post", color="black",
