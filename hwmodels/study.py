@@ -21,6 +21,7 @@ wherever each accepts it (see :func:`split_options`).
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import importlib
@@ -87,7 +88,7 @@ def split_options(target: str, options: dict) -> tuple[dict, dict]:
     """
     emu_defaults, cost_names = emulate_option_names(target), estimate_option_names(target)
     for name in options:
-        if name not in emu_defaults and name not in cost_names and (target, name) not in _COST_TRANSLATIONS:
+        if name not in emu_defaults and name not in cost_names:
             valid = sorted(set(emu_defaults) | cost_names)
             raise ValueError(f"unknown option {name!r} for target {target!r}; valid options: "
                              f"{', '.join(valid) or 'none'}")
@@ -124,7 +125,7 @@ def parse_assignment(text: str) -> tuple[str, str, list]:
     target, dot, option = key.strip().partition(".")
     if not (sep and dot and target and option and values.strip()):
         raise ValueError(f"expected TARGET.OPTION=VALUE[,VALUE...], e.g. atleus.adc_bits=4,6,8; got {text!r}")
-    parts = [v for v in values.split(",")]
+    parts = values.split(",")
     if any(not v.strip() for v in parts):
         raise ValueError(f"empty value in {text!r}")
     return target, option.strip(), [parse_value(v) for v in parts]
@@ -148,7 +149,7 @@ def plan(targets: Iterable[str] = DEFAULT_TARGETS, settings: Iterable[str] = (),
     then one run per value of each sweep ("target.option=v1,v2,...", on top of the settings).
 
     Unknown targets and options, and bad syntax, raise ValueError before anything runs."""
-    targets = list(targets)
+    targets, sweeps = list(targets), list(sweeps)
     if not targets and not sweeps:
         raise ValueError("targets must name at least one target")
     fixed: dict[str, dict] = {}
@@ -157,6 +158,8 @@ def plan(targets: Iterable[str] = DEFAULT_TARGETS, settings: Iterable[str] = (),
         if len(values) != 1:
             raise ValueError(f"a setting takes one value; use a sweep for several: {text!r}")
         fixed.setdefault(target, {})[option] = values[0]
+    for target, options in fixed.items():
+        split_options(target, options)  # checked even when no run of `target` follows
     runs = [Run(t, dict(fixed.get(t, {}))) for t in targets]
     for text in sweeps:
         target, option, values = parse_assignment(text)
@@ -368,7 +371,9 @@ def run_study(subject: Subject, runs: Iterable[Run] = (), *, device: str | torch
     runs = list(runs) or plan()
     workload = trace(subject.model, **subject.single)
     device = torch.device(device)
-    model = subject.model.to(device)
+    model = subject.model
+    if next(model.parameters()).device != device:  # a copy: the subject's model stays where it is
+        model = copy.deepcopy(model).to(device)
     batch = {k: v.to(device) for k, v in subject.batch.items()}
     with torch.no_grad():
         kind, reference = readout(model(**batch), batch)

@@ -35,6 +35,8 @@ def test_unknown_target_or_option_is_a_clear_error():
         study.plan(["softex"], sweeps=["atleus.adc_bitz=4,5"])
     with pytest.raises(ValueError, match="unknown option 'lanes' for target 'fp32'; valid options: none"):
         study.plan(settings=["fp32.lanes=4"])
+    with pytest.raises(ValueError, match="unknown option 'quantt' for target 'atleus'"):
+        study.plan(["softex"], settings=["atleus.quantt=M8F4"])  # checked though no atleus run follows
     with pytest.raises(ValueError, match="a setting takes one value"):
         study.plan(settings=["atleus.adc_bits=4,5"])
 
@@ -186,6 +188,23 @@ def test_cli_runs_a_small_study(tiny, tmp_path, capsys):
     assert "2/2 flexisaga" in captured.err and "sparsity=0.25" in captured.out
     assert json.loads((out / "study.json").read_text())["sentences"] == 4
     assert not (out / "study.png").exists()
+
+
+def test_cli_rejects_a_missing_gpu(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(["study", "--model", "tiny", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "no CUDA device is available" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_emulation_on_a_gpu_matches_the_cpu(tiny):
+    runs = study.plan(["softex", "atleus"])
+    on_cpu, on_gpu = study.run_study(tiny, runs), study.run_study(tiny, runs, device="cuda")
+    assert next(tiny.model.parameters()).device.type == "cpu"  # the subject's model is not moved
+    for cpu, gpu in zip(on_cpu, on_gpu):
+        assert gpu.energy_j == cpu.energy_j
+        assert gpu.metrics["mean_cosine"] == pytest.approx(cpu.metrics["mean_cosine"], abs=1e-4)
 
 
 def test_the_shipped_sentence_set_loads():
