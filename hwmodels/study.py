@@ -89,9 +89,9 @@ def split_options(target: str, options: dict) -> tuple[dict, dict]:
     emu_defaults, cost_names = emulate_option_names(target), estimate_option_names(target)
     for name in options:
         if name not in emu_defaults and name not in cost_names:
-            valid = sorted(set(emu_defaults) | cost_names)
             raise ValueError(f"unknown option {name!r} for target {target!r}; valid options: "
-                             f"{', '.join(valid) or 'none'}")
+                             f"{', '.join(sorted(emu_defaults)) or 'none'} (emulation)"
+                             + (f"; {', '.join(sorted(cost_names))} (cost model)" if cost_names else ""))
     emu = {k: v for k, v in options.items() if k in emu_defaults}
     cost = {k: v for k, v in options.items() if k in cost_names}
     effective = {**emu_defaults, **emu}
