@@ -1,0 +1,212 @@
+"""The study: option parsing and routing, metrics, a small end-to-end run, the CLI."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hwmodels import study
+from hwmodels.__main__ import main
+
+# ------------------------------------------------------------------ options
+
+
+@pytest.mark.parametrize("text", ["atleus.adc_bits", "atleus=4", "adc_bits=4", ".adc_bits=4", "atleus.=4",
+                                  "atleus.adc_bits=", "atleus.adc_bits=4,,6"])
+def test_bad_assignment_syntax_is_rejected(text):
+    with pytest.raises(ValueError, match="TARGET.OPTION=VALUE|empty value"):
+        study.parse_assignment(text)
+
+
+def test_assignment_values_are_typed():
+    assert study.parse_assignment("atleus.adc_bits=4,5") == ("atleus", "adc_bits", [4, 5])
+    assert study.parse_assignment("flexisaga.sparsity=0.25") == ("flexisaga", "sparsity", [0.25])
+    assert study.parse_assignment("softex.gelu=false") == ("softex", "gelu", [False])
+    assert study.parse_assignment("atleus.quant=M8F4,None") == ("atleus", "quant", ["M8F4", None])
+
+
+def test_unknown_target_or_option_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown target 'tpu'"):
+        study.plan(["tpu"])
+    with pytest.raises(ValueError, match="unknown option 'adc_bitz' for target 'atleus'; valid options: .*adc_bits"):
+        study.plan(["softex"], sweeps=["atleus.adc_bitz=4,5"])
+    with pytest.raises(ValueError, match="unknown option 'lanes' for target 'fp32'; valid options: none"):
+        study.plan(settings=["fp32.lanes=4"])
+    with pytest.raises(ValueError, match="unknown option 'quantt' for target 'atleus'"):
+        study.plan(["softex"], settings=["atleus.quantt=M8F4"])  # checked though no atleus run follows
+    with pytest.raises(ValueError, match="a setting takes one value"):
+        study.plan(settings=["atleus.adc_bits=4,5"])
+
+
+def test_plan_adds_sweeps_on_top_of_settings_without_duplicates():
+    runs = study.plan(["fp32", "atleus"], ["atleus.quant=M8F4"], ["atleus.adc_bits=6,8", "atleus.quant=M8F4"])
+    assert runs == [study.Run("fp32"), study.Run("atleus", {"quant": "M8F4"}),
+                    study.Run("atleus", {"quant": "M8F4", "adc_bits": 6}),
+                    study.Run("atleus", {"quant": "M8F4", "adc_bits": 8})]
+
+
+def test_options_reach_every_side_that_takes_them():
+    # sparsity: both sides; criterion: emulation only; dataflow: cost only
+    emu, cost = study.split_options("flexisaga", {"sparsity": 0.75, "criterion": "l1", "dataflow": "os"})
+    assert emu == {"sparsity": 0.75, "criterion": "l1"}
+    assert cost["sparsity"] == 0.75 and cost["dataflow"] == "os" and "criterion" not in cost
+    # an option only the emulation takes leaves the cost model at its defaults
+    emu, cost = study.split_options("hastily", {"adc_bits": 5})
+    assert emu == {"adc_bits": 5} and cost == {}
+    emu, cost = study.split_options("softex", {"softex": False})
+    assert emu == {} and cost["softex"] is False
+
+
+def test_cost_follows_the_emulations_defaults_and_spelling():
+    emu_defaults = study.emulate_option_names("flexisaga")
+    _, cost = study.split_options("flexisaga", {})
+    assert cost["sparsity"] == emu_defaults["sparsity"] and cost["vector"] == emu_defaults["vector"]
+    _, cost = study.split_options("atleus", {"quant": "M4F8"})
+    assert cost["weights"] == "M4F8" and cost["lora"] is False  # emulate's lora_rank=0: no branch
+    _, cost = study.split_options("atleus", {"lora_rank": 8})
+    assert cost["lora"] is True and cost["lora_rank"] == 8
+    _, cost = study.split_options("atleus", {})
+    assert "adc_bits" not in cost  # emulate's None keeps the preset on both sides
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def test_spearman_on_a_hand_computed_example():
+    # ranks x = 1..5; ranks y = [1, 2, 3.5, 5, 3.5]; centred: x [-2,-1,0,1,2], y [-2,-1,.5,2,.5]
+    # sum xy = 4+1+0+2+1 = 8; sum x^2 = 10; sum y^2 = 4+1+.25+4+.25 = 9.5
+    assert study.spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(8 / math.sqrt(10 * 9.5), abs=1e-15)
+    assert study.spearman([3, 1, 2], [30, 10, 20]) == 1.0
+    assert study.spearman([3, 1, 2], [-3, -1, -2]) == -1.0
+    assert math.isnan(study.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_spearman_agrees_with_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 6, 40), rng.normal(size=40)
+    assert study.spearman(x, y) == pytest.approx(scipy_stats.spearmanr(x, y).statistic, abs=1e-12)
+
+
+def test_spearman_rejects_bad_input():
+    with pytest.raises(ValueError, match="same length"):
+        study.spearman([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match=">= 2"):
+        study.spearman([1], [1])
+
+
+def test_pareto_front_on_hand_made_points():
+    #          0         1         2         3          4          5 (duplicate of 2)
+    costs = [1.0, 2.0, 3.0, 2.5, 0.5, 3.0]
+    accs = [0.50, 0.80, 0.95, 0.70, 0.40, 0.95]
+    # 3 is beaten by 1 (cheaper, more accurate); the rest trade cost for accuracy; ties both stay
+    assert study.pareto_front(costs, accs) == [4, 0, 1, 2, 5]
+    assert study.pareto_front([1, 1], [0.5, 0.9]) == [1]
+    assert study.pareto_front([], []) == []
+
+
+def test_accuracy_of_a_head_is_top1_agreement():
+    ref = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 3.0], [1.0, 0.0, 0.0], [0.0, 2.0, 1.0]])
+    emu = torch.tensor([[2.0, 1.5, 0.0], [0.0, 3.5, 3.0], [1.0, 0.0, 0.0], [0.0, 1.0, 2.0]])
+    metrics = study.accuracy("logits", ref, emu, {})
+    assert metrics["top1_agreement"] == 0.5
+
+
+def test_readout_mean_pools_over_the_mask():
+    hidden = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]])
+    kind, emb = study.readout(hidden, {"attention_mask": torch.tensor([[1, 1, 0]])})
+    assert kind == "embedding"
+    torch.testing.assert_close(emb, torch.tensor([[0.5, 0.5]]) / math.sqrt(0.5))
+
+
+# ------------------------------------------------------------------ end to end
+
+SENTENCES = ["A man plays a guitar.", "Someone plays the guitar.", "The cat sleeps.", "Markets fell today."]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    pytest.importorskip("transformers")
+    return study.tiny_subject(SENTENCES)
+
+
+def test_the_built_in_model_is_seeded_and_leaves_the_global_rng_alone(tiny):
+    state = torch.random.get_rng_state()
+    again = study.tiny_subject(SENTENCES)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(a, b) for a, b in zip(tiny.model.state_dict().values(), again.model.state_dict().values()))
+    assert torch.equal(tiny.batch["input_ids"], again.batch["input_ids"])
+
+
+def test_a_small_study_writes_its_table_csv_json_and_plot(tiny, tmp_path):
+    runs = study.plan(["fp32", "atleus"], sweeps=["atleus.quant=M4F4"])
+    seen = []
+    results = study.run_study(tiny, runs, progress=lambda done, total, run, s: seen.append((done, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    fp32, atleus, m4f4 = results
+    assert fp32.metrics["mean_cosine"] == pytest.approx(1.0, abs=1e-6) and fp32.energy_j is None
+    assert m4f4.metrics["mean_cosine"] < atleus.metrics["mean_cosine"] < 1.0  # fewer weight bits, less accuracy
+    assert m4f4.energy_j < atleus.energy_j  # and less energy
+    table = study.format_table(results)
+    lines = table.splitlines()
+    assert len(lines) == 2 + 3 and "n/a" in lines[2] and "quant=M4F4" in lines[4]
+
+    pytest.importorskip("matplotlib")
+    paths = study.write_outputs(tiny, results, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert [r["target"] for r in data["results"]] == ["fp32", "atleus", "atleus"]
+    assert [r["pareto"] for r in data["results"]] == [False, True, True]
+    assert data["results"][2]["estimate_options"]["weights"] == "M4F4"
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[1]["energy_j"]) == atleus.energy_j and rows[0]["energy_j"] == ""
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_identical_emulations_run_once(tiny):
+    results = study.run_study(tiny, study.plan(["softex"], sweeps=["softex.softex=false"]))
+    assert results[0].metrics == results[1].metrics and results[1].emulation_s == 0.0
+    assert results[1].energy_j > results[0].energy_j  # the software baseline costs more
+
+
+def test_cli_reports_bad_options_without_running(capsys, tmp_path):
+    assert main(["study", "--model", "tiny", "--sweep", "atleus.adc=4", "--out", str(tmp_path)]) == 2
+    assert "unknown option 'adc' for target 'atleus'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_runs_a_small_study(tiny, tmp_path, capsys):
+    sentences = tmp_path / "s.txt"
+    sentences.write_text("# comment\n" + "\n".join(SENTENCES) + "\n")
+    out = tmp_path / "out"
+    assert main(["study", "--model", "tiny", "--targets", "flexisaga", "--sweep", "flexisaga.sparsity=0.25",
+                 "--sentences", str(sentences), "--out", str(out), "--no-plot"]) == 0
+    captured = capsys.readouterr()
+    assert "2/2 flexisaga" in captured.err and "sparsity=0.25" in captured.out
+    assert json.loads((out / "study.json").read_text())["sentences"] == 4
+    assert not (out / "study.png").exists()
+
+
+def test_cli_rejects_a_missing_gpu(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(["study", "--model", "tiny", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "no CUDA device is available" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_emulation_on_a_gpu_matches_the_cpu(tiny):
+    runs = study.plan(["softex", "atleus"])
+    on_cpu, on_gpu = study.run_study(tiny, runs), study.run_study(tiny, runs, device="cuda")
+    assert next(tiny.model.parameters()).device.type == "cpu"  # the subject's model is not moved
+    for cpu, gpu in zip(on_cpu, on_gpu):
+        assert gpu.energy_j == cpu.energy_j
+        assert gpu.metrics["mean_cosine"] == pytest.approx(cpu.metrics["mean_cosine"], abs=1e-4)
+
+
+def test_the_shipped_sentence_set_loads():
+    sentences = study.load_sentences()
+    assert 20 <= len(sentences) <= 40 and not any(s.startswith("#") for s in sentences)
