@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import torch
@@ -15,6 +16,15 @@ from .workload import Op, Workload, trace
 
 TARGETS = ("softex", "hastily", "atleus", "flexisaga")
 """Targets with a cost model. "fp32" (the numerics reference) has none: estimate rejects it."""
+
+
+def option_names(target: str) -> set:
+    """Options ``estimate(workload, target, ...)`` accepts: behaviour options and configuration fields."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
+    module = importlib.import_module(f"{__name__}.{target}")
+    config = getattr(module, target.upper())  # each cost module names its default config after the target
+    return set(module.OPTIONS) | {f.name for f in dataclasses.fields(config)}
 
 
 def estimate(workload, target: str, *inputs, forward_kwargs: dict | None = None, **options) -> Report:
@@ -41,4 +51,4 @@ def estimate(workload, target: str, *inputs, forward_kwargs: dict | None = None,
     return module.estimate(workload, **options)
 
 
-__all__ = ["trace", "estimate", "Workload", "Op", "Report", "Row", "TARGETS"]
+__all__ = ["trace", "estimate", "option_names", "Workload", "Op", "Report", "Row", "TARGETS"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
-import importlib
 import json
 import math
 import sys
@@ -38,6 +37,7 @@ import torch
 from torch import nn
 
 from . import TARGETS as COST_TARGETS
+from . import option_names
 from . import estimate, trace
 from .report import _plain
 
@@ -62,20 +62,14 @@ _COST_TRANSLATIONS: dict[tuple[str, str], Callable[[object], dict]] = {
 
 def emulate_option_names(target: str) -> dict:
     """Options of ``emulate(model, target)`` and their defaults."""
-    from numerics.nn import _TARGETS
+    from numerics.nn import target_options
 
-    if target not in _TARGETS:
-        raise ValueError(f"unknown target {target!r}; known targets: {', '.join(sorted(_TARGETS))}")
-    return dict(_TARGETS[target].options)
+    return target_options(target)
 
 
 def estimate_option_names(target: str) -> set:
-    """Options of ``estimate(workload, target)``: behaviour options and configuration fields."""
-    if target not in COST_TARGETS:
-        return set()
-    module = importlib.import_module(f"{__package__}.{target}")
-    config = getattr(module, target.upper())  # each cost module names its default config so
-    return set(module.OPTIONS) | {f.name for f in dataclasses.fields(config)}
+    """Options of ``estimate(workload, target)`` (none for a target without a cost model)."""
+    return option_names(target) if target in COST_TARGETS else set()
 
 
 def split_options(target: str, options: dict) -> tuple[dict, dict]:

@@ -34,6 +34,7 @@ __all__ = [
     "emulate",
     "register_target",
     "targets",
+    "target_options",
     "Emulation",
     "Handlers",
     "straight_through",
@@ -94,6 +95,17 @@ def register_target(name: str, *, summary: str, options: dict | None = None):
 def targets() -> dict[str, str]:
     """Registered target names and their one-line summaries."""
     return {name: t.summary for name, t in _TARGETS.items()}
+
+
+def target_options(target: str) -> dict:
+    """The options ``emulate(model, target, ...)`` accepts, with their defaults."""
+    return dict(_target(target).options)
+
+
+def _target(name: str) -> Target:
+    if name not in _TARGETS:
+        raise ValueError(f"unknown target {name!r}; known targets: {', '.join(sorted(_TARGETS))}")
+    return _TARGETS[name]
 
 
 # ------------------------------------------------------------------ the emulation state of a model
@@ -179,9 +191,7 @@ def emulate(model: nn.Module, target: str, **options) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    spec = _TARGETS.get(target)
-    if spec is None:
-        raise ValueError(f"unknown target {target!r}; known targets: {', '.join(sorted(_TARGETS))}")
+    spec = _target(target)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         valid = ", ".join(sorted(spec.options)) or "none"

@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from hwmodels import TARGETS, estimate, trace
+from hwmodels import TARGETS, estimate, option_names, trace
 from hwmodels.workload import Op, Workload
 from tests.hwmodels.workloads import encoder
 
@@ -107,3 +107,13 @@ def test_estimate_traces_a_model():
 def test_unchanged_options_reach_the_report():
     report = estimate(encoder(8), "hastily", exp="vfu", vfu_lanes=16)
     assert report.options["exp"] == "vfu" and report.options["config"].vfu_lanes == 16
+
+
+def test_option_names_cover_behaviour_options_and_config_fields():
+    names = option_names("hastily")
+    assert {"exp", "multicore_softmax", "pipelining", "mvm_cycles", "freq_hz"} <= names
+    for target in TARGETS:
+        for name in option_names(target):
+            assert isinstance(name, str)
+    with pytest.raises(ValueError, match="fp32"):
+        option_names("fp32")

@@ -10,7 +10,7 @@ from torch import nn
 
 from numerics import softex
 from numerics.formats import bf16_to_bits, round_to_bfloat16
-from numerics.nn import bf16_matmul, bf16_values, emulate, targets
+from numerics.nn import bf16_matmul, bf16_values, emulate, target_options, targets
 from tests.models import TinyTransformer
 from tests.numerics.reference_formats import bf16_code, bf16_value
 
@@ -218,3 +218,10 @@ def test_counts_reset_per_forward_and_mode_is_removed_after_errors():
     assert dict(em.emulation.counts) == first
     clone = copy.deepcopy(em)
     assert torch.equal(clone(tokens), em(tokens))
+
+
+def test_target_options_lists_defaults():
+    assert target_options("softex")["lanes"] == 8 and target_options("fp32") == {}
+    assert target_options("atleus")["quant"] == "M8F8"
+    with pytest.raises(ValueError, match="unknown target 'tpu'"):
+        target_options("tpu")
