@@ -40,6 +40,7 @@ __all__ = [
     "straight_through",
     "emulated_product",
     "product_handler",
+    "linears_from_conv1d",
     "bf16_values",
     "bf16_matmul",
     "SoftmaxFunctions",
@@ -299,6 +300,24 @@ def replace_modules(model: nn.Module, match: Callable[[nn.Module], bool], make: 
                 setattr(parent, name, make(child))
                 swapped[type(child).__name__] += 1
     return swapped
+
+
+def linears_from_conv1d(model: nn.Module) -> collections.Counter:
+    """Replace, in place, Hugging Face ``Conv1D`` layers (GPT-2's projections: ``x @ W + b`` with
+    W stored (in, out)) by the equivalent ``nn.Linear``, so targets that place static weights on
+    their own hardware find them. Returns ``{"Conv1D -> Linear": count}`` (empty if none)."""
+
+    def to_linear(conv: nn.Module) -> nn.Linear:
+        w = conv.weight.detach()
+        lin = nn.Linear(w.shape[0], w.shape[1], bias=conv.bias is not None, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(w.T)
+            if conv.bias is not None:
+                lin.bias.copy_(conv.bias.detach())
+        return lin
+
+    swapped = replace_modules(model, lambda m: type(m).__name__ == "Conv1D" and m.weight.dim() == 2, to_linear)
+    return collections.Counter({f"{name} -> Linear": n for name, n in swapped.items()})
 
 
 def softmax_call(func, args, kwargs):

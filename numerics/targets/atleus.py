@@ -26,8 +26,8 @@ from numerics import quant as quant_presets
 from numerics.cim_layers import atleus_
 from numerics.crossbar import ATLEUS_RERAM
 from numerics.nn import (SDPA, Emulation, MatmulFunctions, SoftmaxFunctions, attention, bf16_matmul, bf16_values,
-                         emulated_product, is_float, product_handler, register_target, sdpa_call, softmax_call,
-                         straight_through)
+                         emulated_product, is_float, linears_from_conv1d, product_handler, register_target,
+                         sdpa_call, softmax_call, straight_through)
 from numerics.targets.cim import crossbar_with
 
 PRESETS = ("M8F8", "M8F4", "M4F8", "M4F4")
@@ -89,6 +89,7 @@ def prepare(model: nn.Module, options: dict):
     if options["sa_dtype"] not in ("bfloat16", "float32"):
         raise ValueError(f"sa_dtype must be 'bfloat16' or 'float32'; got {options['sa_dtype']!r}")
     crossbar = crossbar_with(options, options["crossbar"])
+    model.emulation.swapped.update(linears_from_conv1d(model))  # GPT-2's projections
     counts = atleus_(model, quant=q, crossbar=crossbar, noise=options["noise"], seed=options["seed"],
                      resample_noise=options["resample_noise"], lora_rank=options["lora_rank"],
                      lora_alpha=options["lora_alpha"], calibrate_with=options["calibrate_with"])

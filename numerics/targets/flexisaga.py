@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from numerics.nn import register_target
+from numerics.nn import linears_from_conv1d, register_target
 from numerics.sparse_linear import DENSE_BY_DEFAULT, sparsify_
 from numerics.sparsity import FLEXISAGA_16X16
 
@@ -32,6 +32,7 @@ OPTIONS = {
 @register_target("flexisaga", summary="FlexiSAGA structured-sparse weights on a systolic array (arXiv 2506.01566)",
                  options=OPTIONS)
 def prepare(model: nn.Module, options: dict):
+    model.emulation.swapped.update(linears_from_conv1d(model))  # GPT-2's projections
     report = sparsify_(model, **options)
     model.emulation.details["sparsity"] = report
     model.emulation.swapped["Linear -> SparseLinear"] += len(report)

@@ -22,8 +22,8 @@ from torch import nn
 
 from numerics.cim_layers import hastily_, hastily_attention, int8_crossbar_product
 from numerics.crossbar import HASTILY_SRAM
-from numerics.nn import (SDPA, Emulation, MatmulFunctions, SoftmaxFunctions, is_float, product_handler,
-                         register_target, sdpa_call, softmax_call, straight_through)
+from numerics.nn import (SDPA, Emulation, MatmulFunctions, SoftmaxFunctions, is_float, linears_from_conv1d,
+                         product_handler, register_target, sdpa_call, softmax_call, straight_through)
 from numerics.targets.cim import crossbar_with
 from numerics.uclm import HASTILY_UCLM, UCLMConfig
 from numerics.uclm import softmax as uclm_softmax
@@ -76,6 +76,7 @@ def prepare(model: nn.Module, options: dict):
         raise ValueError(f"uclm must be a UCLMConfig; got {type(options['uclm']).__name__}")
     if not isinstance(options["attention"], bool):
         raise ValueError(f"attention must be True or False; got {options['attention']!r}")
+    model.emulation.swapped.update(linears_from_conv1d(model))  # GPT-2's projections
     counts = hastily_(model, crossbar=crossbar, weight_granularity=options["weight_granularity"],
                       calibrate_with=options["calibrate_with"])
     model.emulation.swapped["Linear -> CrossbarLinear"] += counts["linear"]

@@ -10,7 +10,7 @@ from torch import nn
 
 from numerics import softex
 from numerics.formats import bf16_to_bits, round_to_bfloat16
-from numerics.nn import bf16_matmul, bf16_values, emulate, target_options, targets
+from numerics.nn import bf16_matmul, bf16_values, emulate, linears_from_conv1d, target_options, targets
 from tests.models import TinyTransformer
 from tests.numerics.reference_formats import bf16_code, bf16_value
 
@@ -225,3 +225,22 @@ def test_target_options_lists_defaults():
     assert target_options("atleus")["quant"] == "M8F8"
     with pytest.raises(ValueError, match="unknown target 'tpu'"):
         target_options("tpu")
+
+
+def test_gpt2_conv1d_projections_become_linears_for_weight_placing_targets():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=50, n_positions=16,
+                                  bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.GPT2Model(cfg).eval()
+    ids = torch.randint(0, 50, (2, 7), generator=torch.Generator().manual_seed(1))
+    converted = copy.deepcopy(model)
+    assert linears_from_conv1d(converted) == {"Conv1D -> Linear": 8}  # c_attn, c_proj, c_fc, c_proj per layer
+    assert not any(type(m).__name__ == "Conv1D" for m in converted.modules())
+    with torch.no_grad():
+        assert torch.allclose(converted(ids).last_hidden_state, model(ids).last_hidden_state, rtol=0, atol=1e-5)
+    for target, swapped in [("hastily", "Linear -> CrossbarLinear"), ("atleus", "Linear -> CrossbarLinear"),
+                            ("flexisaga", "Linear -> SparseLinear")]:
+        em = emulate(model, target)
+        assert em.emulation.swapped == {"Conv1D -> Linear": 8, swapped: 8}
+    assert any(type(m).__name__ == "Conv1D" for m in model.modules())  # the original keeps its layers
