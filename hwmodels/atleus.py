@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .config import check_choice, check_non_negative, check_positive, resolve
 from .report import Report, Row
-from .systolic import gemm_cycles
+from .systolic import ceil_div, gemm_cycles
 from .workload import Op, Workload
 
 ADC_ENERGY_PJ = {4: 0.79, 5: 0.99, 6: 1.20, 7: 1.42, 8: 1.67, 9: 1.97, 10: 2.38}
@@ -155,9 +155,6 @@ weights streamed from HBM to the systolic tier, a 3D-TPU-like baseline); lora (r
 W_Q and W_V)."""
 
 
-def _ceil(a, b):
-    return -(-a // b)
-
 
 class _Model:
     def __init__(self, cfg: AtleusConfig):
@@ -169,14 +166,14 @@ class _Model:
 
     def crossbars(self, op: Op) -> int:
         cfg = self.cfg
-        slices = _ceil(self.weight_bits(op), cfg.cell_bits)
-        return op.batch * _ceil(op.k, cfg.crossbar_size) * _ceil(op.n * slices, cfg.crossbar_size)
+        slices = ceil_div(self.weight_bits(op), cfg.cell_bits)
+        return op.batch * ceil_div(op.k, cfg.crossbar_size) * ceil_div(op.n * slices, cfg.crossbar_size)
 
     def reram(self, op: Op, replication: int):
         """(ns for all tokens, pJ by component) of a static product on ReRAM."""
         cfg = self.cfg
         b_x, xb, tokens = cfg.input_bits, self.crossbars(op), op.m
-        ns = _ceil(tokens, replication) * b_x * cfg.t_xbar_ns + cfg.t_dig_cycles * 1e9 / cfg.digital_freq_hz
+        ns = ceil_div(tokens, replication) * b_x * cfg.t_xbar_ns + cfg.t_dig_cycles * 1e9 / cfg.digital_freq_hz
         xbar_cycles = tokens * xb * b_x
         conversions = xbar_cycles * cfg.crossbar_size
         io_bits = tokens * op.batch * (op.k + op.n) * b_x
@@ -187,7 +184,7 @@ class _Model:
             "crossbar": xbar_cycles * cfg.e_crossbar_pj,
             "registers": xbar_cycles * cfg.e_registers_pj,
             "shift_add": conversions * cfg.e_shift_add_pj,
-            "dequant": tokens * op.batch * op.n * _ceil(op.k, cfg.crossbar_size) * cfg.e_dequant_pj,
+            "dequant": tokens * op.batch * op.n * ceil_div(op.k, cfg.crossbar_size) * cfg.e_dequant_pj,
             "edram": io_bits / 256 * cfg.e_edram_pj,
             "bus": io_bits * cfg.e_bus_pj_per_bit,
             "noc": out_bits * cfg.noc_hops * (cfg.e_router_pj_per_bit + cfg.e_link_pj_per_bit),
@@ -198,9 +195,9 @@ class _Model:
         """(ns, pJ by component) of batch products on the systolic tier."""
         cfg = self.cfg
         split = max(1, cfg.sa_cores // batch)  # a lone product is split by columns over the cores
-        n_core = _ceil(n, split)
+        n_core = ceil_div(n, split)
         per = min(gemm_cycles(m, k, n_core, cfg.sa_rows, cfg.sa_cols, d) for d in ("os", "ws", "is"))
-        ns = _ceil(batch, cfg.sa_cores) * per * self.ns_per_cycle
+        ns = ceil_div(batch, cfg.sa_cores) * per * self.ns_per_cycle
         word = _FORMAT_BITS[cfg.sa_dtype]
         energy = {"systolic_mac": batch * m * k * n * MAC_ENERGY_PJ[cfg.sa_dtype],
                   "systolic_sram": batch * (m * k + k * n + m * n) * word * cfg.e_sram_pj_per_bit}
@@ -214,7 +211,7 @@ class _Model:
         """(ns, pJ by component) of a non-product op on the systolic tier."""
         cfg = self.cfg
         ops = 1 if op.kind in ("elementwise", "move") else cfg.vector_ops_per_element
-        cycles = _ceil(op.elements * ops, cfg.vector_elements_per_cycle * cfg.sa_cores)
+        cycles = ceil_div(op.elements * ops, cfg.vector_elements_per_cycle * cfg.sa_cores)
         return cycles * self.ns_per_cycle, {"systolic_vector": op.elements * ops * cfg.e_vector_op_pj}
 
     def lora(self, op: Op):

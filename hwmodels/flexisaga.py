@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .config import check_choice, check_non_negative, check_positive, resolve
 from .report import Report, Row
-from .systolic import (DATAFLOWS, DENSE, SparsePattern, _ceil, gemm_cycles, normalize_dataflow,
+from .systolic import (DATAFLOWS, DENSE, SparsePattern, ceil_div, gemm_cycles, normalize_dataflow,
                        sparse_gemm_cycles)
 from .workload import Op, Workload
 
@@ -115,28 +115,28 @@ def _traffic(M, K, N, cfg, dataflow, p):
     """(executed MACs, SRAM words, DRAM words, decoded elements) of one product (§4.4)."""
     R, C = cfg.rows, cfg.cols
     dense = dataflow in DENSE
-    psums = M * N * (_ceil(K, R) - 1)
+    psums = M * N * (ceil_div(K, R) - 1)
     if dataflow in ("dos", "sos", "csos"):
-        streams = _ceil(M, R)
-        x_loads, w_dense, stores = M * K * _ceil(N, C), N * K * streams, M * N
+        streams = ceil_div(M, R)
+        x_loads, w_dense, stores = M * K * ceil_div(N, C), N * K * streams, M * N
     elif dataflow in ("dws", "sws"):
         streams = 1
-        x_loads, w_dense, stores = M * K * _ceil(N, C) + psums, K * N, M * N * _ceil(K, R)
+        x_loads, w_dense, stores = M * K * ceil_div(N, C) + psums, K * N, M * N * ceil_div(K, R)
     else:
-        streams = _ceil(M, C)
-        x_loads, w_dense, stores = K * M + psums, K * N * streams, M * N * _ceil(K, R)
+        streams = ceil_div(M, C)
+        x_loads, w_dense, stores = K * M + psums, K * N * streams, M * N * ceil_div(K, R)
     if dense:
         return M * K * N, x_loads + w_dense + stores, M * K + K * N + M * N, 0
     if dataflow == "sis":
         steps = int((p.n_nz * p.heights()).sum())  # kept (k, n) pairs
-        meta_bits = _ceil(K, R) * _ceil(N, C) * C + R * int(p.n_nz.sum())
+        meta_bits = ceil_div(K, R) * ceil_div(N, C) * C + R * int(p.n_nz.sum())
     else:
         k_nz = p.k_nz_packed if dataflow == "csos" else p.k_nz
         steps = int((k_nz * p.widths(dataflow == "csos")).sum())
-        meta_bits = _ceil(K, R) * _ceil(N, C) * R + C * int(p.k_nz.sum())
+        meta_bits = ceil_div(K, R) * ceil_div(N, C) * R + C * int(p.k_nz.sum())
         if dataflow != "sws":  # sOS and csOS do not load the X column of a skipped k
             x_loads = M * int(k_nz.sum())
-    w_words = p.nnz + _ceil(meta_bits, cfg.word_bits)
+    w_words = p.nnz + ceil_div(meta_bits, cfg.word_bits)
     return M * steps, x_loads + w_words * streams + stores, M * K + w_words + M * N, steps * streams
 
 

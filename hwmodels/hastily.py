@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from .config import check_choice, check_non_negative, check_positive, resolve
 from .report import Report, Row
+from .systolic import ceil_div
 from .workload import Op, Workload
 
 
@@ -123,9 +124,6 @@ OPTIONS = {"exp": "lut", "multicore_softmax": True, "pipelining": True}
 multicore_softmax=False is the PUMA baseline."""
 
 
-def _ceil(a, b):
-    return -(-a // b)
-
 
 class _Model:
     def __init__(self, cfg: HastilyConfig, opts: dict):
@@ -134,11 +132,11 @@ class _Model:
     def product(self, op: Op):
         """(per-row cycles, one-off write cycles, per-row pJ by component, write pJ, UCLMs)."""
         cfg, W = self.cfg, self.cfg.vfu_lanes
-        P, Q = _ceil(op.k, cfg.array_size), _ceil(op.n, cfg.array_size)
-        cores = _ceil(P * Q, cfg.uclms_per_core)
-        adds = (P - 1) * _ceil(op.n, W)
-        per_row = cfg.mvm_cycles + _ceil(adds, cores) * cfg.vfu_op_cycles
-        transfers = _ceil(op.k, cfg.bus_bytes) + _ceil(op.n, cfg.bus_bytes)
+        P, Q = ceil_div(op.k, cfg.array_size), ceil_div(op.n, cfg.array_size)
+        cores = ceil_div(P * Q, cfg.uclms_per_core)
+        adds = (P - 1) * ceil_div(op.n, W)
+        per_row = cfg.mvm_cycles + ceil_div(adds, cores) * cfg.vfu_op_cycles
+        transfers = ceil_div(op.k, cfg.bus_bytes) + ceil_div(op.n, cfg.bus_bytes)
         energy = {"uclm_mvm": op.batch * P * Q * cfg.e_mvm_pj,
                   "vfu": op.batch * adds * cfg.vfu_op_cycles * cfg.e_vfu_pj,
                   "bus": op.batch * transfers * cfg.e_bus_pj,
@@ -152,13 +150,13 @@ class _Model:
     def softmax_row(self, length: int):
         """(cycles, pJ by component) of one softmax row of `length` elements."""
         cfg, W = self.cfg, self.cfg.vfu_lanes
-        C = _ceil(length, cfg.kv_columns_per_core) if self.opts["multicore_softmax"] else 1
-        l_c = _ceil(length, C)
-        steps = _ceil(l_c, W)
+        C = ceil_div(length, cfg.kv_columns_per_core) if self.opts["multicore_softmax"] else 1
+        l_c = ceil_div(length, C)
+        steps = ceil_div(l_c, W)
         vfu = steps * (4 * cfg.vfu_op_cycles + cfg.div_cycles)
         if self.opts["exp"] == "lut":
             vfu += steps * (cfg.nd_cycles + cfg.vfu_op_cycles)
-            lookups = cfg.lookup_cycles * _ceil(l_c, cfg.lookup_arrays_per_core)
+            lookups = cfg.lookup_cycles * ceil_div(l_c, cfg.lookup_arrays_per_core)
             energy = {"uclm_lookup": length * cfg.e_lookup_pj}
         else:
             vfu += steps * cfg.exp_vfu_cycles
@@ -173,9 +171,9 @@ class _Model:
     def vector_row(self, op: Op):
         """(cycles, unit, pJ by component) of one row of a non-product op on the VFU or bus."""
         cfg = self.cfg
-        steps = _ceil(op.n, cfg.vfu_lanes)
+        steps = ceil_div(op.n, cfg.vfu_lanes)
         if op.kind == "move":
-            transfers = _ceil(op.n, cfg.bus_bytes)
+            transfers = ceil_div(op.n, cfg.bus_bytes)
             return transfers, "memory", {"bus": transfers * cfg.e_bus_pj, "shared_memory": transfers * cfg.e_smem_pj}
         per_lane = {"norm": cfg.layernorm_ops * cfg.vfu_op_cycles, "gelu": cfg.gelu_vfu_cycles,
                     "activation": cfg.exp_vfu_cycles}.get(op.kind, cfg.vfu_op_cycles)
@@ -223,7 +221,7 @@ def estimate(workload: Workload, *, config: HastilyConfig | None = None, **optio
         b = workload.batch
         static_rows = [op.m for op in workload.ops if op.static and op.layer is not None]
         tokens = (max(static_rows) if static_rows else max((op.m for op in workload.ops), default=0)) // b
-        total = _ceil(b, 2) * (layers + min(b, 2)) * tokens * stage + outside
+        total = ceil_div(b, 2) * (layers + min(b, 2)) * tokens * stage + outside
     else:
         total = outside
     if uclms > cfg.uclms:

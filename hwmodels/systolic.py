@@ -31,7 +31,8 @@ def _positive(name: str, value) -> int:
     return value
 
 
-def _ceil(a: int, b: int) -> int:
+def ceil_div(a: int, b: int) -> int:
+    """⌈a / b⌉ for integers (exact, no float rounding)."""
     return -(-a // b)
 
 
@@ -68,10 +69,10 @@ def gemm_cycles(M: int, K: int, N: int, rows: int, cols: int, dataflow: str, *,
         raise ValueError(f"gemm_cycles takes a dense dataflow (os, ws, is); use sparse_gemm_cycles for {dataflow!r}")
     alpha = _overhead(R, C, fold_overhead)
     if name == "dos":
-        return _ceil(M, R) * _ceil(N, C) * (alpha + K)
+        return ceil_div(M, R) * ceil_div(N, C) * (alpha + K)
     if name == "dws":
-        return _ceil(K, R) * _ceil(N, C) * (R + alpha + M)
-    return _ceil(K, R) * _ceil(M, C) * (R + alpha + N)
+        return ceil_div(K, R) * ceil_div(N, C) * (R + alpha + M)
+    return ceil_div(K, R) * ceil_div(M, C) * (R + alpha + N)
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,7 +103,7 @@ class SparsePattern:
     def widths(self, packed: bool = False) -> torch.Tensor:
         """Width of each column tile (or of each packed channel group): C, the last one less."""
         n = self.channels_nz if packed else self.N
-        groups = _ceil(n, self.cols) if n else 0
+        groups = ceil_div(n, self.cols) if n else 0
         w = torch.full((groups,), self.cols, dtype=torch.int64)
         if groups:
             w[-1] = n - (groups - 1) * self.cols
@@ -110,7 +111,7 @@ class SparsePattern:
 
     def heights(self) -> torch.Tensor:
         """Height of each row tile: R, the last one less."""
-        P = _ceil(self.K, self.rows)
+        P = ceil_div(self.K, self.rows)
         h = torch.full((P,), self.rows, dtype=torch.int64)
         h[-1] = self.K - (P - 1) * self.rows
         return h
@@ -123,14 +124,14 @@ class SparsePattern:
         R, C = _positive("rows", rows), _positive("cols", cols)
         nz = mask != 0
         K, N = nz.shape
-        J, P = _ceil(N, C), _ceil(K, R)
+        J, P = ceil_div(N, C), ceil_div(K, R)
         cols_padded = torch.nn.functional.pad(nz, (0, J * C - N))
         k_nz = cols_padded.view(K, J, C).any(2).sum(0)
         rows_padded = torch.nn.functional.pad(nz, (0, 0, 0, P * R - K))
         n_nz = rows_padded.view(P, R, N).any(1).sum(1)
         live = nz.any(0)
         packed = nz[:, live]
-        G = _ceil(packed.shape[1], C)
+        G = ceil_div(packed.shape[1], C)
         packed = torch.nn.functional.pad(packed, (0, G * C - packed.shape[1]))
         k_nz_packed = packed.view(K, G, C).any(2).sum(0)
         return cls(K, N, R, C, k_nz, n_nz, k_nz_packed, int(nz.sum()), int(live.sum()))
@@ -144,7 +145,7 @@ class SparsePattern:
         K, N, R, C = (_positive(n, v) for n, v in (("K", K), ("N", N), ("rows", rows), ("cols", cols)))
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-        J, P = _ceil(N, C), _ceil(K, R)
+        J, P = ceil_div(N, C), ceil_div(K, R)
         full = lambda length, value: torch.full((length,), value, dtype=torch.int64)  # noqa: E731
         if vector == "row":
             kept = K - int(sparsity * K)
@@ -170,10 +171,10 @@ def sparse_gemm_cycles(M: int, pattern: SparsePattern, dataflow: str, *,
     if name in ("sos", "csos"):
         k_nz = pattern.k_nz if name == "sos" else pattern.k_nz_packed
         live = k_nz[k_nz > 0]
-        return _ceil(M, R) * int((live + alpha).sum())
+        return ceil_div(M, R) * int((live + alpha).sum())
     if name == "sis":
         live = pattern.n_nz[pattern.n_nz > 0]
-        return _ceil(M, C) * int((live + (R + alpha)).sum())
+        return ceil_div(M, C) * int((live + (R + alpha)).sum())
     folds = int(((pattern.k_nz + R - 1) // R).sum())  # sWS: non-zero K-rows compacted per column tile
     return folds * (R + alpha + M)
 

@@ -25,6 +25,7 @@ from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, crossb
 from numerics.quant import (QuantConfig, WeightQuant, observe_inputs, quantize_input,
                             quantize_weight)
 from numerics.uclm import HASTILY_UCLM, UCLMConfig, softmax as uclm_softmax
+from numerics.validation import check_type
 
 __all__ = ["crossbar_linear", "CrossbarLinear", "crossbar_product", "hastily_attention", "hastily_",
            "atleus_", "layer_kind"]
@@ -199,11 +200,6 @@ def hastily_attention(q, k, v, attn_mask=None, *, scale=None, is_causal=False,
 
 
 # ------------------------------------------------------------------- builders
-def _check_config(name, value, cls):
-    if not isinstance(value, cls):
-        raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
-
-
 def _replace(model: torch.nn.Module, names, make) -> None:
     for name in names:
         parent_name, _, child = name.rpartition(".")
@@ -235,7 +231,7 @@ def hastily_(model: torch.nn.Module, *, crossbar: CrossbarConfig = HASTILY_SRAM,
     """Put ``model``'s transformer Linears on HASTILY, in place (hastily.md §2): INT8 per-channel
     weights on ``crossbar``, activations per tensor (observer scales from ``calibrate_with``
     batches, else per-call absmax). Returns counts of what was swapped."""
-    _check_config("crossbar", crossbar, CrossbarConfig)
+    check_type("crossbar", crossbar, CrossbarConfig)
     if crossbar.weight_bits != 8 or crossbar.input_bits != 8:
         raise ValueError("crossbar.weight_bits and crossbar.input_bits must be 8 for HASTILY (INT8)")
     quant = QuantConfig(8, 8, granularity=weight_granularity, input_granularity="tensor")
@@ -257,8 +253,8 @@ def atleus_(model: torch.nn.Module, *, quant: QuantConfig = QuantConfig(),
     CrossbarConfig noise fields; ``seed`` fixes the chip instance, ``resample_noise`` redraws
     every forward. ``lora_rank`` > 0 adds LoRA on W_Q and W_V and freezes everything else.
     Returns counts of what was swapped."""
-    _check_config("quant", quant, QuantConfig)
-    _check_config("crossbar", crossbar, CrossbarConfig)
+    check_type("quant", quant, QuantConfig)
+    check_type("crossbar", crossbar, CrossbarConfig)
     if noise is not None:
         fields = noise if isinstance(noise, dict) else {"cell_noise_std": noise}
         unknown = set(fields) - set(_NOISE_FIELDS)

@@ -27,6 +27,7 @@ import torch
 
 from numerics.validation import check_choice as _check_choice
 from numerics.validation import check_int as _check_int_field
+from numerics.validation import check_type
 
 __all__ = [
     "CrossbarConfig",
@@ -247,11 +248,6 @@ def _check_codes(t, name: str, lo: int, hi: int) -> None:
             f"{name} codes must lie in [{lo}, {hi}], got [{int(t.min())}, {int(t.max())}]")
 
 
-def _check_config(config) -> None:
-    if not isinstance(config, CrossbarConfig):
-        raise TypeError(f"config must be a CrossbarConfig, got {type(config).__name__}")
-
-
 # ----------------------------------------------------------------- bit decomposition
 def slice_significance(config: CrossbarConfig) -> torch.Tensor:
     """Signed significance sigma_m * 2**(b_c*m) of each weight slice m, int64 (s,)."""
@@ -346,7 +342,7 @@ def program_weights(w_int: torch.Tensor, config: CrossbarConfig, *,
     in this order: fault uniforms, then cell normals, each shaped ``(sets, P, rows, N_pad*s)``
     in physical column order.
     """
-    _check_config(config)
+    check_type("config", config, CrossbarConfig)
     _check_codes(w_int, "w_int", *config.weight_range)
     if w_int.dim() != 2:
         raise ValueError(f"w_int must be 2-D (K, N), got shape {tuple(w_int.shape)}")
@@ -460,7 +456,7 @@ def crossbar_matmul(x_int: torch.Tensor, w_int: torch.Tensor, config: CrossbarCo
     Returns:
         int64 tensor ``(..., N)`` (or ``(..., P, N)``) on ``x_int``'s device.
     """
-    _check_config(config)
+    check_type("config", config, CrossbarConfig)
     _check_codes(x_int, "x_int", *config.input_range)
     _check_codes(w_int, "w_int", *config.weight_range)
     if w_int.dim() != 2:

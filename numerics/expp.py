@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from numerics.formats import lookup
+from numerics.formats import lookup, require_bfloat16
 
 __all__ = ["expp", "expp_codes", "expp_table", "LOG2E_Q14", "CORRECTION"]
 
@@ -80,8 +80,5 @@ def expp(x: torch.Tensor, *, dtype: torch.dtype = torch.bfloat16) -> torch.Tenso
     NaN with sign 0 give +Inf; x <= -87.5, -Inf and NaN with sign 1 give +0. The output is never
     negative or NaN.
     """
-    if not isinstance(x, torch.Tensor) or x.dtype != torch.bfloat16:
-        got = str(x.dtype).removeprefix("torch.") if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"expp expects a bfloat16 tensor; got {got} "
-                        "(round first, e.g. numerics.formats.round_to_bfloat16(x))")
+    require_bfloat16(x)
     return lookup(expp_table(x.device, dtype), x)

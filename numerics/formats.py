@@ -28,6 +28,7 @@ import torch
 __all__ = [
     "Rounding",
     "STOCHASTIC_BITS",
+    "require_bfloat16",
     "bf16_to_bits",
     "bits_to_bf16",
     "fp32_to_bits",
@@ -93,9 +94,18 @@ def _require_dtype(x: torch.Tensor, dtypes, name: str = "x") -> None:
         raise TypeError(f"{name} must have dtype {allowed}; got {str(x.dtype).removeprefix('torch.')}")
 
 
+def require_bfloat16(x, name: str = "x") -> None:
+    """``TypeError`` unless ``x`` is a bfloat16 tensor: emulated BF16 units take BF16 codes, never a
+    silent cast."""
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.bfloat16:
+        got = str(x.dtype).removeprefix("torch.") if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"{name} must be a bfloat16 tensor; got {got} "
+                        "(round first, e.g. numerics.formats.round_to_bfloat16(x))")
+
+
 def bf16_to_bits(x: torch.Tensor) -> torch.Tensor:
     """Raw BF16 codes of a bfloat16 tensor, as int32 in [0, 65535]."""
-    _require_dtype(x, (torch.bfloat16,))
+    require_bfloat16(x)
     return x.view(torch.int16).to(torch.int32) & 0xFFFF
 
 

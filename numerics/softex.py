@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from numerics.expp import expp
-from numerics.formats import bits_to_fp32, fp32_to_bits, round_to_bfloat16
-from numerics.softex_gelu import GeluCoefficients, _require_bf16, gelu, gelu_datapath
+from numerics.formats import bits_to_fp32, fp32_to_bits, require_bfloat16, round_to_bfloat16
+from numerics.softex_gelu import GeluCoefficients, gelu, gelu_datapath
 
 __all__ = [
     "softmax",
@@ -284,7 +284,7 @@ def accumulate(chunk: torch.Tensor, state: SoftmaxState | None = None, *, dim: i
     P0, the first beat going to P1 (spec 3.6, assumption). A resumed state fixes ``lanes`` and
     ``accumulators``.
     """
-    _require_bf16(chunk, "chunk")
+    require_bfloat16(chunk, "chunk")
     _check_lanes(lanes)
     _check_accumulators(accumulators)
     rows = _as_rows(chunk, dim)
@@ -323,7 +323,7 @@ def normalize(chunk: torch.Tensor, state: SoftmaxState, *, dim: int = -1) -> tor
 
     ``state`` is finalized first if it is not yet.
     """
-    _require_bf16(chunk, "chunk")
+    require_bfloat16(chunk, "chunk")
     state = finalize(state)
     rows = _as_rows(chunk, dim)
     if tuple(state.max.shape) != tuple(chunk.movedim(dim, -1).shape[:-1]):
@@ -347,7 +347,7 @@ def softmax(x: torch.Tensor, dim: int = -1, *, lanes: int = 8, accumulators: int
     default) or 4 (interleaved partial sums with a fused FMA, spec 3.2). Special values (spec 3.5): a row
     with NaN or +Inf gives NaN; -Inf entries give +0; an all -Inf row gives all +0.
     """
-    _require_bf16(x)
+    require_bfloat16(x)
     _check_lanes(lanes)
     _check_accumulators(accumulators)
     _as_rows(x, dim)  # validates dim
@@ -401,7 +401,7 @@ def int_to_bf16(q: torch.Tensor, ctrl: CastCtrl) -> torch.Tensor:
 def bf16_to_int(y: torch.Tensor, ctrl: CastCtrl) -> torch.Tensor:
     """Output cast: min(floor(|y| 2^frac + 1/2), Qmax), round half up, sign ignored, Inf/NaN saturate
     (the project saturates where the RTL as written wraps; spec 3.7)."""
-    _require_bf16(y, "y")
+    require_bfloat16(y, "y")
     v = torch.floor(y.double().abs() * 2.0**ctrl.frac + 0.5)  # exact in float64
     v = torch.where(torch.isnan(v), float(ctrl.qmax), v.clamp(max=ctrl.qmax))
     return v.to(ctrl.dtype)

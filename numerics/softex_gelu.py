@@ -20,7 +20,7 @@ from importlib import resources
 import torch
 
 from numerics.expp import expp
-from numerics.formats import Rounding, bf16_to_bits, bits_to_bf16, lookup, round_to_bfloat16
+from numerics.formats import Rounding, bf16_to_bits, bits_to_bf16, lookup, require_bfloat16, round_to_bfloat16
 
 __all__ = ["GeluCoefficients", "published_coefficients", "gelu_datapath", "acc_to_bf16", "gelu", "ACC_FRAC_BITS",
            "PUBLISHED_TERMS"]
@@ -92,13 +92,6 @@ def published_coefficients(terms: int = 4) -> GeluCoefficients:
                             provenance=f"project fit, {_published()['provenance']}")
 
 
-def _require_bf16(x, name: str = "x") -> None:
-    if not isinstance(x, torch.Tensor) or x.dtype != torch.bfloat16:
-        got = str(x.dtype).removeprefix("torch.") if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"{name} must be a bfloat16 tensor; got {got} "
-                        "(round first, e.g. numerics.formats.round_to_bfloat16(x))")
-
-
 def gelu_datapath(w: torch.Tensor, coefficients: GeluCoefficients) -> torch.Tensor:
     """The unit's output S (bfloat16, >= 0) for inputs w <= 0 (spec 4.1, steps 1-6).
 
@@ -106,7 +99,7 @@ def gelu_datapath(w: torch.Tensor, coefficients: GeluCoefficients) -> torch.Tens
     RTL's truncate-to-15-then-round; the sum wraps modulo 2^14; the BF16 conversion rounds half up with a
     renormalising carry (project; the RTL as written lets the mantissa wrap).
     """
-    _require_bf16(w, "w")
+    require_bfloat16(w, "w")
     if bool((torch.isnan(w) | (w > 0)).any()):
         raise ValueError("w must be <= 0 and not NaN (the unit needs 0 <= b_i expp(a_i w) < 1)")
     acc = torch.zeros(w.shape, dtype=torch.int32, device=w.device)
@@ -136,7 +129,7 @@ def gelu(x: torch.Tensor, *, terms: int = 4, coefficients: GeluCoefficients | No
     The result depends on x's code alone, so :func:`gelu_codes` runs once on all 65,536 codes per
     coefficient set and device, and calls look the results up.
     """
-    _require_bf16(x, "x")
+    require_bfloat16(x, "x")
     if coefficients is None:
         coefficients = published_coefficients(terms)
     elif not isinstance(coefficients, GeluCoefficients):

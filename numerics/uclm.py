@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from numerics.validation import check_int as _check_bits
+from numerics.validation import check_int as _check_bits, check_type
 
 __all__ = ["UCLMConfig", "HASTILY_UCLM", "exp_lut", "lut_table", "softmax"]
 
@@ -103,14 +103,9 @@ HASTILY_UCLM = UCLMConfig()
 """HASTILY's UCLM lookup exponential and softmax at the spec's defaults (hastily.md §2.3)."""
 
 
-def _check_config(config) -> None:
-    if not isinstance(config, UCLMConfig):
-        raise TypeError(f"config must be a UCLMConfig, got {type(config).__name__}")
-
-
 def lut_table(config: UCLMConfig = HASTILY_UCLM, device=None) -> torch.Tensor:
     """The ROM table: int64 round_half_even(2**(d/K) * 2**lut_frac_bits), d = 0..K-1."""
-    _check_config(config)
+    check_type("config", config, UCLMConfig)
     if config.lut_frac_bits is None:
         raise ValueError("lut_frac_bits=None describes an exact table, which has no integer entries")
     d = torch.arange(config.lut_entries, dtype=torch.float64, device=device)
@@ -168,7 +163,7 @@ def exp_lut(x: torch.Tensor, config: UCLMConfig = HASTILY_UCLM, *,
     (x <= 0) returns the P-bit shifted value (M >> -n) / 2**(P-1), which underflows to 0 for
     x < -(P-1) ln 2.
     """
-    _check_config(config)
+    check_type("config", config, UCLMConfig)
     _check_float_input(x)
     xd = x.to(torch.float64)  # exact for every float format up to float64
     if width_limited:
@@ -221,7 +216,7 @@ def softmax(x: torch.Tensor, dim: int = -1, *, scale: float | None = None,
     Returns:
         float32 probabilities codes / Q_o, or int64 codes, of x's shape.
     """
-    _check_config(config)
+    check_type("config", config, UCLMConfig)
     if config.frac_bits is None or config.lut_frac_bits is None:
         raise ValueError("softmax needs integer frac_bits and lut_frac_bits (fixed-point datapath)")
     if not isinstance(x, torch.Tensor):

@@ -17,3 +17,9 @@ def check_choice(name: str, value, choices) -> None:
     """ValueError naming ``name`` and the allowed values unless ``value`` is one of them."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_type(name: str, value, cls: type) -> None:
+    """TypeError naming ``name`` unless ``value`` is a ``cls`` (e.g. a configuration dataclass)."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
