@@ -40,6 +40,8 @@ __all__ = [
     "straight_through",
     "emulated_product",
     "product_handler",
+    "emulated_softmax",
+    "softmax_handler",
     "linears_from_conv1d",
     "bf16_values",
     "bf16_matmul",
@@ -369,6 +371,28 @@ def product_handler(product: Callable, *, linear: bool = True) -> Handler:
         if not is_float(a, b) or (not linear and b.dim() < 2):
             return func(*args, **kwargs)
         return emulated_product(em, product, a, b, bias, post, lambda: func(*args, **kwargs))
+
+    return handle
+
+
+def emulated_softmax(em: Emulation, softmax: Callable, x: torch.Tensor, dim: int, dtype=None) -> torch.Tensor:
+    """``softmax(em, x, dim)`` (detached input, the target's arithmetic) in the forward pass, the exact
+    softmax's gradient in the backward pass; counted as one ``"softmax"``."""
+    em.count("softmax")
+    with torch.no_grad():
+        y = softmax(em, x.detach(), dim)
+    return straight_through(y.to(dtype or x.dtype), lambda: torch.softmax(x, dim, dtype=dtype), x)
+
+
+def softmax_handler(softmax: Callable) -> Handler:
+    """A handler for every softmax spelling computing it with ``softmax(em, x, dim)`` (see
+    :func:`emulated_softmax`); non-float inputs run natively."""
+
+    def handle(em: Emulation, func, args, kwargs):
+        x, dim, dtype = softmax_call(func, args, kwargs)
+        if not is_float(x):
+            return func(*args, **kwargs)
+        return emulated_softmax(em, softmax, x, dim, dtype)
 
     return handle
 

@@ -26,8 +26,8 @@ from numerics import quant as quant_presets
 from numerics.cim_layers import atleus_
 from numerics.crossbar import ATLEUS_RERAM
 from numerics.nn import (SDPA, Emulation, MatmulFunctions, SoftmaxFunctions, attention, bf16_matmul, bf16_values,
-                         emulated_product, is_float, linears_from_conv1d, product_handler, register_target,
-                         sdpa_call, softmax_call, straight_through)
+                         emulated_product, emulated_softmax, is_float, linears_from_conv1d, product_handler,
+                         register_target, sdpa_call, softmax_handler)
 from numerics.targets.cim import crossbar_with
 
 PRESETS = ("M8F8", "M8F4", "M4F8", "M4F4")
@@ -52,22 +52,11 @@ def _product(em: Emulation, a, b, bias):
     return bf16_matmul(a, b, bias)
 
 
-def _systolic_softmax(em: Emulation, x, dim, dtype=None):
+def _systolic_softmax(em: Emulation, x: torch.Tensor, dim: int) -> torch.Tensor:
     """Softmax on the systolic tier: BF16 in, exact softmax, BF16 out (or FP32 throughout)."""
-    em.count("softmax")
-    with torch.no_grad():
-        if em.options["sa_dtype"] == "float32":
-            y = torch.softmax(x, dim)
-        else:
-            y = bf16_values(torch.softmax(bf16_values(x).float(), dim)).float()
-    return straight_through(y.to(dtype or x.dtype), lambda: torch.softmax(x, dim, dtype=dtype), x)
-
-
-def _softmax(em: Emulation, func, args, kwargs):
-    x, dim, dtype = softmax_call(func, args, kwargs)
-    if not is_float(x):
-        return func(*args, **kwargs)
-    return _systolic_softmax(em, x, dim, dtype)
+    if em.options["sa_dtype"] == "float32":
+        return torch.softmax(x, dim)
+    return bf16_values(torch.softmax(bf16_values(x).float(), dim)).float()
 
 
 def _sdpa(em: Emulation, func, args, kwargs):
@@ -75,7 +64,7 @@ def _sdpa(em: Emulation, func, args, kwargs):
     if not is_float(call["query"], call["key"], call["value"]):
         return func(*args, **kwargs)
     return attention(em, call, functools.partial(emulated_product, em, _product),
-                     functools.partial(_systolic_softmax, em, dim=-1))
+                     functools.partial(emulated_softmax, em, _systolic_softmax, dim=-1))
 
 
 @register_target("atleus", summary="Atleus ReRAM crossbars (crossbar-wise quantization) + BF16 systolic tier "
@@ -95,7 +84,7 @@ def prepare(model: nn.Module, options: dict):
                      lora_alpha=options["lora_alpha"], calibrate_with=options["calibrate_with"])
     model.emulation.swapped["Linear -> CrossbarLinear"] += counts["mha"] + counts["ffn"]
     model.emulation.details["layers"] = counts
-    handlers = dict.fromkeys(SoftmaxFunctions, _softmax)
+    handlers = dict.fromkeys(SoftmaxFunctions, softmax_handler(_systolic_softmax))
     handlers.update(dict.fromkeys([f for f in MatmulFunctions if f is not F.linear],
                                   product_handler(_product, linear=False)))
     handlers[SDPA] = _sdpa

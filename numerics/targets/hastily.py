@@ -23,7 +23,7 @@ from torch import nn
 from numerics.cim_layers import hastily_, hastily_attention, int8_crossbar_product
 from numerics.crossbar import HASTILY_SRAM
 from numerics.nn import (SDPA, Emulation, MatmulFunctions, SoftmaxFunctions, is_float, linears_from_conv1d,
-                         product_handler, register_target, sdpa_call, softmax_call, straight_through)
+                         product_handler, register_target, sdpa_call, softmax_handler, straight_through)
 from numerics.targets.cim import crossbar_with
 from numerics.uclm import HASTILY_UCLM, UCLMConfig
 from numerics.uclm import softmax as uclm_softmax
@@ -53,14 +53,8 @@ def _sdpa(em: Emulation, func, args, kwargs):
     return straight_through(y, lambda: func(*args, **kwargs), q, k, v)
 
 
-def _softmax(em: Emulation, func, args, kwargs):
-    x, dim, dtype = softmax_call(func, args, kwargs)
-    if not is_float(x):
-        return func(*args, **kwargs)
-    em.count("softmax")
-    with torch.no_grad():
-        y = uclm_softmax(x.detach().to(torch.float64), dim, config=em.details["units"]["uclm"])
-    return straight_through(y.to(dtype or x.dtype), lambda: func(*args, **kwargs), x)
+def _uclm_softmax(em: Emulation, x: torch.Tensor, dim: int) -> torch.Tensor:
+    return uclm_softmax(x.to(torch.float64), dim, config=em.details["units"]["uclm"])
 
 
 def _product(em: Emulation, a, b, bias):
@@ -83,7 +77,7 @@ def prepare(model: nn.Module, options: dict):
     model.emulation.details["units"] = {"crossbar": crossbar, "uclm": options["uclm"]}
     if not options["attention"]:
         return {}
-    handlers = dict.fromkeys(SoftmaxFunctions, _softmax)
+    handlers = dict.fromkeys(SoftmaxFunctions, softmax_handler(_uclm_softmax))
     handlers.update(dict.fromkeys([f for f in MatmulFunctions if f is not F.linear],
                                   product_handler(_product, linear=False)))
     handlers[SDPA] = _sdpa

@@ -20,14 +20,13 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from numerics import softex
 from numerics.softex_gelu import PUBLISHED_TERMS
 from numerics.nn import (SDPA, Emulation, GeluFunctions, MatmulFunctions, SoftmaxFunctions, attention,
-                         bf16_matmul, bf16_values, emulated_product, is_float, product_handler, register_target,
-                         replace_modules, sdpa_call, softmax_call, straight_through)
+                         bf16_matmul, bf16_values, emulated_product, emulated_softmax, is_float, product_handler,
+                         register_target, replace_modules, sdpa_call, softmax_handler, straight_through)
 
 #: Hugging Face activation classes that compute a GELU without calling ``F.gelu``, and the
 #: approximation they stand for; they are swapped for ``nn.GELU`` so the functional hook sees them.
@@ -51,20 +50,9 @@ OPTIONS = {
 }
 
 
-def _softmax(em: Emulation, func, args, kwargs):
-    x, dim, dtype = softmax_call(func, args, kwargs)
-    if not is_float(x):
-        return func(*args, **kwargs)
-    return _emulated_softmax(em, x, dim, dtype)
-
-
-def _emulated_softmax(em: Emulation, x: torch.Tensor, dim: int, dtype=None) -> torch.Tensor:
+def _softex_softmax(em: Emulation, x: torch.Tensor, dim: int) -> torch.Tensor:
     opts = em.options
-    em.count("softmax")
-    with torch.no_grad():
-        y = softex.softmax(bf16_values(x), dim=dim, lanes=opts["lanes"], accumulators=opts["accumulators"])
-    out_dtype = dtype or x.dtype
-    return straight_through(y.to(out_dtype), lambda: torch.softmax(x, dim, dtype=dtype), x)
+    return softex.softmax(bf16_values(x), dim=dim, lanes=opts["lanes"], accumulators=opts["accumulators"])
 
 
 def _gelu(em: Emulation, func, args, kwargs):
@@ -87,7 +75,8 @@ def _sdpa(em: Emulation, func, args, kwargs):
         return func(*args, **kwargs)
     opts = em.options
     matmul = functools.partial(emulated_product, em, _redmule) if opts["matmul"] else torch.matmul
-    softmax = functools.partial(_emulated_softmax, em, dim=-1) if opts["softmax"] else functools.partial(torch.softmax, dim=-1)
+    softmax = (functools.partial(emulated_softmax, em, _softex_softmax, dim=-1) if opts["softmax"]
+               else functools.partial(torch.softmax, dim=-1))
     return attention(em, call, matmul, softmax)
 
 
@@ -112,7 +101,7 @@ def prepare(model: nn.Module, options: dict):
     _check(options)
     handlers = {}
     if options["softmax"]:
-        handlers.update(dict.fromkeys(SoftmaxFunctions, _softmax))
+        handlers.update(dict.fromkeys(SoftmaxFunctions, softmax_handler(_softex_softmax)))
     if options["gelu"]:
         handlers.update(dict.fromkeys(GeluFunctions, _gelu))
         model.emulation.swapped.update(replace_modules(

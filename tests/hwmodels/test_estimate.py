@@ -5,7 +5,6 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from hwmodels import TARGETS, estimate, option_names, trace
-from hwmodels.workload import Op, Workload
 from tests.hwmodels.workloads import encoder
 
 # peak MACs per cycle of each target's clock (independent of the cost code: paper constants)
