@@ -34,6 +34,8 @@ __all__ = [
     "fp32_to_bits",
     "bits_to_fp32",
     "round_to_bfloat16",
+    "bf16_values",
+    "fma_f32",
     "IntFormat",
     "INT8",
     "UINT8",
@@ -56,6 +58,7 @@ _BF16_QNAN = 0x7FC0
 _FP32_EXP_MASK = 0x7F800000
 _INT32_SIGN = -(2**31)  # 0x80000000 as int32
 _INT16_SIGN = -(2**15)  # 0x8000 as a sign-extended int16
+_BF16_NAN = float("nan")  # masked_fill writes the canonical quiet NaN 0x7FC0
 _CPU_CHUNK = 1 << 14  # elements per pass on CPU: temporaries stay in cache, and each op stays below
 # torch's parallel grain size (32768), so no thread synchronisation per op (measured: 3x to 50x
 # faster on 2 busy cores than 64K chunks)
@@ -485,3 +488,44 @@ def to_fixed(x: torch.Tensor, fmt: FixedFormat, *, rounding: Rounding | str = Ro
 def from_fixed(q: torch.Tensor, fmt: FixedFormat, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Real values of fixed-point codes."""
     return dequantize(q, fmt.int_format, 2.0**-fmt.frac_bits, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- fast BF16 values, FP32 FMA
+
+
+def bf16_values(x: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to BF16 (nearest_even), as a bfloat16 tensor; NaN becomes 0x7FC0.
+
+    For speed this uses torch's float32 -> bfloat16 cast, which rounds to nearest even like
+    :func:`round_to_bfloat16` but may give NaN other bits, which are mended here
+    (``tests/numerics/test_formats.py`` checks the two bit for bit on every BF16 code with every
+    rounding-relevant low half). float64 goes through ``round_to_bfloat16``, which rounds it once.
+    """
+    if x.dtype == torch.bfloat16:
+        return x
+    if x.dtype == torch.float64:
+        return round_to_bfloat16(x.detach())
+    x32 = x.detach().to(torch.float32)
+    y = x32.to(torch.bfloat16)
+    if not torch.isfinite(x32.sum()):  # one fast FP32 reduction; any NaN makes the sum NaN
+        y = y.masked_fill(y.isnan(), _BF16_NAN)
+    return y
+
+
+def fma_f32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``a*b + c`` of float32 tensors rounded once to FP32: the fused multiply-add of SoftEx's
+    accumulators (docs/hardware/softex.md §1) and of FlexiSAGA's PEs with ``fused_mac``.
+
+    In float64 the product is exact; the sum h is rounded to odd using its TwoSum error (step h one
+    ulp toward the error when h is inexact and even), and 53 >= 24 + 2 bits make the final rounding
+    to FP32 equal to one rounding of the exact value.
+    """
+    p = a.double() * b.double()
+    c = c.double()
+    h = p + c
+    bb = h - p
+    err = (p - (h - bb)) + (c - bb)
+    even = (h.view(torch.int64) & 1) == 0
+    step = (err != 0) & torch.isfinite(err) & even
+    h = torch.where(step, torch.nextafter(h, torch.where(err > 0, float("inf"), float("-inf"))), h)
+    return h.float()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from numerics.expp import expp
-from numerics.formats import bits_to_fp32, fp32_to_bits, require_bfloat16, round_to_bfloat16
+from numerics.formats import bits_to_fp32, fma_f32, fp32_to_bits, require_bfloat16, round_to_bfloat16
 from numerics.softex_gelu import GeluCoefficients, gelu, gelu_datapath
 
 __all__ = [
@@ -62,13 +62,15 @@ _BLOCK = 1 << 21  # elements per block of rows: the intermediates of a block sta
 # --------------------------------------------------------------------------- argument checks
 
 
-def _check_lanes(lanes) -> int:
+def check_lanes(lanes) -> int:
+    """``lanes`` after checking it is a power of two in [1, LANES_MAX] (the one lanes rule)."""
     if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= LANES_MAX or lanes & (lanes - 1):
         raise ValueError(f"lanes must be a power of two in [1, {LANES_MAX}]; got {lanes!r}")
     return lanes
 
 
-def _check_accumulators(accumulators) -> int:
+def check_accumulators(accumulators) -> int:
+    """``accumulators`` after checking it is 1 or PARTIALS."""
     if isinstance(accumulators, bool) or accumulators not in (1, PARTIALS):
         raise ValueError(f"accumulators must be 1 or {PARTIALS}; got {accumulators!r}")
     return accumulators
@@ -103,22 +105,8 @@ def _beats(rows: torch.Tensor, lanes: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- FP32 helpers
 
 
-def fma32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """``FMA32(a, b, c)``: a*b + c of float32 tensors rounded once to FP32 (spec 1).
-
-    In float64 the product is exact; the sum h is rounded to odd using its TwoSum error (step h one ulp
-    toward the error when h is inexact and even), and 53 >= 24 + 2 bits make the final rounding to FP32
-    equal to one rounding of the exact value.
-    """
-    p = a.double() * b.double()
-    c = c.double()
-    h = p + c
-    bb = h - p
-    err = (p - (h - bb)) + (c - bb)
-    even = (h.view(torch.int64) & 1) == 0
-    step = (err != 0) & torch.isfinite(err) & even
-    h = torch.where(step, torch.nextafter(h, torch.where(err > 0, float("inf"), _NEG_INF)), h)
-    return h.float()
+fma32 = fma_f32
+"""``FMA32(a, b, c)`` of spec 1: :func:`numerics.formats.fma_f32`, shared with FlexiSAGA's PEs."""
 
 
 def reciprocal_seed(d: torch.Tensor) -> torch.Tensor:
@@ -285,8 +273,8 @@ def accumulate(chunk: torch.Tensor, state: SoftmaxState | None = None, *, dim: i
     ``accumulators``.
     """
     require_bfloat16(chunk, "chunk")
-    _check_lanes(lanes)
-    _check_accumulators(accumulators)
+    check_lanes(lanes)
+    check_accumulators(accumulators)
     rows = _as_rows(chunk, dim)
     batch = chunk.movedim(dim, -1).shape[:-1]
     if state is None:
@@ -348,8 +336,8 @@ def softmax(x: torch.Tensor, dim: int = -1, *, lanes: int = 8, accumulators: int
     with NaN or +Inf gives NaN; -Inf entries give +0; an all -Inf row gives all +0.
     """
     require_bfloat16(x)
-    _check_lanes(lanes)
-    _check_accumulators(accumulators)
+    check_lanes(lanes)
+    check_accumulators(accumulators)
     _as_rows(x, dim)  # validates dim
     if x.numel() == 0:
         return x.clone()

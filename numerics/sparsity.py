@@ -29,6 +29,8 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from numerics.formats import fma_f32
+
 VECTORS = ("row", "col", "channel", "auto")
 CRITERIA = ("l2", "l1")
 DTYPES = ("float32", "int32")
@@ -512,22 +514,6 @@ def metadata_bits(encoded: BitmapWeight | ChannelBitmapWeight) -> int:
 # --------------------------------------------------------------------------- sparse GEMM
 
 
-def _fma_f32(acc: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """fl32(acc + x·w) with one rounding, for float32 operands.
-
-    x·w is exact in float64 (24 + 24 bits < 53). The float64 sum is made round-to-odd (its error
-    from TwoSum decides the last bit), after which the float64 -> float32 cast rounds correctly.
-    """
-    a, p = acc.double(), x.double() * w.double()
-    s = a + p
-    bb = s - a
-    err = (a - (s - bb)) + (p - bb)
-    even = (s.view(torch.int64) & 1) == 0
-    bump = torch.isfinite(err) & (err != 0) & even
-    toward = torch.where(err > 0, torch.full_like(s, math.inf), torch.full_like(s, -math.inf))
-    return torch.where(bump, torch.nextafter(s, toward), s).float()
-
-
 def _wrap_int32(t: torch.Tensor) -> torch.Tensor:
     return ((t + 2**31) & (2**32 - 1)) - 2**31
 
@@ -577,7 +563,7 @@ def sparse_gemm(x: torch.Tensor, weight, config: FlexiSAGAConfig = FLEXISAGA_16X
     for k in steps:
         xk, wk = x_cols[k, :, None], weight[k]
         if config.fused_mac:
-            new = _fma_f32(acc, xk, wk)
+            new = fma_f32(xk, wk, acc)
             acc = torch.where(stored[k], new, acc) if masked[k] else new
         else:
             product = xk * wk

@@ -10,12 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from numerics.formats import fma_f32
 from numerics.sparsity import (
     FLEXISAGA_16X16,
     BitmapWeight,
     ChannelBitmapWeight,
     FlexiSAGAConfig,
-    _fma_f32,
     decode_bitmap,
     encode_bitmap,
     metadata_bits,
@@ -354,7 +354,7 @@ def f32_bits(v: float) -> int:
 @settings(max_examples=300, deadline=None)
 @given(finite_f32, finite_f32, finite_f32)
 def test_fused_mac_rounds_once_like_exact_arithmetic(acc, x, w):
-    got = _fma_f32(torch.tensor([acc]), torch.tensor([x]), torch.tensor([w]))
+    got = fma_f32(torch.tensor([x]), torch.tensor([w]), torch.tensor([acc]))
     assert f32_bits(got.item()) == f32_bits(ref.fma_f32(acc, x, w))
 
 
@@ -366,7 +366,7 @@ def test_fused_mac_is_not_fooled_by_double_rounding(j, sign, acc_odd):
     # half a float64 ulp of it, so a plain float64 sum would land on the midpoint (ties to even).
     acc = sign * (1 + acc_odd * 2.0**-23)
     x, w = sign * (1 + 2.0**-j) * 2.0**-24, 1 - 2.0**-j
-    got = _fma_f32(torch.tensor([acc]), torch.tensor([x]), torch.tensor([w])).item()
+    got = fma_f32(torch.tensor([x]), torch.tensor([w]), torch.tensor([acc])).item()
     assert got == acc  # below the midpoint: rounds back to acc, odd or even
     assert got == ref.fma_f32(acc, x, w)
 
