@@ -25,12 +25,15 @@ from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, crossb
 from numerics.quant import (QuantConfig, WeightQuant, observe_inputs, quantize_input,
                             quantize_weight)
 from numerics.uclm import HASTILY_UCLM, UCLMConfig, softmax as uclm_softmax
-from numerics.validation import check_type
+from numerics.emulation import in_reference_arithmetic
+from numerics.validation import check_choice, check_type
 
 __all__ = ["crossbar_linear", "CrossbarLinear", "crossbar_product", "hastily_attention", "hastily_",
-           "atleus_", "layer_kind"]
+           "atleus_", "layer_kind", "check_hastily_crossbar", "check_noise", "HASTILY_WEIGHT_GRANULARITIES"]
 
 _NOISE_FIELDS = ("cell_noise_std", "adc_noise_std", "stuck_at_0_rate", "stuck_at_1_rate")
+HASTILY_WEIGHT_GRANULARITIES = ("channel", "tensor")
+"""Weight scale granularities of HASTILY's INT8 weights (hastily.md §2.2)."""
 _SKIP = ("pooler", "classifier", "lm_head", "embed", "score")
 _MHA = ("attention", "attn", "query", "key", "value", "q_proj", "k_proj", "v_proj", "o_proj",
         "out_proj", "c_attn")
@@ -72,17 +75,17 @@ def crossbar_linear(x: torch.Tensor, wq: WeightQuant, crossbar: CrossbarConfig, 
 
 
 class _StraightThrough(torch.autograd.Function):
-    """Forward: the emulated output. Backward: grad_x = grad_y @ W_deq^T."""
+    """Forward: the emulated output. Backward: grad_x = grad_y @ W_deq^T (``weight`` is W_deq^T)."""
 
     @staticmethod
-    def forward(ctx, x, w_deq, emulated):
-        ctx.save_for_backward(w_deq)
+    def forward(ctx, x, weight, emulated):
+        ctx.save_for_backward(weight)
         return emulated
 
     @staticmethod
     def backward(ctx, grad_y):
-        (w_deq,) = ctx.saved_tensors
-        return grad_y @ w_deq.t().to(grad_y.dtype), None, None
+        (weight,) = ctx.saved_tensors
+        return grad_y @ weight.to(grad_y.dtype), None, None
 
 
 class CrossbarLinear(torch.nn.Module):
@@ -99,7 +102,8 @@ class CrossbarLinear(torch.nn.Module):
         self.wq = quantize_weight(w, bits, granularity=granularity or quant.granularity,
                                   symmetric=quant.symmetric, scale_format=quant.scale_format,
                                   rounding=quant.rounding, crossbar=crossbar)
-        self.register_buffer("w_deq", self.wq.dequantize(), persistent=False)
+        # the dequantized weight, (out, in) as nn.Linear's: what the backward pass and tracing use
+        self.register_buffer("weight", self.wq.dequantize().t().contiguous(), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
         self.crossbar = crossbar
         self.input_granularity = quant.input_granularity
@@ -116,6 +120,11 @@ class CrossbarLinear(torch.nn.Module):
             torch.nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
             self.lora_b = torch.nn.Parameter(torch.zeros(self.out_features, lora_rank))
 
+    @property
+    def w_deq(self) -> torch.Tensor:
+        """The dequantized weight W_deq, (in, out) = (K, N)."""
+        return self.weight.t()
+
     def _generator_for_call(self):
         if self._generator is None:
             return None
@@ -124,6 +133,8 @@ class CrossbarLinear(torch.nn.Module):
         return self._generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if in_reference_arithmetic():  # the model's own product (LoRA is described by the options)
+            return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         scale = None  # "token": dynamic per-row scales inside crossbar_linear
         if self.input_granularity == "tensor":
             scale = self.input_scale if self.input_scale is not None else _absmax_scale(
@@ -131,7 +142,7 @@ class CrossbarLinear(torch.nn.Module):
         with torch.no_grad():
             emulated = crossbar_linear(x, self.wq, self.crossbar, input_scale=scale,
                                        generator=self._generator_for_call()).to(x.dtype)
-        y = _StraightThrough.apply(x, self.w_deq, emulated)
+        y = _StraightThrough.apply(x, self.weight, emulated)
         if self.bias is not None:
             y = y + self.bias
         if self.lora_scale:
@@ -226,14 +237,32 @@ def _set_scales(model, scales: dict[str, float]) -> None:
         model.get_submodule(name).input_scale = scale
 
 
+def check_hastily_crossbar(crossbar: CrossbarConfig) -> None:
+    """HASTILY computes INT8 x INT8: a CrossbarConfig with 8-bit weights and inputs (hastily.md §2.1)."""
+    check_type("crossbar", crossbar, CrossbarConfig)
+    if crossbar.weight_bits != 8 or crossbar.input_bits != 8:
+        raise ValueError("crossbar.weight_bits and crossbar.input_bits must be 8 for HASTILY (INT8)")
+
+
+def check_noise(noise) -> dict:
+    """The CrossbarConfig noise fields of the ``noise`` option: None, a cell-noise std (units of L)
+    or a dict of noise fields; ValueError naming the allowed fields otherwise."""
+    if noise is None:
+        return {}
+    fields = noise if isinstance(noise, dict) else {"cell_noise_std": noise}
+    unknown = set(fields) - set(_NOISE_FIELDS)
+    if unknown:
+        raise ValueError(f"noise fields must be among {_NOISE_FIELDS}, got {sorted(unknown)}")
+    return dict(fields)
+
+
 def hastily_(model: torch.nn.Module, *, crossbar: CrossbarConfig = HASTILY_SRAM,
              weight_granularity: str = "channel", calibrate_with=None) -> dict[str, int]:
     """Put ``model``'s transformer Linears on HASTILY, in place (hastily.md §2): INT8 per-channel
     weights on ``crossbar``, activations per tensor (observer scales from ``calibrate_with``
     batches, else per-call absmax). Returns counts of what was swapped."""
-    check_type("crossbar", crossbar, CrossbarConfig)
-    if crossbar.weight_bits != 8 or crossbar.input_bits != 8:
-        raise ValueError("crossbar.weight_bits and crossbar.input_bits must be 8 for HASTILY (INT8)")
+    check_hastily_crossbar(crossbar)
+    check_choice("weight_granularity", weight_granularity, HASTILY_WEIGHT_GRANULARITIES)
     quant = QuantConfig(8, 8, granularity=weight_granularity, input_granularity="tensor")
     linears = [n for n, _ in _linears(model)]
     scales = _observe(model, linears, calibrate_with, 8)
@@ -256,11 +285,7 @@ def atleus_(model: torch.nn.Module, *, quant: QuantConfig = QuantConfig(),
     check_type("quant", quant, QuantConfig)
     check_type("crossbar", crossbar, CrossbarConfig)
     if noise is not None:
-        fields = noise if isinstance(noise, dict) else {"cell_noise_std": noise}
-        unknown = set(fields) - set(_NOISE_FIELDS)
-        if unknown:
-            raise ValueError(f"noise fields must be among {_NOISE_FIELDS}, got {sorted(unknown)}")
-        crossbar = dataclasses.replace(crossbar, **fields)
+        crossbar = dataclasses.replace(crossbar, **check_noise(noise))
     if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 0:
         raise ValueError(f"lora_rank must be an int >= 0, got {lora_rank!r}")
     linears = _linears(model)

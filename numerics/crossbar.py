@@ -6,8 +6,8 @@ slices of ``cell_bits`` per cell, inputs applied one bit per step (1-bit DACs), 
 column's count converted by an ADC, shift-and-add of the converted counts with their
 signs, and a digital sum of the row-block partial results.
 
-Two presets come from the specs (``/work/shared/specs/atleus.md`` §2.2-2.3 and
-``hastily.md`` §2.1): :data:`ATLEUS_RERAM` (ISAAC-style ReRAM, 2-bit cells, offset
+Two presets come from the specs (``docs/hardware/atleus.md`` §2.2-2.3 and
+``docs/hardware/hastily.md`` §2.1): :data:`ATLEUS_RERAM` (ISAAC-style ReRAM, 2-bit cells, offset
 encoding, column flipping, 8-bit ADC) and :data:`HASTILY_SRAM` (8T-SRAM, one weight bit
 per array, two's complement, 6-bit ADC).
 
@@ -182,6 +182,13 @@ class CrossbarConfig:
     def weights_per_crossbar(self) -> int:
         """Weight columns held by one crossbar [n_w]."""
         return self.cols // self.slices if self.slice_placement == "columns" else self.cols
+
+    def crossbars(self, k: int, n: int) -> int:
+        """Crossbars holding a K x N weight at ``weight_bits``: ceil(K/rows) row blocks, each
+        ceil(N/n_w) crossbars wide, once per weight slice when slices sit in separate arrays, and
+        once per set (differential encoding)."""
+        per_slice = self.slices if self.slice_placement == "arrays" else 1
+        return -(-k // self.rows) * -(-n // self.weights_per_crossbar) * per_slice * self.sets
 
     @property
     def sets(self) -> int:

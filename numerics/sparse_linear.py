@@ -1,6 +1,6 @@
 """Drop-in FlexiSAGA layers: a pruned ``nn.Linear`` with a fixed mask, and whole-model conversion.
 
-Spec: ``shared/specs/flexisaga.md`` §2.3 (what is pruned) and §2.2 (how the PEs compute).
+Spec: ``docs/hardware/flexisaga.md`` §2.3 (what is pruned) and §2.2 (how the PEs compute).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from numerics.emulation import in_reference_arithmetic
 from numerics.sparsity import (
     FLEXISAGA_16X16,
     CyclesFn,
@@ -115,6 +116,8 @@ class SparseLinear(nn.Module):
         return (~self.mask).sum().item() / self.mask.numel()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if in_reference_arithmetic():  # the model's own product (the weight holds the mask's zeros)
+            return F.linear(x, self.weight, self.bias)
         if x.dtype != torch.float32:
             raise TypeError(f"input must be float32, got {x.dtype}")
         weight = torch.where(self.mask, self.weight, torch.zeros((), dtype=self.weight.dtype,
@@ -131,13 +134,21 @@ class SparseLinear(nn.Module):
                 f"vector={self.config.vector!r}, tile={self.config.tile}")
 
 
+def check_skip(skip) -> None:
+    """ValueError unless ``skip`` is a callable ``(name, module) -> bool`` or name patterns."""
+    if callable(skip):
+        return
+    patterns = (skip,) if isinstance(skip, str) else skip
+    if not isinstance(patterns, (tuple, list)) or not all(isinstance(p, str) for p in patterns):
+        raise ValueError(f"skip must be a callable (name, module) -> bool or name patterns, "
+                         f"got {skip!r}")
+
+
 def _skip_rule(skip) -> Callable[[str, nn.Linear], bool]:
+    check_skip(skip)
     if callable(skip):
         return skip
     patterns = (skip,) if isinstance(skip, str) else tuple(skip)
-    if not all(isinstance(p, str) for p in patterns):
-        raise ValueError(f"skip must be a callable (name, module) -> bool or name patterns, "
-                         f"got {skip!r}")
 
     def rule(name: str, _module: nn.Linear) -> bool:
         parts = name.split(".") + [name]
@@ -165,6 +176,7 @@ def sparsify_(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.sparsity,
               skip: Iterable[str] | Callable[[str, nn.Linear], bool] = DENSE_BY_DEFAULT,
               cycles: CyclesFn | None = None,
               auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
+              config: FlexiSAGAConfig | None = None,
               ) -> dict[str, LayerSparsity]:
     """Replace, in place, every ``nn.Linear`` of ``model`` by a :class:`SparseLinear`.
 
@@ -175,15 +187,19 @@ def sparsify_(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.sparsity,
     or fnmatch patterns matched against the qualified name and each of its dot-separated parts
     (default :data:`DENSE_BY_DEFAULT`; ``skip=()`` prunes every Linear). ``vector="auto"`` needs
     ``cycles`` (see :data:`numerics.sparsity.CyclesFn`) and compares at M = ``auto_tokens``.
+    ``config``, a whole :class:`FlexiSAGAConfig`, replaces the individual array and pruning options.
     Returns ``{qualified name: LayerSparsity}``. Options are checked before anything changes.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    rows, cols = check_tile(tile)
-    config = FlexiSAGAConfig(rows=rows, cols=cols, sparsity=sparsity, vector=vector,
-                             criterion=criterion, accumulation=accumulation, fused_mac=fused_mac,
-                             auto_tokens=auto_tokens)
-    if vector == "auto" and not callable(cycles):
+    if config is None:
+        rows, cols = check_tile(tile)
+        config = FlexiSAGAConfig(rows=rows, cols=cols, sparsity=sparsity, vector=vector,
+                                 criterion=criterion, accumulation=accumulation, fused_mac=fused_mac,
+                                 auto_tokens=auto_tokens)
+    elif not isinstance(config, FlexiSAGAConfig):
+        raise TypeError(f"config must be a FlexiSAGAConfig, got {type(config).__name__}")
+    if config.vector == "auto" and not callable(cycles):
         raise ValueError("cycles must be a callable (weight, m, rows, cols) -> int when "
                          "vector='auto'")
     rule = _skip_rule(skip)

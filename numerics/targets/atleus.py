@@ -7,8 +7,8 @@
   (``lora_rank``) that train through straight-through gradients while everything else is frozen
   (:func:`numerics.cim_layers.atleus_`);
 * attention products and softmax run on the systolic tier: BF16 operands and results with FP32
-  accumulation (``sa_dtype="bfloat16"``, the default, as the emulation issue asks; the spec's
-  own assumption is FP32 since the paper does not state the tier's precision: ``"float32"``);
+  accumulation (``sa_dtype="bfloat16"``, the default, which the cost model prices too; the paper does
+  not state the tier's precision and the spec's own assumption is FP32: ``"float32"``);
 * heads, pooler, embeddings, LayerNorm and GELU stay FP32 (assumption).
 
 ``adc_bits`` overrides the crossbar's ADC width (for sweeps).
@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -23,38 +24,105 @@ import torch.nn.functional as F
 from torch import nn
 
 from numerics import quant as quant_presets
-from numerics.cim_layers import atleus_
-from numerics.crossbar import ATLEUS_RERAM
-from numerics.nn import (SDPA, Emulation, MatmulFunctions, SoftmaxFunctions, attention, bf16_matmul, bf16_values,
-                         emulated_product, emulated_softmax, is_float, linears_from_conv1d, product_handler,
-                         register_target, sdpa_call, softmax_handler)
+from numerics.cim_layers import atleus_, check_noise
+from numerics.crossbar import ATLEUS_RERAM, CrossbarConfig
+from numerics.emulation import Emulation
+from numerics.formats import bf16_values
+from numerics.handlers import (SDPA, MatmulFunctions, SoftmaxFunctions, attention, emulated_product, emulated_softmax,
+                               is_float, linears_from_conv1d, product_handler, sdpa_call, softmax_handler)
+from numerics.quant import QuantConfig
+from numerics.redmule import bf16_matmul
+from numerics.registry import TargetOptions, register_target
 from numerics.targets.cim import crossbar_with
+from numerics.validation import check_choice, check_int
 
 PRESETS = ("M8F8", "M8F4", "M4F8", "M4F4")
+"""The paper's MxFy weight precisions (numerics.quant presets)."""
+SA_DTYPES = ("bfloat16", "float32")
+"""Systolic-tier formats."""
 
-OPTIONS = {
-    "quant": "M8F8",
-    "crossbar": ATLEUS_RERAM,
-    "adc_bits": None,
-    "noise": None,
-    "seed": 0,
-    "resample_noise": False,
-    "lora_rank": 0,
-    "lora_alpha": 32.0,
-    "calibrate_with": None,
-    "sa_dtype": "bfloat16",
-}
+
+@dataclasses.dataclass(frozen=True)
+class AtleusOptions(TargetOptions):
+    """Options of the ``"atleus"`` target (docs/hardware/atleus.md)."""
+
+    COST = ("quant", "crossbar", "adc_bits", "lora_rank", "sa_dtype")
+    ACCURACY_ONLY = {
+        "noise": "device non-idealities change the values read, not the reads, conversions or transfers",
+        "seed": "selects the chip instance drawn for the noise",
+        "resample_noise": "redraws the noise every forward pass; the hardware is the same",
+        "lora_alpha": "the LoRA scale alpha/r is one multiply folded into the branch's output",
+        "calibrate_with": "calibration data sets the activation scales, not the hardware",
+    }
+
+    quant: object = "M8F8"
+    """Weight quantization: a :class:`numerics.quant.QuantConfig` or a preset name ``"M8F8"``
+    (default), ``"M8F4"``, ``"M4F8"``, ``"M4F4"``. Moves cost: weight bits set the crossbar count,
+    and the scale granularity and format the dequantization work."""
+    crossbar: CrossbarConfig = ATLEUS_RERAM
+    """The ReRAM crossbars (default :data:`numerics.crossbar.ATLEUS_RERAM`). Moves cost: geometry,
+    cell bits, input bits and ADC width."""
+    adc_bits: int | None = None
+    """Shortcut for ``crossbar.adc_bits`` (None keeps the crossbar's). Moves cost: energy per
+    conversion (ISAAC/Accelergy table, hwmodels/adc.py)."""
+    noise: object = None
+    """Device noise: a cell-noise std (units of the full-scale level) or a dict of CrossbarConfig
+    noise fields; None for ideal devices."""
+    seed: int = 0
+    """Seed of the chip instance (noise and faults)."""
+    resample_noise: bool = False
+    """Redraw the noise every forward pass instead of keeping one chip instance."""
+    lora_rank: int = 0
+    """Rank of the LoRA branches on W_Q and W_V (0: none; the paper fine-tunes with 32). Moves cost:
+    the branches run on the systolic tier."""
+    lora_alpha: float = 32.0
+    """LoRA scale numerator (the branch is scaled by alpha / rank)."""
+    calibrate_with: object = None
+    """Batches that fix per-tensor activation scales (with ``quant.input_granularity="tensor"``)."""
+    sa_dtype: str = "bfloat16"
+    """Systolic-tier format for attention products and softmax: ``"bfloat16"`` (default) or
+    ``"float32"`` (the spec's assumption; the paper does not state it). Moves cost: MAC energy and
+    SRAM traffic per value."""
+
+    def __post_init__(self):
+        q = self.quant_config
+        crossbar = self.effective_crossbar
+        if q.input_bits != crossbar.input_bits:
+            raise ValueError(f"quant.input_bits ({q.input_bits}) and crossbar.input_bits "
+                             f"({crossbar.input_bits}) describe the same input stream: make them equal")
+        check_noise(self.noise)
+        check_int("seed", self.seed, 0, 2**63 - 1)
+        if not isinstance(self.resample_noise, bool):
+            raise ValueError(f"resample_noise must be True or False; got {self.resample_noise!r}")
+        check_int("lora_rank", self.lora_rank, 0, 1 << 16)
+        if isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, (int, float)):
+            raise ValueError(f"lora_alpha must be a number; got {self.lora_alpha!r}")
+        check_choice("sa_dtype", self.sa_dtype, SA_DTYPES)
+
+    @property
+    def quant_config(self) -> QuantConfig:
+        """``quant`` as a QuantConfig (a preset name resolved)."""
+        if isinstance(self.quant, QuantConfig):
+            return self.quant
+        if isinstance(self.quant, str) and self.quant in PRESETS:
+            return getattr(quant_presets, self.quant)
+        raise ValueError(f"quant must be a QuantConfig or one of {', '.join(PRESETS)}; got {self.quant!r}")
+
+    @property
+    def effective_crossbar(self) -> CrossbarConfig:
+        """``crossbar`` with the ``adc_bits`` shortcut applied."""
+        return crossbar_with(self.crossbar, self.adc_bits)
 
 
 def _product(em: Emulation, a, b, bias):
-    if em.options["sa_dtype"] == "float32":
+    if em.config.sa_dtype == "float32":
         return torch.matmul(a, b) if bias is None else torch.matmul(a, b) + bias
     return bf16_matmul(a, b, bias)
 
 
 def _systolic_softmax(em: Emulation, x: torch.Tensor, dim: int) -> torch.Tensor:
     """Softmax on the systolic tier: BF16 in, exact softmax, BF16 out (or FP32 throughout)."""
-    if em.options["sa_dtype"] == "float32":
+    if em.config.sa_dtype == "float32":
         return torch.softmax(x, dim)
     return bf16_values(torch.softmax(bf16_values(x).float(), dim)).float()
 
@@ -68,20 +136,12 @@ def _sdpa(em: Emulation, func, args, kwargs):
 
 
 @register_target("atleus", summary="Atleus ReRAM crossbars (crossbar-wise quantization) + BF16 systolic tier "
-                 "(arXiv 2501.09588)", options=OPTIONS)
-def prepare(model: nn.Module, options: dict):
-    q = options["quant"]
-    if isinstance(q, str):
-        if q not in PRESETS:
-            raise ValueError(f"quant must be a QuantConfig or one of {', '.join(PRESETS)}; got {q!r}")
-        q = getattr(quant_presets, q)
-    if options["sa_dtype"] not in ("bfloat16", "float32"):
-        raise ValueError(f"sa_dtype must be 'bfloat16' or 'float32'; got {options['sa_dtype']!r}")
-    crossbar = crossbar_with(options, options["crossbar"])
+                 "(arXiv 2501.09588)", options=AtleusOptions, cost_model="hwmodels.atleus")
+def prepare(model: nn.Module, options: AtleusOptions):
     model.emulation.swapped.update(linears_from_conv1d(model))  # GPT-2's projections
-    counts = atleus_(model, quant=q, crossbar=crossbar, noise=options["noise"], seed=options["seed"],
-                     resample_noise=options["resample_noise"], lora_rank=options["lora_rank"],
-                     lora_alpha=options["lora_alpha"], calibrate_with=options["calibrate_with"])
+    counts = atleus_(model, quant=options.quant_config, crossbar=options.effective_crossbar, noise=options.noise,
+                     seed=options.seed, resample_noise=options.resample_noise, lora_rank=options.lora_rank,
+                     lora_alpha=options.lora_alpha, calibrate_with=options.calibrate_with)
     model.emulation.swapped["Linear -> CrossbarLinear"] += counts["mha"] + counts["ffn"]
     model.emulation.details["layers"] = counts
     handlers = dict.fromkeys(SoftmaxFunctions, softmax_handler(_systolic_softmax))

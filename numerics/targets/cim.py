@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 from numerics.crossbar import CrossbarConfig
+from numerics.validation import check_type
 
 
-def crossbar_with(options: dict, crossbar: CrossbarConfig) -> CrossbarConfig:
-    """``crossbar`` with the ``adc_bits`` shortcut option applied (checked by CrossbarConfig)."""
-    if not isinstance(crossbar, CrossbarConfig):
-        raise ValueError(f"crossbar must be a CrossbarConfig; got {type(crossbar).__name__}")
-    if options["adc_bits"] is None:
+def crossbar_with(crossbar: CrossbarConfig, adc_bits: int | None) -> CrossbarConfig:
+    """``crossbar`` with the ``adc_bits`` shortcut option applied (checked by CrossbarConfig: the one
+    ADC range rule)."""
+    check_type("crossbar", crossbar, CrossbarConfig)
+    if adc_bits is None:
         return crossbar
-    return dataclasses.replace(crossbar, adc_bits=options["adc_bits"])
+    return dataclasses.replace(crossbar, adc_bits=adc_bits)

@@ -1,4 +1,4 @@
-"""Target ``"flexisaga"``: structured-sparse weights on FlexiSAGA's systolic array (spec ``flexisaga.md``).
+"""Target ``"flexisaga"``: structured-sparse weights on FlexiSAGA's systolic array (docs/hardware/flexisaga.md).
 
 Every ``nn.Linear`` of the transformer blocks is pruned once, at ``emulate`` time, in whole
 tile-aligned weight vectors (:func:`numerics.sparse_linear.sparsify_`); heads and the pooler stay
@@ -6,34 +6,82 @@ dense by default (``skip``). The masks stay fixed: fine-tuning the emulated mode
 weights at zero. Products run as the PEs compute them (``accumulation="sequential"``, FP32 in k
 order) or through ``torch.matmul`` (``"fast"``). Attention products have no static weight and run
 dense. ``model.emulation.details["sparsity"]`` holds the per-layer :class:`LayerSparsity`.
+
+``vector="auto"`` keeps, per layer, the orientation with fewer cycles; the cycle count comes from the
+target's cost model (``hwmodels.flexisaga.auto_cycles``) unless ``cycles`` is given.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
-from numerics.nn import linears_from_conv1d, register_target
-from numerics.sparse_linear import DENSE_BY_DEFAULT, sparsify_
-from numerics.sparsity import FLEXISAGA_16X16
+from numerics.handlers import linears_from_conv1d
+from numerics.registry import TargetOptions, get_target, register_target
+from numerics.sparse_linear import DENSE_BY_DEFAULT, check_skip, sparsify_
+from numerics.sparsity import FLEXISAGA_16X16, FlexiSAGAConfig, check_tile
 
-OPTIONS = {
-    "sparsity": FLEXISAGA_16X16.sparsity,
-    "tile": FLEXISAGA_16X16.tile,
-    "vector": FLEXISAGA_16X16.vector,
-    "criterion": FLEXISAGA_16X16.criterion,
-    "accumulation": FLEXISAGA_16X16.accumulation,
-    "fused_mac": FLEXISAGA_16X16.fused_mac,
-    "skip": DENSE_BY_DEFAULT,
-    "cycles": None,
-    "auto_tokens": FLEXISAGA_16X16.auto_tokens,
-}
+
+@dataclasses.dataclass(frozen=True)
+class FlexiSAGAOptions(TargetOptions):
+    """Options of the ``"flexisaga"`` target; :attr:`array` is the one :class:`FlexiSAGAConfig` they
+    describe (its checks are the checks of these options)."""
+
+    COST = ("sparsity", "tile", "vector", "criterion", "skip", "cycles", "auto_tokens")
+    ACCURACY_ONLY = {
+        "accumulation": "the PE order is the hardware's; 'fast' only computes it with torch.matmul",
+        "fused_mac": "one rounding or two per MAC: the same MAC per cycle",
+    }
+
+    sparsity: float = FLEXISAGA_16X16.sparsity
+    """Fraction of each layer's pruning vectors zeroed, in [0, 1). Moves cost: the sparse dataflows
+    skip the pruned vectors."""
+    tile: tuple = FLEXISAGA_16X16.tile
+    """(rows, cols) of the PE array; pruning vectors are aligned to it. Moves cost: array size."""
+    vector: str = FLEXISAGA_16X16.vector
+    """Pruning vector: ``"row"``, ``"col"``, ``"channel"`` or ``"auto"``. Moves cost: which sparse
+    dataflow can skip."""
+    criterion: str = FLEXISAGA_16X16.criterion
+    """Vector score, ``"l2"`` or ``"l1"``. Moves cost: which vectors are pruned."""
+    accumulation: str = FLEXISAGA_16X16.accumulation
+    """``"sequential"`` (bit-exact PE order) or ``"fast"`` (``torch.matmul``)."""
+    fused_mac: bool = FLEXISAGA_16X16.fused_mac
+    """One rounding per MAC (True) or a rounded product then a rounded sum."""
+    skip: object = DENSE_BY_DEFAULT
+    """Linears left dense: name patterns or a callable ``(name, module) -> bool``. Moves cost: those
+    products run dense."""
+    cycles: object = None
+    """``cycles(pruned_weight_kn, m, rows, cols) -> int`` for ``vector="auto"``; None: the cost model's."""
+    auto_tokens: int = FLEXISAGA_16X16.auto_tokens
+    """M at which ``vector="auto"`` compares cycle counts. Moves cost: the orientation chosen."""
+
+    def __post_init__(self):
+        check_tile(self.tile)
+        self.array  # noqa: B018  (FlexiSAGAConfig checks sparsity, vector, criterion, ...)
+        check_skip(self.skip)
+        if self.cycles is not None and not callable(self.cycles):
+            raise ValueError(f"cycles must be None or a callable (weight, m, rows, cols) -> int; got {self.cycles!r}")
+
+    @property
+    def array(self) -> FlexiSAGAConfig:
+        """The array these options describe (data type, word size and clock from FLEXISAGA_16X16)."""
+        rows, cols = check_tile(self.tile)
+        return dataclasses.replace(FLEXISAGA_16X16, rows=rows, cols=cols, sparsity=self.sparsity,
+                                   vector=self.vector, criterion=self.criterion, accumulation=self.accumulation,
+                                   fused_mac=self.fused_mac, auto_tokens=self.auto_tokens)
+
+    def cycles_function(self):
+        """The cycle count ``vector="auto"`` compares: ``cycles`` or the cost model's."""
+        return self.cycles if self.cycles is not None else get_target("flexisaga").cost_function("auto_cycles")
 
 
 @register_target("flexisaga", summary="FlexiSAGA structured-sparse weights on a systolic array (arXiv 2506.01566)",
-                 options=OPTIONS)
-def prepare(model: nn.Module, options: dict):
+                 options=FlexiSAGAOptions, cost_model="hwmodels.flexisaga", priced_on_copy=True)
+def prepare(model: nn.Module, options: FlexiSAGAOptions):
     model.emulation.swapped.update(linears_from_conv1d(model))  # GPT-2's projections
-    report = sparsify_(model, **options)
+    report = sparsify_(model, config=options.array, skip=options.skip,
+                       cycles=options.cycles_function() if options.vector == "auto" else None)
     model.emulation.details["sparsity"] = report
     model.emulation.swapped["Linear -> SparseLinear"] += len(report)
     return {}

@@ -16,26 +16,67 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from numerics.cim_layers import hastily_, hastily_attention, int8_crossbar_product
-from numerics.crossbar import HASTILY_SRAM
-from numerics.nn import (SDPA, Emulation, MatmulFunctions, SoftmaxFunctions, is_float, linears_from_conv1d,
-                         product_handler, register_target, sdpa_call, softmax_handler, straight_through)
+from numerics.cim_layers import HASTILY_WEIGHT_GRANULARITIES, check_hastily_crossbar, hastily_, hastily_attention, \
+    int8_crossbar_product
+from numerics.crossbar import HASTILY_SRAM, CrossbarConfig
+from numerics.emulation import Emulation
+from numerics.handlers import (SDPA, MatmulFunctions, SoftmaxFunctions, is_float, linears_from_conv1d, product_handler,
+                               sdpa_call, softmax_handler, straight_through)
+from numerics.registry import TargetOptions, register_target
 from numerics.targets.cim import crossbar_with
 from numerics.uclm import HASTILY_UCLM, UCLMConfig
 from numerics.uclm import softmax as uclm_softmax
+from numerics.validation import check_choice, check_type
 
-OPTIONS = {
-    "crossbar": HASTILY_SRAM,
-    "adc_bits": None,
-    "uclm": HASTILY_UCLM,
-    "weight_granularity": "channel",
-    "calibrate_with": None,
-    "attention": True,
-}
+
+@dataclasses.dataclass(frozen=True)
+class HastilyOptions(TargetOptions):
+    """Options of the ``"hastily"`` target (docs/hardware/hastily.md)."""
+
+    COST = ("crossbar", "adc_bits")
+    ACCURACY_ONLY = {
+        "uclm": "the lookup table's contents and widths change the values, not the 4-cycle lookup "
+                "or the VFU steps the cost model counts",
+        "weight_granularity": "per-channel or per-tensor scales are applied by the same digital "
+                              "multiply after the MVM",
+        "calibrate_with": "calibration data sets the activation scales, not the hardware",
+        "attention": "a switch that isolates the attention emulation for analysis: the hardware "
+                     "still runs attention on the crossbars and the UCLMs",
+    }
+
+    crossbar: CrossbarConfig = HASTILY_SRAM
+    """The UCLM arrays in compute mode (default :data:`numerics.crossbar.HASTILY_SRAM`). Moves cost:
+    array rows and columns tile every product; the ADC width sets the MVM time and energy."""
+    adc_bits: int | None = None
+    """Shortcut for ``crossbar.adc_bits`` (None keeps the crossbar's). Moves cost: SAR conversion
+    time and energy per conversion (hwmodels/adc.py)."""
+    uclm: UCLMConfig = HASTILY_UCLM
+    """The lookup-table exponential and softmax of the UCLMs in lookup mode."""
+    weight_granularity: str = "channel"
+    """INT8 weight scales per output ``"channel"`` or per ``"tensor"``."""
+    calibrate_with: object = None
+    """Batches (each a tensor, tuple or dict of forward arguments) that fix the per-tensor activation
+    scales; None takes each call's absmax."""
+    attention: bool = True
+    """Emulate attention on the crossbars and the UCLM softmax (False: exact FP32)."""
+
+    def __post_init__(self):
+        check_hastily_crossbar(self.effective_crossbar)
+        check_type("uclm", self.uclm, UCLMConfig)
+        check_choice("weight_granularity", self.weight_granularity, HASTILY_WEIGHT_GRANULARITIES)
+        if not isinstance(self.attention, bool):
+            raise ValueError(f"attention must be True or False; got {self.attention!r}")
+
+    @property
+    def effective_crossbar(self) -> CrossbarConfig:
+        """``crossbar`` with the ``adc_bits`` shortcut applied."""
+        return crossbar_with(self.crossbar, self.adc_bits)
 
 
 def _sdpa(em: Emulation, func, args, kwargs):
@@ -49,33 +90,28 @@ def _sdpa(em: Emulation, func, args, kwargs):
     em.count("attention")
     with torch.no_grad():
         y = hastily_attention(q.detach(), k.detach(), v.detach(), call["attn_mask"], scale=call["scale"],
-                              is_causal=call["is_causal"], **em.details["units"])
+                              is_causal=call["is_causal"], crossbar=em.config.effective_crossbar,
+                              uclm=em.config.uclm)
     return straight_through(y, lambda: func(*args, **kwargs), q, k, v)
 
 
 def _uclm_softmax(em: Emulation, x: torch.Tensor, dim: int) -> torch.Tensor:
-    return uclm_softmax(x.to(torch.float64), dim, config=em.details["units"]["uclm"])
+    return uclm_softmax(x.to(torch.float64), dim, config=em.config.uclm)
 
 
 def _product(em: Emulation, a, b, bias):
-    y = int8_crossbar_product(a, b, em.details["units"]["crossbar"])
+    y = int8_crossbar_product(a, b, em.config.effective_crossbar)
     return y if bias is None else y + bias  # the bias is added digitally
 
 
 @register_target("hastily", summary="HASTILY 8T-SRAM CIM INT8 products + UCLM LUT softmax (arXiv 2502.12344)",
-                 options=OPTIONS)
-def prepare(model: nn.Module, options: dict):
-    crossbar = crossbar_with(options, options["crossbar"])
-    if not isinstance(options["uclm"], UCLMConfig):
-        raise ValueError(f"uclm must be a UCLMConfig; got {type(options['uclm']).__name__}")
-    if not isinstance(options["attention"], bool):
-        raise ValueError(f"attention must be True or False; got {options['attention']!r}")
+                 options=HastilyOptions, cost_model="hwmodels.hastily")
+def prepare(model: nn.Module, options: HastilyOptions):
     model.emulation.swapped.update(linears_from_conv1d(model))  # GPT-2's projections
-    counts = hastily_(model, crossbar=crossbar, weight_granularity=options["weight_granularity"],
-                      calibrate_with=options["calibrate_with"])
+    counts = hastily_(model, crossbar=options.effective_crossbar, weight_granularity=options.weight_granularity,
+                      calibrate_with=options.calibrate_with)
     model.emulation.swapped["Linear -> CrossbarLinear"] += counts["linear"]
-    model.emulation.details["units"] = {"crossbar": crossbar, "uclm": options["uclm"]}
-    if not options["attention"]:
+    if not options.attention:
         return {}
     handlers = dict.fromkeys(SoftmaxFunctions, softmax_handler(_uclm_softmax))
     handlers.update(dict.fromkeys([f for f in MatmulFunctions if f is not F.linear],

@@ -17,16 +17,21 @@ Each of ``softmax``, ``gelu`` and ``matmul`` can be switched off (``False``) to 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
 from torch import nn
 
 from numerics import softex
+from numerics.formats import bf16_values
+from numerics.handlers import (SDPA, GeluFunctions, MatmulFunctions, SoftmaxFunctions, attention, emulated_product,
+                               emulated_softmax, is_float, product_handler, replace_modules, sdpa_call,
+                               softmax_handler, straight_through)
+from numerics.redmule import ACCUMULATIONS, bf16_matmul
+from numerics.registry import TargetOptions, register_target
 from numerics.softex_gelu import PUBLISHED_TERMS
-from numerics.nn import (SDPA, Emulation, GeluFunctions, MatmulFunctions, SoftmaxFunctions, attention,
-                         bf16_matmul, bf16_values, emulated_product, emulated_softmax, is_float, product_handler,
-                         register_target, replace_modules, sdpa_call, softmax_handler, straight_through)
+from numerics.validation import check_choice
 
 #: Hugging Face activation classes that compute a GELU without calling ``F.gelu``, and the
 #: approximation they stand for; they are swapped for ``nn.GELU`` so the functional hook sees them.
@@ -39,20 +44,55 @@ HF_GELU_CLASSES = {
     "PytorchGELUTanh": "tanh",
 }
 
-OPTIONS = {
-    "lanes": 8,
-    "accumulators": 1,
-    "gelu_terms": 4,
-    "matmul_accumulate": "fp32",
-    "softmax": True,
-    "gelu": True,
-    "matmul": True,
-}
+_SWITCH = ("a switch that isolates one emulated operation for analysis: the hardware is the same, "
+           "the emulation computes that operation exactly")
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftExOptions(TargetOptions):
+    """Options of the ``"softex"`` target (docs/hardware/softex.md)."""
+
+    COST = ("lanes", "gelu_terms")
+    ACCURACY_ONLY = {
+        "accumulators": "the four interleaved partial sums of §3 fill the same beat pipeline: the spec's "
+                        "softmax cycle formula (§6.3) has no term for them",
+        "matmul_accumulate": "RedMulE's accumulator format is not published (assumption: FP32); its "
+                             "throughput is the same 192 FMAs per cycle either way",
+        "softmax": _SWITCH,
+        "gelu": _SWITCH,
+        "matmul": _SWITCH,
+    }
+
+    lanes: int = 8
+    """SoftEx lanes V, a power of two in [1, 64] (RTL master: 8; gelu branch: 16). Moves cost:
+    softmax and GELU cycles scale with ⌈n/V⌉ and the adder tree adds cycles per level."""
+    accumulators: int = 1
+    """FP32 denominator accumulators: 1, or 4 interleaved partials (spec §3.4)."""
+    gelu_terms: int = 4
+    """Sum-of-exponentials GELU terms N, one of the published fits 2..6 (spec §4.3). Moves cost:
+    a GELU job takes N passes over the vector."""
+    matmul_accumulate: str = "fp32"
+    """RedMulE's accumulator: ``"fp32"`` (assumption) or ``"bf16"`` (chained BF16 FMA, the other extreme)."""
+    softmax: bool = True
+    """Emulate softmax on SoftEx (False: exact FP32, to isolate its effect)."""
+    gelu: bool = True
+    """Emulate GELU on SoftEx (False: exact)."""
+    matmul: bool = True
+    """Emulate products on RedMulE in BF16 (False: exact FP32)."""
+
+    def __post_init__(self):
+        softex.check_lanes(self.lanes)
+        softex.check_accumulators(self.accumulators)
+        check_choice("gelu_terms", self.gelu_terms, PUBLISHED_TERMS)
+        check_choice("matmul_accumulate", self.matmul_accumulate, ACCUMULATIONS)
+        for switch in ("softmax", "gelu", "matmul"):
+            if not isinstance(getattr(self, switch), bool):
+                raise ValueError(f"{switch} must be True or False; got {getattr(self, switch)!r}")
 
 
 def _softex_softmax(em: Emulation, x: torch.Tensor, dim: int) -> torch.Tensor:
-    opts = em.options
-    return softex.softmax(bf16_values(x), dim=dim, lanes=opts["lanes"], accumulators=opts["accumulators"])
+    opts = em.config
+    return softex.softmax(bf16_values(x), dim=dim, lanes=opts.lanes, accumulators=opts.accumulators)
 
 
 def _gelu(em: Emulation, func, args, kwargs):
@@ -61,54 +101,38 @@ def _gelu(em: Emulation, func, args, kwargs):
         return func(*args, **kwargs)
     em.count("gelu")
     with torch.no_grad():
-        y = softex.gelu(bf16_values(x), terms=em.options["gelu_terms"])
+        y = softex.gelu(bf16_values(x), terms=em.config.gelu_terms)
     return straight_through(y.to(x.dtype), lambda: func(*args, **kwargs), x)
 
 
 def _redmule(em: Emulation, a, b, bias):
-    return bf16_matmul(a, b, bias, accumulate=em.options["matmul_accumulate"])
+    return bf16_matmul(a, b, bias, accumulate=em.config.matmul_accumulate)
 
 
 def _sdpa(em: Emulation, func, args, kwargs):
     call = sdpa_call(args, kwargs)
     if not is_float(call["query"], call["key"], call["value"]):
         return func(*args, **kwargs)
-    opts = em.options
-    matmul = functools.partial(emulated_product, em, _redmule) if opts["matmul"] else torch.matmul
-    softmax = (functools.partial(emulated_softmax, em, _softex_softmax, dim=-1) if opts["softmax"]
+    opts = em.config
+    matmul = functools.partial(emulated_product, em, _redmule) if opts.matmul else torch.matmul
+    softmax = (functools.partial(emulated_softmax, em, _softex_softmax, dim=-1) if opts.softmax
                else functools.partial(torch.softmax, dim=-1))
     return attention(em, call, matmul, softmax)
 
 
-def _check(options: dict) -> None:
-    lanes = options["lanes"]
-    if not isinstance(lanes, int) or lanes < 1 or lanes > 64 or lanes & (lanes - 1):
-        raise ValueError(f"lanes must be a power of two in [1, 64]; got {lanes!r}")
-    if options["accumulators"] not in (1, 4):
-        raise ValueError(f"accumulators must be 1 or 4; got {options['accumulators']!r}")
-    if options["gelu_terms"] not in PUBLISHED_TERMS:
-        raise ValueError(f"gelu_terms must be one of {sorted(PUBLISHED_TERMS)}; got {options['gelu_terms']!r}")
-    if options["matmul_accumulate"] not in ("fp32", "bf16"):
-        raise ValueError(f"matmul_accumulate must be 'fp32' or 'bf16'; got {options['matmul_accumulate']!r}")
-    for switch in ("softmax", "gelu", "matmul"):
-        if not isinstance(options[switch], bool):
-            raise ValueError(f"{switch} must be True or False; got {options[switch]!r}")
-
-
 @register_target("softex", summary="SoftEx softmax/GELU + RedMulE BF16 matrix products (arXiv 2412.06321)",
-                 options=OPTIONS)
-def prepare(model: nn.Module, options: dict):
-    _check(options)
+                 options=SoftExOptions, cost_model="hwmodels.softex")
+def prepare(model: nn.Module, options: SoftExOptions):
     handlers = {}
-    if options["softmax"]:
+    if options.softmax:
         handlers.update(dict.fromkeys(SoftmaxFunctions, softmax_handler(_softex_softmax)))
-    if options["gelu"]:
+    if options.gelu:
         handlers.update(dict.fromkeys(GeluFunctions, _gelu))
         model.emulation.swapped.update(replace_modules(
             model, lambda m: type(m).__name__ in HF_GELU_CLASSES,
             lambda m: nn.GELU(approximate=HF_GELU_CLASSES[type(m).__name__])))
-    if options["matmul"]:
+    if options.matmul:
         handlers.update(dict.fromkeys(MatmulFunctions, product_handler(_redmule)))
-    if options["softmax"] or options["matmul"]:
+    if options.softmax or options.matmul:
         handlers[SDPA] = _sdpa
     return handlers

@@ -46,10 +46,31 @@ def test_zero_sparsity_is_bit_identical_and_masks_stay_fixed():
 
 @pytest.mark.parametrize("bad,match", [({"sparsity": 1.0}, "sparsity"), ({"sparsity": -0.1}, "sparsity"),
                                        ({"tile": (0, 16)}, "tile"), ({"vector": "diagonal"}, "vector"),
-                                       ({"vector": "auto"}, "cycles")])
+                                       ({"cycles": 3}, "cycles"), ({"skip": 3}, "skip"),
+                                       ({"auto_tokens": 0}, "auto_tokens")])
 def test_bad_options_raise(bad, match):
     with pytest.raises(ValueError, match=match):
         emulate(TinyTransformer(), "flexisaga", **bad)
+
+
+def test_auto_orientation_uses_the_cost_models_cycles():
+    """vector="auto" works from emulate() alone: each layer keeps the orientation whose pruned weight
+    the cost model's best sparse dataflow runs faster at M = auto_tokens (row on a tie)."""
+    from hwmodels.systolic import SPARSE, SparsePattern, sparse_gemm_cycles
+    from numerics.sparsity import prune_layer
+
+    model = TinyTransformer()
+    em = emulate(model, "flexisaga", vector="auto", sparsity=0.5, tile=(8, 8), auto_tokens=16, accumulation="fast")
+    chosen = {name: r.vector for name, r in em.emulation.details["sparsity"].items()}
+    assert set(chosen.values()) <= {"row", "col"}
+    for name, vector in chosen.items():
+        w = model.get_submodule(name).weight.detach().T
+        cycles = {}
+        for v in ("row", "col"):
+            pruned = prune_layer(w, 0.5, tile=(8, 8), vector=v).weight
+            pattern = SparsePattern.from_mask(pruned, 8, 8)
+            cycles[v] = min(sparse_gemm_cycles(16, pattern, d, fold_overhead=2) for d in SPARSE)  # fitted alpha
+        assert vector == ("col" if cycles["col"] < cycles["row"] else "row")
 
 
 def test_minilm_cosine_falls_with_sparsity():

@@ -1,0 +1,155 @@
+"""Drop-in emulation for any PyTorch model: ``emulate(model, target, **options)``.
+
+``emulate`` deep-copies the model, lets the target swap modules in the copy, and installs a
+:class:`torch.overrides.TorchFunctionMode` around the copy's forward pass that routes functional
+calls (``F.softmax``, ``Tensor.softmax``, ``F.scaled_dot_product_attention``, ``F.linear``,
+``torch.matmul``, ...) to the target's emulators. User models need no surgery, the original model is
+left untouched, and the copy keeps its class (Hugging Face methods such as ``generate`` still work).
+
+Emulated operations take and return the model's own dtype; inside, they compute what the hardware
+computes (e.g. BF16 values held in a float32 tensor). With autograd on, gradients flow straight
+through: the backward pass is that of the exact operation (straight-through estimator), so models
+can be fine-tuned with emulation on.
+
+The copy carries its configuration in ``copy.emulation`` (target and typed options), which is what
+``hwmodels.estimate(copy, *inputs)`` prices. Inside :func:`reference_arithmetic` an emulated model
+computes the model's own operations (no handler runs; swapped modules compute their plain product),
+which is how ``hwmodels.trace`` records the model's operations rather than the emulator's.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import contextvars
+import copy
+import dataclasses
+
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from numerics.registry import TargetOptions, get_target
+
+__all__ = ["emulate", "Emulation", "reference_arithmetic", "in_reference_arithmetic"]
+
+_REFERENCE = contextvars.ContextVar("edgenum_reference_arithmetic", default=False)
+
+
+@contextlib.contextmanager
+def reference_arithmetic():
+    """Within this block (in this thread), emulated models compute their reference operations:
+    the function mode passes every call through and modules that emulate themselves compute the
+    plain product of their stored weights. ``hwmodels.trace`` uses it to record an emulated model's
+    own operations."""
+    token = _REFERENCE.set(True)
+    try:
+        yield
+    finally:
+        _REFERENCE.reset(token)
+
+
+def in_reference_arithmetic() -> bool:
+    """True inside :func:`reference_arithmetic` (checked by modules that emulate themselves)."""
+    return _REFERENCE.get()
+
+
+@dataclasses.dataclass
+class Emulation:
+    """What ``emulate`` did to a model; available as ``model.emulation``.
+
+    ``config`` holds the target's typed options (the hardware that was emulated) and ``options`` the
+    same as a dict; ``counts`` the operations replaced during the most recent forward pass, per kind
+    (e.g. ``{"softmax": 6, "gelu": 6, "matmul": 36}``); ``swapped`` the modules replaced at
+    ``emulate`` time, per kind; ``details`` what a target records beyond that.
+    """
+
+    target: str
+    options: dict
+    config: TargetOptions | None = None
+    """The typed options the model was emulated with."""
+    handlers: dict = dataclasses.field(repr=False, default_factory=dict)
+    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    swapped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    details: dict = dataclasses.field(default_factory=dict)
+    """Target-specific records, e.g. ``details["sparsity"]`` for ``"flexisaga"``."""
+    paused: int = 0
+    """Depth of modules that emulate themselves (their inner torch calls are not intercepted)."""
+
+    def count(self, kind: str, n: int = 1) -> None:
+        self.counts[kind] += n
+
+    def __str__(self) -> str:
+        changed = self.config.changed() if self.config is not None else {}
+        text = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        lines = [f"emulated target {self.target!r}" + (f" ({text})" if text else " (defaults)")]
+        if self.swapped:
+            lines.append("  modules swapped: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.swapped.items())))
+        if self.counts:
+            lines.append("  replaced in the last forward pass: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.counts.items())))
+        elif self.handlers:
+            lines.append("  no forward pass yet")
+        return "\n".join(lines)
+
+
+class _Mode(TorchFunctionMode):
+    """Routes the functions an emulation handles to its handlers (the mode is off inside them)."""
+
+    def __init__(self, emulation: Emulation):
+        super().__init__()
+        self.emulation = emulation
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        handler = self.emulation.handlers.get(func)
+        if handler is None or self.emulation.paused or _REFERENCE.get():
+            return func(*args, **kwargs)
+        return handler(self.emulation, func, args, kwargs)
+
+
+def _enter(module, args, kwargs):
+    em = module.emulation
+    em.counts.clear()
+    mode = _Mode(em)
+    mode.__enter__()
+    module._edgenum_modes.append(mode)
+
+
+def _exit(module, args, kwargs, output):
+    module._edgenum_modes.pop().__exit__(None, None, None)
+
+
+def _pause(module, args, kwargs):
+    module.emulation_of_parent.paused += 1
+
+
+def _resume(module, args, kwargs, output):
+    module.emulation_of_parent.paused -= 1
+
+
+def emulate(model: nn.Module, target: str, **options) -> nn.Module:
+    """A copy of ``model`` whose arithmetic follows ``target``; ``model`` itself is left untouched.
+
+    ``target`` is one of :func:`numerics.registry.targets` (``"fp32"`` is the unmodified arithmetic).
+    Options are the target's typed options (``numerics.nn.target_options(target)`` lists them with
+    their defaults); an unknown option or a bad value raises ``ValueError`` naming it and what is
+    allowed, before the model is copied. The copy reports what was replaced in ``copy.emulation``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    spec = get_target(target)
+    config = spec.make_options(**options)
+    if hasattr(model, "emulation"):
+        raise ValueError("model is already emulated; emulate the original model instead")
+    new = copy.deepcopy(model)
+    emulation = Emulation(target, config.as_dict(), config)
+    new.emulation = emulation  # set before prepare, so prepared modules can count into it
+    emulation.handlers = spec.prepare(new, emulation.options if spec.legacy else config)
+    new._edgenum_modes = []
+    new.register_forward_pre_hook(_enter, with_kwargs=True)
+    new.register_forward_hook(_exit, with_kwargs=True, always_call=True)
+    for module in new.modules():
+        if getattr(type(module), "emulates_itself", False):  # e.g. a crossbar Linear
+            object.__setattr__(module, "emulation_of_parent", emulation)  # not a submodule
+            module.register_forward_pre_hook(_pause, with_kwargs=True)
+            module.register_forward_hook(_resume, with_kwargs=True, always_call=True)
+    return new

@@ -1,0 +1,191 @@
+"""Helpers for emulation targets: which torch functions are which, how to read their arguments, and
+handlers that compute a product, softmax or attention with a target's arithmetic and pass the exact
+operation's gradient straight through.
+
+A handler is ``handler(emulation, func, args, kwargs)``; a target's ``prepare`` returns
+``{torch function: handler}`` (see :mod:`numerics.registry`).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from numerics.emulation import Emulation
+
+__all__ = [
+    "Handler", "Handlers", "SoftmaxFunctions", "GeluFunctions", "MatmulFunctions", "SDPA",
+    "straight_through", "is_float", "replace_modules", "linears_from_conv1d", "softmax_call",
+    "matmul_call", "emulated_product", "product_handler", "emulated_softmax", "softmax_handler",
+    "sdpa_call", "attention",
+]
+
+Handler = Callable[..., Any]
+Handlers = dict
+"""Maps a torch function (e.g. ``F.softmax``) to ``handler(emulation, func, args, kwargs)``."""
+
+SoftmaxFunctions = (F.softmax, torch.softmax, torch.Tensor.softmax)
+GeluFunctions = (F.gelu,)
+MatmulFunctions = (F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm,
+                   torch.Tensor.mm, torch.bmm, torch.Tensor.bmm, torch.addmm, torch.baddbmm)
+SDPA = F.scaled_dot_product_attention
+
+
+def straight_through(emulated: torch.Tensor, reference: Callable[[], torch.Tensor], *inputs) -> torch.Tensor:
+    """``emulated`` in the forward pass, the gradient of ``reference()`` in the backward pass.
+
+    ``reference`` is only evaluated when a gradient is needed.
+    """
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs):
+        ref = reference()
+        return ref + (emulated.to(ref.dtype) - ref).detach()
+    return emulated
+
+
+def is_float(*tensors) -> bool:
+    """True if every argument is a floating-point tensor (other calls are not emulated)."""
+    return all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in tensors)
+
+
+def replace_modules(model: nn.Module, match: Callable[[nn.Module], bool], make: Callable[[nn.Module], nn.Module]) -> collections.Counter:
+    """Replace, in place, every submodule for which ``match`` holds by ``make(old)``; returns counts per
+    replaced class name. The root itself is never replaced."""
+    swapped = collections.Counter()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if match(child):
+                setattr(parent, name, make(child))
+                swapped[type(child).__name__] += 1
+    return swapped
+
+
+def linears_from_conv1d(model: nn.Module) -> collections.Counter:
+    """Replace, in place, Hugging Face ``Conv1D`` layers (GPT-2's projections: ``x @ W + b`` with
+    W stored (in, out)) by the equivalent ``nn.Linear``, so targets that place static weights on
+    their own hardware find them. Returns ``{"Conv1D -> Linear": count}`` (empty if none)."""
+
+    def to_linear(conv: nn.Module) -> nn.Linear:
+        w = conv.weight.detach()
+        lin = nn.Linear(w.shape[0], w.shape[1], bias=conv.bias is not None, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(w.T)
+            if conv.bias is not None:
+                lin.bias.copy_(conv.bias.detach())
+        return lin
+
+    swapped = replace_modules(model, lambda m: type(m).__name__ == "Conv1D" and m.weight.dim() == 2, to_linear)
+    return collections.Counter({f"{name} -> Linear": n for name, n in swapped.items()})
+
+
+def softmax_call(func, args, kwargs):
+    """(input, dim, dtype) of any softmax spelling, with F.softmax's legacy implicit dim."""
+    names = ("input", "dim", "_stacklevel", "dtype") if func is F.softmax else ("input", "dim", "dtype")
+    call = dict(zip(names, args))
+    call.update(kwargs)
+    x = call.get("input", call.get("self"))
+    dim = call.get("dim")
+    if dim is None:
+        dim = 0 if x.dim() in (0, 1, 3) else 1
+    return x, dim, call.get("dtype")
+
+
+def matmul_call(func, args, kwargs):
+    """(a, b, bias, post) of any matmul spelling: the product is ``post(a @ b + bias)``."""
+    if func is F.linear:
+        x, w = args[0], args[1]
+        bias = args[2] if len(args) > 2 else kwargs.get("bias")
+        return x, w.transpose(-1, -2) if w.dim() > 1 else w, bias, None
+    if func in (torch.addmm, torch.baddbmm):
+        inp, a, b = args[0], args[1], args[2]
+        beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
+        if beta == 1 and alpha == 1:
+            return a, b, inp, None
+        return a, b, None, lambda prod: beta * inp + alpha * prod
+    return args[0], args[1], None, None
+
+
+def emulated_product(em: Emulation, product: Callable, a, b, bias=None, post=None, reference=None) -> torch.Tensor:
+    """``post(product(em, a, b, bias))`` in the forward pass (``post`` may be None), the exact
+    product's gradient in the backward pass; counted as one ``"matmul"``. ``product`` gets detached
+    operands and returns ``a @ b + bias`` as the target computes it."""
+    em.count("matmul")
+    with torch.no_grad():
+        y = product(em, a.detach(), b.detach(), None if bias is None else bias.detach()).to(a.dtype)
+        if post is not None:
+            y = post(y)
+    return straight_through(y, reference or (lambda: torch.matmul(a, b)), a, b, bias)
+
+
+def product_handler(product: Callable, *, linear: bool = True) -> Handler:
+    """A handler for the matmul family computing each product with ``product(em, a, b, bias)``
+    (see :func:`emulated_product`). ``linear=False`` leaves ``F.linear`` to a target that swaps its
+    static-weight Linears: register the handler only for the other functions."""
+
+    def handle(em: Emulation, func, args, kwargs):
+        a, b, bias, post = matmul_call(func, args, kwargs)
+        if not is_float(a, b) or (not linear and b.dim() < 2):
+            return func(*args, **kwargs)
+        return emulated_product(em, product, a, b, bias, post, lambda: func(*args, **kwargs))
+
+    return handle
+
+
+def emulated_softmax(em: Emulation, softmax: Callable, x: torch.Tensor, dim: int, dtype=None) -> torch.Tensor:
+    """``softmax(em, x, dim)`` (detached input, the target's arithmetic) in the forward pass, the exact
+    softmax's gradient in the backward pass; counted as one ``"softmax"``."""
+    em.count("softmax")
+    with torch.no_grad():
+        y = softmax(em, x.detach(), dim)
+    return straight_through(y.to(dtype or x.dtype), lambda: torch.softmax(x, dim, dtype=dtype), x)
+
+
+def softmax_handler(softmax: Callable) -> Handler:
+    """A handler for every softmax spelling computing it with ``softmax(em, x, dim)`` (see
+    :func:`emulated_softmax`); non-float inputs run natively."""
+
+    def handle(em: Emulation, func, args, kwargs):
+        x, dim, dtype = softmax_call(func, args, kwargs)
+        if not is_float(x):
+            return func(*args, **kwargs)
+        return emulated_softmax(em, softmax, x, dim, dtype)
+
+    return handle
+
+
+def sdpa_call(args, kwargs):
+    """Keyword view of ``F.scaled_dot_product_attention``'s arguments."""
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+    call = dict(zip(names, args))
+    call.update(kwargs)
+    defaults = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
+    return {**defaults, **call}
+
+
+def attention(emulation: Emulation, call: dict, matmul: Callable, softmax: Callable) -> torch.Tensor:
+    """Scaled dot-product attention spelled out, so its two products and its softmax can be
+    emulated: ``softmax(Q K^T * scale + mask) V`` (``matmul(a, b)`` and ``softmax(x)`` along the last
+    dimension are the target's; scaling, masking and dropout run exactly)."""
+    q, k, v = call["query"], call["key"], call["value"]
+    if call["enable_gqa"] and k.shape[-3] != q.shape[-3]:
+        rep = q.shape[-3] // k.shape[-3]
+        k, v = k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3)
+    scale = call["scale"] if call["scale"] is not None else 1.0 / math.sqrt(q.shape[-1])
+    scores = matmul(q, k.transpose(-2, -1)) * scale
+    L, S = q.shape[-2], k.shape[-2]
+    if call["is_causal"]:
+        causal = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+    mask = call["attn_mask"]
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    probs = softmax(scores)
+    if call["dropout_p"] > 0:
+        probs = F.dropout(probs, call["dropout_p"])
+    emulation.count("attention")
+    return matmul(probs, v)
