@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from hwmodels.config import FITTED_PATH
+from numerics.targets.flexisaga import FlexiSAGAOptions
 
 from .evaluate import DEFAULTS, evaluate
 from .published import BY_KEY
@@ -139,7 +140,7 @@ def _softex_powers(config, loss):
 
 def _flexisaga_overhead_and_skip(config, loss):
     """η by golden section for each fold overhead α on a coarse grid, then around the best α."""
-    R, C = config.rows, config.cols
+    R, C = FlexiSAGAOptions().array.tile  # the figures' array: the default hardware
 
     def best_eta(alpha):
         at = lambda eta: dataclasses.replace(config, fold_overhead=alpha, skip_efficiency=eta)  # noqa: E731

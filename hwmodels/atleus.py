@@ -3,10 +3,15 @@ products, softmax, norms and LoRA on the systolic tier, NoC/TSV/HBM traffic, and
 intra-layer pipeline. Times are computed in nanoseconds and reported in cycles of the systolic
 tier's clock.
 
-- ReRAM product with W (K×N) at b_w bits: N_xb = ⌈K/128⌉·⌈N·⌈b_w/2⌉/128⌉ crossbars; all tokens
-  of a sequence take ⌈n/ρ⌉·b_x·t_xbar + t_dig. Per token and crossbar-cycle: 128 ADC
-  conversions, 128 DAC drives, one crossbar read, registers, shift-and-add; plus d_out·⌈d_in/128⌉
-  dequantisation ops, eDRAM and bus traffic.
+The ReRAM tier's geometry, cell and input bits, ADC width, weight precisions (MxFy), LoRA rank and
+the systolic tier's format are hardware options (:class:`numerics.targets.atleus.AtleusOptions`,
+whose crossbar defaults to ``ATLEUS_RERAM``); this module holds only cost constants.
+
+- ReRAM product with W (K×N) at b_w bits: N_xb = ``CrossbarConfig.crossbars(K, N)`` at b_w
+  (⌈K/rows⌉·⌈N/⌊cols/⌈b_w/b_c⌉⌋⌉ for the preset); all tokens of a sequence take
+  ⌈n/ρ⌉·b_x·t_xbar + t_dig. Per token and crossbar-cycle: `cols` ADC conversions (energy by ADC
+  width), `rows` DAC drives, one crossbar read, registers, shift-and-add; plus d_out·⌈d_in/rows⌉
+  dequantisation ops (a shift for pow2 scales), eDRAM and bus traffic.
 - Systolic products: best of OS/WS/IS (`hwmodels.systolic.gemm_cycles`) on 128×32 arrays; heads
   spread over the cores, a single product split by columns. Softmax, LayerNorm and activations
   8 ops per element, element-wise ops 1, at 32 elements per cycle per core.
@@ -25,40 +30,32 @@ import math
 import re
 from dataclasses import dataclass
 
+import dataclasses
+
+from numerics.quant import QuantConfig
+from numerics.targets.atleus import AtleusOptions
+
+from .adc import adc_energy_pj, extrapolation_note
 from .config import check_choice, check_non_negative, check_positive, resolve
 from .report import Report, Row
 from .systolic import ceil_div, gemm_cycles
 from .workload import Op, Workload
 
-ADC_ENERGY_PJ = {4: 0.79, 5: 0.99, 6: 1.20, 7: 1.42, 8: 1.67, 9: 1.97, 10: 2.38}
-"""ADC energy per conversion by resolution, pJ (ISAAC / Accelergy ISAAC model)."""
-MAC_ENERGY_PJ = {"float32": 1.6, "bfloat16": 0.5, "int8": 0.1}
+MAC_ENERGY_PJ = {"float32": 1.6, "bfloat16": 0.5}
 """Systolic MAC energy by format, pJ (assumption: Horowitz 45 nm × 0.35 for 10 nm)."""
-_FORMAT_BITS = {"float32": 32, "bfloat16": 16, "int8": 8}
+_FORMAT_BITS = {"float32": 32, "bfloat16": 16}
 _LORA_SCOPES = re.compile(r"(query|value|q_proj|v_proj|(?<![a-z])[qv])$")
 _FUSED_QKV = re.compile(r"(c_attn|qkv|query_key_value|in_proj)$")
-_PRECISION = re.compile(r"^M(\d+)F(\d+)$")
 
 
 @dataclass(frozen=True)
 class AtleusConfig:
-    """Constants of Atleus (atleus.md §4). FITTED fields are overridden by hwmodels/fitted.json."""
+    """Cost constants of Atleus (atleus.md §4); geometry and formats are hardware options. FITTED
+    fields are overridden by hwmodels/fitted.json."""
 
     FITTED = ("t_dig_cycles", "sa_cores", "sa_freq_hz", "e_dequant_pj", "e_vector_op_pj",
               "e_tsv_pj_per_bit")
 
-    mha_weight_bits: int = 8
-    """Bits of the Q/K/V/O weights (paper's MxFy: x; default M8F8, assumption)."""
-    ffn_weight_bits: int = 8
-    """Bits of the FFN weights (MxFy: y)."""
-    input_bits: int = 8
-    """Input bits b_x streamed bit-serially (1-bit DACs; assumption)."""
-    adc_bits: int = 8
-    """ADC resolution (paper: 8 bit); 4…10 have published energies."""
-    cell_bits: int = 2
-    """Bits per ReRAM cell (paper)."""
-    crossbar_size: int = 128
-    """Rows and columns of a crossbar (paper)."""
     reram_cores: int = 16
     """ReRAM cores (paper)."""
     tiles_per_core: int = 16
@@ -93,8 +90,6 @@ class AtleusConfig:
     """Systolic array columns per core (paper)."""
     sa_freq_hz: float = 1e9
     """Systolic-tier clock, Hz (assumption); the report counts cycles of this clock."""
-    sa_dtype: str = "float32"
-    """Systolic-tier arithmetic format (assumption: precision not stated)."""
     e_sram_pj_per_bit: float = 0.05
     """Systolic-tier SRAM energy, pJ/bit (assumption: 10 pJ per 64-bit 8 KB read × 0.35)."""
     vector_ops_per_element: int = 8
@@ -115,27 +110,16 @@ class AtleusConfig:
     """HBM2 energy, pJ/bit (https://doi.org/10.1145/3123939.3124545)."""
     hbm_bytes_per_s: float = 256e9
     """HBM2 bandwidth, one stack, bytes/s."""
-    lora_rank: int = 32
-    """LoRA rank on W_Q and W_V (paper)."""
 
     def __post_init__(self):
-        check_positive(self, "mha_weight_bits", "ffn_weight_bits", "input_bits", "cell_bits",
-                       "crossbar_size", "reram_cores", "tiles_per_core", "crossbars_per_tile",
+        check_positive(self, "reram_cores", "tiles_per_core", "crossbars_per_tile",
                        "sa_cores", "sa_rows", "sa_cols", "vector_ops_per_element",
-                       "vector_elements_per_cycle", "noc_hops", "lora_rank", integer=True)
+                       "vector_elements_per_cycle", "noc_hops", integer=True)
         check_positive(self, "t_xbar_ns", "digital_freq_hz", "sa_freq_hz", "hbm_bytes_per_s")
         check_non_negative(self, "t_dig_cycles", "e_dac_pj", "e_shift_add_pj", "e_crossbar_pj",
                            "e_registers_pj", "e_edram_pj", "e_bus_pj_per_bit", "e_dequant_pj",
                            "e_sram_pj_per_bit", "e_vector_op_pj", "e_router_pj_per_bit",
                            "e_link_pj_per_bit", "e_tsv_pj_per_bit", "e_hbm_pj_per_bit")
-        for name in ("mha_weight_bits", "ffn_weight_bits", "input_bits"):
-            if not 2 <= getattr(self, name) <= 16:
-                raise ValueError(f"{name} must be in [2, 16], got {getattr(self, name)}")
-        if self.adc_bits not in ADC_ENERGY_PJ:
-            raise ValueError(f"adc_bits must be in [4, 10] (published energies), got {self.adc_bits}")
-        if self.cell_bits > 4:
-            raise ValueError(f"cell_bits must be in [1, 4], got {self.cell_bits}")
-        check_choice("sa_dtype", self.sa_dtype, tuple(MAC_ENERGY_PJ))
 
     @property
     def crossbars(self) -> int:
@@ -144,47 +128,72 @@ class AtleusConfig:
 
 
 ATLEUS = AtleusConfig()
-"""The paper's configuration (arXiv 2501.09588) at M8F8."""
+"""The paper's configuration (arXiv 2501.09588)."""
+DEFAULT_CONFIG = ATLEUS
 
-OPTIONS = {"mode": "inference", "weights": None, "pipelining": True, "replication": 1,
-           "backward_on": "reram", "mapping": "heterogeneous", "lora": True}
-"""Behaviour options: mode="inference"|"finetune"; weights="MxFy" (e.g. "M8F4") sets both
-weight widths; pipelining; replication (int ≥ 1 or "auto": spare crossbars to the slowest
-ReRAM stage); backward_on="reram"|"systolic"; mapping="heterogeneous"|"systolic_only" (static
-weights streamed from HBM to the systolic tier, a 3D-TPU-like baseline); lora (rank-r branch on
-W_Q and W_V)."""
+OPTIONS = {"mode": "inference", "pipelining": True, "replication": 1, "backward_on": "reram",
+           "mapping": "heterogeneous"}
+"""Behaviour options: mode="inference"|"finetune"; pipelining; replication (int ≥ 1 or "auto": spare
+crossbars to the slowest ReRAM stage); backward_on="reram"|"systolic"; mapping="heterogeneous"|
+"systolic_only" (static weights streamed from HBM to the systolic tier, a 3D-TPU-like baseline)."""
+
+PAPER_LORA_RANK = 32
+"""LoRA rank of the paper's fine-tuning (atleus.md §2.4); what the deprecated ``lora=True`` means."""
+
+
+def _quant_with(out: dict, **bits) -> dict:
+    """``out`` with its quant preset's weight bits replaced."""
+    base = AtleusOptions(quant=out.get("quant", AtleusOptions.quant)).quant_config
+    return {**out, "quant": dataclasses.replace(base, **bits)}
+
+
+LEGACY_OPTIONS = {
+    "weights": ('weights="MxFy" is quant="MxFy"', lambda v, out, _: {**out, "quant": v}),
+    "lora": ("lora=False is lora_rank=0, lora=True is lora_rank=32 (the paper's)",
+             lambda v, out, given: {**out, "lora_rank": (given.get("lora_rank") or PAPER_LORA_RANK) if v else 0}),
+    "mha_weight_bits": ("set quant=QuantConfig(mha_weight_bits, ffn_weight_bits) or a preset",
+                        lambda v, out, _: _quant_with(out, mha_weight_bits=v)),
+    "ffn_weight_bits": ("set quant=QuantConfig(mha_weight_bits, ffn_weight_bits) or a preset",
+                        lambda v, out, _: _quant_with(out, ffn_weight_bits=v)),
+}
+"""Cost-model spellings of hardware options from before the one description: name -> (advice,
+translate(value, options so far, options given))."""
 
 
 
 class _Model:
-    def __init__(self, cfg: AtleusConfig):
+    def __init__(self, cfg: AtleusConfig, hardware: AtleusOptions):
         self.cfg = cfg
         self.ns_per_cycle = 1e9 / cfg.sa_freq_hz
+        self.crossbar = hardware.effective_crossbar
+        self.quant: QuantConfig = hardware.quant_config
+        self.sa_dtype, self.lora_rank = hardware.sa_dtype, hardware.lora_rank
+        # a pow2 scale is a shift (atleus.md §2.1); other formats a multiply
+        self.e_dequant_pj = cfg.e_shift_add_pj if self.quant.scale_format == "pow2" else cfg.e_dequant_pj
 
     def weight_bits(self, op: Op) -> int:
-        return self.cfg.mha_weight_bits if op.is_attention else self.cfg.ffn_weight_bits
+        return self.quant.mha_weight_bits if op.is_attention else self.quant.ffn_weight_bits
 
     def crossbars(self, op: Op) -> int:
-        cfg = self.cfg
-        slices = ceil_div(self.weight_bits(op), cfg.cell_bits)
-        return op.batch * ceil_div(op.k, cfg.crossbar_size) * ceil_div(op.n * slices, cfg.crossbar_size)
+        at_bits = dataclasses.replace(self.crossbar, weight_bits=self.weight_bits(op))
+        return op.batch * at_bits.crossbars(op.k, op.n)
 
     def reram(self, op: Op, replication: int):
         """(ns for all tokens, pJ by component) of a static product on ReRAM."""
-        cfg = self.cfg
-        b_x, xb, tokens = cfg.input_bits, self.crossbars(op), op.m
+        cfg, bar = self.cfg, self.crossbar
+        b_x, xb, tokens = bar.input_bits, self.crossbars(op), op.m
         ns = ceil_div(tokens, replication) * b_x * cfg.t_xbar_ns + cfg.t_dig_cycles * 1e9 / cfg.digital_freq_hz
         xbar_cycles = tokens * xb * b_x
-        conversions = xbar_cycles * cfg.crossbar_size
+        conversions = xbar_cycles * bar.cols
         io_bits = tokens * op.batch * (op.k + op.n) * b_x
         out_bits = tokens * op.batch * op.n * b_x
         energy = {
-            "adc": conversions * ADC_ENERGY_PJ[cfg.adc_bits],
-            "dac": conversions * cfg.e_dac_pj,
+            "adc": conversions * adc_energy_pj(bar.adc_bits),
+            "dac": xbar_cycles * bar.rows * cfg.e_dac_pj,
             "crossbar": xbar_cycles * cfg.e_crossbar_pj,
             "registers": xbar_cycles * cfg.e_registers_pj,
             "shift_add": conversions * cfg.e_shift_add_pj,
-            "dequant": tokens * op.batch * op.n * ceil_div(op.k, cfg.crossbar_size) * cfg.e_dequant_pj,
+            "dequant": tokens * op.batch * op.n * ceil_div(op.k, bar.rows) * self.e_dequant_pj,
             "edram": io_bits / 256 * cfg.e_edram_pj,
             "bus": io_bits * cfg.e_bus_pj_per_bit,
             "noc": out_bits * cfg.noc_hops * (cfg.e_router_pj_per_bit + cfg.e_link_pj_per_bit),
@@ -198,8 +207,8 @@ class _Model:
         n_core = ceil_div(n, split)
         per = min(gemm_cycles(m, k, n_core, cfg.sa_rows, cfg.sa_cols, d) for d in ("os", "ws", "is"))
         ns = ceil_div(batch, cfg.sa_cores) * per * self.ns_per_cycle
-        word = _FORMAT_BITS[cfg.sa_dtype]
-        energy = {"systolic_mac": batch * m * k * n * MAC_ENERGY_PJ[cfg.sa_dtype],
+        word = _FORMAT_BITS[self.sa_dtype]
+        energy = {"systolic_mac": batch * m * k * n * MAC_ENERGY_PJ[self.sa_dtype],
                   "systolic_sram": batch * (m * k + k * n + m * n) * word * cfg.e_sram_pj_per_bit}
         if weight_from_hbm:
             bits = batch * k * n * word
@@ -223,7 +232,7 @@ class _Model:
             d_in, d_out, branches = op.k, op.n, 1
         else:
             return None
-        r, total_ns, total = self.cfg.lora_rank, 0.0, {}
+        r, total_ns, total = self.lora_rank, 0.0, {}
         for m, k, n in ((op.m, d_in, r), (op.m, r, d_out)):
             ns, energy = self.systolic_product(branches * op.batch, m, k, n)
             total_ns += ns
@@ -256,25 +265,20 @@ def _stages(ops):
     return stages
 
 
-def estimate(workload: Workload, *, config: AtleusConfig | None = None, **options) -> Report:
-    """Cycles and energy of `workload` (an inference pass or a LoRA fine-tuning step) on Atleus."""
-    weights = options.get("weights")
-    if weights is not None:
-        match = _PRECISION.match(weights) if isinstance(weights, str) else None
-        if not match:
-            raise ValueError(f'weights must be a precision like "M8F4" (MHA bits, FFN bits), got {weights!r}')
-        options = {**options, "mha_weight_bits": int(match.group(1)), "ffn_weight_bits": int(match.group(2))}
+def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfig | None = None,
+             **options) -> Report:
+    """Cycles and energy of `workload` (an inference pass or a LoRA fine-tuning step) on the Atleus
+    chip described by `hardware`."""
     opts, cfg = resolve("atleus", options, OPTIONS, ATLEUS, config)
     check_choice("mode", opts["mode"], ("inference", "finetune"))
     check_choice("backward_on", opts["backward_on"], ("reram", "systolic"))
     check_choice("mapping", opts["mapping"], ("heterogeneous", "systolic_only"))
-    for name in ("pipelining", "lora"):
-        check_choice(name, opts[name], (True, False))
+    check_choice("pipelining", opts["pipelining"], (True, False))
     replication = opts["replication"]
     if replication != "auto" and (isinstance(replication, bool) or not isinstance(replication, int)
                                   or replication < 1):
         raise ValueError(f'replication must be an int >= 1 or "auto", got {replication!r}')
-    model, ops, finetune = _Model(cfg), workload.ops, opts["mode"] == "finetune"
+    model, ops, finetune = _Model(cfg, hardware), workload.ops, opts["mode"] == "finetune"
     on_reram = [op.static and op.layer is not None and opts["mapping"] == "heterogeneous" for op in ops]
     stages = _stages(ops)
     used = sum(model.crossbars(op) for op, r in zip(ops, on_reram) if r)
@@ -311,7 +315,7 @@ def estimate(workload: Workload, *, config: AtleusConfig | None = None, **option
         if on_reram[i]:
             ns, energy = model.reram(op, rho[stages[i]])
             if stages[i] == 1:
-                energy["tsv"] = op.elements * cfg.input_bits * cfg.e_tsv_pj_per_bit
+                energy["tsv"] = op.elements * model.crossbar.input_bits * cfg.e_tsv_pj_per_bit
             add(op, "reram", ns, energy, i, chained=stages[i] != 1)
             if finetune:
                 if opts["backward_on"] == "reram":  # transposed read at forward cost
@@ -319,7 +323,7 @@ def estimate(workload: Workload, *, config: AtleusConfig | None = None, **option
                 else:
                     ns_b, energy_b = model.systolic_product(op.batch, op.m, op.n, op.k, weight_from_hbm=True)
                     add(op, "systolic", ns_b, energy_b, i, name="backward dX", backward=True)
-            lora = model.lora(op) if opts["lora"] else None
+            lora = model.lora(op) if model.lora_rank else None
             if lora is not None:
                 ns, energy, macs = lora
                 add(op, "systolic", ns, energy, i, name="lora", operations=macs, stage=2)
@@ -330,7 +334,7 @@ def estimate(workload: Workload, *, config: AtleusConfig | None = None, **option
             ns, energy = model.systolic_product(op.batch, op.m, op.k, op.n, weight_from_hbm=op.static)
             if not op.static and op.layer is not None and stages[i] == 2 and i == max(
                     j for j, o in enumerate(ops) if o.layer == op.layer and stages[j] == 2):
-                energy["tsv"] = op.elements * cfg.input_bits * cfg.e_tsv_pj_per_bit  # back to ReRAM
+                energy["tsv"] = op.elements * model.crossbar.input_bits * cfg.e_tsv_pj_per_bit  # back to ReRAM
             add(op, "systolic", ns, energy, i)
             if finetune:
                 factor = 2 if not op.static else 1
@@ -359,9 +363,9 @@ def estimate(workload: Workload, *, config: AtleusConfig | None = None, **option
         return B * sum(per_stage)
 
     total_ns = outside_ns + makespan(False) + (makespan(True) if finetune else 0.0)
-    extra, notes = {}, []
+    extra, notes = {}, extrapolation_note(model.crossbar.adc_bits)
     if finetune and hbm_values:
-        bits = 2 * hbm_values * _FORMAT_BITS[cfg.sa_dtype]  # written in forward, read in backward
+        bits = 2 * hbm_values * _FORMAT_BITS[model.sa_dtype]  # written in forward, read in backward
         extra["hbm"] = bits * cfg.e_hbm_pj_per_bit * 1e-12
         total_ns += bits / 8 / cfg.hbm_bytes_per_s * 1e9
     if used > cfg.crossbars:
@@ -369,5 +373,6 @@ def estimate(workload: Workload, *, config: AtleusConfig | None = None, **option
                      "weights assumed resident")
     if rho != {1: 1, 3: 1, 4: 1}:
         notes.append(f"crossbar replication per ReRAM stage: {rho}")
-    return Report("atleus", rows, to_cycles(total_ns), cfg.sa_freq_hz, options={**opts, "config": cfg},
+    return Report("atleus", rows, to_cycles(total_ns), cfg.sa_freq_hz,
+                  options={**hardware.as_dict(), **opts, "config": cfg},
                   extra_components=extra, notes=tuple(notes), workload=workload.name)

@@ -1,7 +1,16 @@
 """FlexiSAGA cost model (flexisaga.md §4): every product on the R×C array with its best of the
-seven dataflows (or a forced one), sparse dataflows for static weights that are pruned in the
-traced model or given a uniform `sparsity=`; softmax, norms and other non-GEMM ops on a host at
-1 cycle per element (the PE ALU has no exp or divide).
+seven dataflows (or a forced one), sparse dataflows for pruned static weights; softmax, norms and
+other non-GEMM ops on a host at 1 cycle per element (the PE ALU has no exp or divide).
+
+The array (size, PE data type, word size, clock) and the pruning are hardware options
+(:class:`numerics.targets.flexisaga.FlexiSAGAOptions`, whose ``array`` is the one
+:class:`numerics.sparsity.FlexiSAGAConfig`); this module holds only cost constants. Which weights
+are pruned:
+- a workload traced from an emulated model (or ``estimate(model, "flexisaga", ...)``, which prices
+  an emulated copy) carries the emulation's masks: each pruned layer costs its own mask;
+- a workload without masks (traced from a plain model, or built by hand) gets the options'
+  ``sparsity`` uniformly in every static product inside the blocks (§3 property 4), orientation
+  ``vector`` (``"auto"``: the faster; ``"channel"`` prunes whole columns, i.e. ``"col"``).
 
 Energy (§4.5; assumptions, for relative comparisons only): executed MACs·e_MAC + 3 register-file
 accesses per MAC + SRAM words of the per-fold traffic of §4.4 + DRAM words (each operand read
@@ -15,9 +24,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .config import check_choice, check_non_negative, check_positive, resolve
+import warnings
+
+from numerics.sparsity import FlexiSAGAConfig as ArrayConfig
+from numerics.targets.flexisaga import FlexiSAGAOptions
+
+from .config import check_choice, check_non_negative, check_positive, fitted_config, resolve
 from .report import Report, Row
-from .systolic import (DATAFLOWS, DENSE, SparsePattern, ceil_div, gemm_cycles, normalize_dataflow,
+from .systolic import (DATAFLOWS, DENSE, SPARSE, SparsePattern, ceil_div, gemm_cycles, normalize_dataflow,
                        sparse_gemm_cycles)
 from .workload import Op, Workload
 
@@ -27,22 +41,12 @@ _DENSE_OF = {"sos": "dos", "sws": "dws", "sis": "dis", "csos": "dos"}
 
 
 @dataclass(frozen=True)
-class FlexiSAGAConfig:
-    """Constants of FlexiSAGA (flexisaga.md §2.1, §4). FITTED fields are overridden by
-    hwmodels/fitted.json."""
+class FlexiSAGACost:
+    """Cost constants of FlexiSAGA (flexisaga.md §4); the array is described by the hardware options
+    (``FlexiSAGAOptions.array``). FITTED fields are overridden by hwmodels/fitted.json."""
 
     FITTED = ("fold_overhead", "skip_efficiency")
 
-    rows: int = 16
-    """PE rows R (assumption: evaluated sizes unknown)."""
-    cols: int = 16
-    """PE columns C (assumption)."""
-    freq_hz: float = 1e9
-    """Clock, Hz (assumption: not stated; speedups do not depend on it)."""
-    dtype: str = "float32"
-    """PE arithmetic: "float32" or "int32" (summary)."""
-    word_bits: int = 32
-    """Memory word, bits (summary)."""
     fold_overhead: int | None = None
     """Skew + drain cycles per fold α. Fitted; None = R + C − 2, the project convention."""
     skip_efficiency: float = 1.0
@@ -63,11 +67,9 @@ class FlexiSAGAConfig:
     """Host cycles per element of a non-GEMM op (assumption)."""
 
     def __post_init__(self):
-        check_positive(self, "rows", "cols", "word_bits", integer=True)
-        check_positive(self, "freq_hz", "energy_scale")
+        check_positive(self, "energy_scale")
         check_non_negative(self, "e_sram_pj", "e_dram_pj", "e_rf_pj", "rf_accesses_per_mac",
                            "e_dec_pj", "host_cycles_per_element")
-        check_choice("dtype", self.dtype, tuple(MAC_ENERGY_PJ))
         if self.fold_overhead is not None and (isinstance(self.fold_overhead, bool)
                                                or not isinstance(self.fold_overhead, int)
                                                or self.fold_overhead < 0):
@@ -76,31 +78,57 @@ class FlexiSAGAConfig:
             raise ValueError(f"skip_efficiency must be in (0, 1], got {self.skip_efficiency}")
 
 
-FLEXISAGA = FlexiSAGAConfig()
-"""16×16 fp32 array (the spec's assumed size)."""
+FLEXISAGA = FlexiSAGACost()
+"""The cost constants of the spec (flexisaga.md §4)."""
+DEFAULT_CONFIG = FLEXISAGA
 
-OPTIONS = {"dataflow": None, "sparsity": None, "vector": "auto", "sparse": True, "non_gemm": True}
+OPTIONS = {"dataflow": None, "sparse": True, "non_gemm": True}
 """Behaviour options: dataflow (force one of the seven for every product; a sparse one falls
-back to its dense counterpart where no sparsity applies), sparsity (uniform fraction in [0, 1)
-of vectors pruned in every static weight inside the blocks; None = read zeros from the traced
-weights), vector="row"|"col"|"auto" orientation of a uniform sparsity, sparse=False for dense
-dataflows only, non_gemm=False to leave the host ops out of the cycle count."""
+back to its dense counterpart where no sparsity applies), sparse=False for dense dataflows only,
+non_gemm=False to leave the host ops out of the cycle count."""
+
+LEGACY_OPTIONS = {
+    "rows": ("the array size is the hardware option tile=(rows, cols)",
+             lambda v, out, given: {**out, "tile": (v, given.get("cols", FlexiSAGAOptions.tile[1]))}),
+    "cols": ("the array size is the hardware option tile=(rows, cols)",
+             lambda v, out, given: {**out, "tile": (given.get("rows", FlexiSAGAOptions.tile[0]), v)}),
+}
+"""Cost-model spellings of hardware options from before the one description."""
 
 
-def _pattern(op: Op, cfg: FlexiSAGAConfig, opts: dict):
+def __getattr__(name):
+    if name == "FlexiSAGAConfig":  # the cost constants' former name; the array is numerics' FlexiSAGAConfig
+        warnings.warn("hwmodels.flexisaga.FlexiSAGAConfig is now FlexiSAGACost (cost constants); the "
+                      "array is numerics.sparsity.FlexiSAGAConfig", DeprecationWarning, stacklevel=2)
+        return FlexiSAGACost
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def auto_cycles(weight_kn, m: int, rows: int, cols: int) -> int:
+    """Best sparse-dataflow cycles of (m×K)·W for a pruned K×N weight: the cycle count
+    ``vector="auto"`` compares (flexisaga.md §2.3, §4.2), at the fitted fold overhead."""
+    pattern = SparsePattern.from_mask(weight_kn, rows, cols)
+    alpha = fitted_config(FLEXISAGA, "flexisaga").fold_overhead
+    return min(sparse_gemm_cycles(m, pattern, d, fold_overhead=alpha) for d in SPARSE)
+
+
+def _pattern(op: Op, arr: ArrayConfig, cfg: FlexiSAGACost, masks: bool, opts: dict):
     """SparsePattern of a static product's weight, or None (dense / not eligible)."""
     if not (op.static and opts["sparse"]):
         return None
-    R, C = cfg.rows, cfg.cols
-    if opts["sparsity"] is not None:
+    R, C = arr.rows, arr.cols
+    if not masks:
         if op.layer is None or op.batch != 1:  # embeddings, heads and grouped convs stay dense
             return None
-        s = cfg.skip_efficiency * opts["sparsity"]
-        if opts["vector"] != "auto":
-            return SparsePattern.uniform(op.k, op.n, R, C, s, opts["vector"])
+        s = cfg.skip_efficiency * arr.sparsity
+        if s == 0:
+            return None
+        vector = "col" if arr.vector == "channel" else arr.vector  # whole output columns
+        if vector != "auto":
+            return SparsePattern.uniform(op.k, op.n, R, C, s, vector)
         row, col = (SparsePattern.uniform(op.k, op.n, R, C, s, v) for v in ("row", "col"))
         best = lambda p: min(sparse_gemm_cycles(op.m, p, d, fold_overhead=cfg.fold_overhead)  # noqa: E731
-                             for d in DATAFLOWS[3:])
+                             for d in SPARSE)
         return row if best(row) <= best(col) else col
     w = op.weight
     if w is None or op.batch != 1 or tuple(w.shape) != (op.k, op.n):
@@ -140,18 +168,17 @@ def _traffic(M, K, N, cfg, dataflow, p):
     return M * steps, x_loads + w_words * streams + stores, M * K + w_words + M * N, steps * streams
 
 
-def estimate(workload: Workload, *, config: FlexiSAGAConfig | None = None, **options) -> Report:
-    """Cycles and energy of `workload` on FlexiSAGA."""
+def estimate(workload: Workload, *, hardware: FlexiSAGAOptions, config: FlexiSAGACost | None = None,
+             **options) -> Report:
+    """Cycles and energy of `workload` on the FlexiSAGA array described by `hardware`."""
     opts, cfg = resolve("flexisaga", options, OPTIONS, FLEXISAGA, config)
     if opts["dataflow"] is not None:
         opts["dataflow"] = normalize_dataflow(opts["dataflow"])
-    if opts["sparsity"] is not None and not (isinstance(opts["sparsity"], (int, float))
-                                             and 0 <= opts["sparsity"] < 1):
-        raise ValueError(f"sparsity must be in [0, 1) or None, got {opts['sparsity']!r}")
-    check_choice("vector", opts["vector"], ("row", "col", "auto"))
     check_choice("sparse", opts["sparse"], (True, False))
     check_choice("non_gemm", opts["non_gemm"], (True, False))
-    e_mac = MAC_ENERGY_PJ[cfg.dtype] * cfg.energy_scale
+    arr = hardware.array
+    masks = workload.hardware is not None  # traced from an emulated model: its masks are in the weights
+    e_mac = MAC_ENERGY_PJ[arr.dtype] * cfg.energy_scale
     rows = []
     for op in workload.ops:
         if op.kind != "matmul":
@@ -161,25 +188,27 @@ def estimate(workload: Workload, *, config: FlexiSAGAConfig | None = None, **opt
         if op.macs == 0:
             rows.append(Row.of(op, "array", 0, {}))
             continue
-        p = _pattern(op, cfg, opts)
+        p = _pattern(op, arr, cfg, masks, opts)
         forced = opts["dataflow"]
         if forced is not None and p is None:
             forced = _DENSE_OF.get(forced, forced)
         candidates = [forced] if forced else (DATAFLOWS if p is not None else DENSE)
         best = None
         for candidate in candidates:
-            cycles = (gemm_cycles(op.m, op.k, op.n, cfg.rows, cfg.cols, candidate,
+            cycles = (gemm_cycles(op.m, op.k, op.n, arr.rows, arr.cols, candidate,
                                   fold_overhead=cfg.fold_overhead) if candidate in DENSE
                       else sparse_gemm_cycles(op.m, p, candidate, fold_overhead=cfg.fold_overhead))
             if best is None or cycles < best[1]:  # ties keep the earlier one (§4.3 order)
                 best = (candidate, cycles)
         name, cycles = best
-        macs, sram, dram, decoded = _traffic(op.m, op.k, op.n, cfg, name, p)
+        macs, sram, dram, decoded = _traffic(op.m, op.k, op.n, arr, name, p)
         b = op.batch
         energy = {"mac": b * macs * e_mac, "register_file": b * macs * cfg.rf_accesses_per_mac * cfg.e_rf_pj,
                   "sram": b * sram * cfg.e_sram_pj, "dram": b * dram * cfg.e_dram_pj,
                   "decoder": b * decoded * cfg.e_dec_pj}
         rows.append(Row.of(op, "array", b * cycles, energy, name=f"{op.name} [{name}]",
                            operations=b * macs))  # executed MACs: skipped steps do no work
-    return Report("flexisaga", rows, sum(r.cycles for r in rows), cfg.freq_hz,
-                  options={**opts, "config": cfg}, workload=workload.name)
+    notes = () if masks else (f"no masks in the workload: uniform sparsity {arr.sparsity} "
+                              f"({arr.vector} vectors) in every static product inside the blocks",)
+    return Report("flexisaga", rows, sum(r.cycles for r in rows), arr.freq_hz,
+                  options={**hardware.as_dict(), **opts, "config": cfg}, notes=notes, workload=workload.name)

@@ -1,12 +1,18 @@
 """HASTILY cost model (hastily.md §4): UCLM crossbars for every product, the VFU for softmax,
 norms and element-wise work, LUT exponentials in the UCLMs, multi-core softmax reductions.
 
+The arrays' geometry and ADC width come from the hardware description
+(:class:`numerics.targets.hastily.HastilyOptions`: ``crossbar``, default ``HASTILY_SRAM``, and
+``adc_bits``); this module holds only cost constants. The MVM time is ADC-bound (``mvm_cycles`` at the
+preset's 6-bit ADC), so it scales with the ADC width like a SAR conversion, and the ADC's share of the
+MVM energy scales with the energy per conversion (hwmodels/adc.py).
+
 Per-row costs (one token row; heads and sequences run in parallel on their own UCLMs):
-- product with W (K×N): P = ⌈K/64⌉, Q = ⌈N/64⌉ UCLMs fire one MVM each (`mvm_cycles`), then
+- product with W (K×N): P = ⌈K/rows⌉, Q = ⌈N/cols⌉ UCLMs fire one MVM each (`mvm_cycles`), then
   (P − 1)·⌈N/W⌉ VFU vector adds spread over the ⌈P·Q/16⌉ cores holding W. A dynamic W (Kᵀ, V)
-  is first written into UCLMs: 64 row writes per 64×64 block, blocks in parallel, or one row per
+  is first written into UCLMs: one write per array row of each block, blocks in parallel, or one row per
   token when pipelined.
-- softmax row over C = ⌈l/1024⌉ cores (1 without `multicore_softmax`), l_c = ⌈l/C⌉:
+- softmax row over C = ⌈l/(16·cols)⌉ cores (1 without `multicore_softmax`), l_c = ⌈l/C⌉:
   ⌈l_c/W⌉·(max + sub + mul + add + div) + T_exp + 2·Σ t_level over ⌈log2 C⌉ tree levels, with
   T_exp = ⌈l_c/W⌉·(n/d extraction + shift) + 4·⌈l_c/128⌉ (LUT) or ⌈l_c/W⌉·c_exp (VFU).
 - LayerNorm 8 VFU ops per element, GELU and other activations `gelu_vfu_cycles` /
@@ -23,6 +29,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from numerics.crossbar import HASTILY_SRAM
+from numerics.targets.hastily import HastilyOptions
+
+from .adc import adc_energy_pj, adc_time_factor, ceil_scaled, extrapolation_note
 from .config import check_choice, check_non_negative, check_positive, resolve
 from .report import Report, Row
 from .systolic import ceil_div
@@ -31,7 +41,8 @@ from .workload import Op, Workload
 
 @dataclass(frozen=True)
 class HastilyConfig:
-    """Constants of HASTILY (hastily.md §4). FITTED fields are overridden by hwmodels/fitted.json."""
+    """Cost constants of HASTILY (hastily.md §4); array geometry and ADC width are hardware options.
+    FITTED fields are overridden by hwmodels/fitted.json."""
 
     FITTED = ("mvm_cycles", "div_cycles", "exp_vfu_cycles", "level_intra_cycles",
               "level_inter_cycles", "e_mvm_pj")
@@ -42,17 +53,19 @@ class HastilyConfig:
     """Cores per tile (paper)."""
     uclms_per_core: int = 16
     """UCLMs per core (paper)."""
-    array_size: int = 64
-    """Rows and columns of one 8T-SRAM array; one UCLM holds a 64×64 INT8 block (paper)."""
     freq_hz: float = 1e9
     """Clock, Hz (assumption: not stated; PUMAsim's 32 nm tile runs at 1 GHz)."""
     mvm_cycles: int = 375
-    """Cycles of one 64×64 MVM with 8-bit inputs. Fitted; assumption until calibrated: PUMAsim
-    adc_latency·(bits + 2) with its 6-bit ADC (75 ns per 128 columns) scaled to 64 columns."""
+    """Cycles of one 64×64 MVM with 8-bit inputs at the reference ADC width
+    (``reference_adc_bits``). Fitted; assumption until calibrated: PUMAsim adc_latency·(bits + 2)
+    with its 6-bit ADC (75 ns per 128 columns) scaled to 64 columns."""
+    reference_adc_bits: int = HASTILY_SRAM.adc_bits
+    """ADC width at which ``mvm_cycles`` and ``e_mvm_pj`` hold: the paper's 6 bits (HASTILY_SRAM)."""
+    adc_energy_share: float = 0.48
+    """Share of the UCLM compute-mode energy spent in its ADCs at the reference width (paper:
+    ADC ≈ 48 % of UCLM power, hastily.md §4); this share scales with the energy per conversion."""
     lookup_cycles: int = 4
     """Cycles of one UCLM lookup (save row, write ones, read, restore; paper)."""
-    lookup_arrays_per_core: int = 128
-    """Arrays per core that look up in parallel (16 UCLMs × 8 arrays; derived)."""
     vfu_lanes: int = 64
     """VFU lanes W (paper; 16 is also evaluated)."""
     vfu_op_cycles: int = 1
@@ -75,9 +88,6 @@ class HastilyConfig:
     """Cycles of one inter-tile reduction tree level. Fitted; assumption."""
     kv_row_cycles: int = 1
     """Cycles to write one 64-bit array row; 8 bit-planes in parallel (assumption)."""
-    kv_columns_per_core: int = 1024
-    """Sequence positions of Kᵀ one core holds (16 UCLMs × 64 columns; derived): multi-core
-    softmax spans C = ⌈l/1024⌉ cores (hastily.md §4)."""
     bus_bytes: int = 64
     """Memory bus width, bytes (512 bit; paper)."""
     shared_memory_bytes: int = 128 * 256 * 1024
@@ -101,14 +111,16 @@ class HastilyConfig:
     """DRAM bandwidth, bytes/s (assumption: DDR4-class)."""
 
     def __post_init__(self):
-        check_positive(self, "tiles", "cores_per_tile", "uclms_per_core", "array_size",
-                       "mvm_cycles", "lookup_cycles", "lookup_arrays_per_core", "vfu_lanes",
-                       "kv_columns_per_core", "bus_bytes", "shared_memory_bytes", integer=True)
+        check_positive(self, "tiles", "cores_per_tile", "uclms_per_core", "mvm_cycles",
+                       "reference_adc_bits", "lookup_cycles", "vfu_lanes",
+                       "bus_bytes", "shared_memory_bytes", integer=True)
         check_positive(self, "freq_hz", "dram_bytes_per_s")
         check_non_negative(self, "vfu_op_cycles", "nd_cycles", "div_cycles", "exp_vfu_cycles",
                            "gelu_vfu_cycles", "layernorm_ops", "level_intra_cycles",
                            "level_inter_cycles", "kv_row_cycles", "e_mvm_pj", "e_lookup_pj",
                            "e_vfu_pj", "e_smem_pj", "e_bus_pj", "e_kv_row_pj", "e_dram_pj_per_bit")
+        if not 0 <= self.adc_energy_share <= 1:
+            raise ValueError(f"adc_energy_share must be in [0, 1], got {self.adc_energy_share}")
 
     @property
     def uclms(self) -> int:
@@ -118,6 +130,7 @@ class HastilyConfig:
 
 HASTILY = HastilyConfig()
 """The paper's configuration (arXiv 2502.12344)."""
+DEFAULT_CONFIG = HASTILY
 
 OPTIONS = {"exp": "lut", "multicore_softmax": True, "pipelining": True}
 """Behaviour options: exp="lut"|"vfu", multicore_softmax, pipelining. exp="vfu" with
@@ -126,37 +139,44 @@ multicore_softmax=False is the PUMA baseline."""
 
 
 class _Model:
-    def __init__(self, cfg: HastilyConfig, opts: dict):
+    def __init__(self, cfg: HastilyConfig, opts: dict, hardware: HastilyOptions):
         self.cfg, self.opts = cfg, opts
+        self.crossbar = hardware.effective_crossbar
+        adc = self.crossbar.adc_bits
+        self.mvm_cycles = ceil_scaled(cfg.mvm_cycles, adc_time_factor(adc, cfg.reference_adc_bits))
+        adc_ratio = adc_energy_pj(adc) / adc_energy_pj(cfg.reference_adc_bits)
+        self.e_mvm_pj = cfg.e_mvm_pj * (1 - cfg.adc_energy_share + cfg.adc_energy_share * adc_ratio)
+        self.kv_columns_per_core = cfg.uclms_per_core * self.crossbar.cols  # Kᵀ positions one core holds
+        self.lookup_arrays = cfg.uclms_per_core * self.crossbar.slices  # arrays looking up in parallel
 
     def product(self, op: Op):
         """(per-row cycles, one-off write cycles, per-row pJ by component, write pJ, UCLMs)."""
-        cfg, W = self.cfg, self.cfg.vfu_lanes
-        P, Q = ceil_div(op.k, cfg.array_size), ceil_div(op.n, cfg.array_size)
+        cfg, W, xb = self.cfg, self.cfg.vfu_lanes, self.crossbar
+        P, Q = ceil_div(op.k, xb.rows), ceil_div(op.n, xb.cols)
         cores = ceil_div(P * Q, cfg.uclms_per_core)
         adds = (P - 1) * ceil_div(op.n, W)
-        per_row = cfg.mvm_cycles + ceil_div(adds, cores) * cfg.vfu_op_cycles
+        per_row = self.mvm_cycles + ceil_div(adds, cores) * cfg.vfu_op_cycles
         transfers = ceil_div(op.k, cfg.bus_bytes) + ceil_div(op.n, cfg.bus_bytes)
-        energy = {"uclm_mvm": op.batch * P * Q * cfg.e_mvm_pj,
+        energy = {"uclm_mvm": op.batch * P * Q * self.e_mvm_pj,
                   "vfu": op.batch * adds * cfg.vfu_op_cycles * cfg.e_vfu_pj,
                   "bus": op.batch * transfers * cfg.e_bus_pj,
                   "shared_memory": op.batch * transfers * cfg.e_smem_pj}
         write_cycles, write_pj = 0, 0.0
         if not op.static:  # the second operand (Kᵀ or V) is written into UCLMs as weights
-            write_cycles = min(op.k, cfg.array_size) * cfg.kv_row_cycles
-            write_pj = op.batch * op.k * Q * 8 * cfg.e_kv_row_pj  # 8 bit-plane rows per 64 values
+            write_cycles = min(op.k, xb.rows) * cfg.kv_row_cycles
+            write_pj = op.batch * op.k * Q * xb.slices * cfg.e_kv_row_pj  # a bit-plane row per array
         return per_row, write_cycles, energy, write_pj, op.batch * P * Q
 
     def softmax_row(self, length: int):
         """(cycles, pJ by component) of one softmax row of `length` elements."""
         cfg, W = self.cfg, self.cfg.vfu_lanes
-        C = ceil_div(length, cfg.kv_columns_per_core) if self.opts["multicore_softmax"] else 1
+        C = ceil_div(length, self.kv_columns_per_core) if self.opts["multicore_softmax"] else 1
         l_c = ceil_div(length, C)
         steps = ceil_div(l_c, W)
         vfu = steps * (4 * cfg.vfu_op_cycles + cfg.div_cycles)
         if self.opts["exp"] == "lut":
             vfu += steps * (cfg.nd_cycles + cfg.vfu_op_cycles)
-            lookups = cfg.lookup_cycles * ceil_div(l_c, cfg.lookup_arrays_per_core)
+            lookups = cfg.lookup_cycles * ceil_div(l_c, self.lookup_arrays)
             energy = {"uclm_lookup": length * cfg.e_lookup_pj}
         else:
             vfu += steps * cfg.exp_vfu_cycles
@@ -180,14 +200,16 @@ class _Model:
         return steps * per_lane, "vfu", {"vfu": steps * per_lane * cfg.e_vfu_pj}
 
 
-def estimate(workload: Workload, *, config: HastilyConfig | None = None, **options) -> Report:
-    """Cycles and energy of `workload` on HASTILY."""
+def estimate(workload: Workload, *, hardware: HastilyOptions, config: HastilyConfig | None = None,
+             **options) -> Report:
+    """Cycles and energy of `workload` on the HASTILY chip described by `hardware`."""
     opts, cfg = resolve("hastily", options, OPTIONS, HASTILY, config)
     check_choice("exp", opts["exp"], ("lut", "vfu"))
     check_choice("multicore_softmax", opts["multicore_softmax"], (True, False))
     check_choice("pipelining", opts["pipelining"], (True, False))
-    model, pipelined = _Model(cfg, opts), opts["pipelining"]
-    rows, stage, outside, uclms, notes = [], 0, 0, 0, []
+    model, pipelined = _Model(cfg, opts, hardware), opts["pipelining"]
+    rows, stage, outside, uclms = [], 0, 0, 0
+    notes = extrapolation_note(model.crossbar.adc_bits)
     for op in workload.ops:
         scale = lambda d, k=1: {c: v * k for c, v in d.items()}  # noqa: E731
         if op.kind == "matmul":
@@ -227,5 +249,5 @@ def estimate(workload: Workload, *, config: HastilyConfig | None = None, **optio
     if uclms > cfg.uclms:
         notes.append(f"needs {uclms:,} UCLMs, the chip has {cfg.uclms:,}: weights assumed resident "
                      "(the paper's assumption)")
-    return Report("hastily", rows, total, cfg.freq_hz, options={**opts, "config": cfg},
+    return Report("hastily", rows, total, cfg.freq_hz, options={**hardware.as_dict(), **opts, "config": cfg},
                   notes=tuple(notes), workload=workload.name)

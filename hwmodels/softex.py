@@ -18,19 +18,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from numerics.targets.softex import SoftExOptions
+
 from .config import check_choice, check_non_negative, check_positive, resolve
 from .report import Report, Row
 from .workload import Workload
 
-SW_REFERENCE_LANES = 8
-"""Lanes of the instance behind the published software ratios (RTL master; assumption)."""
-SW_REFERENCE_TERMS = 4
-"""GELU terms behind the published GELU ratio (project default; assumption)."""
+SW_REFERENCE_LANES = SoftExOptions.lanes
+"""Lanes of the instance behind the published software ratios: the default, the RTL master's 8
+(assumption)."""
+SW_REFERENCE_TERMS = SoftExOptions.gelu_terms
+"""GELU terms behind the published GELU ratio: the default 4 (assumption)."""
 
 
 @dataclass(frozen=True)
 class SoftExConfig:
-    """Constants of the SoftEx cluster. FITTED fields are overridden by hwmodels/fitted.json."""
+    """Cost constants of the SoftEx cluster; the lanes and GELU terms are hardware options
+    (:class:`numerics.targets.softex.SoftExOptions`). FITTED fields are overridden by
+    hwmodels/fitted.json."""
 
     FITTED = ("redmule_utilisation", "freq_hz_0v55", "gelu_core_cycles", "core_op_cycles",
               "core_norm_cycles", "l1_contention", "redmule_power_w", "softex_power_w",
@@ -48,8 +53,6 @@ class SoftExConfig:
     the 0.8 V clock as usual for a 12 nm near-threshold point."""
     cores: int = 8
     """RISC-V cores in the cluster (paper)."""
-    lanes: int = 8
-    """SoftEx lanes V (RTL master: 8; gelu branch: 16)."""
     softmax_job_cycles: int = 41
     """Fixed cycles per softmax job at V = 8: stream starts, accumulator fill, reduction,
     inversion (third-party GVSoC model, gvsoc-pulp pulp/softex/)."""
@@ -57,8 +60,6 @@ class SoftExConfig:
     """Extra job cycles per adder-tree level beyond V = 8 (assumption: 2 per level)."""
     prog_cycles: int = 30
     """Core cycles to program a job (acquire, ~6 register writes, trigger; assumption)."""
-    gelu_terms: int = 4
-    """GELU sum-of-exponentials terms N (project default, softex.md §4.3)."""
     gelu_job_cycles: int = 20
     """Fixed cycles per GELU job (assumption: stream start and pipeline fill)."""
     gelu_core_cycles: float = 4.0
@@ -87,7 +88,7 @@ class SoftExConfig:
     """Cluster power at 0.8 V while the 8 cores run, W. Fitted; assumption until calibrated."""
 
     def __post_init__(self):
-        check_positive(self, "fma_units", "cores", "lanes", "gelu_terms", integer=True)
+        check_positive(self, "fma_units", "cores", integer=True)
         check_positive(self, "redmule_utilisation", "freq_hz_0v8", "freq_hz_0v55", "l1_contention",
                        "sw_softmax_ratio", "sw_gelu_ratio")
         check_non_negative(self, "softmax_job_cycles", "tree_level_cycles", "prog_cycles",
@@ -95,13 +96,10 @@ class SoftExConfig:
                            "core_norm_cycles", "redmule_power_w", "softex_power_w", "cores_power_w")
         if self.redmule_utilisation > 1:
             raise ValueError(f"redmule_utilisation must be in (0, 1], got {self.redmule_utilisation}")
-        if self.lanes > 64 or self.lanes & (self.lanes - 1):
-            raise ValueError(f"lanes must be a power of two in [1, 64], got {self.lanes}")
 
-    @property
-    def softmax_job(self) -> int:
-        """Fixed cycles per softmax job at this lane count."""
-        return self.softmax_job_cycles + self.tree_level_cycles * (int(math.log2(self.lanes)) - 3)
+    def softmax_job(self, lanes: int) -> int:
+        """Fixed cycles per softmax job at ``lanes`` lanes."""
+        return self.softmax_job_cycles + self.tree_level_cycles * (int(math.log2(lanes)) - 3)
 
     @property
     def sw_softmax_cycles(self) -> float:
@@ -118,15 +116,17 @@ class SoftExConfig:
 
 
 SOFTEX = SoftExConfig()
-"""The paper's cluster (arXiv 2412.06321) with the RTL's 8 lanes."""
+"""The paper's cluster (arXiv 2412.06321)."""
+DEFAULT_CONFIG = SOFTEX
 
 OPTIONS = {"softex": True, "voltage": 0.8}
 """Behaviour options: softex=False runs softmax and GELU on the cores (the paper's baseline);
 voltage selects the 0.8 V or 0.55 V operating point."""
 
 
-def estimate(workload: Workload, *, config: SoftExConfig | None = None, **options) -> Report:
-    """Cycles and energy of `workload` on the SoftEx cluster."""
+def estimate(workload: Workload, *, hardware: SoftExOptions, config: SoftExConfig | None = None,
+             **options) -> Report:
+    """Cycles and energy of `workload` on the SoftEx cluster described by `hardware`."""
     opts, cfg = resolve("softex", options, OPTIONS, SOFTEX, config)
     check_choice("voltage", opts["voltage"], (0.8, 0.55))
     check_choice("softex", opts["softex"], (True, False))
@@ -135,7 +135,7 @@ def estimate(workload: Workload, *, config: SoftExConfig | None = None, **option
     pj_per_cycle = {mode: power * (opts["voltage"] / 0.8) ** 2 / cfg.freq_hz_0v8 * 1e12
                     for mode, power in (("redmule", cfg.redmule_power_w), ("softex", cfg.softex_power_w),
                                         ("cores", cfg.cores_power_w))}
-    V, rows = cfg.lanes, []
+    V, rows = hardware.lanes, []
 
     def row(op, unit, **cycles_by_mode):
         cycles = {mode: math.ceil(c) for mode, c in cycles_by_mode.items()}
@@ -147,18 +147,18 @@ def estimate(workload: Workload, *, config: SoftExConfig | None = None, **option
             per = math.ceil(op.m * op.k * op.n / (cfg.fma_units * cfg.redmule_utilisation))
             rows.append(row(op, "redmule", redmule=op.batch * per * cfg.l1_contention))
         elif op.kind == "softmax" and opts["softex"]:
-            job = 3 * math.ceil(op.n / V) + cfg.softmax_job
+            job = 3 * math.ceil(op.n / V) + cfg.softmax_job(V)
             idle = max(0, cfg.prog_cycles - job)  # the next job is programmed while one runs
             cycles = op.rows * job + cfg.prog_cycles + (op.rows - 1) * idle if op.rows else 0
             rows.append(row(op, "softex", softex=cycles * cfg.l1_contention))
         elif op.kind == "gelu" and opts["softex"]:
             n = op.elements
             rows.append(row(op, "softex",
-                            softex=(cfg.gelu_terms * math.ceil(n / V) + cfg.gelu_job_cycles) * cfg.l1_contention,
+                            softex=(hardware.gelu_terms * math.ceil(n / V) + cfg.gelu_job_cycles) * cfg.l1_contention,
                             cores=n * cfg.gelu_core_cycles / cfg.cores))
         else:
             per_element = {"softmax": cfg.sw_softmax_cycles, "gelu": cfg.sw_gelu_cycles,
                            "norm": cfg.core_norm_cycles / cfg.cores}.get(op.kind, cfg.core_op_cycles / cfg.cores)
             rows.append(row(op, "cores", cores=op.elements * per_element))
     return Report("softex", rows, sum(r.cycles for r in rows), freq,
-                  options={**opts, "config": cfg}, workload=workload.name)
+                  options={**hardware.as_dict(), **opts, "config": cfg}, workload=workload.name)

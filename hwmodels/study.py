@@ -7,11 +7,13 @@ For one model and a list of runs (a target and its options), the study measures
   counterpart and the *rank agreement* (Spearman correlation) of the pairwise sentence
   similarities; for a model with a classification or language-model head, the top-1 agreement of
   its predictions with FP32's (no labels ship with the set, so FP32's predictions are the truth);
-* **cost per inference** from :func:`hwmodels.estimate`: cycles, latency and energy of one
-  sentence as long as the longest of the set (``"fp32"`` has no cost model: n/a).
+* **cost per inference** from :func:`hwmodels.estimate` of the emulated model itself: cycles,
+  latency and energy of one sentence as long as the longest of the set (``"fp32"`` has no cost
+  model: n/a).
 
-Emulation and cost take the same options: an option goes to ``emulate`` and to ``estimate``
-wherever each accepts it (see :func:`split_options`).
+A run's options are the target's hardware options (``emulate``'s, which the cost model prices
+through the emulated model) plus, optionally, cost-model options (see :func:`split_options`); every
+run's names and values are checked when the plan is built, before anything runs.
 
     from hwmodels.study import default_subject, plan, run_study, format_table
     subject = default_subject()                              # MiniLM when installed, else a tiny BERT
@@ -36,10 +38,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from numerics.registry import get_target
+
 from . import TARGETS as COST_TARGETS
-from . import option_names
-from . import estimate, trace
+from . import cost_option_names, estimate
 from .report import _plain
+from .workload import Workload, trace
 
 SENTENCES_PATH = Path(__file__).with_name("data") / "sentences.txt"
 """The sentence set: near-paraphrase pairs and unrelated sentences, one per line."""
@@ -47,55 +51,46 @@ SENTENCES_PATH = Path(__file__).with_name("data") / "sentences.txt"
 DEFAULT_TARGETS = ("fp32",) + COST_TARGETS
 """The reference and the four accelerators."""
 
-# Option pairs whose names or encodings differ between emulate() and estimate(): the emulation
-# option's value -> the cost options that describe the same hardware.
-_COST_TRANSLATIONS: dict[tuple[str, str], Callable[[object], dict]] = {
-    # Atleus' weight precision preset is emulate's `quant` and the cost model's `weights`
-    ("atleus", "quant"): lambda v: {"weights": v} if isinstance(v, str) else {},
-    # emulate's lora_rank=0 means no LoRA branch; the cost model spells that lora=False
-    ("atleus", "lora_rank"): lambda r: {"lora": r > 0, **({"lora_rank": r} if r else {})},
-}
-
 
 # ------------------------------------------------------------------ options
 
 
 def emulate_option_names(target: str) -> dict:
-    """Options of ``emulate(model, target)`` and their defaults."""
-    from numerics.nn import target_options
-
-    return target_options(target)
+    """Options of ``emulate(model, target)`` (the target's hardware options) and their defaults."""
+    return get_target(target).defaults
 
 
 def estimate_option_names(target: str) -> set:
-    """Options of ``estimate(workload, target)`` (none for a target without a cost model)."""
-    return option_names(target) if target in COST_TARGETS else set()
+    """Options only the cost model takes (none for a target without a cost model)."""
+    return cost_option_names(target) if target in COST_TARGETS else set()
 
 
 def split_options(target: str, options: dict) -> tuple[dict, dict]:
-    """(emulate options, estimate options) for one run of ``target`` with ``options``.
+    """(emulate options, cost-model-only options) of one run of ``target`` with ``options``.
 
-    Each option goes to every side that accepts it (a ValueError names an option neither takes).
-    Options both sides know, given or not, reach the cost model with the emulation's effective
-    value (e.g. FlexiSAGA's ``sparsity``, 0.5 by default in emulation), so both describe the same
-    hardware; ``None`` (emulate's "keep the preset") is left out.
+    The hardware options go to ``emulate``; the cost model prices the emulated model, so it sees the
+    same hardware with no translation. Cost-model-only options (e.g. HASTILY's ``pipelining``,
+    SoftEx's ``voltage``) go to ``estimate``. A ValueError names an option neither side takes.
     """
-    emu_defaults, cost_names = emulate_option_names(target), estimate_option_names(target)
+    emu_names = set(emulate_option_names(target))
+    cost_names = estimate_option_names(target)
     for name in options:
-        if name not in emu_defaults and name not in cost_names:
+        if name not in emu_names and name not in cost_names:
             raise ValueError(f"unknown option {name!r} for target {target!r}; valid options: "
-                             f"{', '.join(sorted(emu_defaults)) or 'none'} (emulation)"
+                             f"{', '.join(sorted(emu_names)) or 'none'} (hardware)"
                              + (f"; {', '.join(sorted(cost_names))} (cost model)" if cost_names else ""))
-    emu = {k: v for k, v in options.items() if k in emu_defaults}
-    cost = {k: v for k, v in options.items() if k in cost_names}
-    effective = {**emu_defaults, **emu}
-    for name, value in effective.items():
-        translate = _COST_TRANSLATIONS.get((target, name))
-        if translate is not None:
-            cost = {**translate(value), **cost}
-        elif name in cost_names and value is not None:
-            cost.setdefault(name, value)
-    return emu, cost
+    return ({k: v for k, v in options.items() if k in emu_names},
+            {k: v for k, v in options.items() if k in cost_names})
+
+
+def check_run(target: str, options: dict) -> None:
+    """Every name and value of one run, checked without running it: the typed hardware options are
+    built, and the cost model prices an empty workload with all the options. ValueError or TypeError
+    names the option and what it allows."""
+    emu, _ = split_options(target, options)
+    get_target(target).make_options(**emu)
+    if target in COST_TARGETS:
+        estimate(Workload(()), target, **options)
 
 
 def parse_value(text: str):
@@ -142,7 +137,8 @@ def plan(targets: Iterable[str] = DEFAULT_TARGETS, settings: Iterable[str] = (),
     """The runs of a study: every target with the fixed ``settings`` ("target.option=value"),
     then one run per value of each sweep ("target.option=v1,v2,...", on top of the settings).
 
-    Unknown targets and options, and bad syntax, raise ValueError before anything runs."""
+    Unknown targets, options and values, and bad syntax, raise ValueError (or TypeError, for a value
+    of the wrong type) before anything runs."""
     targets, sweeps = list(targets), list(sweeps)
     if not targets and not sweeps:
         raise ValueError("targets must name at least one target")
@@ -153,14 +149,14 @@ def plan(targets: Iterable[str] = DEFAULT_TARGETS, settings: Iterable[str] = (),
             raise ValueError(f"a setting takes one value; use a sweep for several: {text!r}")
         fixed.setdefault(target, {})[option] = values[0]
     for target, options in fixed.items():
-        split_options(target, options)  # checked even when no run of `target` follows
+        check_run(target, options)  # checked even when no run of `target` follows
     runs = [Run(t, dict(fixed.get(t, {}))) for t in targets]
     for text in sweeps:
         target, option, values = parse_assignment(text)
         runs += [Run(target, {**fixed.get(target, {}), option: v}) for v in values]
     unique = []
     for run in runs:
-        split_options(run.target, run.options)  # validates the target and option names
+        check_run(run.target, run.options)  # names and values, against emulation and cost model
         if run not in unique:
             unique.append(run)
     return unique
@@ -336,8 +332,9 @@ class Result:
     metrics: dict
     """Accuracy against FP32; the first entry is the headline (plotted)."""
     emulate_options: dict
+    """The hardware options given (the emulated model carries them to the cost model)."""
     estimate_options: dict | None
-    """None for a target without a cost model."""
+    """The cost-model-only options given; None for a target without a cost model."""
     cycles: int | None
     seconds: float | None
     """Latency of one inference."""
@@ -359,33 +356,39 @@ class Result:
 
 def run_study(subject: Subject, runs: Iterable[Run] = (), *, device: str | torch.device = "cpu",
               progress: Callable[[int, int, Run, float], None] | None = None) -> list[Result]:
-    """Emulate and estimate every run; ``progress(done, total, run, seconds)`` after each."""
+    """Emulate and estimate every run; ``progress(done, total, run, seconds)`` after each.
+
+    The cost of a run is ``estimate`` of its emulated model on ``subject.single``: the hardware that
+    was emulated is the hardware that is priced."""
     from numerics.nn import emulate
 
     runs = list(runs) or plan()
-    workload = trace(subject.model, **subject.single)
     device = torch.device(device)
     model = subject.model
     if next(model.parameters()).device != device:  # a copy: the subject's model stays where it is
         model = copy.deepcopy(model).to(device)
     batch = {k: v.to(device) for k, v in subject.batch.items()}
+    single = {k: v.to(device) for k, v in subject.single.items()}
     with torch.no_grad():
         kind, reference = readout(model(**batch), batch)
-    cache: dict[tuple, dict] = {}
+    cache: dict[tuple, tuple] = {}  # emulation options -> (accuracy, workload of one inference)
     results = []
     for done, run in enumerate(runs, 1):
         emu, cost = split_options(run.target, run.options)
         start = time.perf_counter()
         key = (run.target, repr(sorted(emu.items())))
         if key not in cache:
+            emulated = emulate(model, run.target, **emu)
             with torch.no_grad():
-                _, out = readout(emulate(model, run.target, **emu)(**batch), batch)
-            cache[key] = accuracy(kind, reference.cpu(), out.cpu(), {k: v.cpu() for k, v in batch.items()})
+                _, out = readout(emulated(**batch), batch)
+            metrics = accuracy(kind, reference.cpu(), out.cpu(), {k: v.cpu() for k, v in batch.items()})
+            cache[key] = (metrics, trace(emulated, **single) if run.target in COST_TARGETS else None)
             elapsed = time.perf_counter() - start
         else:
             elapsed = 0.0
-        report = estimate(workload, run.target, **cost) if run.target in COST_TARGETS else None
-        results.append(Result(run, cache[key], emu, cost if report else None,
+        metrics, workload = cache[key]
+        report = estimate(workload, **cost) if workload is not None else None
+        results.append(Result(run, metrics, emu, cost if report else None,
                               report.total_cycles if report else None, report.seconds if report else None,
                               report.energy_j if report else None, elapsed))
         if progress is not None:

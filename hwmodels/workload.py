@@ -14,6 +14,11 @@ Fused scaled-dot-product attention kernels are recorded as what they compute: QÂ
 the mask (if any), the softmax and the product with V. Activation modules written as element-wise
 formulas (e.g. GPT-2's tanh GELU, any module class whose name contains "GELU") are recorded as
 one GELU op over their output: the ops come from the dispatcher, the module only groups them.
+
+An emulated model (``numerics.nn.emulate``) is traced in reference arithmetic
+(``numerics.emulation.reference_arithmetic``): the trace records the model's operations, never the
+emulator's internals, and the workload carries the emulated target and its typed options
+(``Workload.target``, ``Workload.hardware``) for ``estimate`` to price.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from functools import cached_property
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
+
+from numerics.emulation import reference_arithmetic
 
 KINDS = ("matmul", "softmax", "gelu", "activation", "norm", "elementwise", "move")
 """Operation kinds, in the order summaries list them."""
@@ -175,6 +182,10 @@ class Workload:
     """Sequences (or images) in the pass: the leading dimension of the first tensor input."""
     name: str = ""
     """Label, by default the traced model's class name."""
+    target: str | None = None
+    """The target of the emulated model traced (None for a plain model)."""
+    hardware: object = field(default=None, compare=False, repr=False)
+    """The typed options the traced model was emulated with (``model.emulation.config``), or None."""
 
     def __post_init__(self):
         object.__setattr__(self, "ops", tuple(self.ops))
@@ -218,7 +229,8 @@ class Workload:
 
     def to_dict(self) -> dict:
         """Plain-data view of the workload."""
-        return {"name": self.name, "batch": self.batch, "ops": [op.to_dict() for op in self.ops]}
+        return {"name": self.name, "batch": self.batch, "target": self.target,
+                "ops": [op.to_dict() for op in self.ops]}
 
 
 def _storage_key(t: torch.Tensor) -> int:
@@ -393,7 +405,9 @@ def trace(model, *inputs, execute_products: bool = False, **kwargs) -> Workload:
 
     `model` is any callable; when it is an `nn.Module`, its parameters mark static weights and
     its submodule names give each op a scope. Products are not computed unless
-    `execute_products=True` (see the module docstring). The model is left unchanged.
+    `execute_products=True` (see the module docstring). The model is left unchanged. An emulated
+    model is traced in reference arithmetic (its own operations; the stored weights of modules that
+    emulate themselves are static weights) and the workload records its target and options.
     """
     if not callable(model):
         raise TypeError(f"model must be callable (an nn.Module), got {type(model).__name__}")
@@ -401,8 +415,12 @@ def trace(model, *inputs, execute_products: bool = False, **kwargs) -> Workload:
     names = {id(mod): name for name, mod in modules.items()}
     fused = {id(mod) for mod in modules.values()
              if _FUSED_MODULE_PATTERN.search(type(mod).__name__)}
-    static = {_storage_key(p) for p in (model.parameters() if modules else ())} - {0}
+    weights = list(model.parameters()) if modules else []
+    weights += [b for mod in modules.values() if getattr(type(mod), "emulates_itself", False)
+                for b in mod.buffers(recurse=False)]  # e.g. a crossbar Linear's dequantized weight
+    static = {_storage_key(p) for p in weights} - {0}
     recorder = _Recorder(static, execute_products)
+    emulation = getattr(model, "emulation", None) if modules else None
 
     def pre(mod, _inputs):
         if id(mod) in names:
@@ -417,9 +435,10 @@ def trace(model, *inputs, execute_products: bool = False, **kwargs) -> Workload:
     handles = [torch.nn.modules.module.register_module_forward_pre_hook(pre),
                torch.nn.modules.module.register_module_forward_hook(post)]
     try:
-        with torch.no_grad(), recorder:
+        with torch.no_grad(), reference_arithmetic(), recorder:
             model(*inputs, **kwargs)
     finally:
         for handle in handles:
             handle.remove()
-    return Workload(tuple(recorder.ops), batch=batch, name=type(model).__name__)
+    return Workload(tuple(recorder.ops), batch=batch, name=type(model).__name__,
+                    target=getattr(emulation, "target", None), hardware=getattr(emulation, "config", None))

@@ -18,7 +18,7 @@ EXACT = AtleusConfig(t_dig_cycles=12)  # 12 cycles at 1.2 GHz = 10 ns exactly
 
 
 def test_reram_product_golden():
-    (row,) = estimate(Workload((Q,)), "atleus", config=EXACT, lora=False).rows
+    (row,) = estimate(Workload((Q,)), "atleus", config=EXACT).rows
     # 128 tokens · 8 input bits · 100 ns + 10 ns
     assert row.cycles == 102_410
     crossbar_cycles = 128 * (6 * 24) * 8  # N_xb = ⌈768/128⌉·⌈768·4/128⌉ = 144
@@ -34,23 +34,23 @@ def test_reram_product_golden():
 
 
 def test_systolic_and_pipeline_golden():
-    report = estimate(LAYER, "atleus", config=EXACT, lora=False)
+    report = estimate(LAYER, "atleus", config=EXACT)
     cycles = [row.cycles for row in report.rows]
     # Q·Kᵀ: OS on 128×32: 1·4·(128+32+64−2) = 888; softmax 196,608·8/(32·16) = 3072;
     # A·V: OS 1·2·(128+32+128−2) = 572; FFN1/FFN2 102,410 each (chained in S4)
     assert cycles == [102_410, 888, 3072, 572, 102_410, 102_410]
     # S1 = 102,410, S2 = 4,532, S4 = 204,820; B = 1, L = 1: (1·4 + 1 − 1)·max
     assert report.total_cycles == 4 * 204_820
-    assert estimate(LAYER, "atleus", config=EXACT, lora=False, pipelining=False).total_cycles == 311_762
+    assert estimate(LAYER, "atleus", config=EXACT, pipelining=False).total_cycles == 311_762
 
 
 def test_lora_branch():
     op = Op("matmul", "addmm", S + "attn.q_proj", 1, 128, 768, 768, True)
-    rows = estimate(Workload((op,)), "atleus").rows
+    rows = estimate(Workload((op,)), "atleus", lora_rank=32).rows
     (lora,) = [row for row in rows if row.name == "lora"]
     assert lora.operations == 128 * 32 * (768 + 768)
     fused = Op("matmul", "addmm", "h.0.attn.c_attn", 1, 16, 768, 2304, True)
-    (lora,) = [row for row in estimate(Workload((fused,)), "atleus").rows if row.name == "lora"]
+    (lora,) = [row for row in estimate(Workload((fused,)), "atleus", lora_rank=32).rows if row.name == "lora"]
     assert lora.operations == 2 * 16 * 32 * (768 + 768)  # Q and V slices
 
 
@@ -59,12 +59,12 @@ def test_precision_presets_and_crossbar_counts():
                       for i in range(24) for x in "qkvo"]
                      + [Op("matmul", "addmm", f"l.{i}.mlp.{x}", 1, 8, *kn, True)
                         for i in range(24) for x, kn in (("fc1", (1024, 4096)), ("fc2", (4096, 1024)))])
-    from hwmodels.atleus import _Model
+    from hwmodels import hardware
+    from hwmodels.atleus import ATLEUS, _Model
     for preset, count in (("M8F8", 73_728), ("M8F4", 49_152), ("M4F8", 61_440), ("M4F4", 36_864)):
-        report = estimate(large, "atleus", weights=preset)
-        cfg = report.options["config"]
-        assert sum(_Model(cfg).crossbars(op) for op in large.ops) == count  # atleus.md §3.8
-    energies = {p: estimate(large, "atleus", weights=p).energy_j for p in ("M8F8", "M8F4", "M4F8")}
+        described, _ = hardware("atleus", quant=preset)
+        assert sum(_Model(ATLEUS, described).crossbars(op) for op in large.ops) == count  # atleus.md §3.8
+    energies = {p: estimate(large, "atleus", quant=p).energy_j for p in ("M8F8", "M8F4", "M4F8")}
     assert energies["M8F4"] < energies["M4F8"] < energies["M8F8"]  # published ordering
 
 
@@ -79,10 +79,12 @@ def test_finetune_costs_more():
 
 
 def test_bad_options():
-    with pytest.raises(ValueError, match="weights"):
-        estimate(LAYER, "atleus", weights="W8")
-    with pytest.raises(ValueError, match="adc_bits"):
-        estimate(LAYER, "atleus", adc_bits=12)
+    with pytest.raises(ValueError, match="quant must be a QuantConfig or one of M8F8"):
+        estimate(LAYER, "atleus", quant="W8")
+    with pytest.raises(ValueError, match=r"adc_bits must be in \[1, 16\]"):
+        estimate(LAYER, "atleus", adc_bits=17)
+    with pytest.raises(ValueError, match="sa_dtype"):
+        estimate(LAYER, "atleus", sa_dtype="int8")
     with pytest.raises(ValueError, match="mode"):
         estimate(LAYER, "atleus", mode="train")
     with pytest.raises(ValueError, match="replication"):
@@ -91,10 +93,11 @@ def test_bad_options():
 
 def test_lora_runs_in_the_systolic_stage():
     q = Op("matmul", "addmm", S + "attn.q_proj", 1, 128, 768, 768, True)
-    with_lora = estimate(Workload((q, QK, SOFTMAX, AV, FC1, FC2)), "atleus", config=EXACT)
+    with_lora = estimate(Workload((q, QK, SOFTMAX, AV, FC1, FC2)), "atleus", config=EXACT, lora_rank=32)
     lora = [row.cycles for row in with_lora.rows if row.name == "lora"][0]
     # S2 grows by the LoRA time (4,532 + lora ns) but stays below S4, so the makespan is unchanged
     assert 4532 + lora < 204_820
     assert with_lora.total_cycles == 4 * 204_820
-    unpipelined = estimate(Workload((q, QK, SOFTMAX, AV, FC1, FC2)), "atleus", config=EXACT, pipelining=False)
+    unpipelined = estimate(Workload((q, QK, SOFTMAX, AV, FC1, FC2)), "atleus", config=EXACT, pipelining=False,
+                           lora_rank=32)
     assert unpipelined.total_cycles == 311_762 + lora

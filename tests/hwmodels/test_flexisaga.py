@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from hwmodels import estimate, trace
+from hwmodels import estimate
+from numerics.nn import emulate
 from hwmodels.flexisaga import FLEXISAGA  # the spec defaults: goldens are computed without fitted constants
 from hwmodels.workload import Workload
 from tests.hwmodels.workloads import transformer_layer
@@ -16,7 +17,7 @@ def gemm_rows(report):
 
 
 def test_bert_base_layer_table():
-    report = estimate(LAYER, "flexisaga", config=FLEXISAGA, non_gemm=False)
+    report = estimate(LAYER, "flexisaga", config=FLEXISAGA, sparsity=0, non_gemm=False)
     assert [(row.name.split("[")[1][:-1], row.cycles) for row in gemm_rows(report)] == [
         ("dis", 902_400), ("dws", 66_816), ("dos", 60_672), ("dos", 306_432),
         ("dis", 1_197_312), ("dos", 1_191_168)]
@@ -25,14 +26,14 @@ def test_bert_base_layer_table():
 
 @pytest.mark.parametrize("sparsity,total", [(0.5, 1_955_328), (0.75, 1_070_592)])
 def test_bert_base_layer_sparse(sparsity, total):
-    report = estimate(LAYER, "flexisaga", config=FLEXISAGA, sparsity=sparsity, non_gemm=False)
+    report = estimate(LAYER, "flexisaga", config=FLEXISAGA, sparsity=sparsity, vector="auto", non_gemm=False)
     assert report.total_cycles == total
     chosen = [row.name.split("[")[1][:-1] for row in gemm_rows(report)]
     assert chosen == ["sis", "dws", "dos", "sos", "sis", "sos"]
 
 
 def test_forced_dataflow_and_dense_only():
-    ws = estimate(LAYER, "flexisaga", config=FLEXISAGA, dataflow="sWS", sparsity=0.5, non_gemm=False)
+    ws = estimate(LAYER, "flexisaga", config=FLEXISAGA, dataflow="sWS", sparsity=0.5, vector="auto", non_gemm=False)
     names = [row.name.split("[")[1][:-1] for row in gemm_rows(ws)]
     assert names == ["sws", "dws", "dws", "sws", "sws", "sws"]  # attention products fall back to dense
     dense = estimate(LAYER, "flexisaga", config=FLEXISAGA, sparsity=0.5, sparse=False, non_gemm=False)
@@ -42,7 +43,7 @@ def test_forced_dataflow_and_dense_only():
 def test_energy_golden():
     from hwmodels.workload import Op
     op = Op("matmul", "mm", "", 1, 32, 32, 32)
-    (row,) = estimate(Workload((op,)), "flexisaga", config=FLEXISAGA).rows
+    (row,) = estimate(Workload((op,)), "flexisaga", config=FLEXISAGA, sparsity=0).rows
     assert row.name.endswith("[dos]") and row.cycles == 2 * 2 * (30 + 32)
     macs = 32**3
     sram = 32 * 32 * 2 + 32 * 32 * 2 + 32 * 32  # X, W per fold (§4.4), Y once
@@ -51,20 +52,44 @@ def test_energy_golden():
     assert row.components == pytest.approx({k: v * 1e-12 for k, v in expected_pj.items()}, rel=1e-12)
 
 
-def test_sparsity_from_a_pruned_model():
-    lin = torch.nn.Linear(64, 32, bias=False)  # W (K×N) = weight.T, 64×32
+def test_a_pruned_models_own_zeros():
+    lin = torch.nn.Sequential(torch.nn.Linear(64, 32, bias=False))  # W (K×N) = weight.T, 64×32
     with torch.no_grad():
-        lin.weight[:, ::2] = 0  # half of the K rows: every 1×C row vector with even k is zero
-    workload = trace(lin, torch.randn(64, 64))
-    dense = estimate(Workload(workload.ops), "flexisaga", config=FLEXISAGA, sparse=False)
-    (row,) = gemm_rows(estimate(workload, "flexisaga", config=FLEXISAGA))
+        lin[0].weight[:, ::2] = 0  # half of the K rows: every 1×C row vector with even k is zero
+    x = torch.randn(64, 64)
+    dense = estimate(lin, "flexisaga", x, config=FLEXISAGA, sparse=False)
+    # emulated at sparsity 0 the weights keep their own zeros, which the cost model reads
+    (row,) = gemm_rows(estimate(emulate(lin, "flexisaga", sparsity=0.0), x, config=FLEXISAGA))
     # sWS: 2 column tiles · ⌈32 kept rows/16⌉ folds · (2·16 + 16 + 64 − 2) = 440, below
     # sOS: ⌈64/16⌉ · 2 column tiles · (30 + 32) = 496 and dOS: ⌈64/16⌉·2·(30 + 64) = 752
     assert (row.name, row.cycles) == ("aten.mm [sws]", 440)
-    assert gemm_rows(estimate(workload, "flexisaga", config=FLEXISAGA, dataflow="sos"))[0].cycles == 496
+    assert gemm_rows(estimate(emulate(lin, "flexisaga", sparsity=0.0), x, config=FLEXISAGA,
+                              dataflow="sos"))[0].cycles == 496
     assert gemm_rows(dense)[0].cycles == 752
-    # an explicit sparsity overrides the model's zeros only inside blocks: here the op has no layer
-    assert gemm_rows(estimate(workload, "flexisaga", config=FLEXISAGA, sparsity=0.5))[0].cycles == gemm_rows(dense)[0].cycles
+    # pruning half of the row vectors by L2 norm picks exactly the zero ones: the same cost
+    assert gemm_rows(estimate(lin, "flexisaga", x, config=FLEXISAGA, sparsity=0.5))[0].cycles == 440
+
+
+def test_uneven_masks_are_what_is_priced():
+    """An emulated model's own masks are priced, layer by layer: pruning one layer further changes
+    only that layer's row, by the cycles its new mask gives (computed here from the mask)."""
+    from hwmodels.systolic import SparsePattern, best_dataflow
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.ReLU(), torch.nn.Linear(96, 48))
+    x = torch.randn(40, 64)
+    em = emulate(model, "flexisaga", sparsity=0.5, accumulation="fast")
+    before = gemm_rows(estimate(em, x, config=FLEXISAGA))
+    layer = em[2]
+    with torch.no_grad():  # prune three quarters of the row vectors of the second layer instead
+        from numerics.sparsity import prune_layer
+        result = prune_layer(model[2].weight.detach().T, 0.75, tile=(16, 16))
+        layer.mask.copy_(result.mask.T)
+        layer.weight.copy_(result.weight.T)
+    after = gemm_rows(estimate(em, x, config=FLEXISAGA))
+    assert after[0] == before[0]
+    want = best_dataflow(40, 96, 48, 16, 16, SparsePattern.from_mask(result.weight, 16, 16))
+    assert (after[1].name.split("[")[1][:-1], after[1].cycles) == want
+    assert after[1].cycles < before[1].cycles
 
 
 def test_bad_options():

@@ -61,8 +61,10 @@ def test_lanes_change_job_cost():
 
 
 def test_bad_config():
-    with pytest.raises(ValueError, match="lanes"):
-        SoftExConfig(lanes=12)
+    with pytest.raises(ValueError, match=r"lanes must be a power of two in \[1, 64\]; got 12"):
+        estimate(WORKLOAD, "softex", lanes=12)
+    with pytest.raises(ValueError, match="gelu_terms"):
+        estimate(WORKLOAD, "softex", gelu_terms=7)
     with pytest.raises(ValueError, match="redmule_utilisation"):
         SoftExConfig(redmule_utilisation=1.5)
     with pytest.raises(ValueError, match="voltage"):

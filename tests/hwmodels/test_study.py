@@ -48,28 +48,28 @@ def test_plan_adds_sweeps_on_top_of_settings_without_duplicates():
                     study.Run("atleus", {"quant": "M8F4", "adc_bits": 8})]
 
 
-def test_options_reach_every_side_that_takes_them():
-    # sparsity: both sides; criterion: emulation only; dataflow: cost only
+def test_options_go_to_emulation_or_cost_model():
+    # hardware options go to emulate (the cost model prices the emulated model); cost-only ones to estimate
     emu, cost = study.split_options("flexisaga", {"sparsity": 0.75, "criterion": "l1", "dataflow": "os"})
-    assert emu == {"sparsity": 0.75, "criterion": "l1"}
-    assert cost["sparsity"] == 0.75 and cost["dataflow"] == "os" and "criterion" not in cost
-    # an option only the emulation takes leaves the cost model at its defaults
-    emu, cost = study.split_options("hastily", {"adc_bits": 5})
-    assert emu == {"adc_bits": 5} and cost == {}
+    assert emu == {"sparsity": 0.75, "criterion": "l1"} and cost == {"dataflow": "os"}
+    emu, cost = study.split_options("hastily", {"adc_bits": 5, "pipelining": False})
+    assert emu == {"adc_bits": 5} and cost == {"pipelining": False}
     emu, cost = study.split_options("softex", {"softex": False})
     assert emu == {} and cost["softex"] is False
 
 
-def test_cost_follows_the_emulations_defaults_and_spelling():
-    emu_defaults = study.emulate_option_names("flexisaga")
-    _, cost = study.split_options("flexisaga", {})
-    assert cost["sparsity"] == emu_defaults["sparsity"] and cost["vector"] == emu_defaults["vector"]
-    _, cost = study.split_options("atleus", {"quant": "M4F8"})
-    assert cost["weights"] == "M4F8" and cost["lora"] is False  # emulate's lora_rank=0: no branch
-    _, cost = study.split_options("atleus", {"lora_rank": 8})
-    assert cost["lora"] is True and cost["lora_rank"] == 8
-    _, cost = study.split_options("atleus", {})
-    assert "adc_bits" not in cost  # emulate's None keeps the preset on both sides
+@pytest.mark.parametrize("sweep,match", [
+    ("softex.lanes=16,3", r"lanes must be a power of two in \[1, 64\]; got 3"),
+    ("atleus.adc_bits=8,17", r"adc_bits must be in \[1, 16\], got 17"),
+    ("atleus.quant=M8F8,M9F9", "quant must be a QuantConfig or one of M8F8, M8F4, M4F8, M4F4; got 'M9F9'"),
+    ("hastily.adc_bits=6,0", r"adc_bits must be in \[1, 16\], got 0"),
+    ("flexisaga.sparsity=0.5,1.0", r"sparsity must be a real number in \[0, 1\), got 1.0"),
+    ("softex.voltage=0.8,0.7", r"voltage must be one of \[0.8, 0.55\], got 0.7"),
+])
+def test_a_bad_value_fails_when_the_plan_is_built(sweep, match):
+    """Every value of every run is checked against emulation and cost model before the first run."""
+    with pytest.raises(ValueError, match=match):
+        study.plan(["fp32"], sweeps=[sweep])
 
 
 # ------------------------------------------------------------------ metrics
@@ -159,11 +159,27 @@ def test_a_small_study_writes_its_table_csv_json_and_plot(tiny, tmp_path):
     data = json.loads(paths["json"].read_text())
     assert [r["target"] for r in data["results"]] == ["fp32", "atleus", "atleus"]
     assert [r["pareto"] for r in data["results"]] == [False, True, True]
-    assert data["results"][2]["estimate_options"]["weights"] == "M4F4"
+    assert data["results"][2]["emulate_options"] == {"quant": "M4F4"}
+    assert data["results"][2]["estimate_options"] == {}
     with open(paths["csv"]) as f:
         rows = list(csv.DictReader(f))
     assert float(rows[1]["energy_j"]) == atleus.energy_j and rows[0]["energy_j"] == ""
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_adc_sweep_moves_accuracy_and_cost(tiny):
+    """hastily.adc_bits=4,6,8: fewer ADC bits clip more (less accuracy) and convert faster and
+    cheaper (SAR time and the Accelergy energy table); the cost is the emulated model's."""
+    from numerics.nn import emulate
+    from hwmodels import estimate
+
+    results = study.run_study(tiny, study.plan([], sweeps=["hastily.adc_bits=4,6,8"]))
+    accuracy = [r.metrics["mean_cosine"] for r in results]
+    assert accuracy[0] < accuracy[1] <= accuracy[2]
+    assert results[0].energy_j < results[1].energy_j < results[2].energy_j
+    assert results[0].cycles < results[1].cycles < results[2].cycles
+    direct = estimate(emulate(tiny.model, "hastily", adc_bits=4), forward_kwargs=tiny.single)
+    assert (results[0].cycles, results[0].energy_j) == (direct.total_cycles, direct.energy_j)
 
 
 def test_identical_emulations_run_once(tiny):
