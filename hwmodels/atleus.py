@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import dataclasses
 
+from numerics.cim_layers import layer_kind, lora_leaf
 from numerics.quant import QuantConfig
 from numerics.targets.atleus import AtleusOptions
 
@@ -44,7 +45,6 @@ from .workload import Op, Workload
 MAC_ENERGY_PJ = {"float32": 1.6, "bfloat16": 0.5}
 """Systolic MAC energy by format, pJ (assumption: Horowitz 45 nm × 0.35 for 10 nm)."""
 _FORMAT_BITS = {"float32": 32, "bfloat16": 16}
-_LORA_SCOPES = re.compile(r"(query|value|q_proj|v_proj|(?<![a-z])[qv])$")
 _FUSED_QKV = re.compile(r"(c_attn|qkv|query_key_value|in_proj)$")
 
 
@@ -172,7 +172,7 @@ class _Model:
         self.e_dequant_pj = cfg.e_shift_add_pj if self.quant.scale_format == "pow2" else cfg.e_dequant_pj
 
     def weight_bits(self, op: Op) -> int:
-        return self.quant.mha_weight_bits if op.is_attention else self.quant.ffn_weight_bits
+        return self.quant.mha_weight_bits if layer_kind(op.scope) == "mha" else self.quant.ffn_weight_bits
 
     def crossbars(self, op: Op) -> int:
         at_bits = dataclasses.replace(self.crossbar, weight_bits=self.weight_bits(op))
@@ -228,7 +228,7 @@ class _Model:
         leaf = op.scope.rsplit(".", 1)[-1]
         if _FUSED_QKV.search(leaf) and op.n % 3 == 0:
             d_in, d_out, branches = op.k, op.n // 3, 2  # Q and V slices of a fused projection
-        elif _LORA_SCOPES.search(leaf):
+        elif lora_leaf(op.scope):
             d_in, d_out, branches = op.k, op.n, 1
         else:
             return None
@@ -279,7 +279,8 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
                                   or replication < 1):
         raise ValueError(f'replication must be an int >= 1 or "auto", got {replication!r}')
     model, ops, finetune = _Model(cfg, hardware), workload.ops, opts["mode"] == "finetune"
-    on_reram = [op.static and op.layer is not None and opts["mapping"] == "heterogeneous" for op in ops]
+    on_reram = [op.static and op.layer is not None and layer_kind(op.scope) is not None
+                and opts["mapping"] == "heterogeneous" for op in ops]  # the Linears emulation puts on crossbars
     stages = _stages(ops)
     used = sum(model.crossbars(op) for op, r in zip(ops, on_reram) if r)
     rho = {s: 1 for s in (1, 3, 4)}

@@ -29,7 +29,7 @@ from numerics.emulation import in_reference_arithmetic
 from numerics.validation import check_choice, check_type
 
 __all__ = ["crossbar_linear", "CrossbarLinear", "crossbar_product", "hastily_attention", "hastily_",
-           "atleus_", "layer_kind", "check_hastily_crossbar", "check_noise", "HASTILY_WEIGHT_GRANULARITIES"]
+           "atleus_", "layer_kind", "lora_leaf", "LORA_LEAVES", "check_hastily_crossbar", "check_noise", "HASTILY_WEIGHT_GRANULARITIES"]
 
 _NOISE_FIELDS = ("cell_noise_std", "adc_noise_std", "stuck_at_0_rate", "stuck_at_1_rate")
 HASTILY_WEIGHT_GRANULARITIES = ("channel", "tensor")
@@ -37,6 +37,15 @@ HASTILY_WEIGHT_GRANULARITIES = ("channel", "tensor")
 _SKIP = ("pooler", "classifier", "lm_head", "embed", "score")
 _MHA = ("attention", "attn", "query", "key", "value", "q_proj", "k_proj", "v_proj", "o_proj",
         "out_proj", "c_attn")
+
+
+LORA_LEAVES = ("query", "value", "q_proj", "v_proj", "q", "v")
+"""Last name components of the W_Q and W_V projections that carry Atleus' LoRA branches (atleus.md §2.4)."""
+
+
+def lora_leaf(name: str) -> bool:
+    """True for a Linear whose qualified name ends in one of :data:`LORA_LEAVES`."""
+    return name.rsplit(".", 1)[-1] in LORA_LEAVES
 
 
 def layer_kind(name: str) -> str | None:
@@ -296,7 +305,7 @@ def atleus_(model: torch.nn.Module, *, quant: QuantConfig = QuantConfig(),
     model.requires_grad_(False)
 
     def make(name, m):
-        lora = lora_rank if name.rsplit(".", 1)[-1] in ("query", "value", "q_proj", "v_proj") else 0
+        lora = lora_rank if lora_leaf(name) else 0
         return CrossbarLinear(m, bits[kinds[name]], crossbar, quant, seed=seed + names.index(name),
                               resample_noise=resample_noise, lora_rank=lora, lora_alpha=lora_alpha)
 

@@ -101,12 +101,15 @@ class _Mode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         handler = self.emulation.handlers.get(func)
-        if handler is None or self.emulation.paused or _REFERENCE.get():
+        if handler is None or self.emulation.paused:
             return func(*args, **kwargs)
         return handler(self.emulation, func, args, kwargs)
 
 
 def _enter(module, args, kwargs):
+    if _REFERENCE.get():  # a reference pass (tracing) neither emulates nor touches the record
+        module._edgenum_modes.append(None)
+        return
     em = module.emulation
     em.counts.clear()
     mode = _Mode(em)
@@ -115,7 +118,9 @@ def _enter(module, args, kwargs):
 
 
 def _exit(module, args, kwargs, output):
-    module._edgenum_modes.pop().__exit__(None, None, None)
+    mode = module._edgenum_modes.pop()
+    if mode is not None:
+        mode.__exit__(None, None, None)
 
 
 def _pause(module, args, kwargs):

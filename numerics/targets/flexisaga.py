@@ -43,7 +43,8 @@ class FlexiSAGAOptions(TargetOptions):
     """Pruning vector: ``"row"``, ``"col"``, ``"channel"`` or ``"auto"``. Moves cost: which sparse
     dataflow can skip."""
     criterion: str = FLEXISAGA_16X16.criterion
-    """Vector score, ``"l2"`` or ``"l1"``. Moves cost: which vectors are pruned."""
+    """Vector score, ``"l2"`` or ``"l1"``. Moves cost through the masks: which vectors go, which the
+    sparse dataflows see where it changes how they fall across tiles (sWS folds, edge tiles)."""
     accumulation: str = FLEXISAGA_16X16.accumulation
     """``"sequential"`` (bit-exact PE order) or ``"fast"`` (``torch.matmul``)."""
     fused_mac: bool = FLEXISAGA_16X16.fused_mac

@@ -5,6 +5,7 @@ import pytest
 from hwmodels import estimate
 from hwmodels.atleus import AtleusConfig
 from hwmodels.workload import Op, Workload
+from numerics.quant import QuantConfig
 
 S = "layers.0."
 Q = Op("matmul", "addmm", S + "attn.proj", 1, 128, 768, 768, True)
@@ -31,6 +32,28 @@ def test_reram_product_golden():
         "noc": 128 * 768 * 8 * 2 * (0.08 + 0.075),
     }
     assert row.components == pytest.approx({k: v * 1e-12 for k, v in expected_pj.items()}, rel=1e-12)
+
+
+def test_adc_width_and_scale_format_move_energy_only():
+    (six,) = estimate(Workload((Q,)), "atleus", config=EXACT, adc_bits=6).rows
+    (pow2,) = estimate(Workload((Q,)), "atleus", config=EXACT, quant=QuantConfig(scale_format="pow2")).rows
+    assert six.cycles == pow2.cycles == 102_410  # the 100 ns crossbar cycle holds at every width (ISAAC)
+    conversions = 128 * 128 * (6 * 24) * 8
+    assert six.components["adc"] == pytest.approx(conversions * 1.20e-12, rel=1e-12)
+    assert pow2.components["dequant"] == pytest.approx(128 * 768 * 6 * 0.021e-12, rel=1e-12)  # a shift
+
+
+def test_crossbar_geometry_comes_from_the_crossbar_config():
+    import dataclasses
+
+    from numerics.crossbar import ATLEUS_RERAM
+    (row,) = estimate(Workload((Q,)), "atleus", config=EXACT,
+                      crossbar=dataclasses.replace(ATLEUS_RERAM, rows=64, cols=256, cell_bits=4)).rows
+    # 2 slices of 4-bit cells, 128 weights per crossbar: N_xb = ⌈768/64⌉·⌈768/128⌉ = 72
+    crossbar_cycles = 128 * 72 * 8
+    assert row.components["crossbar"] == pytest.approx(crossbar_cycles * 30e-12, rel=1e-12)
+    assert row.components["adc"] == pytest.approx(256 * crossbar_cycles * 1.67e-12, rel=1e-12)
+    assert row.components["dac"] == pytest.approx(64 * crossbar_cycles * 0.417e-12, rel=1e-12)
 
 
 def test_systolic_and_pipeline_golden():

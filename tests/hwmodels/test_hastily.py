@@ -23,6 +23,27 @@ def test_static_product_golden():
     assert row.components == pytest.approx({k: 128 * v * 1e-12 for k, v in per_row_pj.items()}, rel=1e-12)
 
 
+@pytest.mark.parametrize("adc_bits", [4, 8])
+def test_adc_width_sets_mvm_time_and_energy(adc_bits):
+    (row,) = estimate(Workload((LINEAR,)), "hastily", config=HASTILY, pipelining=False, adc_bits=adc_bits).rows
+    # a SAR conversion takes one cycle per bit: the ADC-bound MVM is 375·b/6 cycles (250 or 500)
+    mvm = {4: 250, 8: 500}[adc_bits]
+    assert row.cycles == 128 * (mvm + 15)
+    # 48 % of the 6-bit MVM energy is ADC and scales with the energy per conversion (0.79 or 1.67 pJ vs 1.20)
+    e_mvm = 22.38 * 375 * (0.52 + 0.48 * {4: 0.79, 8: 1.67}[adc_bits] / 1.20)
+    assert row.components["uclm_mvm"] == pytest.approx(128 * 144 * e_mvm * 1e-12, rel=1e-12)
+
+
+def test_array_geometry_comes_from_the_crossbar():
+    import dataclasses
+
+    from numerics.crossbar import HASTILY_SRAM
+    (row,) = estimate(Workload((LINEAR,)), "hastily", config=HASTILY, pipelining=False,
+                      crossbar=dataclasses.replace(HASTILY_SRAM, rows=128, cols=32)).rows
+    # P = ⌈768/128⌉ = 6, Q = ⌈768/32⌉ = 24: 144 UCLMs on 9 cores; 5·12 = 60 adds -> 375 + ⌈60/9⌉ = 382
+    assert row.cycles == 128 * 382
+
+
 def test_dynamic_product_writes_its_operand():
     (row,) = estimate(Workload((QK,)), "hastily", config=HASTILY, pipelining=False).rows
     # Kᵀ (64×128) written: 64 row writes; per query row one MVM (P = 1, no adds)
