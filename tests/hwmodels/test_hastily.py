@@ -1,10 +1,13 @@
 """HASTILY cost model: golden values computed by hand from hastily.md §4."""
 
+import dataclasses
+
 import pytest
 
 from hwmodels import estimate
 from hwmodels.hastily import HASTILY, HastilyConfig  # HASTILY: the spec defaults, without fitted constants
 from hwmodels.workload import Op, Workload
+from numerics.crossbar import HASTILY_SRAM
 
 S = "encoder.layer.0."
 LINEAR = Op("matmul", "addmm", S + "attention.self.query", 1, 128, 768, 768, True)
@@ -35,9 +38,6 @@ def test_adc_width_sets_mvm_time_and_energy(adc_bits):
 
 
 def test_array_geometry_comes_from_the_crossbar():
-    import dataclasses
-
-    from numerics.crossbar import HASTILY_SRAM
     (row,) = estimate(Workload((LINEAR,)), "hastily", config=HASTILY, pipelining=False,
                       crossbar=dataclasses.replace(HASTILY_SRAM, rows=128, cols=32)).rows
     # P = ⌈768/128⌉ = 6, Q = ⌈768/32⌉ = 24: 144 UCLMs on 9 cores; 5·12 = 60 adds -> 375 + ⌈60/9⌉ = 382
@@ -57,6 +57,8 @@ def test_dynamic_product_writes_its_operand():
     (4096, {}, 16 * 5 + 16 * 3 + 4 * 8 + 2 * (16 + 16)),   # C = 4 cores, two intra-tile levels
     (4096, {"multicore_softmax": False}, 64 * 5 + 64 * 3 + 4 * 32),
     (16384, {}, 16 * 5 + 16 * 3 + 4 * 8 + 2 * (3 * 16 + 64)),  # C = 16: the 4th level is inter-tile
+    # 32-column arrays: a core holds 16·32 = 512 positions of Kᵀ, so C = 8 cores, l_c = 512, three levels
+    (4096, {"crossbar": dataclasses.replace(HASTILY_SRAM, cols=32)}, 8 * 5 + 8 * 3 + 4 * 4 + 2 * (3 * 16)),
 ])
 def test_softmax_row_golden(length, options, per_row):
     op = Op("softmax", "softmax", S, 1, 3, 0, length)
