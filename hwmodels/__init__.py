@@ -28,6 +28,12 @@ TARGETS = ("softex", "hastily", "atleus", "flexisaga")
 """Targets with a cost model. "fp32" (the numerics reference) has none: estimate rejects it."""
 
 
+def _checked(target: str) -> str:
+    """``target`` if it names a target with a cost model; ValueError/TypeError otherwise."""
+    _cost_module(target)
+    return target
+
+
 def _cost_module(target: str):
     if not isinstance(target, str):
         raise TypeError(f"target must be a str, got {type(target).__name__}")
@@ -99,8 +105,15 @@ def estimate(workload, target=None, *inputs, forward_kwargs: dict | None = None,
         if not isinstance(workload, torch.nn.Module):
             raise TypeError(f"target must be a str, got {type(target).__name__}")
         inputs, target = (target, *inputs), None
+    described = None
     if isinstance(workload, torch.nn.Module):
-        workload = _trace_for(workload, target, inputs, forward_kwargs or {}, options)
+        if (target is not None and not isinstance(getattr(workload, "emulation", None), Emulation)
+                and get_target(_checked(target)).priced_on_copy):
+            # the emulation rewrites weights the cost model reads (FlexiSAGA's masks): price a copy
+            # emulated with the same options, so both see the same masks
+            described = hardware(target, **options)
+            workload = emulate(workload, target, **described[0].as_dict())
+        workload = trace(workload, *inputs, **(forward_kwargs or {}))
     elif inputs or forward_kwargs:
         raise TypeError("model inputs are accepted only when the first argument is an nn.Module")
     if not isinstance(workload, Workload):
@@ -113,28 +126,17 @@ def estimate(workload, target=None, *inputs, forward_kwargs: dict | None = None,
         raise ValueError(f"the model was emulated on {workload.target!r}; it cannot be priced on {target!r}: "
                          f"estimate the original model instead")
     module = _cost_module(target)
-    description, rest = hardware(target, **options)
-    if workload.hardware is not None:
-        conflicts = {k: v for k, v in description.changed().items()
-                     if getattr(workload.hardware, k) is not v and getattr(workload.hardware, k) != v}
-        if conflicts:
-            raise ValueError(f"the model was emulated with {', '.join(f'{k}={getattr(workload.hardware, k)!r}' for k in conflicts)}; "
-                             f"emulate it again to price other hardware ({', '.join(f'{k}={v!r}' for k, v in conflicts.items())})")
-        description = workload.hardware
+    description, rest = described or hardware(target, **options)
+    if workload.hardware is not None:  # priced as emulated; options may repeat it, not change it
+        emulated = workload.hardware
+        asked = {k: v for k, v in description.changed().items()
+                 if getattr(emulated, k) is not v and getattr(emulated, k) != v}
+        if asked:
+            was = ", ".join(f"{k}={getattr(emulated, k)!r}" for k in asked)
+            now = ", ".join(f"{k}={v!r}" for k, v in asked.items())
+            raise ValueError(f"the model was emulated with {was}; emulate it again to price other hardware ({now})")
+        description = emulated
     return module.estimate(workload, hardware=description, **rest)
-
-
-def _trace_for(model, target, inputs, kwargs, options) -> Workload:
-    """The workload of ``model`` on ``target``: an emulated model is traced as emulated; a plain model
-    whose target rewrites weights the cost model reads (FlexiSAGA's masks) is traced through an
-    emulated copy built from the same options."""
-    emulation = getattr(model, "emulation", None)
-    if not isinstance(emulation, Emulation) and target is not None:
-        spec = get_target(target)
-        if spec.priced_on_copy:
-            description, _ = hardware(target, **options)
-            model = emulate(model, target, **description.as_dict())
-    return trace(model, *inputs, **kwargs)
 
 
 __all__ = ["trace", "estimate", "option_names", "cost_option_names", "hardware", "hardware_option_names",

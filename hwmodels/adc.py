@@ -1,6 +1,6 @@
 """ADC cost by resolution, shared by the two compute-in-memory cost models (HASTILY and Atleus).
 
-Energy per conversion: the ISAAC / Accelergy table for 4 to 10 bits (docs/hardware/atleus.md §4);
+Energy per conversion: the ISAAC / Accelergy table for 4 to 10 bits (spec atleus.md §4);
 outside it, the table is extended at its mean ratio per bit (assumption: the table's seven points
 grow by 1.17x to 1.25x per bit, a SAR ADC's comparator and DAC energy per added bit). Conversion
 time: a SAR ADC resolves one bit per comparator cycle, so its time is proportional to the resolution

@@ -6,8 +6,8 @@ slices of ``cell_bits`` per cell, inputs applied one bit per step (1-bit DACs), 
 column's count converted by an ADC, shift-and-add of the converted counts with their
 signs, and a digital sum of the row-block partial results.
 
-Two presets come from the specs (``docs/hardware/atleus.md`` §2.2-2.3 and
-``docs/hardware/hastily.md`` §2.1): :data:`ATLEUS_RERAM` (ISAAC-style ReRAM, 2-bit cells, offset
+Two presets come from the specs (``atleus.md`` §2.2-2.3 and
+``hastily.md`` §2.1): :data:`ATLEUS_RERAM` (ISAAC-style ReRAM, 2-bit cells, offset
 encoding, column flipping, 8-bit ADC) and :data:`HASTILY_SRAM` (8T-SRAM, one weight bit
 per array, two's complement, 6-bit ADC).
 

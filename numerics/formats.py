@@ -514,7 +514,7 @@ def bf16_values(x: torch.Tensor) -> torch.Tensor:
 
 def fma_f32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """``a*b + c`` of float32 tensors rounded once to FP32: the fused multiply-add of SoftEx's
-    accumulators (docs/hardware/softex.md §1) and of FlexiSAGA's PEs with ``fused_mac``.
+    accumulators (spec softex.md §1) and of FlexiSAGA's PEs with ``fused_mac``.
 
     In float64 the product is exact; the sum h is rounded to odd using its TwoSum error (step h one
     ulp toward the error when h is inexact and even), and 53 >= 24 + 2 bits make the final rounding

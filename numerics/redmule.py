@@ -1,4 +1,4 @@
-"""RedMulE's matrix product with BF16 operands (the SoftEx cluster's GEMM engine, docs/hardware/softex.md §5).
+"""RedMulE's matrix product with BF16 operands (the SoftEx cluster's GEMM engine, softex.md §6).
 
 ``bf16_matmul`` is what the ``"softex"`` target runs for every product and what the Atleus systolic
 tier runs in BF16 (``sa_dtype="bfloat16"``).

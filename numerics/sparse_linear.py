@@ -1,6 +1,6 @@
 """Drop-in FlexiSAGA layers: a pruned ``nn.Linear`` with a fixed mask, and whole-model conversion.
 
-Spec: ``docs/hardware/flexisaga.md`` §2.3 (what is pruned) and §2.2 (how the PEs compute).
+Spec: ``flexisaga.md`` §2.3 (what is pruned) and §2.2 (how the PEs compute).
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from numerics.handlers import (SDPA, MatmulFunctions, SoftmaxFunctions, attentio
 from numerics.quant import QuantConfig
 from numerics.redmule import bf16_matmul
 from numerics.registry import TargetOptions, register_target
-from numerics.targets.cim import crossbar_with
+from numerics.targets.cim import CALIBRATION_DATA, crossbar_with
 from numerics.validation import check_choice, check_int
 
 PRESETS = ("M8F8", "M8F4", "M4F8", "M4F4")
@@ -44,7 +44,7 @@ SA_DTYPES = ("bfloat16", "float32")
 
 @dataclasses.dataclass(frozen=True)
 class AtleusOptions(TargetOptions):
-    """Options of the ``"atleus"`` target (docs/hardware/atleus.md)."""
+    """Options of the ``"atleus"`` target (spec atleus.md)."""
 
     COST = ("quant", "crossbar", "adc_bits", "lora_rank", "sa_dtype")
     ACCURACY_ONLY = {
@@ -52,7 +52,7 @@ class AtleusOptions(TargetOptions):
         "seed": "selects the chip instance drawn for the noise",
         "resample_noise": "redraws the noise every forward pass; the hardware is the same",
         "lora_alpha": "the LoRA scale alpha/r is one multiply folded into the branch's output",
-        "calibrate_with": "calibration data sets the activation scales, not the hardware",
+        "calibrate_with": CALIBRATION_DATA,
     }
 
     quant: object = "M8F8"

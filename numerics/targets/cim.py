@@ -1,4 +1,5 @@
-"""What the two compute-in-memory targets share: the ``adc_bits`` option shortcut."""
+"""What the two compute-in-memory targets share: the ``adc_bits`` option shortcut, the reason
+``calibrate_with`` costs nothing."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import dataclasses
 
 from numerics.crossbar import CrossbarConfig
 from numerics.validation import check_type
+
+
+CALIBRATION_DATA = "calibration data sets the activation scales, not the hardware"
+"""Why ``calibrate_with`` is accuracy-only on both compute-in-memory targets."""
 
 
 def crossbar_with(crossbar: CrossbarConfig, adc_bits: int | None) -> CrossbarConfig:

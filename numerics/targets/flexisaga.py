@@ -1,4 +1,4 @@
-"""Target ``"flexisaga"``: structured-sparse weights on FlexiSAGA's systolic array (docs/hardware/flexisaga.md).
+"""Target ``"flexisaga"``: structured-sparse weights on FlexiSAGA's systolic array (spec flexisaga.md).
 
 Every ``nn.Linear`` of the transformer blocks is pruned once, at ``emulate`` time, in whole
 tile-aligned weight vectors (:func:`numerics.sparse_linear.sparsify_`); heads and the pooler stay

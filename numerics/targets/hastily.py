@@ -29,7 +29,7 @@ from numerics.emulation import Emulation
 from numerics.handlers import (SDPA, MatmulFunctions, SoftmaxFunctions, is_float, linears_from_conv1d, product_handler,
                                sdpa_call, softmax_handler, straight_through)
 from numerics.registry import TargetOptions, register_target
-from numerics.targets.cim import crossbar_with
+from numerics.targets.cim import CALIBRATION_DATA, crossbar_with
 from numerics.uclm import HASTILY_UCLM, UCLMConfig
 from numerics.uclm import softmax as uclm_softmax
 from numerics.validation import check_choice, check_type
@@ -37,7 +37,7 @@ from numerics.validation import check_choice, check_type
 
 @dataclasses.dataclass(frozen=True)
 class HastilyOptions(TargetOptions):
-    """Options of the ``"hastily"`` target (docs/hardware/hastily.md)."""
+    """Options of the ``"hastily"`` target (spec hastily.md)."""
 
     COST = ("crossbar", "adc_bits")
     ACCURACY_ONLY = {
@@ -45,7 +45,7 @@ class HastilyOptions(TargetOptions):
                 "or the VFU steps the cost model counts",
         "weight_granularity": "per-channel or per-tensor scales are applied by the same digital "
                               "multiply after the MVM",
-        "calibrate_with": "calibration data sets the activation scales, not the hardware",
+        "calibrate_with": CALIBRATION_DATA,
         "attention": "a switch that isolates the attention emulation for analysis: the hardware "
                      "still runs attention on the crossbars and the UCLMs",
     }

@@ -50,7 +50,7 @@ _SWITCH = ("a switch that isolates one emulated operation for analysis: the hard
 
 @dataclasses.dataclass(frozen=True)
 class SoftExOptions(TargetOptions):
-    """Options of the ``"softex"`` target (docs/hardware/softex.md)."""
+    """Options of the ``"softex"`` target (spec softex.md)."""
 
     COST = ("lanes", "gelu_terms")
     ACCURACY_ONLY = {

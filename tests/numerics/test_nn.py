@@ -10,7 +10,7 @@ from torch import nn
 
 from numerics import softex
 from numerics.formats import bf16_to_bits, round_to_bfloat16
-from numerics.nn import bf16_matmul, bf16_values, emulate, linears_from_conv1d, target_options, targets
+from numerics.nn import bf16_matmul, bf16_values, emulate, linears_from_conv1d, register_target, target_options, targets
 from tests.models import TinyTransformer
 from tests.numerics.reference_formats import bf16_code, bf16_value
 
@@ -225,6 +225,48 @@ def test_target_options_lists_defaults():
     assert target_options("atleus")["quant"] == "M8F8"
     with pytest.raises(ValueError, match="unknown target 'tpu'"):
         target_options("tpu")
+
+
+def test_options_are_typed_and_checked_before_the_copy(monkeypatch):
+    import copy
+
+    model = TinyTransformer()
+    copies = []
+    monkeypatch.setattr(copy, "deepcopy", lambda m, *a: copies.append(m) or m)
+    for target, bad, match in (("atleus", {"adc_bits": 0}, r"adc_bits must be in \[1, 16\]"),
+                               ("atleus", {"quant": "M3F3"}, "quant must be a QuantConfig or one of"),
+                               ("hastily", {"weight_granularity": "crossbar"}, "weight_granularity"),
+                               ("flexisaga", {"tile": (16, 0)}, "tile cols")):
+        with pytest.raises(ValueError, match=match):
+            emulate(model, target, **bad)
+    with pytest.raises(TypeError, match="crossbar must be a CrossbarConfig"):
+        emulate(model, "hastily", crossbar="64x64")
+    assert copies == []  # nothing was copied, let alone changed
+    em = emulate(TinyTransformer(), "atleus", adc_bits=6, quant="M8F4")
+    assert em.emulation.config.effective_crossbar.adc_bits == 6
+    assert em.emulation.config.quant_config.ffn_weight_bits == 4
+    assert em.emulation.options["adc_bits"] == 6
+    assert str(em.emulation).startswith("emulated target 'atleus' (quant='M8F4', adc_bits=6)")
+
+
+def test_a_target_registered_with_an_options_dict_gets_a_dict():
+    from numerics import registry
+
+    seen = []
+
+    @register_target("toy", summary="scales every softmax input", options={"scale": 2.0})
+    def prepare(model, options):
+        seen.append(options)
+        return {}
+
+    try:
+        em = emulate(TinyTransformer(), "toy", scale=3.0)
+        assert seen == [{"scale": 3.0}] and em.emulation.options == {"scale": 3.0}
+        assert target_options("toy") == {"scale": 2.0}
+        with pytest.raises(ValueError, match="unknown option.*scal.*valid options: scale"):
+            emulate(TinyTransformer(), "toy", scal=1)
+    finally:
+        registry._TARGETS.pop("toy")
 
 
 def test_gpt2_conv1d_projections_become_linears_for_weight_placing_targets():
