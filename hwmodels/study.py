@@ -85,12 +85,15 @@ def split_options(target: str, options: dict) -> tuple[dict, dict]:
 
 def check_run(target: str, options: dict) -> None:
     """Every name and value of one run, checked without running it: the typed hardware options are
-    built, and the cost model prices an empty workload with all the options. ValueError or TypeError
-    names the option and what it allows."""
+    built, and the cost model prices an empty workload with all the options. A ValueError names the
+    option and what it allows."""
     emu, _ = split_options(target, options)
-    get_target(target).make_options(**emu)
-    if target in COST_TARGETS:
-        estimate(Workload(()), target, **options)
+    try:
+        get_target(target).make_options(**emu)
+        if target in COST_TARGETS:
+            estimate(Workload(()), target, **options)
+    except TypeError as error:  # a value of the wrong type is a bad value of the plan
+        raise ValueError(f"{target}: {error}") from error
 
 
 def parse_value(text: str):
@@ -137,8 +140,7 @@ def plan(targets: Iterable[str] = DEFAULT_TARGETS, settings: Iterable[str] = (),
     """The runs of a study: every target with the fixed ``settings`` ("target.option=value"),
     then one run per value of each sweep ("target.option=v1,v2,...", on top of the settings).
 
-    Unknown targets, options and values, and bad syntax, raise ValueError (or TypeError, for a value
-    of the wrong type) before anything runs."""
+    Unknown targets, options and values, and bad syntax, raise ValueError before anything runs."""
     targets, sweeps = list(targets), list(sweeps)
     if not targets and not sweeps:
         raise ValueError("targets must name at least one target")

@@ -65,6 +65,7 @@ def test_options_go_to_emulation_or_cost_model():
     ("hastily.adc_bits=6,0", r"adc_bits must be in \[1, 16\], got 0"),
     ("flexisaga.sparsity=0.5,1.0", r"sparsity must be a real number in \[0, 1\), got 1.0"),
     ("softex.voltage=0.8,0.7", r"voltage must be one of \[0.8, 0.55\], got 0.7"),
+    ("atleus.adc_bits=6.0", r"atleus: adc_bits must be an int, got 6.0"),
 ])
 def test_a_bad_value_fails_when_the_plan_is_built(sweep, match):
     """Every value of every run is checked against emulation and cost model before the first run."""
@@ -191,6 +192,8 @@ def test_identical_emulations_run_once(tiny):
 def test_cli_reports_bad_options_without_running(capsys, tmp_path):
     assert main(["study", "--model", "tiny", "--sweep", "atleus.adc=4", "--out", str(tmp_path)]) == 2
     assert "unknown option 'adc' for target 'atleus'" in capsys.readouterr().err
+    assert main(["study", "--model", "tiny", "--sweep", "hastily.adc_bits=6,4.5", "--out", str(tmp_path)]) == 2
+    assert "hastily: adc_bits must be an int, got 4.5" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 
