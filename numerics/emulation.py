@@ -57,15 +57,14 @@ def in_reference_arithmetic() -> bool:
 class Emulation:
     """What ``emulate`` did to a model; available as ``model.emulation``.
 
-    ``config`` holds the target's typed options (the hardware that was emulated) and ``options`` the
+    ``config`` holds the target's typed options (the hardware that was emulated), ``options`` the
     same as a dict; ``counts`` the operations replaced during the most recent forward pass, per kind
     (e.g. ``{"softmax": 6, "gelu": 6, "matmul": 36}``); ``swapped`` the modules replaced at
     ``emulate`` time, per kind; ``details`` what a target records beyond that.
     """
 
     target: str
-    options: dict
-    config: TargetOptions | None = None
+    config: TargetOptions
     """The typed options the model was emulated with."""
     handlers: dict = dataclasses.field(repr=False, default_factory=dict)
     counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -75,11 +74,16 @@ class Emulation:
     paused: int = 0
     """Depth of modules that emulate themselves (their inner torch calls are not intercepted)."""
 
+    @property
+    def options(self) -> dict:
+        """``config`` as a dict."""
+        return self.config.as_dict()
+
     def count(self, kind: str, n: int = 1) -> None:
         self.counts[kind] += n
 
     def __str__(self) -> str:
-        changed = self.config.changed() if self.config is not None else {}
+        changed = self.config.changed()
         text = ", ".join(f"{k}={v!r}" for k, v in changed.items())
         lines = [f"emulated target {self.target!r}" + (f" ({text})" if text else " (defaults)")]
         if self.swapped:
@@ -146,7 +150,7 @@ def emulate(model: nn.Module, target: str, **options) -> nn.Module:
     if hasattr(model, "emulation"):
         raise ValueError("model is already emulated; emulate the original model instead")
     new = copy.deepcopy(model)
-    emulation = Emulation(target, config.as_dict(), config)
+    emulation = Emulation(target, config)
     new.emulation = emulation  # set before prepare, so prepared modules can count into it
     emulation.handlers = spec.prepare(new, emulation.options if spec.legacy else config)
     new._edgenum_modes = []

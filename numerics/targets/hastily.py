@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from numerics.cim_layers import HASTILY_WEIGHT_GRANULARITIES, check_hastily_crossbar, hastily_, hastily_attention, \
-    int8_crossbar_product
+from numerics.cim_layers import (HASTILY_WEIGHT_GRANULARITIES, check_hastily_crossbar, hastily_, hastily_attention,
+                                 int8_crossbar_product)
 from numerics.crossbar import HASTILY_SRAM, CrossbarConfig
 from numerics.emulation import Emulation
 from numerics.handlers import (SDPA, MatmulFunctions, SoftmaxFunctions, is_float, linears_from_conv1d, product_handler,

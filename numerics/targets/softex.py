@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from numerics import softex
+from numerics.emulation import Emulation
 from numerics.formats import bf16_values
 from numerics.handlers import (SDPA, GeluFunctions, MatmulFunctions, SoftmaxFunctions, attention, emulated_product,
                                emulated_softmax, is_float, product_handler, replace_modules, sdpa_call,
