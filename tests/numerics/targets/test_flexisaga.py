@@ -56,8 +56,12 @@ def test_bad_options_raise(bad, match):
 def test_auto_orientation_uses_the_cost_models_cycles():
     """vector="auto" works from emulate() alone: each layer keeps the orientation whose pruned weight
     the cost model's best sparse dataflow runs faster at M = auto_tokens (row on a tie)."""
+    from hwmodels.config import fitted_config
+    from hwmodels.flexisaga import FLEXISAGA
     from hwmodels.systolic import SPARSE, SparsePattern, sparse_gemm_cycles
     from numerics.sparsity import prune_layer
+
+    alpha = fitted_config(FLEXISAGA, "flexisaga").fold_overhead
 
     model = TinyTransformer()
     em = emulate(model, "flexisaga", vector="auto", sparsity=0.5, tile=(8, 8), auto_tokens=16, accumulation="fast")
@@ -69,7 +73,7 @@ def test_auto_orientation_uses_the_cost_models_cycles():
         for v in ("row", "col"):
             pruned = prune_layer(w, 0.5, tile=(8, 8), vector=v).weight
             pattern = SparsePattern.from_mask(pruned, 8, 8)
-            cycles[v] = min(sparse_gemm_cycles(16, pattern, d, fold_overhead=2) for d in SPARSE)  # fitted alpha
+            cycles[v] = min(sparse_gemm_cycles(16, pattern, d, fold_overhead=alpha) for d in SPARSE)
         assert vector == ("col" if cycles["col"] < cycles["row"] else "row")
 
 
