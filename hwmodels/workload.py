@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -422,12 +423,14 @@ def trace(model, *inputs, execute_products: bool = False, **kwargs) -> Workload:
     recorder = _Recorder(static, execute_products)
     emulation = getattr(model, "emulation", None) if modules else None
 
+    owner = threading.get_ident()  # the hooks are process-wide: other threads' forwards are not ours
+
     def pre(mod, _inputs):
-        if id(mod) in names:
+        if id(mod) in names and threading.get_ident() == owner:
             recorder.enter(names[id(mod)], id(mod) in fused)
 
     def post(mod, _inputs, output):
-        if id(mod) in names:
+        if id(mod) in names and threading.get_ident() == owner:
             recorder.leave(names[id(mod)], id(mod) in fused, output)
 
     tensors = [x for x in (*inputs, *kwargs.values()) if isinstance(x, torch.Tensor)]

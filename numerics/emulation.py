@@ -33,6 +33,9 @@ from numerics.registry import TargetOptions, get_target
 __all__ = ["emulate", "Emulation", "reference_arithmetic", "in_reference_arithmetic"]
 
 _REFERENCE = contextvars.ContextVar("edgenum_reference_arithmetic", default=False)
+_CALL = contextvars.ContextVar("edgenum_call", default=None)
+"""The innermost emulated forward pass running in this thread (None inside a module that emulates
+itself): only its emulation handles calls, so nested or concurrent passes never mix."""
 
 
 @contextlib.contextmanager
@@ -71,8 +74,6 @@ class Emulation:
     swapped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     details: dict = dataclasses.field(default_factory=dict)
     """Target-specific records, e.g. ``details["sparsity"]`` for ``"flexisaga"``."""
-    paused: int = 0
-    """Depth of modules that emulate themselves (their inner torch calls are not intercepted)."""
 
     @property
     def options(self) -> dict:
@@ -80,7 +81,9 @@ class Emulation:
         return self.config.as_dict()
 
     def count(self, kind: str, n: int = 1) -> None:
-        self.counts[kind] += n
+        """Count a replaced operation in the pass running in this thread (``counts`` when none runs)."""
+        call = _CALL.get()
+        (call.counts if call is not None and call.emulation is self else self.counts)[kind] += n
 
     def __str__(self) -> str:
         changed = self.config.changed()
@@ -95,44 +98,68 @@ class Emulation:
         return "\n".join(lines)
 
 
-class _Mode(TorchFunctionMode):
-    """Routes the functions an emulation handles to its handlers (the mode is off inside them)."""
+class _Call:
+    """One emulated forward pass in one thread: its emulation and what it replaced."""
 
     def __init__(self, emulation: Emulation):
-        super().__init__()
         self.emulation = emulation
+        self.counts = collections.Counter()
+
+
+class _Mode(TorchFunctionMode):
+    """Routes the functions an emulation handles to its handlers, while its own pass is the innermost
+    one of this thread (the mode is off inside its handlers)."""
+
+    def __init__(self, call: _Call):
+        super().__init__()
+        self.call = call
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        handler = self.emulation.handlers.get(func)
-        if handler is None or self.emulation.paused:
+        emulation = self.call.emulation
+        handler = emulation.handlers.get(func)
+        if handler is None or _CALL.get() is not self.call:
             return func(*args, **kwargs)
-        return handler(self.emulation, func, args, kwargs)
+        return handler(emulation, func, args, kwargs)
 
 
-def _enter(module, args, kwargs):
-    if _REFERENCE.get():  # a reference pass (tracing) neither emulates nor touches the record
-        module._edgenum_modes.append(None)
-        return
-    em = module.emulation
-    em.counts.clear()
-    mode = _Mode(em)
-    mode.__enter__()
-    module._edgenum_modes.append(mode)
+class _EmulatedForward:
+    """The forward of an emulated model: the class's forward inside the target's function mode, entered
+    and left with ``with`` (so an interrupt or an error cannot leave it on), as the innermost pass of
+    this thread. Replaces ``forward`` on the instance; picklable."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __call__(self, *args, **kwargs):
+        module = self.module
+        forward = type(module).forward.__get__(module)
+        if _REFERENCE.get():  # a reference pass (tracing) neither emulates nor touches the record
+            return forward(*args, **kwargs)
+        call = _Call(module.emulation)
+        token = _CALL.set(call)
+        try:
+            with _Mode(call):
+                out = forward(*args, **kwargs)
+        finally:
+            _CALL.reset(token)
+        module.emulation.counts = call.counts  # the last finished pass, swapped in whole
+        return out
 
 
-def _exit(module, args, kwargs, output):
-    mode = module._edgenum_modes.pop()
-    if mode is not None:
-        mode.__exit__(None, None, None)
+class _SelfEmulatedForward:
+    """The forward of a module that emulates itself (e.g. a crossbar Linear): its own torch calls are
+    part of the emulation, so no handler sees them. Replaces ``forward`` on the instance; picklable."""
 
+    def __init__(self, module: nn.Module):
+        self.module = module
 
-def _pause(module, args, kwargs):
-    module.emulation_of_parent.paused += 1
-
-
-def _resume(module, args, kwargs, output):
-    module.emulation_of_parent.paused -= 1
+    def __call__(self, *args, **kwargs):
+        token = _CALL.set(None)
+        try:
+            return type(self.module).forward(self.module, *args, **kwargs)
+        finally:
+            _CALL.reset(token)
 
 
 def emulate(model: nn.Module, target: str, **options) -> nn.Module:
@@ -147,18 +174,16 @@ def emulate(model: nn.Module, target: str, **options) -> nn.Module:
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     spec = get_target(target)
     config = spec.make_options(**options)
-    if hasattr(model, "emulation"):
-        raise ValueError("model is already emulated; emulate the original model instead")
+    for name, module in model.named_modules():
+        if isinstance(getattr(module, "emulation", None), Emulation):
+            where = f" (submodule {name!r})" if name else ""
+            raise ValueError(f"model is already emulated{where}; emulate the original model instead")
     new = copy.deepcopy(model)
     emulation = Emulation(target, config)
     new.emulation = emulation  # set before prepare, so prepared modules can count into it
     emulation.handlers = spec.prepare(new, emulation.options if spec.legacy else config)
-    new._edgenum_modes = []
-    new.register_forward_pre_hook(_enter, with_kwargs=True)
-    new.register_forward_hook(_exit, with_kwargs=True, always_call=True)
     for module in new.modules():
-        if getattr(type(module), "emulates_itself", False):  # e.g. a crossbar Linear
-            object.__setattr__(module, "emulation_of_parent", emulation)  # not a submodule
-            module.register_forward_pre_hook(_pause, with_kwargs=True)
-            module.register_forward_hook(_resume, with_kwargs=True, always_call=True)
+        if module is not new and getattr(type(module), "emulates_itself", False):  # e.g. a crossbar Linear
+            module.forward = _SelfEmulatedForward(module)
+    new.forward = _EmulatedForward(new)
     return new

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Handler", "Handlers", "SoftmaxFunctions", "GeluFunctions", "MatmulFunctions", "SDPA",
-    "straight_through", "is_float", "replace_modules", "linears_from_conv1d", "softmax_call",
+    "straight_through", "safe_softmax", "is_float", "replace_modules", "linears_from_conv1d", "softmax_call",
     "matmul_call", "emulated_product", "product_handler", "emulated_softmax", "softmax_handler",
     "sdpa_call", "attention",
 ]
@@ -37,15 +37,40 @@ MatmulFunctions = (F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__m
 SDPA = F.scaled_dot_product_attention
 
 
+class _Substitute(torch.autograd.Function):
+    """Forward: ``emulated``. Backward: the incoming gradient goes to ``reference`` unchanged. No
+    arithmetic joins the two values, so a non-finite reference (a fully masked softmax row, an
+    overflowing product) cannot turn the emulated result into NaN."""
+
+    @staticmethod
+    def forward(ctx, reference, emulated):
+        return emulated.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
 def straight_through(emulated: torch.Tensor, reference: Callable[[], torch.Tensor], *inputs) -> torch.Tensor:
     """``emulated`` in the forward pass, the gradient of ``reference()`` in the backward pass.
 
-    ``reference`` is only evaluated when a gradient is needed.
+    ``reference`` is only evaluated when a gradient is needed; the forward values are ``emulated``'s
+    bit for bit either way.
     """
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs):
         ref = reference()
-        return ref + (emulated.to(ref.dtype) - ref).detach()
+        return _Substitute.apply(ref, emulated.detach().to(ref.dtype))
     return emulated
+
+
+def safe_softmax(x: torch.Tensor, dim: int, dtype=None) -> torch.Tensor:
+    """``torch.softmax``, except that a row with no finite logit (every entry -inf, e.g. a fully
+    masked attention row) gives zeros, as ``F.scaled_dot_product_attention`` does, with zero gradient."""
+    empty = (x == -math.inf).all(dim, keepdim=True)
+    if not bool(empty.any()):
+        return torch.softmax(x, dim, dtype=dtype)
+    y = torch.softmax(x.masked_fill(empty, 0.0), dim, dtype=dtype)
+    return y.masked_fill(empty, 0.0)
 
 
 def is_float(*tensors) -> bool:
@@ -122,18 +147,20 @@ def emulated_product(em: Emulation, product: Callable, a, b, bias=None, post=Non
     return straight_through(y, reference or (lambda: torch.matmul(a, b)), a, b, bias)
 
 
-def product_handler(product: Callable, *, linear: bool = True) -> Handler:
+class product_handler:  # noqa: N801  (used like the function it replaces; a class, so it pickles)
     """A handler for the matmul family computing each product with ``product(em, a, b, bias)``
     (see :func:`emulated_product`). ``linear=False`` leaves ``F.linear`` to a target that swaps its
-    static-weight Linears: register the handler only for the other functions."""
+    static-weight Linears: register the handler only for the other functions. ``product`` must be
+    a module-level function for an emulated model to pickle."""
 
-    def handle(em: Emulation, func, args, kwargs):
+    def __init__(self, product: Callable, *, linear: bool = True):
+        self.product, self.linear = product, linear
+
+    def __call__(self, em: Emulation, func, args, kwargs):
         a, b, bias, post = matmul_call(func, args, kwargs)
-        if not is_float(a, b) or (not linear and b.dim() < 2):
+        if not is_float(a, b) or (not self.linear and b.dim() < 2):
             return func(*args, **kwargs)
-        return emulated_product(em, product, a, b, bias, post, lambda: func(*args, **kwargs))
-
-    return handle
+        return emulated_product(em, self.product, a, b, bias, post, lambda: func(*args, **kwargs))
 
 
 def emulated_softmax(em: Emulation, softmax: Callable, x: torch.Tensor, dim: int, dtype=None) -> torch.Tensor:
@@ -142,20 +169,22 @@ def emulated_softmax(em: Emulation, softmax: Callable, x: torch.Tensor, dim: int
     em.count("softmax")
     with torch.no_grad():
         y = softmax(em, x.detach(), dim)
-    return straight_through(y.to(dtype or x.dtype), lambda: torch.softmax(x, dim, dtype=dtype), x)
+    return straight_through(y.to(dtype or x.dtype), lambda: safe_softmax(x, dim, dtype=dtype), x)
 
 
-def softmax_handler(softmax: Callable) -> Handler:
+class softmax_handler:  # noqa: N801  (used like the function it replaces; a class, so it pickles)
     """A handler for every softmax spelling computing it with ``softmax(em, x, dim)`` (see
-    :func:`emulated_softmax`); non-float inputs run natively."""
+    :func:`emulated_softmax`); non-float inputs run natively. ``softmax`` must be a module-level
+    function for an emulated model to pickle."""
 
-    def handle(em: Emulation, func, args, kwargs):
+    def __init__(self, softmax: Callable):
+        self.softmax = softmax
+
+    def __call__(self, em: Emulation, func, args, kwargs):
         x, dim, dtype = softmax_call(func, args, kwargs)
         if not is_float(x):
             return func(*args, **kwargs)
-        return emulated_softmax(em, softmax, x, dim, dtype)
-
-    return handle
+        return emulated_softmax(em, self.softmax, x, dim, dtype)
 
 
 def sdpa_call(args, kwargs):

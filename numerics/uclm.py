@@ -8,6 +8,7 @@ exactly and divides on the vector unit. Spec: ``/work/shared/specs/hastily.md`` 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -214,7 +215,9 @@ def softmax(x: torch.Tensor, dim: int = -1, *, scale: float | None = None,
         return_codes: return the int64 output codes in [0, Q_o] instead of codes / Q_o.
 
     Returns:
-        float32 probabilities codes / Q_o, or int64 codes, of x's shape.
+        float32 probabilities codes / Q_o, or int64 codes, of x's shape. A row with no finite logit
+        (every entry -inf: a fully masked attention row) gives all-zero codes, as torch's SDPA does
+        (assumption: the vector unit has nothing to normalise).
     """
     check_type("config", config, UCLMConfig)
     if config.frac_bits is None or config.lut_frac_bits is None:
@@ -223,15 +226,18 @@ def softmax(x: torch.Tensor, dim: int = -1, *, scale: float | None = None,
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype == torch.bool or x.is_complex():
         raise TypeError(f"x must be a real float or integer tensor, got {x.dtype}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -max(x.dim(), 1) <= dim < max(x.dim(), 1):
+        raise ValueError(f"dim must be an int in [{-x.dim()}, {x.dim() - 1}] for a {x.dim()}-D x, got {dim!r}")
     if x.dim() == 0 or x.shape[dim] == 0:
         raise ValueError(f"x must have a non-empty dimension dim={dim}, got shape {tuple(x.shape)}")
     if scale is None:
         if not x.is_floating_point():
             raise ValueError("scale is required for integer logits")
         scale = 1.0
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
             math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite positive number, got {scale!r}")
+    scale = float(scale)
     length = x.shape[dim]
     p = config.exp_bits
     if p + math.ceil(math.log2(length)) > config.sum_bits:
@@ -239,14 +245,20 @@ def softmax(x: torch.Tensor, dim: int = -1, *, scale: float | None = None,
             f"sum_bits={config.sum_bits} is too narrow for rows of {length} terms at "
             f"exp_bits={p} (needs {p + math.ceil(math.log2(length))})")
     xs = x.movedim(dim, -1)
+    empty = None
     if xs.is_floating_point():
         _check_float_input(xs)
+        if bool((xs == math.inf).any()):
+            raise ValueError("x must not contain +inf (the row maximum would be infinite)")
         top = xs.amax(dim=-1, keepdim=True)
-        if (top == -math.inf).any():
-            raise ValueError("every softmax row needs at least one finite logit")
+        empty = top == -math.inf  # rows with no finite logit: zero codes
+        if bool(empty.any()):
+            xs, top = xs.masked_fill(empty, 0.0), top.masked_fill(empty, 0.0)
         delta = xs.to(torch.float64) - top.to(torch.float64)  # step 1
     else:
         xi = xs.to(torch.int64)
+        if xi.numel() and int(xi.amax()) - int(xi.amin()) >= 2**62:
+            raise ValueError("integer logits must span less than 2**62 (their differences would overflow int64)")
         delta = (xi - xi.amax(dim=-1, keepdim=True)).to(torch.float64)  # exact integers
     t = _fixed_argument(delta * (scale * _LOG2E * 2.0 ** config.frac_bits))
     e = _width_limited(*_mantissa_fixed(t, config), p)  # step 2
@@ -256,5 +268,7 @@ def softmax(x: torch.Tensor, dim: int = -1, *, scale: float | None = None,
         codes = torch.div(2 * q * e + total, 2 * total, rounding_mode="floor")  # step 4
     else:
         codes = torch.div(q * e, total, rounding_mode="floor")
+    if empty is not None and bool(empty.any()):
+        codes = codes.masked_fill(empty, 0)
     codes = codes.movedim(-1, dim)
     return codes if return_codes else (codes.to(torch.float64) / q).to(torch.float32)

@@ -29,7 +29,8 @@ from numerics.crossbar import ATLEUS_RERAM, CrossbarConfig
 from numerics.emulation import Emulation
 from numerics.formats import bf16_values
 from numerics.handlers import (SDPA, MatmulFunctions, SoftmaxFunctions, attention, emulated_product, emulated_softmax,
-                               is_float, linears_from_conv1d, product_handler, sdpa_call, softmax_handler)
+                               is_float, linears_from_conv1d, product_handler, safe_softmax, sdpa_call,
+                               softmax_handler)
 from numerics.quant import QuantConfig
 from numerics.redmule import bf16_matmul
 from numerics.registry import TargetOptions, register_target
@@ -121,10 +122,11 @@ def _product(em: Emulation, a, b, bias):
 
 
 def _systolic_softmax(em: Emulation, x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Softmax on the systolic tier: BF16 in, exact softmax, BF16 out (or FP32 throughout)."""
+    """Softmax on the systolic tier: BF16 in, exact softmax, BF16 out (or FP32 throughout); a row with
+    no finite logit gives zeros (assumption, as SoftEx's spec and torch's SDPA)."""
     if em.config.sa_dtype == "float32":
-        return torch.softmax(x, dim)
-    return bf16_values(torch.softmax(bf16_values(x).float(), dim)).float()
+        return safe_softmax(x, dim)
+    return bf16_values(safe_softmax(bf16_values(x).float(), dim)).float()
 
 
 def _sdpa(em: Emulation, func, args, kwargs):

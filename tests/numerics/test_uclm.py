@@ -183,6 +183,17 @@ def test_invalid_config_names_field(field, value):
         dataclasses.replace(HASTILY_UCLM, **{field: value})
 
 
+def test_rows_without_a_finite_logit_give_zero_codes_and_numpy_scales_work():
+    import numpy as np
+
+    x = torch.tensor([[0.0, -1.0, -math.inf], [-math.inf] * 3])
+    codes = softmax(x, return_codes=True)
+    assert codes[1].tolist() == [0, 0, 0]
+    assert torch.equal(codes[0], softmax(x[:1], return_codes=True)[0])  # other rows untouched
+    ints = torch.tensor([[3, 1, 0]])
+    assert torch.equal(softmax(ints, scale=np.float32(0.5)), softmax(ints, scale=0.5))
+
+
 def test_bad_inputs():
     with pytest.raises(TypeError, match="floating"):
         exp_lut(torch.tensor([1, 2]))
@@ -198,8 +209,12 @@ def test_bad_inputs():
         softmax(torch.tensor([1.0, 2.0]), scale=-1.0)
     with pytest.raises(ValueError, match="sum_bits"):
         softmax(torch.zeros(2, 1 << 17), config=dataclasses.replace(HASTILY_UCLM, sum_bits=48))
-    with pytest.raises(ValueError, match="finite logit"):
-        softmax(torch.full((1, 3), -math.inf))
+    with pytest.raises(ValueError, match=r"\+inf"):
+        softmax(torch.tensor([[0.0, math.inf]]))
+    with pytest.raises(ValueError, match=r"dim must be an int in \[-2, 1\]"):
+        softmax(torch.zeros(2, 3), dim=5)
+    with pytest.raises(ValueError, match="span less than 2\*\*62"):
+        softmax(torch.tensor([-(2**62), 2**62]), scale=1.0)
     with pytest.raises(ValueError, match="non-empty"):
         softmax(torch.zeros(2, 0))
     with pytest.raises(TypeError, match="UCLMConfig"):

@@ -1,0 +1,190 @@
+"""emulate() under interrupts, threads, autograd, nesting and pickling (the emulation machinery itself)."""
+
+import io
+import pickle
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from numerics.nn import emulate
+from tests.models import TinyTransformer
+
+TARGETS = ("softex", "hastily", "atleus", "flexisaga")
+
+
+def _no_mode_active() -> bool:
+    return torch._C._len_torch_function_stack() == 0
+
+
+class Interruptible(nn.Module):
+    """TinyTransformer that raises KeyboardInterrupt in its FFN while ``interrupt`` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = TinyTransformer()
+        self.interrupt = False
+
+    def forward(self, tokens):
+        x = self.body.embed(tokens)
+        if self.interrupt:
+            raise KeyboardInterrupt
+        return self.body(tokens) + 0 * x
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_ctrl_c_leaves_no_emulation_on(target):
+    model = Interruptible()
+    em = emulate(model, target)
+    tokens = torch.randint(0, 50, (2, 5))
+    expected = em(tokens)
+    counts = dict(em.emulation.counts)
+    em.interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        em(tokens)
+    assert _no_mode_active()  # plain torch ops are plain again
+    em.interrupt = False
+    assert torch.equal(em(tokens), expected) and dict(em.emulation.counts) == counts
+
+
+@pytest.mark.parametrize("target", ["hastily", "atleus"])
+def test_ctrl_c_inside_a_crossbar_layer_does_not_pause_the_model(target, monkeypatch):
+    import numerics.cim_layers as cim
+
+    em = emulate(TinyTransformer(), target)
+    tokens = torch.randint(0, 50, (2, 5))
+    expected, counts = em(tokens), dict(em.emulation.counts)
+    real = cim.crossbar_linear
+    monkeypatch.setattr(cim, "crossbar_linear", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        em(tokens)
+    monkeypatch.setattr(cim, "crossbar_linear", real)
+    assert _no_mode_active()
+    assert torch.equal(em(tokens), expected) and dict(em.emulation.counts) == counts  # softmax emulated again
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_one_model_in_two_threads_gives_the_single_thread_bits(target):
+    em = emulate(TinyTransformer(), target, **({"accumulation": "fast"} if target == "flexisaga" else {}))
+    inputs = [torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    with torch.no_grad():
+        expected = [em(t) for t in inputs]
+    wrong, barrier = [], threading.Barrier(2)
+
+    def work(i):
+        barrier.wait()
+        for _ in range(15):
+            with torch.no_grad():
+                if not torch.equal(em(inputs[i]), expected[i]):
+                    wrong.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+    assert sum(em.emulation.counts.values()) > 0 or not em.emulation.handlers  # the last finished pass's record
+
+
+def test_trace_in_one_thread_does_not_disturb_another():
+    from hwmodels import trace
+
+    model = TinyTransformer()
+    tokens = torch.randint(0, 50, (2, 9))
+    expected = trace(model, tokens)
+    errors, stop = [], threading.Event()
+
+    def plain_forwards():
+        while not stop.is_set():
+            try:
+                with torch.no_grad():
+                    model(tokens)
+            except Exception as error:  # noqa: BLE001  (any crash is the failure)
+                errors.append(error)
+
+    other = threading.Thread(target=plain_forwards)
+    other.start()
+    try:
+        workloads = [trace(model, tokens) for _ in range(20)]
+    finally:
+        stop.set()
+        other.join()
+    assert errors == []
+    assert all(w.ops == expected.ops for w in workloads)
+
+
+def _masked_attention_model():
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(8, 8)
+
+        def forward(self, x, mask):
+            q = self.proj(x).view(1, 2, 4, 4)
+            return F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+
+    torch.manual_seed(0)
+    return Attn()
+
+
+@pytest.mark.parametrize("target", ["softex", "hastily", "atleus"])
+def test_fully_masked_rows_give_zero_with_and_without_grad(target):
+    model = _masked_attention_model()
+    em = emulate(model, target)
+    mask = torch.ones(4, 4, dtype=torch.bool).tril()
+    mask[2] = False  # query 2 sees no key at all
+    x = torch.randn(1, 4, 8)
+    with torch.no_grad():
+        quiet = em(x, mask)
+    xg = x.clone().requires_grad_(True)
+    loud = em(xg, mask)
+    assert torch.equal(quiet, loud.detach())
+    assert torch.isfinite(loud).all() and (loud[:, :, 2] == 0).all()
+    loud.square().sum().backward()
+    assert torch.isfinite(xg.grad).all()
+
+
+def test_an_emulated_model_inside_another_is_refused():
+    inner = emulate(TinyTransformer(), "softex")
+    with pytest.raises(ValueError, match="already emulated.*'0'"):
+        emulate(nn.Sequential(inner), "hastily")
+
+
+def test_an_emulated_model_called_by_another_runs_only_its_own_emulation():
+    inner = emulate(TinyTransformer(), "hastily")
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(32)
+
+        def forward(self, tokens):
+            return self.norm(object.__getattribute__(self, "helper")(tokens))
+
+    outer = Outer()
+    outer_em = emulate(outer, "softex")
+    object.__setattr__(outer_em, "helper", inner)  # called, not a submodule
+    tokens = torch.randint(0, 50, (2, 5))
+    with torch.no_grad():
+        alone = inner(tokens)
+        inside = outer_em(tokens)
+    assert torch.equal(inside, outer_em.norm(alone))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_emulated_models_pickle_and_save(target):
+    em = emulate(TinyTransformer(), target, **({"accumulation": "fast"} if target == "flexisaga" else {}))
+    tokens = torch.randint(0, 50, (2, 5))
+    with torch.no_grad():
+        expected = em(tokens)
+    again = pickle.loads(pickle.dumps(em))
+    buffer = io.BytesIO()
+    torch.save(em, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(again(tokens), expected) and torch.equal(loaded(tokens), expected)
+    assert again.emulation.config == em.emulation.config
