@@ -142,8 +142,9 @@ class CrossbarLinear(torch.nn.Module):
         return self._generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if in_reference_arithmetic():  # the model's own product (LoRA is described by the options)
+        if in_reference_arithmetic() or x.numel() == 0:  # the model's own product (LoRA: see the options)
             return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        _check_finite(x, f"the input of a crossbar Linear ({self.in_features} -> {self.out_features})")
         scale = None  # "token": dynamic per-row scales inside crossbar_linear
         if self.input_granularity == "tensor":
             scale = self.input_scale if self.input_scale is not None else _absmax_scale(
@@ -171,9 +172,25 @@ def _absmax_scale(t: torch.Tensor, bits: int) -> float:
     return a / (2 ** (bits - 1) - 1) if a > 0 else 1.0
 
 
-def _int8_per_tensor(t: torch.Tensor):
-    s = _absmax_scale(t, 8)
-    return quantize_input(t, 8, scale=s)[0], s
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{what} contains Inf or NaN: INT8 activations need finite values")
+
+
+def _int8_rows(t: torch.Tensor):
+    """INT8 codes with one dynamic absmax scale per row (a token's activations), (..., 1)."""
+    return quantize_input(t, 8)
+
+
+def _int8_matrices(t: torch.Tensor, live: torch.Tensor | None = None):
+    """INT8 codes with one absmax scale per matrix (a K or V written as weights), (..., 1, 1); rows
+    not ``live`` (keys every query masks out, e.g. padding) do not set the scale."""
+    a = t.detach().abs()
+    if live is not None:
+        a = a.masked_fill(~live.unsqueeze(-1), 0.0)
+    a = a.amax((-2, -1), keepdim=True).to(torch.float64)
+    s = torch.where(a > 0, a / 127, 1.0)
+    return quantize_input(t.detach().to(torch.float64) / s, 8, scale=1.0)[0], s
 
 
 def crossbar_product(a_int: torch.Tensor, b_int: torch.Tensor, crossbar: CrossbarConfig) -> torch.Tensor:
@@ -188,31 +205,43 @@ def crossbar_product(a_int: torch.Tensor, b_int: torch.Tensor, crossbar: Crossba
 
 
 def int8_crossbar_product(a: torch.Tensor, b: torch.Tensor, crossbar: CrossbarConfig) -> torch.Tensor:
-    """``a @ b`` of two activations on HASTILY: both INT8 per tensor (per-call absmax), ``b``
-    written as weights; float32 result."""
-    a_int, s_a = _int8_per_tensor(a)
-    b_int, s_b = _int8_per_tensor(b)
-    return (crossbar_product(a_int, b_int, crossbar).to(torch.float64) * (s_a * s_b)).to(torch.float32)
+    """``a @ b`` of two activations on HASTILY: ``a`` INT8 per row, ``b`` INT8 per matrix and written
+    as weights (dynamic absmax scales, so one sequence's result never depends on another's); float32."""
+    _check_finite(a, "an attention operand")
+    _check_finite(b, "an attention operand")
+    a_int, s_a = _int8_rows(a)
+    b_int, s_b = _int8_matrices(b)
+    return (crossbar_product(a_int, b_int, crossbar).to(torch.float64) * s_a * s_b).to(torch.float32)
 
 
 def hastily_attention(q, k, v, attn_mask=None, *, scale=None, is_causal=False,
                       crossbar: CrossbarConfig = HASTILY_SRAM,
                       uclm: UCLMConfig = HASTILY_UCLM) -> torch.Tensor:
     """SDPA on HASTILY: INT8 Q K^T with K^T written into the arrays, UCLM softmax, uint8
-    softmax codes (scale 1/255) x INT8 V with V written into the arrays. Q, K, V use
-    per-call per-tensor absmax scales (hastily.md §2.2: the uncalibrated, flagged case)."""
+    softmax codes (scale 1/255) x INT8 V with V written into the arrays.
+
+    Scales are dynamic absmax (hastily.md §2.2 without calibration), taken so that a sequence's
+    result depends on nothing but its own tokens: Q per query row; K and V per (sequence, head)
+    matrix over the keys some query may attend (keys that ``attn_mask`` masks for every query, i.e.
+    padding, do not set them). A query that may attend no key gives 0, as torch's SDPA does."""
+    for name, t in (("query", q), ("key", k), ("value", v)):
+        _check_finite(t, name)
     length_q, length_k, d = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1 / math.sqrt(d) if scale is None else scale
-    q_int, s_q = _int8_per_tensor(q)
-    k_int, s_k = _int8_per_tensor(k)
-    v_int, s_v = _int8_per_tensor(v)
-    logits = crossbar_product(q_int, k_int.transpose(-1, -2), crossbar).to(torch.float64) * (s_q * s_k * scale)
+    allowed = torch.ones(length_q, length_k, dtype=torch.bool, device=q.device)
     if is_causal:
-        causal = torch.ones(length_q, length_k, dtype=torch.bool, device=q.device).tril()
-        logits = logits.masked_fill(~causal, -math.inf)
+        allowed = allowed.tril()
     if attn_mask is not None:
-        logits = (logits.masked_fill(~attn_mask, -math.inf) if attn_mask.dtype == torch.bool
-                  else logits + attn_mask.to(torch.float64))
+        allowed = allowed & (attn_mask if attn_mask.dtype == torch.bool else attn_mask > -math.inf)
+    live = allowed.any(-2)  # (..., L_k): keys some query may attend
+    live = live.expand(*torch.broadcast_shapes(live.shape[:-1], k.shape[:-2]), length_k)
+    q_int, s_q = _int8_rows(q)
+    k_int, s_k = _int8_matrices(k, live)
+    v_int, s_v = _int8_matrices(v, live)
+    logits = crossbar_product(q_int, k_int.transpose(-1, -2), crossbar).to(torch.float64) * (s_q * s_k * scale)
+    if attn_mask is not None and attn_mask.dtype != torch.bool:
+        logits = logits + attn_mask.to(torch.float64)
+    logits = logits.masked_fill(~allowed, -math.inf)
     codes = uclm_softmax(logits, config=uclm, return_codes=True)
     unsigned = dataclasses.replace(crossbar, input_encoding="unsigned")
     out = crossbar_product(codes, v_int, unsigned).to(torch.float64) * (s_v / uclm.out_max)
@@ -268,11 +297,15 @@ def check_noise(noise) -> dict:
 def hastily_(model: torch.nn.Module, *, crossbar: CrossbarConfig = HASTILY_SRAM,
              weight_granularity: str = "channel", calibrate_with=None) -> dict[str, int]:
     """Put ``model``'s transformer Linears on HASTILY, in place (hastily.md §2): INT8 per-channel
-    weights on ``crossbar``, activations per tensor (observer scales from ``calibrate_with``
-    batches, else per-call absmax). Returns counts of what was swapped."""
+    weights on ``crossbar``; INT8 activations per tensor with observer scales from ``calibrate_with``
+    batches, else per token with dynamic absmax scales (the spec's per-call absmax would make a
+    sequence's result depend on its batch). Returns counts of what was swapped."""
     check_hastily_crossbar(crossbar)
     check_choice("weight_granularity", weight_granularity, HASTILY_WEIGHT_GRANULARITIES)
-    quant = QuantConfig(8, 8, granularity=weight_granularity, input_granularity="tensor")
+    # calibrated: one static per-tensor scale per layer (the spec); otherwise a dynamic scale per token,
+    # so that no sequence's result depends on the others in its batch or on its padding
+    quant = QuantConfig(8, 8, granularity=weight_granularity,
+                        input_granularity="token" if calibrate_with is None else "tensor")
     linears = [n for n, _ in _linears(model)]
     scales = _observe(model, linears, calibrate_with, 8)
     _replace(model, linears, lambda _n, m: CrossbarLinear(m, 8, crossbar, quant))

@@ -1,13 +1,15 @@
 """Target ``"hastily"``: 8T-SRAM compute-in-memory with UCLM lookup tables (spec ``hastily.md``).
 
 * every transformer ``nn.Linear`` runs on ``crossbar`` (default :data:`HASTILY_SRAM`) with INT8
-  per-channel weights and INT8 per-tensor activations: scales observed on ``calibrate_with``
-  batches, else the per-call absmax (:func:`numerics.cim_layers.hastily_`); heads, pooler and
-  embeddings stay FP32 (assumption);
+  per-channel weights and INT8 activations: per tensor with scales observed on ``calibrate_with``
+  batches, else per token with dynamic absmax scales (:func:`numerics.cim_layers.hastily_`); heads,
+  pooler and embeddings stay FP32 (assumption);
 * with ``attention=True``, both attention products run on the crossbars with K and V written as
-  weights (INT8, per-call absmax) and the softmax on the UCLM path
-  (:func:`numerics.cim_layers.hastily_attention`); eager attention's separate softmax and
-  products take the same units;
+  weights (INT8: Q per token, K and V per sequence and head over the keys not masked out) and the
+  softmax on the UCLM path (:func:`numerics.cim_layers.hastily_attention`); eager attention's
+  separate softmax and products take the same units (the second operand scaled per matrix);
+* a sequence's result never depends on the other sequences of its batch or on its padding (the
+  spec's per-call per-tensor absmax would make it);
 * GELU, LayerNorm and residuals run on the vector unit in FP32 (assumption: the spec gives
   their cost, not their arithmetic).
 

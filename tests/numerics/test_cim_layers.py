@@ -113,12 +113,13 @@ def test_hastily_attention_composition_exact():
     q, k, v = (torch.randn(2, 3, 9, 16, generator=g) for _ in range(3))
     wide = dataclasses.replace(HASTILY_SRAM, adc_bits=7)
     out = hastily_attention(q, k, v, crossbar=wide)
-    qi, sq = quantize_input(q, scale=q.abs().max().item() / 127)
-    ki, sk = quantize_input(k, scale=k.abs().max().item() / 127)
-    vi, sv = quantize_input(v, scale=v.abs().max().item() / 127)
-    logits = (qi @ ki.transpose(-1, -2)).double() * (sq.item() * sk.item() / 4)
+    # Q per query row, K and V per (sequence, head) matrix: absmax / 127, round half to even
+    sq = q.double().abs().amax(-1, keepdim=True) / 127
+    sk, sv = (t.double().abs().amax((-2, -1), keepdim=True) / 127 for t in (k, v))
+    qi, ki, vi = (torch.round(t.double() / s).clamp(-127, 127).long() for t, s in ((q, sq), (k, sk), (v, sv)))
+    logits = (qi @ ki.transpose(-1, -2)).double() * sq * sk / 4
     codes = uclm_softmax(logits, return_codes=True)
-    expected = ((codes @ vi).double() * (sv.item() / 255)).float()
+    expected = ((codes @ vi).double() * (sv / 255)).float()
     assert torch.equal(out, expected)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     assert (out - ref).abs().max() < 0.05

@@ -188,3 +188,29 @@ def test_emulated_models_pickle_and_save(target):
     with torch.no_grad():
         assert torch.equal(again(tokens), expected) and torch.equal(loaded(tokens), expected)
     assert again.emulation.config == em.emulation.config
+
+
+@pytest.mark.parametrize("target,options", [("softex", {}), ("hastily", {}), ("hastily", {"calibrate": True}),
+                                            ("atleus", {}), ("flexisaga", {})])
+def test_a_sentence_does_not_depend_on_its_batch(target, options):
+    """One sentence alone and padded inside a batch: its real tokens get the same bits (FlexiSAGA's
+    dense FP32 attention products, like FP32 itself, may differ in the last bits with the BLAS
+    blocking, so there the bound is FP32's own)."""
+    from hwmodels.study import tiny_subject
+
+    subject = tiny_subject(["a man plays a guitar on stage", "the cat sleeps",
+                            "rain is expected over the long and wet weekend in the north"])
+    batch = subject.batch
+    n = int(batch["attention_mask"][1].sum())
+    alone = {k: v[1:2, :n] for k, v in batch.items()}
+    if options.pop("calibrate", False):
+        options["calibrate_with"] = [batch["input_ids"]]
+    em = emulate(subject.model, target, **options)
+    with torch.no_grad():
+        a = em(**alone).last_hidden_state[0]
+        b = em(**batch).last_hidden_state[1, :n]
+        fp32 = (subject.model(**alone).last_hidden_state[0] - subject.model(**batch).last_hidden_state[1, :n])
+    if target == "flexisaga":
+        assert (a - b).abs().max() <= max(4 * fp32.abs().max().item(), 1e-6)
+    else:
+        assert torch.equal(a, b)

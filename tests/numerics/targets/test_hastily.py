@@ -26,10 +26,10 @@ class Eager(nn.Module):
         return torch.softmax(q @ k.transpose(-1, -2) / 4, dim=-1) @ v
 
 
-def int8(t):
-    """Per-tensor absmax INT8 codes and scale, computed independently."""
-    s = t.abs().max().item() / 127
-    return torch.round(t / s).clamp(-127, 127).to(torch.int64), s
+def int8(t, dims):
+    """Absmax INT8 codes and scales over ``dims`` (a row: -1; a matrix: (-2, -1)), computed independently."""
+    s = t.double().abs().amax(dims, keepdim=True) / 127
+    return torch.round(t.double() / s).clamp(-127, 127).to(torch.int64), s
 
 
 def test_sdpa_runs_whole_on_hastily():
@@ -44,11 +44,11 @@ def test_eager_attention_products_and_softmax():
     em = emulate(Eager(), "hastily", crossbar=wide)
     got = em(Q, K, V)
     assert em.emulation.counts == {"matmul": 2, "softmax": 1}
-    (qi, sq), (ki, sk) = int8(Q), int8(K)
-    scores = ((qi @ ki.transpose(-1, -2)).double() * (sq * sk)).float() / 4
+    (qi, sq), (ki, sk) = int8(Q, -1), int8(K.transpose(-1, -2), (-2, -1))
+    scores = ((qi @ ki).double() * sq * sk).float() / 4
     probs = uclm_softmax(scores.double(), -1).float()
-    (pi, sp), (vi, sv) = int8(probs), int8(V)
-    want = ((pi @ vi).double() * (sp * sv)).float()
+    (pi, sp), (vi, sv) = int8(probs, -1), int8(V, (-2, -1))
+    want = ((pi @ vi).double() * sp * sv).float()
     assert torch.equal(got, want)
 
 
