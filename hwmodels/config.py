@@ -22,7 +22,11 @@ def load_fitted(target: str, path: str | Path | None = None) -> dict:
     path = Path(path) if path is not None else FITTED_PATH
     if not path.exists():
         return {}
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); restore it or rewrite it with "
+                         "python -m calibration --refit") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: top level must be an object mapping target names to fields")
     entries = data.get(target, {})

@@ -190,8 +190,9 @@ def pareto_front(costs: Iterable[float], accuracies: Iterable[float]) -> list[in
     """Indices of the points no other point beats: none has lower-or-equal cost and
     higher-or-equal accuracy with one of them strictly better. Sorted by cost."""
     points = list(zip(costs, accuracies))
-    front = [i for i, (c, a) in enumerate(points)
-             if not any(c2 <= c and a2 >= a and (c2, a2) != (c, a) for c2, a2 in points)]
+    valid = [not (math.isnan(c) or math.isnan(a)) for c, a in points]  # a NaN point beats nothing and is never on it
+    front = [i for i, (c, a) in enumerate(points) if valid[i]
+             and not any(ok and c2 <= c and a2 >= a and (c2, a2) != (c, a) for ok, (c2, a2) in zip(valid, points))]
     return sorted(front, key=lambda i: points[i])
 
 
@@ -356,7 +357,7 @@ class Result:
                 "latency_s": self.seconds, "energy_j": self.energy_j, "emulation_s": self.emulation_s}
 
 
-def run_study(subject: Subject, runs: Iterable[Run] = (), *, device: str | torch.device = "cpu",
+def run_study(subject: Subject, runs: Iterable[Run], *, device: str | torch.device = "cpu",
               progress: Callable[[int, int, Run, float], None] | None = None) -> list[Result]:
     """Emulate and estimate every run; ``progress(done, total, run, seconds)`` after each.
 
@@ -364,7 +365,9 @@ def run_study(subject: Subject, runs: Iterable[Run] = (), *, device: str | torch
     was emulated is the hardware that is priced."""
     from numerics.nn import emulate
 
-    runs = list(runs) or plan()
+    runs = list(runs)
+    if not runs:
+        raise ValueError("runs is empty: pass study.plan() for the default runs")
     device = torch.device(device)
     model = subject.model
     if next(model.parameters()).device != device:  # a copy: the subject's model stays where it is

@@ -198,10 +198,13 @@ def crossbar_product(a_int: torch.Tensor, b_int: torch.Tensor, crossbar: Crossba
     the leading dimensions. Each batch entry is a different "weight", so the arrays are written
     once per entry: one crossbar product per entry (a loop over matrices, not elements)."""
     batch = torch.broadcast_shapes(a_int.shape[:-2], b_int.shape[:-2])
+    shape = (*batch, a_int.shape[-2], b_int.shape[-1])
+    if 0 in shape or a_int.shape[-1] == 0:  # nothing to write or nothing to read: an empty or zero product
+        return torch.zeros(shape, dtype=torch.int64, device=a_int.device)
     a3 = a_int.expand(*batch, *a_int.shape[-2:]).reshape(-1, *a_int.shape[-2:])
     b3 = b_int.expand(*batch, *b_int.shape[-2:]).reshape(-1, *b_int.shape[-2:])
     out = torch.stack([crossbar_matmul(ai, bi, crossbar) for ai, bi in zip(a3, b3)])
-    return out.view(*batch, a_int.shape[-2], b_int.shape[-1])
+    return out.view(shape)
 
 
 def int8_crossbar_product(a: torch.Tensor, b: torch.Tensor, crossbar: CrossbarConfig) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 
 from numerics.validation import check_choice as _check_choice
 from numerics.validation import check_int as _check_int_field
-from numerics.validation import check_type
+from numerics.validation import check_padded, check_type
 
 __all__ = [
     "CrossbarConfig",
@@ -338,7 +338,11 @@ def _physical_to_canonical(t: torch.Tensor, n_pad: int, config: CrossbarConfig) 
 
 def _padded_sizes(k: int, n: int, config: CrossbarConfig) -> tuple[int, int]:
     nw = config.weights_per_crossbar
-    return -(-k // config.rows), -(-n // nw) * nw
+    blocks, n_pad = -(-k // config.rows), -(-n // nw) * nw
+    check_padded(f"a {k}x{n} weight on {config.rows}x{config.cols} crossbars",
+                 config.sets * blocks * config.rows * n_pad * config.slices,
+                 "use crossbars no larger than the weight needs")
+    return blocks, n_pad
 
 
 def program_weights(w_int: torch.Tensor, config: CrossbarConfig, *,

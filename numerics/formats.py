@@ -283,8 +283,10 @@ class IntFormat:
     """Two's complement if True, else unsigned."""
 
     def __post_init__(self):
-        if not isinstance(self.bits, int) or not 1 <= self.bits <= 32:
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= 32:
             raise ValueError(f"bits must be an integer in [1, 32]; got {self.bits!r}")
+        if not isinstance(self.signed, bool):
+            raise ValueError(f"signed must be True or False; got {self.signed!r}")
 
     @property
     def name(self) -> str:

@@ -270,8 +270,8 @@ class PercentileObserver(MinMaxObserver):
 
 def observe_inputs(model: torch.nn.Module, batches, names, observer=MinMaxObserver) -> dict:
     """Run ``model`` on each batch (a tensor, tuple of args or dict of kwargs) under
-    ``torch.no_grad()`` and return ``{name: observer}`` of the inputs seen by the submodules
-    ``names``."""
+    ``torch.no_grad()`` in eval mode (restored afterwards) and return ``{name: observer}`` of the
+    inputs seen by the submodules ``names``."""
     observers = {name: observer() for name in names}
     modules = dict(model.named_modules())
     missing = [name for name in observers if name not in modules]
@@ -279,6 +279,8 @@ def observe_inputs(model: torch.nn.Module, batches, names, observer=MinMaxObserv
         raise ValueError(f"names not found in the model: {missing}")
     hooks = [modules[name].register_forward_pre_hook(
         lambda _m, args, obs=obs: obs.observe(args[0])) for name, obs in observers.items()]
+    training = {m: m.training for m in model.modules()}
+    model.eval()  # calibrate on inference activations (no dropout), then restore each module's mode
     try:
         with torch.no_grad():
             for batch in batches:
@@ -291,4 +293,6 @@ def observe_inputs(model: torch.nn.Module, batches, names, observer=MinMaxObserv
     finally:
         for h in hooks:
             h.remove()
+        for module, mode in training.items():
+            module.training = mode
     return observers

@@ -133,6 +133,8 @@ def _load_builtins() -> None:
 
 def get_target(name: str) -> Target:
     """The registered target ``name``; ``ValueError`` listing the known ones otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"target must be a str naming a target, got {name!r}")
     _load_builtins()
     if name not in _TARGETS:
         raise ValueError(f"unknown target {name!r}; known targets: {', '.join(sorted(_TARGETS))}")

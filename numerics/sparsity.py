@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from numerics.formats import fma_f32
+from numerics.validation import check_padded
 
 VECTORS = ("row", "col", "channel", "auto")
 CRITERIA = ("l2", "l1")
@@ -165,6 +166,8 @@ def _pad_to(t: torch.Tensor, bk: int, bn: int) -> torch.Tensor:
     k, n = t.shape
     if k % bk == 0 and n % bn == 0:  # aligned: no copy
         return t
+    check_padded(f"a {k}x{n} weight on {bk}x{bn} blocks", -(-k // bk) * bk * -(-n // bn) * bn,
+                 "use a tile no larger than the weight needs")
     return F.pad(t, (0, -n % bn, 0, -k % bk))
 
 

@@ -23,3 +23,15 @@ def check_type(name: str, value, cls: type) -> None:
     """TypeError naming ``name`` unless ``value`` is a ``cls`` (e.g. a configuration dataclass)."""
     if not isinstance(value, cls):
         raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+
+
+MAX_PADDED_ELEMENTS = 1 << 31
+"""Largest tensor a weight may be padded to (to whole tiles or crossbars) before it is refused."""
+
+
+def check_padded(what: str, elements: int, hint: str) -> None:
+    """ValueError when padding ``what`` would allocate more than MAX_PADDED_ELEMENTS elements (e.g. a
+    tiny weight on a huge tile), instead of trying to allocate it."""
+    if elements > MAX_PADDED_ELEMENTS:
+        raise ValueError(f"{what} would be padded to {elements:,} elements (more than {MAX_PADDED_ELEMENTS:,}): "
+                         f"{hint}")

@@ -41,6 +41,9 @@ def test_bad_fitted_file(tmp_path, monkeypatch):
     path.write_text(json.dumps({"softex": {"redmule_utilisation": 2.0}}))
     with pytest.raises(ValueError, match="redmule_utilisation"):
         estimate(PRODUCT, "softex")
+    path.write_text('{"softex": {"redmule_utilisation": 0.')  # truncated
+    with pytest.raises(ValueError, match=f"{path}.* is not valid JSON.*--refit"):
+        estimate(PRODUCT, "softex")
 
 
 def test_every_fitted_name_is_a_field():

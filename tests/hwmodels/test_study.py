@@ -107,6 +107,14 @@ def test_pareto_front_on_hand_made_points():
     assert study.pareto_front(costs, accs) == [4, 0, 1, 2, 5]
     assert study.pareto_front([1, 1], [0.5, 0.9]) == [1]
     assert study.pareto_front([], []) == []
+    nan = float("nan")
+    assert study.pareto_front([1.0, 2.0, 0.5], [0.5, 0.9, nan]) == [0, 1]  # a NaN accuracy is never on it
+    assert study.pareto_front([nan, 2.0], [0.99, 0.9]) == [1]
+
+
+def test_an_empty_plan_is_an_error(tiny):
+    with pytest.raises(ValueError, match="runs is empty: pass study.plan"):
+        study.run_study(tiny, [])
 
 
 def test_accuracy_of_a_head_is_top1_agreement():

@@ -320,3 +320,9 @@ def test_bad_inputs():
     unsigned = dataclasses.replace(HASTILY_SRAM, input_encoding="unsigned")
     with pytest.raises(ValueError, match="x_int"):
         crossbar_matmul(x - 1, w, unsigned)
+
+
+def test_crossbars_that_would_pad_a_weight_to_billions_of_cells_are_refused():
+    huge = CrossbarConfig(rows=65536, cols=65536, cell_bits=1, weight_bits=8, weight_encoding="differential")
+    with pytest.raises(ValueError, match=r"4x4 weight on 65536x65536 crossbars would be padded.*no larger"):
+        crossbar_matmul(torch.ones(2, 4, dtype=torch.int64), torch.ones(4, 4, dtype=torch.int64), huge)

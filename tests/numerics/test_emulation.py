@@ -214,3 +214,25 @@ def test_a_sentence_does_not_depend_on_its_batch(target, options):
         assert (a - b).abs().max() <= max(4 * fp32.abs().max().item(), 1e-6)
     else:
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("target,bad,error,match", [
+    (["softex"], {}, TypeError, "target must be a str"),
+    ("atleus", {"seed": "abc"}, TypeError, "seed must be an int"),
+    ("atleus", {"lora_alpha": "big"}, ValueError, "lora_alpha must be a number"),
+    ("atleus", {"resample_noise": "yes"}, ValueError, "resample_noise must be True or False"),
+    ("flexisaga", {"skip": 5}, ValueError, "skip must be a callable"),
+    ("softex", {"lanes": True}, ValueError, "lanes must be a power of two"),
+    ("hastily", {"uclm": "fast"}, TypeError, "uclm must be a UCLMConfig"),
+])
+def test_bad_option_types_get_clear_errors(target, bad, error, match):
+    with pytest.raises(error, match=match):
+        emulate(TinyTransformer(), target, **bad)
+
+
+@pytest.mark.parametrize("target", ["hastily", "atleus"])
+def test_non_finite_activations_and_empty_batches_on_the_crossbars(target):
+    em = emulate(TinyTransformer(), target)
+    with pytest.raises(ValueError, match="input of a crossbar Linear .* contains Inf or NaN"):
+        em.qkv(torch.full((1, 3, 32), float("inf")))
+    assert em(torch.zeros(0, 5, dtype=torch.long)).shape == (0, 5, 32)

@@ -184,9 +184,11 @@ def test_int_formats():
     assert (INT4.qmin, INT4.qmax, INT4.torch_dtype) == (-8, 7, torch.int8)
     assert IntFormat(1, True).qmin == -1 and IntFormat(1, True).qmax == 0
     assert IntFormat(32, False).torch_dtype == torch.int64
-    for bad in (0, -3, 33, 2.5):
+    for bad in (0, -3, 33, 2.5, True):
         with pytest.raises(ValueError, match="bits"):
             IntFormat(bad)
+    with pytest.raises(ValueError, match="signed must be True or False"):
+        IntFormat(8, "yes")
 
 
 @pytest.mark.parametrize("mode,want", [

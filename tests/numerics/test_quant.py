@@ -159,6 +159,17 @@ def test_observe_inputs_hooks_named_modules():
         observe_inputs(model, batches, ["9"])
 
 
+def test_calibration_sees_inference_activations_and_restores_training_mode():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2)).train()
+    model[2].eval()  # a mixed state, restored module by module
+    batches = [torch.randn(16, 4) for _ in range(3)]
+    got = observe_inputs(model, batches, ["2"])["2"].absmax()
+    assert [m.training for m in model] == [True, True, False]
+    want = observe_inputs(model.eval(), batches, ["2"])["2"].absmax()
+    assert got == want  # no dropout: the same activations as in inference
+
+
 def test_config_validation():
     assert M8F4.mha_weight_bits == 8 and M8F4.ffn_weight_bits == 4
     for field, value in [("mha_weight_bits", 1), ("ffn_weight_bits", 17), ("granularity", "row"),

@@ -466,3 +466,10 @@ def test_gemm_rejects_invalid_input():
         sparse_gemm(torch.ones(3), w)
     with pytest.raises(TypeError, match="config"):
         sparse_gemm(x, w, {"dtype": "float32"})
+
+
+def test_a_tile_that_would_pad_a_weight_to_billions_of_elements_is_refused():
+    w = torch.ones(4, 4)
+    with pytest.raises(ValueError, match=r"4x4 weight on 65536x65536 blocks would be padded.*tile no larger"):
+        encode_bitmap(w, (65536, 65536))
+    assert prune_layer(w, 0.5, tile=(65536, 65536)).vectors_total == 4  # 1x65536 row vectors: small enough
