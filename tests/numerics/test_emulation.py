@@ -236,3 +236,64 @@ def test_non_finite_activations_and_empty_batches_on_the_crossbars(target):
     with pytest.raises(ValueError, match="input of a crossbar Linear .* contains Inf or NaN"):
         em.qkv(torch.full((1, 3, 32), float("inf")))
     assert em(torch.zeros(0, 5, dtype=torch.long)).shape == (0, 5, 32)
+
+
+# ------------------------------------------------------------------ properties over random models
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+class Block(nn.Module):
+    """A pre-norm attention block with a GELU MLP, on float inputs, with an optional key mask."""
+
+    def __init__(self, d, heads, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.heads = heads
+        self.norm, self.qkv, self.out = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, x, keep=None):
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        mask = None if keep is None else keep[:, None, None, :]
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + self.out(att.transpose(1, 2).reshape(b, n, d))
+        return x + self.mlp(x)
+
+
+cases = st.fixed_dictionaries({
+    "target": st.sampled_from(TARGETS), "dtype": st.sampled_from([torch.float32, torch.bfloat16]),
+    "d": st.sampled_from([8, 16]), "heads": st.sampled_from([1, 2]), "batch": st.integers(1, 2),
+    "n": st.integers(1, 5), "mask": st.sampled_from(["none", "padding", "all"]), "seed": st.integers(0, 9)})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=cases)
+def test_emulate_is_safe_on_random_models(case):
+    model = Block(case["d"], case["heads"], case["seed"]).to(case["dtype"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(case["seed"])
+    x = torch.randn(case["batch"], case["n"], case["d"], generator=g).to(case["dtype"])
+    keep = {"none": None, "padding": torch.arange(case["n"]).expand(case["batch"], -1) < max(1, case["n"] - 1),
+            "all": torch.zeros(case["batch"], case["n"], dtype=torch.bool)}[case["mask"]]
+    probe = torch.randn(3, 5, generator=g)
+    plain = (torch.softmax(probe, -1), probe @ probe.T, F.gelu(probe))
+    if case["target"] == "flexisaga" and case["dtype"] != torch.float32:
+        with pytest.raises(TypeError, match="float32"):
+            emulate(model, "flexisaga")
+        return
+    em = emulate(model, case["target"], **({"accumulation": "fast"} if case["target"] == "flexisaga" else {}))
+    with torch.no_grad():
+        reference = model(x, keep)
+        quiet = em(x, keep)
+    xg = x.clone().requires_grad_(True)
+    loud = em(xg, keep)
+    assert torch.equal(quiet, loud.detach())  # the same bits with and without grad
+    assert torch.isfinite(quiet)[torch.isfinite(reference)].all()  # finite wherever FP32 is
+    loud.float().square().sum().backward()
+    assert torch.isfinite(xg.grad).all() or not torch.isfinite(reference).all()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original untouched
+    assert _no_mode_active()
+    assert all(torch.equal(a, b) for a, b in zip(plain, (torch.softmax(probe, -1), probe @ probe.T, F.gelu(probe))))
