@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import copy
 import dataclasses
+import inspect
 
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -123,13 +124,22 @@ class _Mode(TorchFunctionMode):
         return handler(emulation, func, args, kwargs)
 
 
-class _EmulatedForward:
-    """The forward of an emulated model: the class's forward inside the target's function mode, entered
-    and left with ``with`` (so an interrupt or an error cannot leave it on), as the innermost pass of
-    this thread. Replaces ``forward`` on the instance; picklable."""
+class _InstanceForward:
+    """Base of the forwards ``emulate`` sets on instances: picklable, with the signature of the class's
+    forward (Hugging Face inspects it to route keyword arguments)."""
 
     def __init__(self, module: nn.Module):
         self.module = module
+
+    @property
+    def __signature__(self):
+        return inspect.signature(type(self.module).forward.__get__(self.module))
+
+
+class _EmulatedForward(_InstanceForward):
+    """The forward of an emulated model: the class's forward inside the target's function mode, entered
+    and left with ``with`` (so an interrupt or an error cannot leave it on), as the innermost pass of
+    this thread."""
 
     def __call__(self, *args, **kwargs):
         module = self.module
@@ -147,12 +157,9 @@ class _EmulatedForward:
         return out
 
 
-class _SelfEmulatedForward:
+class _SelfEmulatedForward(_InstanceForward):
     """The forward of a module that emulates itself (e.g. a crossbar Linear): its own torch calls are
-    part of the emulation, so no handler sees them. Replaces ``forward`` on the instance; picklable."""
-
-    def __init__(self, module: nn.Module):
-        self.module = module
+    part of the emulation, so no handler sees them."""
 
     def __call__(self, *args, **kwargs):
         token = _CALL.set(None)

@@ -174,6 +174,20 @@ def test_an_emulated_model_called_by_another_runs_only_its_own_emulation():
     assert torch.equal(inside, outer_em.norm(alone))
 
 
+def test_an_emulated_forward_keeps_its_signature_and_generate_works():
+    import inspect
+
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50, n_positions=16,
+                                     bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    em = emulate(model, "softex")
+    assert inspect.signature(em.forward) == inspect.signature(model.forward)
+    out = em.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 6) and em.emulation.counts["softmax"] == 1  # the last decoding step's pass
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_emulated_models_pickle_and_save(target):
     em = emulate(TinyTransformer(), target, **({"accumulation": "fast"} if target == "flexisaga" else {}))
