@@ -35,6 +35,7 @@ __all__ = [
     "bits_to_fp32",
     "round_to_bfloat16",
     "bf16_values",
+    "flush_subnormals",
     "fma_f32",
     "IntFormat",
     "INT8",
@@ -512,6 +513,18 @@ def bf16_values(x: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(x32.sum()):  # one fast FP32 reduction; any NaN makes the sum NaN
         y = y.masked_fill(y.isnan(), _BF16_NAN)
     return y
+
+
+def flush_subnormals(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (bfloat16 or float32) with every subnormal value replaced by a zero of the same sign: what
+    a float unit in flush-to-zero mode (e.g. under ``torch.set_flush_denormal(True)``) returns."""
+    if x.dtype not in (torch.bfloat16, torch.float32):
+        raise TypeError(f"x must be bfloat16 or float32, got {x.dtype}")
+    tiny = torch.finfo(x.dtype).tiny  # 2**-126 for both
+    subnormal = (x != 0) & (x.abs() < tiny)
+    if not bool(subnormal.any()):
+        return x
+    return torch.where(subnormal, torch.zeros_like(x).copysign(x), x)
 
 
 def fma_f32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 
 from numerics.expp import expp
 from numerics.formats import bits_to_fp32, fma_f32, fp32_to_bits, require_bfloat16, round_to_bfloat16
+from numerics.formats import flush_subnormals as _flush
 from numerics.softex_gelu import GeluCoefficients, gelu, gelu_datapath
 
 __all__ = [
@@ -327,21 +328,27 @@ def normalize(chunk: torch.Tensor, state: SoftmaxState, *, dim: int = -1) -> tor
     return _from_rows(y, chunk, dim)
 
 
-def softmax(x: torch.Tensor, dim: int = -1, *, lanes: int = 8, accumulators: int = 1) -> torch.Tensor:
+def softmax(x: torch.Tensor, dim: int = -1, *, lanes: int = 8, accumulators: int = 1,
+            flush_subnormals: bool = False) -> torch.Tensor:
     """SoftEx softmax along ``dim``: bfloat16 in, bfloat16 out, bit-exact with the RTL datapath (spec 3).
 
     ``lanes`` (V): elements per beat, a power of two in [1, 64]; a row whose length is not a multiple of V
     ends with a masked partial beat. ``accumulators``: 1 (one FP32 accumulator, the golden model's order;
     default) or 4 (interleaved partial sums with a fused FMA, spec 3.2). Special values (spec 3.5): a row
     with NaN or +Inf gives NaN; -Inf entries give +0; an all -Inf row gives all +0.
+    ``flush_subnormals=True`` returns +0 for outputs below 2**-126, as the authors' Python golden model
+    does under ``torch.set_flush_denormal(True)``; the RTL (default) keeps them (docs/hardware/softex.md).
     """
     require_bfloat16(x)
     check_lanes(lanes)
     check_accumulators(accumulators)
+    if not isinstance(flush_subnormals, bool):
+        raise ValueError(f"flush_subnormals must be True or False; got {flush_subnormals!r}")
     _as_rows(x, dim)  # validates dim
     if x.numel() == 0:
         return x.clone()
-    return normalize(x, accumulate(x, dim=dim, lanes=lanes, accumulators=accumulators), dim=dim)
+    y = normalize(x, accumulate(x, dim=dim, lanes=lanes, accumulators=accumulators), dim=dim)
+    return _flush(y) if flush_subnormals else y
 
 
 # --------------------------------------------------------------------------- INT8 casts

@@ -59,6 +59,8 @@ class SoftExOptions(TargetOptions):
                         "softmax cycle formula (§6.3) has no term for them",
         "matmul_accumulate": "RedMulE's accumulator format is not published (assumption: FP32); its "
                              "throughput is the same 192 FMAs per cycle either way",
+        "flush_subnormals": "the RTL keeps subnormal outputs; flushing them reproduces the authors' Python "
+                            "golden model, with the same datapath and cycles",
         "softmax": _SWITCH,
         "gelu": _SWITCH,
         "matmul": _SWITCH,
@@ -74,6 +76,8 @@ class SoftExOptions(TargetOptions):
     a GELU job takes N passes over the vector."""
     matmul_accumulate: str = "fp32"
     """RedMulE's accumulator: ``"fp32"`` (assumption) or ``"bf16"`` (chained BF16 FMA, the other extreme)."""
+    flush_subnormals: bool = False
+    """Softmax outputs below 2**-126 become +0, as in the authors' golden model (False: the RTL's)."""
     softmax: bool = True
     """Emulate softmax on SoftEx (False: exact FP32, to isolate its effect)."""
     gelu: bool = True
@@ -86,14 +90,15 @@ class SoftExOptions(TargetOptions):
         softex.check_accumulators(self.accumulators)
         check_choice("gelu_terms", self.gelu_terms, PUBLISHED_TERMS)
         check_choice("matmul_accumulate", self.matmul_accumulate, ACCUMULATIONS)
-        for switch in ("softmax", "gelu", "matmul"):
+        for switch in ("flush_subnormals", "softmax", "gelu", "matmul"):
             if not isinstance(getattr(self, switch), bool):
                 raise ValueError(f"{switch} must be True or False; got {getattr(self, switch)!r}")
 
 
 def _softex_softmax(em: Emulation, x: torch.Tensor, dim: int) -> torch.Tensor:
     opts = em.config
-    return softex.softmax(bf16_values(x), dim=dim, lanes=opts.lanes, accumulators=opts.accumulators)
+    return softex.softmax(bf16_values(x), dim=dim, lanes=opts.lanes, accumulators=opts.accumulators,
+                          flush_subnormals=opts.flush_subnormals)
 
 
 def _gelu(em: Emulation, func, args, kwargs):

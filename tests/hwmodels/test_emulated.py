@@ -96,7 +96,8 @@ def test_an_emulated_model_is_priced_as_emulated():
 
 TOKENS = torch.randint(3, 512, (2, 24), generator=torch.Generator().manual_seed(3))
 ALTERNATIVES = {
-    "softex": {"lanes": 16, "gelu_terms": 2, "accumulators": 4, "matmul_accumulate": "bf16", "softmax": False,
+    "softex": {"lanes": 16, "gelu_terms": 2, "accumulators": 4, "matmul_accumulate": "bf16",
+               "flush_subnormals": True, "softmax": False,
                "gelu": False, "matmul": False},
     "hastily": {"crossbar": dataclasses.replace(HASTILY_SRAM, rows=32, cols=32), "adc_bits": 5,
                 "uclm": dataclasses.replace(HASTILY_UCLM, er_mode="linear"),

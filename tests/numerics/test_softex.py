@@ -352,3 +352,19 @@ def test_int_cast_errors():
         softex.int_to_bf16(torch.zeros(2, dtype=torch.int8), softex.CastCtrl(0))
     with pytest.raises(TypeError, match="bfloat16"):
         softex.bf16_to_int(torch.zeros(2), softex.CastCtrl(0))
+
+
+def test_flush_subnormals_zeroes_exactly_the_subnormal_outputs():
+    """The authors' golden model runs under torch.set_flush_denormal(True): outputs below 2**-126 become +0.
+    Wide-range rows (scores spanning about +-128) give many such outputs; every other code is unchanged."""
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(64, 256, generator=g) * 256 - 128).to(torch.bfloat16)
+    kept = softmax(x, lanes=8)
+    flushed = softmax(x, lanes=8, flush_subnormals=True)
+    bits_kept, bits_flushed = kept.view(torch.int16), flushed.view(torch.int16)
+    subnormal = (bits_kept & 0x7F80) == 0  # exponent field 0: zero or subnormal
+    assert int((subnormal & (bits_kept != 0)).sum()) >= 20  # the case the option exists for (30 here)
+    assert torch.equal(bits_flushed[~subnormal], bits_kept[~subnormal])
+    assert (bits_flushed[subnormal] == 0).all()
+    with pytest.raises(ValueError, match="flush_subnormals"):
+        softmax(x, flush_subnormals=1)
