@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from numerics.formats import (INT4, INT8, UINT8, FixedFormat, IntFormat, Rounding, bf16_to_bits, lookup,
                               bits_to_bf16, bits_to_fp32, dequantize, fp32_to_bits, from_fixed,
-                              quantize, round_to_bfloat16, to_fixed)
+                              flush_subnormals, quantize, round_to_bfloat16, to_fixed)
 from tests.numerics.reference_formats import bf16_code, round_integral
 
 MODES = [m.value for m in Rounding]
@@ -314,3 +314,15 @@ def test_lookup_gathers_by_code_across_chunks():
         lookup(table[:100], x)
     with pytest.raises(TypeError, match="bfloat16"):
         lookup(table, x.float())
+
+
+def test_flush_subnormals_on_every_bf16_code():
+    codes = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    got = bf16_to_bits(flush_subnormals(bits_to_bf16(codes))).to(torch.int32) & 0xFFFF
+    c = codes.to(torch.int32) & 0xFFFF
+    want = torch.where((c & 0x7F80) == 0, c & 0x8000, c)  # exponent field 0: keep only the sign
+    assert torch.equal(got, want)
+    x = torch.tensor([2.0**-127, -(2.0**-149), 2.0**-126, 0.0], dtype=torch.float32)
+    assert fp32_to_bits(flush_subnormals(x)).tolist() == [0, 0x80000000, 0x00800000, 0]  # -0 keeps its sign
+    with pytest.raises(TypeError, match="bfloat16 or float32"):
+        flush_subnormals(torch.zeros(2, dtype=torch.float64))
