@@ -6,6 +6,7 @@ ADC model). Ratios are medians over several back-to-back runs on the current dev
 
     python bench/crossbar.py [--device cuda] [--threads N]
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,18 +46,21 @@ def main() -> None:
     x_int = torch.randint(-127, 128, (TOKENS, D_IN), generator=g).to(dev)
     w_int = torch.randint(-127, 128, (D_IN, D_OUT), generator=g).to(dev)
     cases = {
-        "ATLEUS_RERAM": {"fast": ATLEUS_RERAM,  # flip keeps counts <= 192 < 256
-                         "clipping": dataclasses.replace(ATLEUS_RERAM, flip_columns=False)},
-        "HASTILY_SRAM": {"fast": dataclasses.replace(HASTILY_SRAM, adc_bits=7),
-                         "clipping": HASTILY_SRAM},
+        "ATLEUS_RERAM": {
+            "fast": ATLEUS_RERAM,  # flip keeps counts <= 192 < 256
+            "clipping": dataclasses.replace(ATLEUS_RERAM, flip_columns=False),
+        },
+        "HASTILY_SRAM": {"fast": dataclasses.replace(HASTILY_SRAM, adc_bits=7), "clipping": HASTILY_SRAM},
     }
-    print(f"{TOKENS} tokens x Linear({D_IN} -> {D_OUT}) on {dev}, "
-          f"{torch.get_num_threads()} threads; ratio = median of emulated / nn.Linear")
+    print(
+        f"{TOKENS} tokens x Linear({D_IN} -> {D_OUT}) on {dev}, "
+        f"{torch.get_num_threads()} threads; ratio = median of emulated / nn.Linear"
+    )
     print(f"{'preset':<14}{'path':<10}{'ms':>10}{'ratio':>10}")
     for name, paths in cases.items():
         for path, cfg in paths.items():
             assert cfg.can_clip == (path == "clipping")
-            t, r = ratio(lambda: crossbar_matmul(x_int, w_int, cfg), ref, args.repeats)
+            t, r = ratio(lambda cfg=cfg: crossbar_matmul(x_int, w_int, cfg), ref, args.repeats)
             print(f"{name:<14}{path:<10}{t * 1e3:>10.2f}{r:>10.1f}")
 
 

@@ -34,7 +34,10 @@ def main() -> None:
     with torch.no_grad():
         t_ref = median_seconds(lambda: model(input_ids=ids, attention_mask=mask), repeats=args.repeats, warmup=1)
         t_emu = median_seconds(lambda: emulated(input_ids=ids, attention_mask=mask), repeats=args.repeats, warmup=1)
-    print(f"all-MiniLM-L6-v2, batch {args.batch}, sequence {args.seq}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    print(
+        f"all-MiniLM-L6-v2, batch {args.batch}, sequence {args.seq}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats}"
+    )
     print(f"FP32 forward          {t_ref * 1e3:9.1f} ms")
     print(f"{args.target:>6} emulated      {t_emu * 1e3:9.1f} ms")
     print(f"ratio emulated / FP32 = {t_emu / t_ref:.2f}")

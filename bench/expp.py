@@ -1,6 +1,6 @@
 """expp time / torch.exp time on the same 16M-element bfloat16 tensor, measured in the same run.
 
-    python bench/expp.py [--numel N] [--device cpu|cuda]
+python bench/expp.py [--numel N] [--device cpu|cuda]
 """
 
 import pathlib
@@ -22,7 +22,10 @@ def main() -> None:
     expp_table(x.device)  # built once per device; not part of the per-call cost
     t_exp = median_seconds(lambda: torch.exp(x), repeats=args.repeats)
     t_expp = median_seconds(lambda: expp(x), repeats=args.repeats)
-    print(f"device {args.device}, {args.numel:,} bfloat16 elements, {torch.get_num_threads()} threads, median of {args.repeats}")
+    print(
+        f"device {args.device}, {args.numel:,} bfloat16 elements, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats}"
+    )
     print(f"torch.exp  {t_exp * 1e3:8.2f} ms")
     print(f"expp       {t_expp * 1e3:8.2f} ms")
     print(f"ratio expp / torch.exp = {t_expp / t_exp:.2f}")

@@ -29,10 +29,11 @@ def main() -> None:
     expp_table(x.device)
     expp_table(x.device, torch.float32)
     t_ref = median_seconds(lambda: torch.softmax(x32, dim=-1), repeats=args.repeats)
-    t_sx = median_seconds(lambda: softmax(x, lanes=args.lanes, accumulators=args.accumulators),
-                          repeats=args.repeats)
-    print(f"device {args.device}, shape {tuple(args.shape)}, lanes {args.lanes}, accumulators {args.accumulators}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    t_sx = median_seconds(lambda: softmax(x, lanes=args.lanes, accumulators=args.accumulators), repeats=args.repeats)
+    print(
+        f"device {args.device}, shape {tuple(args.shape)}, lanes {args.lanes}, accumulators {args.accumulators}, "
+        f"{torch.get_num_threads()} threads, median of {args.repeats}"
+    )
     print(f"torch.softmax fp32  {t_ref * 1e3:9.2f} ms")
     print(f"softex softmax      {t_sx * 1e3:9.2f} ms")
     print(f"ratio softex / torch.softmax = {t_sx / t_ref:.2f}")

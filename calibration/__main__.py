@@ -16,8 +16,11 @@ from . import fit, report
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m calibration", description=__doc__.split("\n\n")[1])
     parser.add_argument("--refit", action="store_true", help="refit and rewrite hwmodels/fitted.json first")
-    parser.add_argument("--out", default=str(Path(__file__).parent),
-                        help="directory for report.csv and report.md (default: calibration/)")
+    parser.add_argument(
+        "--out",
+        default=str(Path(__file__).parent),
+        help="directory for report.csv and report.md (default: calibration/)",
+    )
     args = parser.parse_args(argv)
     if args.refit:
         fit.write_fitted()

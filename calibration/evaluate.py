@@ -45,6 +45,7 @@ def _softex_ratio(kind: str, quantity: str):
         hw = estimate(row, "softex", config=c["softex"])
         sw = estimate(row, "softex", config=c["softex"], softex=False)
         return getattr(sw, quantity) / getattr(hw, quantity)
+
     return ratio
 
 
@@ -59,22 +60,32 @@ def _hastily(name: str, metric, **options):
 def _hastily_ratio(numerator: dict, denominator: dict, metric):
     def ratio(c):
         w = workload("bert_base_512")
-        return (metric(estimate(w, "hastily", config=c["hastily"], **numerator))
-                / metric(estimate(w, "hastily", config=c["hastily"], **denominator)))
+        return metric(estimate(w, "hastily", config=c["hastily"], **numerator)) / metric(
+            estimate(w, "hastily", config=c["hastily"], **denominator)
+        )
+
     return ratio
 
 
 def _layers_ratio(c):
     w = workload("bert_base_512")
-    return (_tops(estimate(w, "hastily", config=c["hastily"]))
-            / _tops(estimate(first_layers(w, 6), "hastily", config=c["hastily"])))
+    return _tops(estimate(w, "hastily", config=c["hastily"])) / _tops(
+        estimate(first_layers(w, 6), "hastily", config=c["hastily"])
+    )
 
 
 def _atleus_energy(c, **options):
     """A LoRA fine-tuning step at the paper's rank, with the spec's FP32 systolic tier (the paper's
     precision is not stated; atleus.md §4)."""
-    return estimate(workload("roberta_base_384"), "atleus", config=c["atleus"], mode="finetune",
-                    lora_rank=PAPER_LORA_RANK, sa_dtype="float32", **options)
+    return estimate(
+        workload("roberta_base_384"),
+        "atleus",
+        config=c["atleus"],
+        mode="finetune",
+        lora_rank=PAPER_LORA_RANK,
+        sa_dtype="float32",
+        **options,
+    )
 
 
 def _reram_share(c):
@@ -93,6 +104,7 @@ def _flexisaga_speedup(name: str):
         dense = estimate(w, "flexisaga", config=cfg, sparse=False, non_gemm=False)
         sparse = estimate(w, "flexisaga", config=cfg, sparsity=CNN_SPARSITY, vector="auto", non_gemm=False)
         return dense.total_cycles / sparse.total_cycles
+
     return speedup
 
 
@@ -101,10 +113,12 @@ EVALUATORS = {
     "softex.softmax_energy": _softex_ratio("softmax", "energy_j"),
     "softex.gelu_speedup": _softex_ratio("gelu", "seconds"),
     "softex.gelu_energy": _softex_ratio("gelu", "energy_j"),
-    "softex.vit_throughput": lambda c: 1e3 * _tops(estimate(workload("vit_b16"), "softex", config=c["softex"],
-                                                            voltage=0.8)),
-    "softex.vit_efficiency": lambda c: _tops_per_w(estimate(workload("vit_b16"), "softex", config=c["softex"],
-                                                            voltage=0.55)),
+    "softex.vit_throughput": lambda c: (
+        1e3 * _tops(estimate(workload("vit_b16"), "softex", config=c["softex"], voltage=0.8))
+    ),
+    "softex.vit_efficiency": lambda c: _tops_per_w(
+        estimate(workload("vit_b16"), "softex", config=c["softex"], voltage=0.55)
+    ),
     "hastily.bert_base_tops": _hastily("bert_base_512", _tops),
     "hastily.bert_large_tops": _hastily("bert_large_512", _tops),
     "hastily.bert_base_tops_per_w": _hastily("bert_base_512", _tops_per_w),
@@ -115,8 +129,9 @@ EVALUATORS = {
     "hastily.speedup_over_puma": _hastily_ratio({}, PUMA_OPTIONS, _tops),
     "atleus.reram_energy_share": _reram_share,
     "atleus.bits_slope": _bits_slope,
-    "atleus.m8f4_vs_m4f8": lambda c: (_atleus_energy(c, quant="M4F8").energy_j
-                                      / _atleus_energy(c, quant="M8F4").energy_j),
+    "atleus.m8f4_vs_m4f8": lambda c: (
+        _atleus_energy(c, quant="M4F8").energy_j / _atleus_energy(c, quant="M8F4").energy_j
+    ),
     "flexisaga.sparse_speedup_low": _flexisaga_speedup("mobilenet_v2"),
     "flexisaga.sparse_speedup_high": _flexisaga_speedup("resnet50"),
 }
@@ -140,18 +155,18 @@ NOT_EVALUABLE = {
 
 NOTES = {
     "softex.softmax_speedup": "reproduced by construction: the software baseline's per-element cost is "
-                              "set from this figure (sw_softmax_ratio, softex.md §6.3)",
+    "set from this figure (sw_softmax_ratio, softex.md §6.3)",
     "softex.gelu_speedup": "reproduced by construction: the software baseline's per-element cost is "
-                           "set from this figure (sw_gelu_ratio, softex.md §6.3)",
+    "set from this figure (sw_gelu_ratio, softex.md §6.3)",
     "hastily.bert_base_tops": "the pipeline stage is bound by GELU on one core's 64-lane VFU "
-                              "(⌈3072/64⌉·14 = 672 cycles per row), not by the MVM",
+    "(⌈3072/64⌉·14 = 672 cycles per row), not by the MVM",
     "hastily.bert_large_tops": "the pipeline stage is bound by GELU on one core's 64-lane VFU "
-                               "(⌈4096/64⌉·14 = 896 cycles per row), not by the MVM",
+    "(⌈4096/64⌉·14 = 896 cycles per row), not by the MVM",
     "hastily.puma_tops": "evaluated with the default mvm_cycles = 375, since no mvm_cycles reproduces the "
-                         "HASTILY throughput; every op runs over all 512 rows in sequence",
+    "HASTILY throughput; every op runs over all 512 rows in sequence",
     "hastily.speedup_over_puma": "mostly the pipelining gain: both are bound by VFU work, not by softmax",
     "atleus.reram_energy_share": "ReRAM (ADC-dominated, ISAAC energies) is 60 % of the step; no "
-                                 "quantitative Atleus figure to fit the digital-side constants to",
+    "quantitative Atleus figure to fit the digital-side constants to",
 }
 """Remarks on how a figure's model value comes about, shown in the report."""
 

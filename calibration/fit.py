@@ -105,21 +105,24 @@ def _loss(target: str, keys: tuple[str, ...]):
     def loss(config) -> float:
         configs = {**DEFAULTS, target: config}
         return sum(math.log(evaluate(k, configs) / BY_KEY[k].value) ** 2 for k in keys)
+
     return loss
 
 
 def _log_scalar(name: str, lo: float, hi: float):
     """Solve for one positive float constant on a log scale."""
+
     def solve(config, loss):
-        x = golden_min(lambda t: loss(dataclasses.replace(config, **{name: math.exp(t)})),
-                       math.log(lo), math.log(hi))
+        x = golden_min(lambda t: loss(dataclasses.replace(config, **{name: math.exp(t)})), math.log(lo), math.log(hi))
         return {name: _round(math.exp(x))}
+
     return solve
 
 
 def _int_scalar(name: str, lo: int, hi: int):
     def solve(config, loss):
         return {name: integer_min(lambda v: loss(dataclasses.replace(config, **{name: v})), lo, hi)}
+
     return solve
 
 
@@ -134,8 +137,11 @@ def _softex_powers(config, loss):
     x = math.exp(golden_min(lambda t: ratio_loss(with_ratio(t)), math.log(0.25), math.log(4)))
     trial = dataclasses.replace(config, softex_power_w=base * x)
     scale = evaluate("softex.vit_efficiency", {**DEFAULTS, "softex": trial}) / BY_KEY["softex.vit_efficiency"].value
-    return {"redmule_power_w": _round(config.redmule_power_w * scale),
-            "cores_power_w": _round(base * scale), "softex_power_w": _round(base * x * scale)}
+    return {
+        "redmule_power_w": _round(config.redmule_power_w * scale),
+        "cores_power_w": _round(base * scale),
+        "softex_power_w": _round(base * x * scale),
+    }
 
 
 def _flexisaga_overhead_and_skip(config, loss):
@@ -154,34 +160,62 @@ def _flexisaga_overhead_and_skip(config, loss):
 
 
 GROUPS: tuple[Group, ...] = (
-    Group("softex", ("redmule_utilisation",), ("softex.vit_throughput",), "0.05 to 1",
-          "golden section on the fraction", _log_scalar("redmule_utilisation", 0.05, 1.0)),
-    Group("softex", ("redmule_power_w", "cores_power_w", "softex_power_w"),
-          ("softex.softmax_energy", "softex.gelu_energy", "softex.vit_efficiency"),
-          "P_softex/P_cores in [0.25, 4]; common scale unbounded",
-          "P_softex/P_cores by golden section on the two energy ratios, then one scale of all three "
-          "powers (closed form) for the efficiency; P_redmule/P_cores kept at its default",
-          _softex_powers),
-    Group("hastily", ("e_mvm_pj",), ("hastily.bert_base_tops_per_w", "hastily.bert_large_tops_per_w"),
-          "10 pJ to 100 nJ per MVM", "golden section on log e_mvm", _log_scalar("e_mvm_pj", 10, 1e5)),
-    Group("hastily", ("mvm_cycles",), ("hastily.bert_base_tops", "hastily.bert_large_tops"),
-          "8 (one cycle per input bit) to 2000 cycles", "integer golden section",
-          _int_scalar("mvm_cycles", 8, 2000)),
-    Group("hastily", ("exp_vfu_cycles",), ("hastily.puma_tops",), "1 to 200 cycles per element-lane",
-          "integer golden section", _int_scalar("exp_vfu_cycles", 1, 200)),
-    Group("flexisaga", ("fold_overhead", "skip_efficiency"),
-          ("flexisaga.sparse_speedup_low", "flexisaga.sparse_speedup_high"),
-          "α in [0, 2(R + C)] cycles per fold, η in [0.05, 1]",
-          "η by golden section for α on a grid of 8, then on a grid of 2 around the best α",
-          _flexisaga_overhead_and_skip),
+    Group(
+        "softex",
+        ("redmule_utilisation",),
+        ("softex.vit_throughput",),
+        "0.05 to 1",
+        "golden section on the fraction",
+        _log_scalar("redmule_utilisation", 0.05, 1.0),
+    ),
+    Group(
+        "softex",
+        ("redmule_power_w", "cores_power_w", "softex_power_w"),
+        ("softex.softmax_energy", "softex.gelu_energy", "softex.vit_efficiency"),
+        "P_softex/P_cores in [0.25, 4]; common scale unbounded",
+        "P_softex/P_cores by golden section on the two energy ratios, then one scale of all three "
+        "powers (closed form) for the efficiency; P_redmule/P_cores kept at its default",
+        _softex_powers,
+    ),
+    Group(
+        "hastily",
+        ("e_mvm_pj",),
+        ("hastily.bert_base_tops_per_w", "hastily.bert_large_tops_per_w"),
+        "10 pJ to 100 nJ per MVM",
+        "golden section on log e_mvm",
+        _log_scalar("e_mvm_pj", 10, 1e5),
+    ),
+    Group(
+        "hastily",
+        ("mvm_cycles",),
+        ("hastily.bert_base_tops", "hastily.bert_large_tops"),
+        "8 (one cycle per input bit) to 2000 cycles",
+        "integer golden section",
+        _int_scalar("mvm_cycles", 8, 2000),
+    ),
+    Group(
+        "hastily",
+        ("exp_vfu_cycles",),
+        ("hastily.puma_tops",),
+        "1 to 200 cycles per element-lane",
+        "integer golden section",
+        _int_scalar("exp_vfu_cycles", 1, 200),
+    ),
+    Group(
+        "flexisaga",
+        ("fold_overhead", "skip_efficiency"),
+        ("flexisaga.sparse_speedup_low", "flexisaga.sparse_speedup_high"),
+        "α in [0, 2(R + C)] cycles per fold, η in [0.05, 1]",
+        "η by golden section for α on a grid of 8, then on a grid of 2 around the best α",
+        _flexisaga_overhead_and_skip,
+    ),
 )
 """Fit groups in order; a target's later groups start from its earlier accepted values."""
 
 UNFITTED = {
-    "softex.freq_hz_0v55": "no figure depends on it: the 0.55 V efficiency is energy per op, "
-                           "independent of the clock",
+    "softex.freq_hz_0v55": "no figure depends on it: the 0.55 V efficiency is energy per op, independent of the clock",
     "softex.gelu_core_cycles": "no figure isolates it (the published GELU speed-up is reproduced by "
-                               "construction of the software baseline)",
+    "construction of the software baseline)",
     "softex.core_op_cycles": "only the ViT throughput depends on it, already used for redmule_utilisation",
     "softex.core_norm_cycles": "only the ViT throughput depends on it, already used for redmule_utilisation",
     "softex.l1_contention": "degenerate with redmule_utilisation on the only throughput figure",
@@ -215,23 +249,34 @@ def fit() -> list[GroupResult]:
 
 def fitted_json(results: list[GroupResult]) -> str:
     """fitted.json text: accepted values with provenance, sorted keys, stable number formatting."""
-    data = {"_about": "Fitted cost-model constants, written by `python -m calibration --refit` "
-                      "(calibration/fit.py); hwmodels loads them by default. Groups under _rejected "
-                      "could not reproduce their figures and keep the documented defaults."}
+    data = {
+        "_about": "Fitted cost-model constants, written by `python -m calibration --refit` "
+        "(calibration/fit.py); hwmodels loads them by default. Groups under _rejected "
+        "could not reproduce their figures and keep the documented defaults."
+    }
     for result in results:
         group = result.group
         if not result.accepted:
             data.setdefault("_rejected", {})[f"{group.target}: {', '.join(group.constants)}"] = {
-                "best": result.values, "errors": {k: _round(e) for k, e in result.errors.items()},
-                "searched": group.bounds, "reason": f"a figure is off by more than {TOLERANCE:.0%} "
-                                                    "at the best constants within the searched range"}
+                "best": result.values,
+                "errors": {k: _round(e) for k, e in result.errors.items()},
+                "searched": group.bounds,
+                "reason": f"a figure is off by more than {TOLERANCE:.0%} "
+                "at the best constants within the searched range",
+            }
             continue
-        fitted_to = [f"{BY_KEY[k].key}: {BY_KEY[k].published} ({BY_KEY[k].measures}; {BY_KEY[k].workload}; "
-                     f"{BY_KEY[k].source})" for k in group.figures]
+        fitted_to = [
+            f"{BY_KEY[k].key}: {BY_KEY[k].published} ({BY_KEY[k].measures}; {BY_KEY[k].workload}; {BY_KEY[k].source})"
+            for k in group.figures
+        ]
         for name, value in result.values.items():
             data.setdefault(group.target, {})[name] = {
-                "value": value, "default": getattr(DEFAULTS[group.target], name),
-                "fitted_to": fitted_to, "method": group.method, "searched": group.bounds}
+                "value": value,
+                "default": getattr(DEFAULTS[group.target], name),
+                "fitted_to": fitted_to,
+                "method": group.method,
+                "searched": group.bounds,
+            }
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
@@ -248,8 +293,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     for result in write_fitted(args.out):
         status = "accepted" if result.accepted else "REJECTED (defaults kept)"
-        print(f"{result.group.target}: {result.values} {status}; errors "
-              + ", ".join(f"{k} {e:+.1%}" for k, e in result.errors.items()))
+        print(
+            f"{result.group.target}: {result.values} {status}; errors "
+            + ", ".join(f"{k} {e:+.1%}" for k, e in result.errors.items())
+        )
     print(f"wrote {args.out}")
 
 

@@ -61,8 +61,10 @@ def _fit_status(key: str, fitted: dict) -> tuple[str, str]:
         rejected = fitted.get("_rejected", {}).get(f"{group.target}: {', '.join(group.constants)}")
         if rejected is not None:
             best = ", ".join(f"{k} = {v:g}" for k, v in rejected["best"].items())
-            return "rejected", (f"no {', '.join(group.constants)} in {rejected['searched']} reproduces it "
-                                f"(best {best}: {rejected['errors'][key]:+.1%}); defaults kept")
+            return "rejected", (
+                f"no {', '.join(group.constants)} in {rejected['searched']} reproduces it "
+                f"(best {best}: {rejected['errors'][key]:+.1%}); defaults kept"
+            )
         return "no", "fit group not in fitted.json (run --refit)"
     return "no", ""
 
@@ -77,24 +79,33 @@ def lines(fitted_path: str | Path = FITTED_PATH) -> list[Line]:
         if figure.key in EVALUATORS:
             model = evaluate(figure.key, configs)
             remark = NOTES.get(figure.key, "")
-            out.append(Line(figure, model, _check(figure, model), status,
-                            "; ".join(text for text in (note, remark) if text)))
+            out.append(
+                Line(figure, model, _check(figure, model), status, "; ".join(text for text in (note, remark) if text))
+            )
         else:
             out.append(Line(figure, None, "n/a", status, NOT_EVALUABLE[figure.key]))
     return out
 
 
-HEADER = ("target", "figure", "workload", "condition", "published", "model", "rel. error", "fitted", "note",
-          "source")
+HEADER = ("target", "figure", "workload", "condition", "published", "model", "rel. error", "fitted", "note", "source")
 MARKDOWN_COLUMNS = ("target", "figure", "workload (short)", "published", "model", "rel. error", "fitted", "note")
 
 
 def _cells(line: Line) -> dict:
     f = line.figure
-    return {"target": f.target, "figure": f.measures, "workload": f.workload,
-            "workload (short)": f.workload.split(",")[0].split(" (")[0], "condition": f.condition,
-            "published": f.published, "model": line.model_text, "rel. error": line.error,
-            "fitted": line.fitted, "note": line.note, "source": f.source}
+    return {
+        "target": f.target,
+        "figure": f.measures,
+        "workload": f.workload,
+        "workload (short)": f.workload.split(",")[0].split(" (")[0],
+        "condition": f.condition,
+        "published": f.published,
+        "model": line.model_text,
+        "rel. error": line.error,
+        "fitted": line.fitted,
+        "note": line.note,
+        "source": f.source,
+    }
 
 
 def to_csv(report: list[Line]) -> str:
@@ -108,10 +119,14 @@ def to_csv(report: list[Line]) -> str:
 
 
 def to_markdown(report: list[Line]) -> str:
-    rows = [["" if c is None else str(c).replace("|", "\\|") for c in
-             (_cells(line)[h] for h in MARKDOWN_COLUMNS)] for line in report]
-    text = ["| " + " | ".join(h.capitalize().replace(" (short)", "") for h in MARKDOWN_COLUMNS) + " |",
-            "|" + "|".join("---" for _ in MARKDOWN_COLUMNS) + "|"]
+    rows = [
+        ["" if c is None else str(c).replace("|", "\\|") for c in (_cells(line)[h] for h in MARKDOWN_COLUMNS)]
+        for line in report
+    ]
+    text = [
+        "| " + " | ".join(h.capitalize().replace(" (short)", "") for h in MARKDOWN_COLUMNS) + " |",
+        "|" + "|".join("---" for _ in MARKDOWN_COLUMNS) + "|",
+    ]
     text += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(text) + "\n"
 

@@ -18,29 +18,37 @@ from hwmodels.workload import Workload
 
 def _vit():
     from transformers import ViTConfig, ViTModel  # ViT-B/16 is the default configuration
+
     return ViTModel(ViTConfig(), add_pooling_layer=False), torch.randn(1, 3, 224, 224)
 
 
 def _bert(large: bool, seq: int):
     from transformers import BertConfig, BertModel
-    config = (BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
-              if large else BertConfig())  # the default configuration is BERT-Base
+
+    config = (
+        BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+        if large
+        else BertConfig()
+    )  # the default configuration is BERT-Base
     return BertModel(config, add_pooling_layer=False), torch.zeros(1, seq, dtype=torch.long)
 
 
 def _roberta(seq: int):
     from transformers import RobertaConfig, RobertaModel
+
     config = RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1)  # roberta-base
     return RobertaModel(config, add_pooling_layer=False), torch.zeros(1, seq, dtype=torch.long)
 
 
 def _resnet50():
     from transformers import ResNetConfig, ResNetModel  # the default configuration is ResNet-50
+
     return ResNetModel(ResNetConfig()), torch.randn(1, 3, 224, 224)
 
 
 def _mobilenet_v2():
     from transformers import MobileNetV2Config, MobileNetV2Model  # default: MobileNetV2 1.0, 224
+
     return MobileNetV2Model(MobileNetV2Config()), torch.randn(1, 3, 224, 224)
 
 

@@ -38,8 +38,9 @@ def _cost_module(target: str):
     if not isinstance(target, str):
         raise TypeError(f"target must be a str, got {type(target).__name__}")
     if target == "fp32":
-        raise ValueError('target "fp32" is the numerics reference and has no hardware cost model; '
-                         f"choose one of {list(TARGETS)}")
+        raise ValueError(
+            f'target "fp32" is the numerics reference and has no hardware cost model; choose one of {list(TARGETS)}'
+        )
     if target not in TARGETS:
         raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
     return importlib.import_module(get_target(target).cost_model)
@@ -54,8 +55,11 @@ def option_names(target: str) -> set:
     """Options ``estimate(workload, target, ...)`` accepts: the target's hardware options, the cost
     model's behaviour options and the fields of its cost-constant dataclass."""
     module = _cost_module(target)
-    return (set(hardware_option_names(target)) | set(module.OPTIONS)
-            | {f.name for f in dataclasses.fields(module.DEFAULT_CONFIG)})
+    return (
+        set(hardware_option_names(target))
+        | set(module.OPTIONS)
+        | {f.name for f in dataclasses.fields(module.DEFAULT_CONFIG)}
+    )
 
 
 def cost_option_names(target: str) -> set:
@@ -69,8 +73,10 @@ def hardware(target: str, **options):
     module = _cost_module(target)
     unknown = sorted(set(options) - option_names(target) - set(getattr(module, "LEGACY_OPTIONS", {})) - {"config"})
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for target {target!r}; valid options: "
-                         f"{sorted(option_names(target) | {'config'})}")
+        raise ValueError(
+            f"unknown option(s) {unknown} for target {target!r}; valid options: "
+            f"{sorted(option_names(target) | {'config'})}"
+        )
     options = _translate_legacy(target, module, options)
     names = hardware_option_names(target)
     given = {k: v for k, v in options.items() if k in names}
@@ -82,8 +88,12 @@ def _translate_legacy(target: str, module, options: dict) -> dict:
     used = [name for name in options if name in legacy]
     if not used:
         return options
-    warnings.warn(f"estimate option(s) {', '.join(used)} of {target!r} are deprecated: "
-                  + "; ".join(legacy[name][0] for name in used), DeprecationWarning, stacklevel=4)
+    warnings.warn(
+        f"estimate option(s) {', '.join(used)} of {target!r} are deprecated: "
+        + "; ".join(legacy[name][0] for name in used),
+        DeprecationWarning,
+        stacklevel=4,
+    )
     out = {k: v for k, v in options.items() if k not in used}
     for name in used:
         out = legacy[name][1](options[name], out, options)
@@ -107,8 +117,11 @@ def estimate(workload, target=None, *inputs, forward_kwargs: dict | None = None,
         inputs, target = (target, *inputs), None
     described = None
     if isinstance(workload, torch.nn.Module):
-        if (target is not None and not isinstance(getattr(workload, "emulation", None), Emulation)
-                and get_target(_checked(target)).priced_on_copy):
+        if (
+            target is not None
+            and not isinstance(getattr(workload, "emulation", None), Emulation)
+            and get_target(_checked(target)).priced_on_copy
+        ):
             # the emulation rewrites weights the cost model reads (FlexiSAGA's masks): price a copy
             # emulated with the same options, so both see the same masks
             described = hardware(target, **options)
@@ -123,14 +136,19 @@ def estimate(workload, target=None, *inputs, forward_kwargs: dict | None = None,
             raise ValueError(f"name a target ({', '.join(TARGETS)}): only an emulated model carries its own")
         target = workload.target
     elif workload.target is not None and workload.target != target:
-        raise ValueError(f"the model was emulated on {workload.target!r}; it cannot be priced on {target!r}: "
-                         f"estimate the original model instead")
+        raise ValueError(
+            f"the model was emulated on {workload.target!r}; it cannot be priced on {target!r}: "
+            f"estimate the original model instead"
+        )
     module = _cost_module(target)
     description, rest = described or hardware(target, **options)
     if workload.hardware is not None:  # priced as emulated; options may repeat it, not change it
         emulated = workload.hardware
-        asked = {k: v for k, v in description.changed().items()
-                 if getattr(emulated, k) is not v and getattr(emulated, k) != v}
+        asked = {
+            k: v
+            for k, v in description.changed().items()
+            if getattr(emulated, k) is not v and getattr(emulated, k) != v
+        }
         if asked:
             was = ", ".join(f"{k}={getattr(emulated, k)!r}" for k in asked)
             now = ", ".join(f"{k}={v!r}" for k, v in asked.items())
@@ -139,5 +157,16 @@ def estimate(workload, target=None, *inputs, forward_kwargs: dict | None = None,
     return module.estimate(workload, hardware=description, **rest)
 
 
-__all__ = ["trace", "estimate", "option_names", "cost_option_names", "hardware", "hardware_option_names",
-           "Workload", "Op", "Report", "Row", "TARGETS"]
+__all__ = [
+    "trace",
+    "estimate",
+    "option_names",
+    "cost_option_names",
+    "hardware",
+    "hardware_option_names",
+    "Workload",
+    "Op",
+    "Report",
+    "Row",
+    "TARGETS",
+]

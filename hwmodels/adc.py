@@ -41,8 +41,10 @@ def extrapolation_note(bits: int) -> list[str]:
     lo, hi = PUBLISHED_BITS
     if lo <= bits <= hi:
         return []
-    return [f"adc_bits={bits} is outside the published {lo}-{hi} bit ADC energies: extrapolated at "
-            f"{_RATIO_PER_BIT:.3f}x per bit"]
+    return [
+        f"adc_bits={bits} is outside the published {lo}-{hi} bit ADC energies: extrapolated at "
+        f"{_RATIO_PER_BIT:.3f}x per bit"
+    ]
 
 
 def ceil_scaled(cycles: int, factor: float) -> int:

@@ -26,11 +26,10 @@ whose crossbar defaults to ``ATLEUS_RERAM``); this module holds only cost consta
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
-
-import dataclasses
 
 from numerics.cim_layers import layer_kind, lora_leaf
 from numerics.quant import QuantConfig
@@ -53,8 +52,7 @@ class AtleusConfig:
     """Cost constants of Atleus (atleus.md §4); geometry and formats are hardware options. FITTED
     fields are overridden by hwmodels/fitted.json."""
 
-    FITTED = ("t_dig_cycles", "sa_cores", "sa_freq_hz", "e_dequant_pj", "e_vector_op_pj",
-              "e_tsv_pj_per_bit")
+    FITTED = ("t_dig_cycles", "sa_cores", "sa_freq_hz", "e_dequant_pj", "e_vector_op_pj", "e_tsv_pj_per_bit")
 
     reram_cores: int = 16
     """ReRAM cores (paper)."""
@@ -112,14 +110,37 @@ class AtleusConfig:
     """HBM2 bandwidth, one stack, bytes/s."""
 
     def __post_init__(self):
-        check_positive(self, "reram_cores", "tiles_per_core", "crossbars_per_tile",
-                       "sa_cores", "sa_rows", "sa_cols", "vector_ops_per_element",
-                       "vector_elements_per_cycle", "noc_hops", integer=True)
+        check_positive(
+            self,
+            "reram_cores",
+            "tiles_per_core",
+            "crossbars_per_tile",
+            "sa_cores",
+            "sa_rows",
+            "sa_cols",
+            "vector_ops_per_element",
+            "vector_elements_per_cycle",
+            "noc_hops",
+            integer=True,
+        )
         check_positive(self, "t_xbar_ns", "digital_freq_hz", "sa_freq_hz", "hbm_bytes_per_s")
-        check_non_negative(self, "t_dig_cycles", "e_dac_pj", "e_shift_add_pj", "e_crossbar_pj",
-                           "e_registers_pj", "e_edram_pj", "e_bus_pj_per_bit", "e_dequant_pj",
-                           "e_sram_pj_per_bit", "e_vector_op_pj", "e_router_pj_per_bit",
-                           "e_link_pj_per_bit", "e_tsv_pj_per_bit", "e_hbm_pj_per_bit")
+        check_non_negative(
+            self,
+            "t_dig_cycles",
+            "e_dac_pj",
+            "e_shift_add_pj",
+            "e_crossbar_pj",
+            "e_registers_pj",
+            "e_edram_pj",
+            "e_bus_pj_per_bit",
+            "e_dequant_pj",
+            "e_sram_pj_per_bit",
+            "e_vector_op_pj",
+            "e_router_pj_per_bit",
+            "e_link_pj_per_bit",
+            "e_tsv_pj_per_bit",
+            "e_hbm_pj_per_bit",
+        )
 
     @property
     def crossbars(self) -> int:
@@ -131,8 +152,13 @@ ATLEUS = AtleusConfig()
 """The paper's configuration (arXiv 2501.09588)."""
 DEFAULT_CONFIG = ATLEUS
 
-OPTIONS = {"mode": "inference", "pipelining": True, "replication": 1, "backward_on": "reram",
-           "mapping": "heterogeneous"}
+OPTIONS = {
+    "mode": "inference",
+    "pipelining": True,
+    "replication": 1,
+    "backward_on": "reram",
+    "mapping": "heterogeneous",
+}
 """Behaviour options: mode="inference"|"finetune"; pipelining; replication (int ≥ 1 or "auto": spare
 crossbars to the slowest ReRAM stage); backward_on="reram"|"systolic"; mapping="heterogeneous"|
 "systolic_only" (static weights streamed from HBM to the systolic tier, a 3D-TPU-like baseline)."""
@@ -149,16 +175,21 @@ def _quant_with(out: dict, **bits) -> dict:
 
 LEGACY_OPTIONS = {
     "weights": ('weights="MxFy" is quant="MxFy"', lambda v, out, _: {**out, "quant": v}),
-    "lora": ("lora=False is lora_rank=0, lora=True is lora_rank=32 (the paper's)",
-             lambda v, out, given: {**out, "lora_rank": (given.get("lora_rank") or PAPER_LORA_RANK) if v else 0}),
-    "mha_weight_bits": ("set quant=QuantConfig(mha_weight_bits, ffn_weight_bits) or a preset",
-                        lambda v, out, _: _quant_with(out, mha_weight_bits=v)),
-    "ffn_weight_bits": ("set quant=QuantConfig(mha_weight_bits, ffn_weight_bits) or a preset",
-                        lambda v, out, _: _quant_with(out, ffn_weight_bits=v)),
+    "lora": (
+        "lora=False is lora_rank=0, lora=True is lora_rank=32 (the paper's)",
+        lambda v, out, given: {**out, "lora_rank": (given.get("lora_rank") or PAPER_LORA_RANK) if v else 0},
+    ),
+    "mha_weight_bits": (
+        "set quant=QuantConfig(mha_weight_bits, ffn_weight_bits) or a preset",
+        lambda v, out, _: _quant_with(out, mha_weight_bits=v),
+    ),
+    "ffn_weight_bits": (
+        "set quant=QuantConfig(mha_weight_bits, ffn_weight_bits) or a preset",
+        lambda v, out, _: _quant_with(out, ffn_weight_bits=v),
+    ),
 }
 """Cost-model spellings of hardware options from before the one description: name -> (advice,
 translate(value, options so far, options given))."""
-
 
 
 class _Model:
@@ -208,8 +239,10 @@ class _Model:
         per = min(gemm_cycles(m, k, n_core, cfg.sa_rows, cfg.sa_cols, d) for d in ("os", "ws", "is"))
         ns = ceil_div(batch, cfg.sa_cores) * per * self.ns_per_cycle
         word = _FORMAT_BITS[self.sa_dtype]
-        energy = {"systolic_mac": batch * m * k * n * MAC_ENERGY_PJ[self.sa_dtype],
-                  "systolic_sram": batch * (m * k + k * n + m * n) * word * cfg.e_sram_pj_per_bit}
+        energy = {
+            "systolic_mac": batch * m * k * n * MAC_ENERGY_PJ[self.sa_dtype],
+            "systolic_sram": batch * (m * k + k * n + m * n) * word * cfg.e_sram_pj_per_bit,
+        }
         if weight_from_hbm:
             bits = batch * k * n * word
             energy["hbm"] = bits * cfg.e_hbm_pj_per_bit
@@ -250,8 +283,7 @@ def _stages(ops):
     for indices in by_layer.values():
         dynamic = [i for i in indices if ops[i].kind == "matmul" and not ops[i].static]
         first_dyn, last_dyn = (dynamic[0], dynamic[-1]) if dynamic else (None, None)
-        ffn = [i for i in indices if ops[i].static and not ops[i].is_attention
-               and (last_dyn is None or i > last_dyn)]
+        ffn = [i for i in indices if ops[i].static and not ops[i].is_attention and (last_dyn is None or i > last_dyn)]
         first_ffn = ffn[0] if ffn else None
         for i in indices:
             if first_dyn is not None and i < first_dyn:
@@ -265,8 +297,7 @@ def _stages(ops):
     return stages
 
 
-def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfig | None = None,
-             **options) -> Report:
+def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfig | None = None, **options) -> Report:
     """Cycles and energy of `workload` (an inference pass or a LoRA fine-tuning step) on the Atleus
     chip described by `hardware`."""
     opts, cfg = resolve("atleus", options, OPTIONS, ATLEUS, config)
@@ -275,12 +306,13 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
     check_choice("mapping", opts["mapping"], ("heterogeneous", "systolic_only"))
     check_choice("pipelining", opts["pipelining"], (True, False))
     replication = opts["replication"]
-    if replication != "auto" and (isinstance(replication, bool) or not isinstance(replication, int)
-                                  or replication < 1):
+    if replication != "auto" and (isinstance(replication, bool) or not isinstance(replication, int) or replication < 1):
         raise ValueError(f'replication must be an int >= 1 or "auto", got {replication!r}')
     model, ops, finetune = _Model(cfg, hardware), workload.ops, opts["mode"] == "finetune"
-    on_reram = [op.static and op.layer is not None and layer_kind(op.scope) is not None
-                and opts["mapping"] == "heterogeneous" for op in ops]  # the Linears emulation puts on crossbars
+    on_reram = [
+        op.static and op.layer is not None and layer_kind(op.scope) is not None and opts["mapping"] == "heterogeneous"
+        for op in ops
+    ]  # the Linears emulation puts on crossbars
     stages = _stages(ops)
     used = sum(model.crossbars(op) for op, r in zip(ops, on_reram) if r)
     rho = {s: 1 for s in (1, 3, 4)}
@@ -297,8 +329,7 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
     hbm_values = 0
     to_cycles = lambda ns: math.ceil(ns / model.ns_per_cycle)  # noqa: E731
 
-    def add(op, unit, ns, energy, index, *, name=None, operations=None, chained=False, backward=False,
-            stage=None):
+    def add(op, unit, ns, energy, index, *, name=None, operations=None, chained=False, backward=False, stage=None):
         nonlocal outside_ns
         rows.append(Row.of(op, unit, to_cycles(ns), energy, name=name, operations=operations))
         if op.layer is None:
@@ -329,25 +360,54 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
                 ns, energy, macs = lora
                 add(op, "systolic", ns, energy, i, name="lora", operations=macs, stage=2)
                 if finetune:
-                    add(op, "systolic", 2 * ns, {k: 2 * v for k, v in energy.items()}, i,
-                        name="backward lora", operations=2 * macs, backward=True, stage=2)
+                    add(
+                        op,
+                        "systolic",
+                        2 * ns,
+                        {k: 2 * v for k, v in energy.items()},
+                        i,
+                        name="backward lora",
+                        operations=2 * macs,
+                        backward=True,
+                        stage=2,
+                    )
         elif op.kind == "matmul":
             ns, energy = model.systolic_product(op.batch, op.m, op.k, op.n, weight_from_hbm=op.static)
-            if not op.static and op.layer is not None and stages[i] == 2 and i == max(
-                    j for j, o in enumerate(ops) if o.layer == op.layer and stages[j] == 2):
+            if (
+                not op.static
+                and op.layer is not None
+                and stages[i] == 2
+                and i == max(j for j, o in enumerate(ops) if o.layer == op.layer and stages[j] == 2)
+            ):
                 energy["tsv"] = op.elements * model.crossbar.input_bits * cfg.e_tsv_pj_per_bit  # back to ReRAM
             add(op, "systolic", ns, energy, i)
             if finetune:
                 factor = 2 if not op.static else 1
-                add(op, "systolic", factor * ns, {k: factor * v for k, v in energy.items()}, i,
-                    name="backward", operations=factor * op.macs, backward=True)
+                add(
+                    op,
+                    "systolic",
+                    factor * ns,
+                    {k: factor * v for k, v in energy.items()},
+                    i,
+                    name="backward",
+                    operations=factor * op.macs,
+                    backward=True,
+                )
         else:
             ns, energy = model.vector(op)
             add(op, "systolic", ns, energy, i)
             if finetune:
                 factor = 2 if op.kind == "softmax" else 1
-                add(op, "systolic", factor * ns, {k: factor * v for k, v in energy.items()}, i,
-                    name="backward", operations=factor * op.elements, backward=True)
+                add(
+                    op,
+                    "systolic",
+                    factor * ns,
+                    {k: factor * v for k, v in energy.items()},
+                    i,
+                    name="backward",
+                    operations=factor * op.elements,
+                    backward=True,
+                )
                 if op.kind in ("softmax", "gelu", "activation") and op.layer is not None:
                     hbm_values += op.elements
         if finetune and on_reram[i] and stages[i] == 1:
@@ -370,10 +430,16 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
         extra["hbm"] = bits * cfg.e_hbm_pj_per_bit * 1e-12
         total_ns += bits / 8 / cfg.hbm_bytes_per_s * 1e9
     if used > cfg.crossbars:
-        notes.append(f"needs {used:,} crossbars, the ReRAM tier has {cfg.crossbars:,}: "
-                     "weights assumed resident")
+        notes.append(f"needs {used:,} crossbars, the ReRAM tier has {cfg.crossbars:,}: weights assumed resident")
     if rho != {1: 1, 3: 1, 4: 1}:
         notes.append(f"crossbar replication per ReRAM stage: {rho}")
-    return Report("atleus", rows, to_cycles(total_ns), cfg.sa_freq_hz,
-                  options={**hardware.as_dict(), **opts, "config": cfg},
-                  extra_components=extra, notes=tuple(notes), workload=workload.name)
+    return Report(
+        "atleus",
+        rows,
+        to_cycles(total_ns),
+        cfg.sa_freq_hz,
+        options={**hardware.as_dict(), **opts, "config": cfg},
+        extra_components=extra,
+        notes=tuple(notes),
+        workload=workload.name,
+    )

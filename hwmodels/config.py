@@ -25,8 +25,9 @@ def load_fitted(target: str, path: str | Path | None = None) -> dict:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); restore it or rewrite it with "
-                         "python -m calibration --refit") from None
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); restore it or rewrite it with python -m calibration --refit"
+        ) from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: top level must be an object mapping target names to fields")
     entries = data.get(target, {})
@@ -41,8 +42,9 @@ def fitted_config(default, target: str, path: str | Path | None = None):
     allowed = set(getattr(type(default), "FITTED", ()))
     unknown = sorted(set(entries) - allowed)
     if unknown:
-        raise ValueError(f"fitted constants {unknown} for {target!r} are not fittable; "
-                         f"fittable fields: {sorted(allowed)}")
+        raise ValueError(
+            f"fitted constants {unknown} for {target!r} are not fittable; fittable fields: {sorted(allowed)}"
+        )
     return dataclasses.replace(default, **entries) if entries else default
 
 

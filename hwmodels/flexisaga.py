@@ -22,17 +22,24 @@ energy is not modelled (0).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import warnings
+from dataclasses import dataclass
 
 from numerics.sparsity import FlexiSAGAConfig as ArrayConfig
 from numerics.targets.flexisaga import FlexiSAGAOptions
 
 from .config import check_choice, check_non_negative, check_positive, fitted_config, resolve
 from .report import Report, Row
-from .systolic import (DATAFLOWS, DENSE, SPARSE, SparsePattern, ceil_div, gemm_cycles, normalize_dataflow,
-                       sparse_gemm_cycles)
+from .systolic import (
+    DATAFLOWS,
+    DENSE,
+    SPARSE,
+    SparsePattern,
+    ceil_div,
+    gemm_cycles,
+    normalize_dataflow,
+    sparse_gemm_cycles,
+)
 from .workload import Op, Workload
 
 MAC_ENERGY_PJ = {"float32": 4.6, "int32": 3.2}
@@ -68,11 +75,12 @@ class FlexiSAGACost:
 
     def __post_init__(self):
         check_positive(self, "energy_scale")
-        check_non_negative(self, "e_sram_pj", "e_dram_pj", "e_rf_pj", "rf_accesses_per_mac",
-                           "e_dec_pj", "host_cycles_per_element")
-        if self.fold_overhead is not None and (isinstance(self.fold_overhead, bool)
-                                               or not isinstance(self.fold_overhead, int)
-                                               or self.fold_overhead < 0):
+        check_non_negative(
+            self, "e_sram_pj", "e_dram_pj", "e_rf_pj", "rf_accesses_per_mac", "e_dec_pj", "host_cycles_per_element"
+        )
+        if self.fold_overhead is not None and (
+            isinstance(self.fold_overhead, bool) or not isinstance(self.fold_overhead, int) or self.fold_overhead < 0
+        ):
             raise ValueError(f"fold_overhead must be an int >= 0 or None, got {self.fold_overhead!r}")
         if not 0 < self.skip_efficiency <= 1:
             raise ValueError(f"skip_efficiency must be in (0, 1], got {self.skip_efficiency}")
@@ -88,18 +96,26 @@ back to its dense counterpart where no sparsity applies), sparse=False for dense
 non_gemm=False to leave the host ops out of the cycle count."""
 
 LEGACY_OPTIONS = {
-    "rows": ("the array size is the hardware option tile=(rows, cols)",
-             lambda v, out, given: {**out, "tile": (v, given.get("cols", FlexiSAGAOptions.tile[1]))}),
-    "cols": ("the array size is the hardware option tile=(rows, cols)",
-             lambda v, out, given: {**out, "tile": (given.get("rows", FlexiSAGAOptions.tile[0]), v)}),
+    "rows": (
+        "the array size is the hardware option tile=(rows, cols)",
+        lambda v, out, given: {**out, "tile": (v, given.get("cols", FlexiSAGAOptions.tile[1]))},
+    ),
+    "cols": (
+        "the array size is the hardware option tile=(rows, cols)",
+        lambda v, out, given: {**out, "tile": (given.get("rows", FlexiSAGAOptions.tile[0]), v)},
+    ),
 }
 """Cost-model spellings of hardware options from before the one description."""
 
 
 def __getattr__(name):
     if name == "FlexiSAGAConfig":  # the cost constants' former name; the array is numerics' FlexiSAGAConfig
-        warnings.warn("hwmodels.flexisaga.FlexiSAGAConfig is now FlexiSAGACost (cost constants); the "
-                      "array is numerics.sparsity.FlexiSAGAConfig", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "hwmodels.flexisaga.FlexiSAGAConfig is now FlexiSAGACost (cost constants); the "
+            "array is numerics.sparsity.FlexiSAGAConfig",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return FlexiSAGACost
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -127,8 +143,10 @@ def _pattern(op: Op, arr: ArrayConfig, cfg: FlexiSAGACost, masks: bool, opts: di
         if vector != "auto":
             return SparsePattern.uniform(op.k, op.n, R, C, s, vector)
         row, col = (SparsePattern.uniform(op.k, op.n, R, C, s, v) for v in ("row", "col"))
-        best = lambda p: min(sparse_gemm_cycles(op.m, p, d, fold_overhead=cfg.fold_overhead)  # noqa: E731
-                             for d in SPARSE)
+
+        def best(p):
+            return min(sparse_gemm_cycles(op.m, p, d, fold_overhead=cfg.fold_overhead) for d in SPARSE)
+
         return row if best(row) <= best(col) else col
     w = op.weight
     if w is None or op.batch != 1 or tuple(w.shape) != (op.k, op.n):
@@ -168,8 +186,9 @@ def _traffic(M, K, N, cfg, dataflow, p):
     return M * steps, x_loads + w_words * streams + stores, M * K + w_words + M * N, steps * streams
 
 
-def estimate(workload: Workload, *, hardware: FlexiSAGAOptions, config: FlexiSAGACost | None = None,
-             **options) -> Report:
+def estimate(
+    workload: Workload, *, hardware: FlexiSAGAOptions, config: FlexiSAGACost | None = None, **options
+) -> Report:
     """Cycles and energy of `workload` on the FlexiSAGA array described by `hardware`."""
     opts, cfg = resolve("flexisaga", options, OPTIONS, FLEXISAGA, config)
     if opts["dataflow"] is not None:
@@ -195,20 +214,40 @@ def estimate(workload: Workload, *, hardware: FlexiSAGAOptions, config: FlexiSAG
         candidates = [forced] if forced else (DATAFLOWS if p is not None else DENSE)
         best = None
         for candidate in candidates:
-            cycles = (gemm_cycles(op.m, op.k, op.n, arr.rows, arr.cols, candidate,
-                                  fold_overhead=cfg.fold_overhead) if candidate in DENSE
-                      else sparse_gemm_cycles(op.m, p, candidate, fold_overhead=cfg.fold_overhead))
+            cycles = (
+                gemm_cycles(op.m, op.k, op.n, arr.rows, arr.cols, candidate, fold_overhead=cfg.fold_overhead)
+                if candidate in DENSE
+                else sparse_gemm_cycles(op.m, p, candidate, fold_overhead=cfg.fold_overhead)
+            )
             if best is None or cycles < best[1]:  # ties keep the earlier one (§4.3 order)
                 best = (candidate, cycles)
         name, cycles = best
         macs, sram, dram, decoded = _traffic(op.m, op.k, op.n, arr, name, p)
         b = op.batch
-        energy = {"mac": b * macs * e_mac, "register_file": b * macs * cfg.rf_accesses_per_mac * cfg.e_rf_pj,
-                  "sram": b * sram * cfg.e_sram_pj, "dram": b * dram * cfg.e_dram_pj,
-                  "decoder": b * decoded * cfg.e_dec_pj}
-        rows.append(Row.of(op, "array", b * cycles, energy, name=f"{op.name} [{name}]",
-                           operations=b * macs))  # executed MACs: skipped steps do no work
-    notes = () if masks else (f"no masks in the workload: uniform sparsity {arr.sparsity} "
-                              f"({arr.vector} vectors) in every static product inside the blocks",)
-    return Report("flexisaga", rows, sum(r.cycles for r in rows), arr.freq_hz,
-                  options={**hardware.as_dict(), **opts, "config": cfg}, notes=notes, workload=workload.name)
+        energy = {
+            "mac": b * macs * e_mac,
+            "register_file": b * macs * cfg.rf_accesses_per_mac * cfg.e_rf_pj,
+            "sram": b * sram * cfg.e_sram_pj,
+            "dram": b * dram * cfg.e_dram_pj,
+            "decoder": b * decoded * cfg.e_dec_pj,
+        }
+        rows.append(
+            Row.of(op, "array", b * cycles, energy, name=f"{op.name} [{name}]", operations=b * macs)
+        )  # executed MACs: skipped steps do no work
+    notes = (
+        ()
+        if masks
+        else (
+            f"no masks in the workload: uniform sparsity {arr.sparsity} "
+            f"({arr.vector} vectors) in every static product inside the blocks",
+        )
+    )
+    return Report(
+        "flexisaga",
+        rows,
+        sum(r.cycles for r in rows),
+        arr.freq_hz,
+        options={**hardware.as_dict(), **opts, "config": cfg},
+        notes=notes,
+        workload=workload.name,
+    )

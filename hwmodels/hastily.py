@@ -44,8 +44,7 @@ class HastilyConfig:
     """Cost constants of HASTILY (hastily.md §4); array geometry and ADC width are hardware options.
     FITTED fields are overridden by hwmodels/fitted.json."""
 
-    FITTED = ("mvm_cycles", "div_cycles", "exp_vfu_cycles", "level_intra_cycles",
-              "level_inter_cycles", "e_mvm_pj")
+    FITTED = ("mvm_cycles", "div_cycles", "exp_vfu_cycles", "level_intra_cycles", "level_inter_cycles", "e_mvm_pj")
 
     tiles: int = 128
     """Tiles on the chip (paper)."""
@@ -111,14 +110,39 @@ class HastilyConfig:
     """DRAM bandwidth, bytes/s (assumption: DDR4-class)."""
 
     def __post_init__(self):
-        check_positive(self, "tiles", "cores_per_tile", "uclms_per_core", "mvm_cycles",
-                       "reference_adc_bits", "lookup_cycles", "vfu_lanes",
-                       "bus_bytes", "shared_memory_bytes", integer=True)
+        check_positive(
+            self,
+            "tiles",
+            "cores_per_tile",
+            "uclms_per_core",
+            "mvm_cycles",
+            "reference_adc_bits",
+            "lookup_cycles",
+            "vfu_lanes",
+            "bus_bytes",
+            "shared_memory_bytes",
+            integer=True,
+        )
         check_positive(self, "freq_hz", "dram_bytes_per_s")
-        check_non_negative(self, "vfu_op_cycles", "nd_cycles", "div_cycles", "exp_vfu_cycles",
-                           "gelu_vfu_cycles", "layernorm_ops", "level_intra_cycles",
-                           "level_inter_cycles", "kv_row_cycles", "e_mvm_pj", "e_lookup_pj",
-                           "e_vfu_pj", "e_smem_pj", "e_bus_pj", "e_kv_row_pj", "e_dram_pj_per_bit")
+        check_non_negative(
+            self,
+            "vfu_op_cycles",
+            "nd_cycles",
+            "div_cycles",
+            "exp_vfu_cycles",
+            "gelu_vfu_cycles",
+            "layernorm_ops",
+            "level_intra_cycles",
+            "level_inter_cycles",
+            "kv_row_cycles",
+            "e_mvm_pj",
+            "e_lookup_pj",
+            "e_vfu_pj",
+            "e_smem_pj",
+            "e_bus_pj",
+            "e_kv_row_pj",
+            "e_dram_pj_per_bit",
+        )
         if not 0 <= self.adc_energy_share <= 1:
             raise ValueError(f"adc_energy_share must be in [0, 1], got {self.adc_energy_share}")
 
@@ -135,7 +159,6 @@ DEFAULT_CONFIG = HASTILY
 OPTIONS = {"exp": "lut", "multicore_softmax": True, "pipelining": True}
 """Behaviour options: exp="lut"|"vfu", multicore_softmax, pipelining. exp="vfu" with
 multicore_softmax=False is the PUMA baseline."""
-
 
 
 class _Model:
@@ -157,10 +180,12 @@ class _Model:
         adds = (P - 1) * ceil_div(op.n, W)
         per_row = self.mvm_cycles + ceil_div(adds, cores) * cfg.vfu_op_cycles
         transfers = ceil_div(op.k, cfg.bus_bytes) + ceil_div(op.n, cfg.bus_bytes)
-        energy = {"uclm_mvm": op.batch * P * Q * self.e_mvm_pj,
-                  "vfu": op.batch * adds * cfg.vfu_op_cycles * cfg.e_vfu_pj,
-                  "bus": op.batch * transfers * cfg.e_bus_pj,
-                  "shared_memory": op.batch * transfers * cfg.e_smem_pj}
+        energy = {
+            "uclm_mvm": op.batch * P * Q * self.e_mvm_pj,
+            "vfu": op.batch * adds * cfg.vfu_op_cycles * cfg.e_vfu_pj,
+            "bus": op.batch * transfers * cfg.e_bus_pj,
+            "shared_memory": op.batch * transfers * cfg.e_smem_pj,
+        }
         write_cycles, write_pj = 0, 0.0
         if not op.static:  # the second operand (Kᵀ or V) is written into UCLMs as weights
             write_cycles = min(op.k, xb.rows) * cfg.kv_row_cycles
@@ -182,8 +207,10 @@ class _Model:
             vfu += steps * cfg.exp_vfu_cycles
             lookups, energy = 0, {}
         levels = math.ceil(math.log2(C)) if C > 1 else 0
-        tree = 2 * sum(cfg.level_inter_cycles if 2**level > cfg.cores_per_tile else cfg.level_intra_cycles
-                       for level in range(1, levels + 1))
+        tree = 2 * sum(
+            cfg.level_inter_cycles if 2**level > cfg.cores_per_tile else cfg.level_intra_cycles
+            for level in range(1, levels + 1)
+        )
         energy["vfu"] = C * vfu * cfg.e_vfu_pj
         energy["bus"] = 2 * (C - 1) * cfg.e_bus_pj  # partial max and sum up the tree, results down
         return vfu + lookups + tree, energy
@@ -195,13 +222,15 @@ class _Model:
         if op.kind == "move":
             transfers = ceil_div(op.n, cfg.bus_bytes)
             return transfers, "memory", {"bus": transfers * cfg.e_bus_pj, "shared_memory": transfers * cfg.e_smem_pj}
-        per_lane = {"norm": cfg.layernorm_ops * cfg.vfu_op_cycles, "gelu": cfg.gelu_vfu_cycles,
-                    "activation": cfg.exp_vfu_cycles}.get(op.kind, cfg.vfu_op_cycles)
+        per_lane = {
+            "norm": cfg.layernorm_ops * cfg.vfu_op_cycles,
+            "gelu": cfg.gelu_vfu_cycles,
+            "activation": cfg.exp_vfu_cycles,
+        }.get(op.kind, cfg.vfu_op_cycles)
         return steps * per_lane, "vfu", {"vfu": steps * per_lane * cfg.e_vfu_pj}
 
 
-def estimate(workload: Workload, *, hardware: HastilyOptions, config: HastilyConfig | None = None,
-             **options) -> Report:
+def estimate(workload: Workload, *, hardware: HastilyOptions, config: HastilyConfig | None = None, **options) -> Report:
     """Cycles and energy of `workload` on the HASTILY chip described by `hardware`."""
     opts, cfg = resolve("hastily", options, OPTIONS, HASTILY, config)
     check_choice("exp", opts["exp"], ("lut", "vfu"))
@@ -247,7 +276,15 @@ def estimate(workload: Workload, *, hardware: HastilyOptions, config: HastilyCon
     else:
         total = outside
     if uclms > cfg.uclms:
-        notes.append(f"needs {uclms:,} UCLMs, the chip has {cfg.uclms:,}: weights assumed resident "
-                     "(the paper's assumption)")
-    return Report("hastily", rows, total, cfg.freq_hz, options={**hardware.as_dict(), **opts, "config": cfg},
-                  notes=tuple(notes), workload=workload.name)
+        notes.append(
+            f"needs {uclms:,} UCLMs, the chip has {cfg.uclms:,}: weights assumed resident (the paper's assumption)"
+        )
+    return Report(
+        "hastily",
+        rows,
+        total,
+        cfg.freq_hz,
+        options={**hardware.as_dict(), **opts, "config": cfg},
+        notes=tuple(notes),
+        workload=workload.name,
+    )

@@ -39,17 +39,31 @@ class Row:
         return sum(self.components.values())
 
     @classmethod
-    def of(cls, op: Op, unit: str, cycles, components_pj: dict, *, name: str | None = None,
-           operations: int | None = None) -> "Row":
+    def of(
+        cls, op: Op, unit: str, cycles, components_pj: dict, *, name: str | None = None, operations: int | None = None
+    ) -> "Row":
         """Row for `op`, energies given in picojoules."""
-        return cls(op.scope or op.name, name or op.name, op.kind, unit,
-                   op.operations if operations is None else int(operations), int(cycles),
-                   {k: v * PJ for k, v in components_pj.items() if v})
+        return cls(
+            op.scope or op.name,
+            name or op.name,
+            op.kind,
+            unit,
+            op.operations if operations is None else int(operations),
+            int(cycles),
+            {k: v * PJ for k, v in components_pj.items() if v},
+        )
 
     def to_dict(self) -> dict:
-        return {"op": self.op, "name": self.name, "kind": self.kind, "unit": self.unit,
-                "operations": self.operations, "cycles": self.cycles, "energy_j": self.energy_j,
-                "components": dict(self.components)}
+        return {
+            "op": self.op,
+            "name": self.name,
+            "kind": self.kind,
+            "unit": self.unit,
+            "operations": self.operations,
+            "cycles": self.cycles,
+            "energy_j": self.energy_j,
+            "components": dict(self.components),
+        }
 
 
 @dataclass(frozen=True)
@@ -120,11 +134,19 @@ class Report:
         return dict(totals)
 
     def to_dict(self) -> dict:
-        return {"target": self.target, "workload": self.workload, "total_cycles": self.total_cycles,
-                "freq_hz": self.freq_hz, "seconds": self.seconds, "energy_j": self.energy_j,
-                "options": {k: _plain(v) for k, v in self.options.items()},
-                "ops_by_unit": self.ops_by_unit(), "energy_by_component": self.energy_by_component(),
-                "notes": list(self.notes), "rows": [row.to_dict() for row in self.rows]}
+        return {
+            "target": self.target,
+            "workload": self.workload,
+            "total_cycles": self.total_cycles,
+            "freq_hz": self.freq_hz,
+            "seconds": self.seconds,
+            "energy_j": self.energy_j,
+            "options": {k: _plain(v) for k, v in self.options.items()},
+            "ops_by_unit": self.ops_by_unit(),
+            "energy_by_component": self.energy_by_component(),
+            "notes": list(self.notes),
+            "rows": [row.to_dict() for row in self.rows],
+        }
 
     def to_json(self, path=None, **kwargs) -> str:
         """JSON text of to_dict(); also written to `path` if given."""
@@ -140,8 +162,7 @@ class Report:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["op", "name", "kind", "unit", "operations", "cycles", "energy_j"])
         for row in self.rows:
-            writer.writerow([row.op, row.name, row.kind, row.unit, row.operations, row.cycles,
-                             repr(row.energy_j)])
+            writer.writerow([row.op, row.name, row.kind, row.unit, row.operations, row.cycles, repr(row.energy_j)])
         text = buffer.getvalue()
         if path is not None:
             with open(path, "w") as f:
@@ -163,16 +184,16 @@ class Report:
             f"  total {self.total_cycles:,} cycles @ {self.freq_hz / 1e9:g} GHz = "
             f"{self.seconds * 1e3:.4g} ms, energy {energy * 1e3:.4g} mJ, {gops:.4g} GOPS"
             + (f", {2 * self.macs / energy / 1e12:.3g} TOPS/W" if energy else ""),
-            f"  {'kind':<12}{'unit':<16}{'ops':>5}{'operations':>17}{'busy cycles':>16}"
-            f"{'energy uJ':>13}{'share':>7}",
+            f"  {'kind':<12}{'unit':<16}{'ops':>5}{'operations':>17}{'busy cycles':>16}{'energy uJ':>13}{'share':>7}",
         ]
-        for (kind, unit), (count, operations, cycles, joules) in sorted(
-                groups.items(), key=lambda item: -item[1][3]):
+        for (kind, unit), (count, operations, cycles, joules) in sorted(groups.items(), key=lambda item: -item[1][3]):
             share = joules / energy if energy else 0.0
-            lines.append(f"  {kind:<12}{unit:<16}{count:>5}{operations:>17,}{cycles:>16,}"
-                         f"{joules * 1e6:>13.4g}{share:>7.1%}")
-        components = ", ".join(f"{k} {v * 1e6:.4g}" for k, v in sorted(
-            self.energy_by_component().items(), key=lambda kv: -kv[1]))
+            lines.append(
+                f"  {kind:<12}{unit:<16}{count:>5}{operations:>17,}{cycles:>16,}{joules * 1e6:>13.4g}{share:>7.1%}"
+            )
+        components = ", ".join(
+            f"{k} {v * 1e6:.4g}" for k, v in sorted(self.energy_by_component().items(), key=lambda kv: -kv[1])
+        )
         lines.append(f"  energy by component (uJ): {components}")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)

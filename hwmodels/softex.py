@@ -37,9 +37,17 @@ class SoftExConfig:
     (:class:`numerics.targets.softex.SoftExOptions`). FITTED fields are overridden by
     hwmodels/fitted.json."""
 
-    FITTED = ("redmule_utilisation", "freq_hz_0v55", "gelu_core_cycles", "core_op_cycles",
-              "core_norm_cycles", "l1_contention", "redmule_power_w", "softex_power_w",
-              "cores_power_w")
+    FITTED = (
+        "redmule_utilisation",
+        "freq_hz_0v55",
+        "gelu_core_cycles",
+        "core_op_cycles",
+        "core_norm_cycles",
+        "l1_contention",
+        "redmule_power_w",
+        "softex_power_w",
+        "cores_power_w",
+    )
 
     fma_units: int = 192
     """RedMulE FMA units (24×8 BF16 array; paper)."""
@@ -89,11 +97,28 @@ class SoftExConfig:
 
     def __post_init__(self):
         check_positive(self, "fma_units", "cores", integer=True)
-        check_positive(self, "redmule_utilisation", "freq_hz_0v8", "freq_hz_0v55", "l1_contention",
-                       "sw_softmax_ratio", "sw_gelu_ratio")
-        check_non_negative(self, "softmax_job_cycles", "tree_level_cycles", "prog_cycles",
-                           "gelu_job_cycles", "gelu_core_cycles", "core_op_cycles",
-                           "core_norm_cycles", "redmule_power_w", "softex_power_w", "cores_power_w")
+        check_positive(
+            self,
+            "redmule_utilisation",
+            "freq_hz_0v8",
+            "freq_hz_0v55",
+            "l1_contention",
+            "sw_softmax_ratio",
+            "sw_gelu_ratio",
+        )
+        check_non_negative(
+            self,
+            "softmax_job_cycles",
+            "tree_level_cycles",
+            "prog_cycles",
+            "gelu_job_cycles",
+            "gelu_core_cycles",
+            "core_op_cycles",
+            "core_norm_cycles",
+            "redmule_power_w",
+            "softex_power_w",
+            "cores_power_w",
+        )
         if self.redmule_utilisation > 1:
             raise ValueError(f"redmule_utilisation must be in (0, 1], got {self.redmule_utilisation}")
 
@@ -111,8 +136,7 @@ class SoftExConfig:
     def sw_gelu_cycles(self) -> float:
         """Cluster cycles per element of software GELU: the ratio times SoftEx's asymptotic
         N/V + c_gelu_core/cores at the reference instance (derived)."""
-        return self.sw_gelu_ratio * (SW_REFERENCE_TERMS / SW_REFERENCE_LANES
-                                     + self.gelu_core_cycles / self.cores)
+        return self.sw_gelu_ratio * (SW_REFERENCE_TERMS / SW_REFERENCE_LANES + self.gelu_core_cycles / self.cores)
 
 
 SOFTEX = SoftExConfig()
@@ -124,23 +148,26 @@ OPTIONS = {"softex": True, "voltage": 0.8}
 voltage selects the 0.8 V or 0.55 V operating point."""
 
 
-def estimate(workload: Workload, *, hardware: SoftExOptions, config: SoftExConfig | None = None,
-             **options) -> Report:
+def estimate(workload: Workload, *, hardware: SoftExOptions, config: SoftExConfig | None = None, **options) -> Report:
     """Cycles and energy of `workload` on the SoftEx cluster described by `hardware`."""
     opts, cfg = resolve("softex", options, OPTIONS, SOFTEX, config)
     check_choice("voltage", opts["voltage"], (0.8, 0.55))
     check_choice("softex", opts["softex"], (True, False))
     freq = cfg.freq_hz_0v8 if opts["voltage"] == 0.8 else cfg.freq_hz_0v55
     # energy per cycle = P(V)/f(V) = P(0.8 V)·(V/0.8)²/f(0.8 V)  (C·V²·f scaling)
-    pj_per_cycle = {mode: power * (opts["voltage"] / 0.8) ** 2 / cfg.freq_hz_0v8 * 1e12
-                    for mode, power in (("redmule", cfg.redmule_power_w), ("softex", cfg.softex_power_w),
-                                        ("cores", cfg.cores_power_w))}
+    pj_per_cycle = {
+        mode: power * (opts["voltage"] / 0.8) ** 2 / cfg.freq_hz_0v8 * 1e12
+        for mode, power in (
+            ("redmule", cfg.redmule_power_w),
+            ("softex", cfg.softex_power_w),
+            ("cores", cfg.cores_power_w),
+        )
+    }
     V, rows = hardware.lanes, []
 
     def row(op, unit, **cycles_by_mode):
         cycles = {mode: math.ceil(c) for mode, c in cycles_by_mode.items()}
-        return Row.of(op, unit, sum(cycles.values()),
-                      {mode: c * pj_per_cycle[mode] for mode, c in cycles.items()})
+        return Row.of(op, unit, sum(cycles.values()), {mode: c * pj_per_cycle[mode] for mode, c in cycles.items()})
 
     for op in workload.ops:
         if op.kind == "matmul":
@@ -153,12 +180,26 @@ def estimate(workload: Workload, *, hardware: SoftExOptions, config: SoftExConfi
             rows.append(row(op, "softex", softex=cycles * cfg.l1_contention))
         elif op.kind == "gelu" and opts["softex"]:
             n = op.elements
-            rows.append(row(op, "softex",
-                            softex=(hardware.gelu_terms * math.ceil(n / V) + cfg.gelu_job_cycles) * cfg.l1_contention,
-                            cores=n * cfg.gelu_core_cycles / cfg.cores))
+            rows.append(
+                row(
+                    op,
+                    "softex",
+                    softex=(hardware.gelu_terms * math.ceil(n / V) + cfg.gelu_job_cycles) * cfg.l1_contention,
+                    cores=n * cfg.gelu_core_cycles / cfg.cores,
+                )
+            )
         else:
-            per_element = {"softmax": cfg.sw_softmax_cycles, "gelu": cfg.sw_gelu_cycles,
-                           "norm": cfg.core_norm_cycles / cfg.cores}.get(op.kind, cfg.core_op_cycles / cfg.cores)
+            per_element = {
+                "softmax": cfg.sw_softmax_cycles,
+                "gelu": cfg.sw_gelu_cycles,
+                "norm": cfg.core_norm_cycles / cfg.cores,
+            }.get(op.kind, cfg.core_op_cycles / cfg.cores)
             rows.append(row(op, "cores", cores=op.elements * per_element))
-    return Report("softex", rows, sum(r.cycles for r in rows), freq,
-                  options={**hardware.as_dict(), **opts, "config": cfg}, workload=workload.name)
+    return Report(
+        "softex",
+        rows,
+        sum(r.cycles for r in rows),
+        freq,
+        options={**hardware.as_dict(), **opts, "config": cfg},
+        workload=workload.name,
+    )

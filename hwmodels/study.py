@@ -76,11 +76,12 @@ def split_options(target: str, options: dict) -> tuple[dict, dict]:
     cost_names = estimate_option_names(target)
     for name in options:
         if name not in emu_names and name not in cost_names:
-            raise ValueError(f"unknown option {name!r} for target {target!r}; valid options: "
-                             f"{', '.join(sorted(emu_names)) or 'none'} (hardware)"
-                             + (f"; {', '.join(sorted(cost_names))} (cost model)" if cost_names else ""))
-    return ({k: v for k, v in options.items() if k in emu_names},
-            {k: v for k, v in options.items() if k in cost_names})
+            raise ValueError(
+                f"unknown option {name!r} for target {target!r}; valid options: "
+                f"{', '.join(sorted(emu_names)) or 'none'} (hardware)"
+                + (f"; {', '.join(sorted(cost_names))} (cost model)" if cost_names else "")
+            )
+    return ({k: v for k, v in options.items() if k in emu_names}, {k: v for k, v in options.items() if k in cost_names})
 
 
 def check_run(target: str, options: dict) -> None:
@@ -135,8 +136,9 @@ class Run:
         return ", ".join(f"{k}={v}" for k, v in self.options.items()) or "defaults"
 
 
-def plan(targets: Iterable[str] = DEFAULT_TARGETS, settings: Iterable[str] = (),
-         sweeps: Iterable[str] = ()) -> list[Run]:
+def plan(
+    targets: Iterable[str] = DEFAULT_TARGETS, settings: Iterable[str] = (), sweeps: Iterable[str] = ()
+) -> list[Run]:
     """The runs of a study: every target with the fixed ``settings`` ("target.option=value"),
     then one run per value of each sweep ("target.option=v1,v2,...", on top of the settings).
 
@@ -191,8 +193,12 @@ def pareto_front(costs: Iterable[float], accuracies: Iterable[float]) -> list[in
     higher-or-equal accuracy with one of them strictly better. Sorted by cost."""
     points = list(zip(costs, accuracies))
     valid = [not (math.isnan(c) or math.isnan(a)) for c, a in points]  # a NaN point beats nothing and is never on it
-    front = [i for i, (c, a) in enumerate(points) if valid[i]
-             and not any(ok and c2 <= c and a2 >= a and (c2, a2) != (c, a) for ok, (c2, a2) in zip(valid, points))]
+    front = [
+        i
+        for i, (c, a) in enumerate(points)
+        if valid[i]
+        and not any(ok and c2 <= c and a2 >= a and (c2, a2) != (c, a) for ok, (c2, a2) in zip(valid, points))
+    ]
     return sorted(front, key=lambda i: points[i])
 
 
@@ -214,15 +220,21 @@ def accuracy(kind: str, reference: torch.Tensor, emulated: torch.Tensor, batch: 
     if kind == "embedding":
         cosine = (reference * emulated).sum(-1).double()
         i, j = torch.triu_indices(len(reference), len(reference), offset=1)
-        return {"mean_cosine": cosine.mean().item(), "min_cosine": cosine.min().item(),
-                "rank_agreement": spearman((reference @ reference.T)[i, j].double().numpy(),
-                                           (emulated @ emulated.T)[i, j].double().numpy())}
+        return {
+            "mean_cosine": cosine.mean().item(),
+            "min_cosine": cosine.min().item(),
+            "rank_agreement": spearman(
+                (reference @ reference.T)[i, j].double().numpy(), (emulated @ emulated.T)[i, j].double().numpy()
+            ),
+        }
     if reference.dim() == 3:  # language model: every real token's next-token prediction
         keep = batch["attention_mask"].bool()
         reference, emulated = reference[keep], emulated[keep]
     cosine = nn.functional.cosine_similarity(reference.double(), emulated.double(), dim=-1)
-    return {"top1_agreement": (reference.argmax(-1) == emulated.argmax(-1)).double().mean().item(),
-            "mean_cosine": cosine.mean().item()}
+    return {
+        "top1_agreement": (reference.argmax(-1) == emulated.argmax(-1)).double().mean().item(),
+        "mean_cosine": cosine.mean().item(),
+    }
 
 
 # ------------------------------------------------------------------ models
@@ -270,9 +282,15 @@ class HashTokenizer:
 def tiny_subject(sentences: list[str] | None = None, seed: int = 0) -> Subject:
     """A 2-layer BERT (hidden 64, 4 heads) with seeded random weights and :class:`HashTokenizer`."""
     transformers = _transformers("the built-in model")
-    config = transformers.BertConfig(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=128, max_position_embeddings=128,
-                                     initializer_range=0.2)
+    config = transformers.BertConfig(
+        vocab_size=512,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        initializer_range=0.2,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = transformers.BertModel(config, add_pooling_layer=False).eval()
@@ -351,14 +369,26 @@ class Result:
         return next(iter(self.metrics.values()))
 
     def to_dict(self) -> dict:
-        return {"target": self.run.target, "options": _plain(self.run.options), "metrics": self.metrics,
-                "emulate_options": _plain(self.emulate_options),
-                "estimate_options": _plain(self.estimate_options), "cycles": self.cycles,
-                "latency_s": self.seconds, "energy_j": self.energy_j, "emulation_s": self.emulation_s}
+        return {
+            "target": self.run.target,
+            "options": _plain(self.run.options),
+            "metrics": self.metrics,
+            "emulate_options": _plain(self.emulate_options),
+            "estimate_options": _plain(self.estimate_options),
+            "cycles": self.cycles,
+            "latency_s": self.seconds,
+            "energy_j": self.energy_j,
+            "emulation_s": self.emulation_s,
+        }
 
 
-def run_study(subject: Subject, runs: Iterable[Run], *, device: str | torch.device = "cpu",
-              progress: Callable[[int, int, Run, float], None] | None = None) -> list[Result]:
+def run_study(
+    subject: Subject,
+    runs: Iterable[Run],
+    *,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int, int, Run, float], None] | None = None,
+) -> list[Result]:
     """Emulate and estimate every run; ``progress(done, total, run, seconds)`` after each.
 
     The cost of a run is ``estimate`` of its emulated model on ``subject.single``: the hardware that
@@ -393,9 +423,18 @@ def run_study(subject: Subject, runs: Iterable[Run], *, device: str | torch.devi
             elapsed = 0.0
         metrics, workload = cache[key]
         report = estimate(workload, **cost) if workload is not None else None
-        results.append(Result(run, metrics, emu, cost if report else None,
-                              report.total_cycles if report else None, report.seconds if report else None,
-                              report.energy_j if report else None, elapsed))
+        results.append(
+            Result(
+                run,
+                metrics,
+                emu,
+                cost if report else None,
+                report.total_cycles if report else None,
+                report.seconds if report else None,
+                report.energy_j if report else None,
+                elapsed,
+            )
+        )
         if progress is not None:
             progress(done, len(runs), run, elapsed)
     return results
@@ -404,43 +443,66 @@ def run_study(subject: Subject, runs: Iterable[Run], *, device: str | torch.devi
 def progress_bar(stream=None, width: int = 24) -> Callable[[int, int, Run, float], None]:
     """A text progress bar, one line per finished run with its emulation time (on ``stream``,
     default the current ``sys.stderr``)."""
+
     def show(done: int, total: int, run: Run, seconds: float) -> None:
         filled = round(width * done / total)
-        print(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {run.target:<10} {run.label:<28}"
-              f" {seconds:6.1f} s", file=stream or sys.stderr, flush=True)
+        print(
+            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {run.target:<10} {run.label:<28}"
+            f" {seconds:6.1f} s",
+            file=stream or sys.stderr,
+            flush=True,
+        )
+
     return show
 
 
 # ------------------------------------------------------------------ reporting
 
 
-_METRIC_HEADINGS = {"mean_cosine": "mean cos", "min_cosine": "min cos", "rank_agreement": "rank agr",
-                    "top1_agreement": "top-1 agr"}
+_METRIC_HEADINGS = {
+    "mean_cosine": "mean cos",
+    "min_cosine": "min cos",
+    "rank_agreement": "rank agr",
+    "top1_agreement": "top-1 agr",
+}
 
 
 def pareto_flags(results: list[Result]) -> list[bool]:
     """Whether each result is on the accuracy/energy Pareto front (runs with a cost only)."""
     costed = [i for i, r in enumerate(results) if r.energy_j is not None]
-    front = {costed[i] for i in pareto_front([results[i].energy_j for i in costed],
-                                             [results[i].accuracy for i in costed])}
+    front = {
+        costed[i] for i in pareto_front([results[i].energy_j for i in costed], [results[i].accuracy for i in costed])
+    }
     return [i in front for i in range(len(results))]
 
 
 def format_table(results: list[Result]) -> str:
     """The study as a fixed-width text table (also valid Markdown)."""
     metrics = list(results[0].metrics) if results else []
-    head = (["target", "options"] + [_METRIC_HEADINGS.get(m, m) for m in metrics]
-            + ["cycles", "latency ms", "energy uJ", "Pareto", "emul. s"])
+    head = (
+        ["target", "options"]
+        + [_METRIC_HEADINGS.get(m, m) for m in metrics]
+        + ["cycles", "latency ms", "energy uJ", "Pareto", "emul. s"]
+    )
     rows = []
     for result, pareto in zip(results, pareto_flags(results)):
         costed = result.energy_j is not None
-        rows.append([result.run.target, result.run.label] + [f"{result.metrics[m]:.5f}" for m in metrics]
-                    + ([f"{result.cycles:,}", f"{result.seconds * 1e3:.4g}", f"{result.energy_j * 1e6:.4g}"]
-                       if costed else ["n/a"] * 3)
-                    + ["*" if pareto else "", f"{result.emulation_s:.1f}"])
+        rows.append(
+            [result.run.target, result.run.label]
+            + [f"{result.metrics[m]:.5f}" for m in metrics]
+            + (
+                [f"{result.cycles:,}", f"{result.seconds * 1e3:.4g}", f"{result.energy_j * 1e6:.4g}"]
+                if costed
+                else ["n/a"] * 3
+            )
+            + ["*" if pareto else "", f"{result.emulation_s:.1f}"]
+        )
     widths = [max(len(str(c)) for c in column) for column in zip(head, *rows)]
-    line = lambda cells: "| " + " | ".join(  # noqa: E731
-        str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    def line(cells):
+        padded = (str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "| " + " | ".join(padded) + " |"
+
     rule = "|" + "|".join("-" * (w + 2) if i < 2 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     return "\n".join([line(head), rule] + [line(r) for r in rows])
 
@@ -452,9 +514,12 @@ def write_outputs(subject: Subject, results: list[Result], out_dir: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     flags = pareto_flags(results)
     tokens = int(subject.single["input_ids"].shape[-1])
-    data = {"model": subject.name, "sentences": int(subject.batch["input_ids"].shape[0]),
-            "cost_per_inference": f"one sentence of {tokens} tokens",
-            "results": [{**r.to_dict(), "pareto": f} for r, f in zip(results, flags)]}
+    data = {
+        "model": subject.name,
+        "sentences": int(subject.batch["input_ids"].shape[0]),
+        "cost_per_inference": f"one sentence of {tokens} tokens",
+        "results": [{**r.to_dict(), "pareto": f} for r, f in zip(results, flags)],
+    }
     paths = {"json": out / "study.json", "csv": out / "study.csv"}
     paths["json"].write_text(json.dumps(data, indent=2))
     metrics = list(results[0].metrics) if results else []
@@ -462,9 +527,17 @@ def write_outputs(subject: Subject, results: list[Result], out_dir: str | Path, 
         writer = csv.writer(f)
         writer.writerow(["target", "options"] + metrics + ["cycles", "latency_s", "energy_j", "pareto", "emulation_s"])
         for r, flag in zip(results, flags):
-            writer.writerow([r.run.target, r.run.label] + [repr(r.metrics[m]) for m in metrics]
-                            + ["" if r.cycles is None else r.cycles, "" if r.seconds is None else repr(r.seconds),
-                               "" if r.energy_j is None else repr(r.energy_j), flag, f"{r.emulation_s:.3f}"])
+            writer.writerow(
+                [r.run.target, r.run.label]
+                + [repr(r.metrics[m]) for m in metrics]
+                + [
+                    "" if r.cycles is None else r.cycles,
+                    "" if r.seconds is None else repr(r.seconds),
+                    "" if r.energy_j is None else repr(r.energy_j),
+                    flag,
+                    f"{r.emulation_s:.3f}",
+                ]
+            )
     if plot:
         paths["png"] = plot_study(results, out / "study.png", title=f"{subject.name}: accuracy vs energy")
     return paths
@@ -485,19 +558,46 @@ def plot_study(results: list[Result], path: str | Path, title: str = "") -> Path
     for r in results:
         if r.energy_j is None:
             ax.axhline(r.accuracy, color="grey", linestyle=":", linewidth=1)
-            ax.annotate(f"{r.run.target} (no cost model)", (0.99, r.accuracy), xycoords=("axes fraction", "data"),
-                        textcoords="offset points", xytext=(0, 3), fontsize=8, color="grey", ha="right")
+            ax.annotate(
+                f"{r.run.target} (no cost model)",
+                (0.99, r.accuracy),
+                xycoords=("axes fraction", "data"),
+                textcoords="offset points",
+                xytext=(0, 3),
+                fontsize=8,
+                color="grey",
+                ha="right",
+            )
     front = [costed[i] for i in pareto_front([r.energy_j * 1e6 for r in costed], [r.accuracy for r in costed])]
     if front:
-        ax.step([r.energy_j * 1e6 for r in front], [r.accuracy for r in front], where="post", color="black",
-                linewidth=1, alpha=0.5, label="Pareto front")
+        ax.step(
+            [r.energy_j * 1e6 for r in front],
+            [r.accuracy for r in front],
+            where="post",
+            color="black",
+            linewidth=1,
+            alpha=0.5,
+            label="Pareto front",
+        )
     for r in costed:
         on_front = r in front
-        ax.scatter(r.energy_j * 1e6, r.accuracy, s=60 if on_front else 30, color=colours[r.run.target],
-                   edgecolors="black" if on_front else "none", zorder=3)
+        ax.scatter(
+            r.energy_j * 1e6,
+            r.accuracy,
+            s=60 if on_front else 30,
+            color=colours[r.run.target],
+            edgecolors="black" if on_front else "none",
+            zorder=3,
+        )
     for r, (dx, dy) in zip(costed, _label_offsets([(math.log10(r.energy_j), r.accuracy) for r in costed])):
-        ax.annotate(r.run.label if r.run.label != "defaults" else r.run.target, (r.energy_j * 1e6, r.accuracy),
-                    textcoords="offset points", xytext=(dx, dy), fontsize=7, color=colours[r.run.target])
+        ax.annotate(
+            r.run.label if r.run.label != "defaults" else r.run.target,
+            (r.energy_j * 1e6, r.accuracy),
+            textcoords="offset points",
+            xytext=(dx, dy),
+            fontsize=7,
+            color=colours[r.run.target],
+        )
     for target, colour in colours.items():
         if any(r.run.target == target for r in costed):
             ax.scatter([], [], color=colour, label=target)
@@ -511,7 +611,6 @@ def plot_study(results: list[Result], path: str | Path, title: str = "") -> Path
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
-
 
 
 def _label_offsets(points: list[tuple[float, float]], near=(0.15, 0.04)) -> list[tuple[int, int]]:

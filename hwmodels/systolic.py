@@ -56,8 +56,9 @@ def _overhead(R: int, C: int, fold_overhead) -> int:
     return fold_overhead
 
 
-def gemm_cycles(M: int, K: int, N: int, rows: int, cols: int, dataflow: str, *,
-                fold_overhead: int | None = None) -> int:
+def gemm_cycles(
+    M: int, K: int, N: int, rows: int, cols: int, dataflow: str, *, fold_overhead: int | None = None
+) -> int:
     """Cycles of a dense (M×K)·(K×N) GEMM on a rows×cols array (flexisaga.md §4.1).
 
     `fold_overhead` α replaces the R + C − 2 skew and drain of every fold (WS and IS add the R
@@ -137,8 +138,7 @@ class SparsePattern:
         return cls(K, N, R, C, k_nz, n_nz, k_nz_packed, int(nz.sum()), int(live.sum()))
 
     @classmethod
-    def uniform(cls, K: int, N: int, rows: int, cols: int, sparsity: float,
-                vector: str = "row") -> "SparsePattern":
+    def uniform(cls, K: int, N: int, rows: int, cols: int, sparsity: float, vector: str = "row") -> "SparsePattern":
         """Uniform structured sparsity: floor(s·K) of the K rows pruned in every column tile
         (`vector="row"`, 1×C vectors) or floor(s·N) of the N columns in every row tile
         (`"col"`, R×1 vectors), as in flexisaga.md §3 property 4."""
@@ -156,8 +156,7 @@ class SparsePattern:
         raise ValueError(f"vector must be 'row' or 'col', got {vector!r}")
 
 
-def sparse_gemm_cycles(M: int, pattern: SparsePattern, dataflow: str, *,
-                       fold_overhead: int | None = None) -> int:
+def sparse_gemm_cycles(M: int, pattern: SparsePattern, dataflow: str, *, fold_overhead: int | None = None) -> int:
     """Cycles of (M×K)·W with W described by `pattern` (flexisaga.md §4.2).
 
     A fold with no non-zero vector costs 0 cycles. Dense dataflow names are accepted too and
@@ -179,19 +178,31 @@ def sparse_gemm_cycles(M: int, pattern: SparsePattern, dataflow: str, *,
     return folds * (R + alpha + M)
 
 
-def best_dataflow(M: int, K: int, N: int, rows: int, cols: int,
-                  pattern: SparsePattern | None = None, *,
-                  fold_overhead: int | None = None) -> tuple[str, int]:
+def best_dataflow(
+    M: int,
+    K: int,
+    N: int,
+    rows: int,
+    cols: int,
+    pattern: SparsePattern | None = None,
+    *,
+    fold_overhead: int | None = None,
+) -> tuple[str, int]:
     """(dataflow, cycles) minimising cycles; sparse dataflows only with a pattern. Ties go to
     the first in DATAFLOWS order (flexisaga.md §4.3)."""
     if pattern is not None and (pattern.K, pattern.N, pattern.rows, pattern.cols) != (K, N, rows, cols):
-        raise ValueError(f"pattern is for K={pattern.K}, N={pattern.N} on {pattern.rows}x{pattern.cols}, "
-                         f"not K={K}, N={N} on {rows}x{cols}")
+        raise ValueError(
+            f"pattern is for K={pattern.K}, N={pattern.N} on {pattern.rows}x{pattern.cols}, "
+            f"not K={K}, N={N} on {rows}x{cols}"
+        )
     candidates = DATAFLOWS if pattern is not None else DENSE
     best = None
     for name in candidates:
-        cycles = (gemm_cycles(M, K, N, rows, cols, name, fold_overhead=fold_overhead) if name in DENSE
-                  else sparse_gemm_cycles(M, pattern, name, fold_overhead=fold_overhead))
+        cycles = (
+            gemm_cycles(M, K, N, rows, cols, name, fold_overhead=fold_overhead)
+            if name in DENSE
+            else sparse_gemm_cycles(M, pattern, name, fold_overhead=fold_overhead)
+        )
         if best is None or cycles < best[1]:
             best = (name, cycles)
     return best

@@ -59,22 +59,103 @@ _NORMS = {
     "_fused_rms_norm",
 }
 _ACTIVATIONS = {
-    "relu", "relu_", "silu", "silu_", "sigmoid", "tanh", "elu", "leaky_relu", "hardswish",
-    "hardsigmoid", "hardtanh", "mish", "softplus", "glu", "gelu_", "celu", "selu",
+    "relu",
+    "relu_",
+    "silu",
+    "silu_",
+    "sigmoid",
+    "tanh",
+    "elu",
+    "leaky_relu",
+    "hardswish",
+    "hardsigmoid",
+    "hardtanh",
+    "mish",
+    "softplus",
+    "glu",
+    "gelu_",
+    "celu",
+    "selu",
 }
 _MOVES = {
-    "embedding", "cat", "stack", "clone", "copy_", "_to_copy", "gather", "index_select", "index",
-    "index_put", "index_put_", "scatter", "roll", "flip", "constant_pad_nd", "repeat", "contiguous",
+    "embedding",
+    "cat",
+    "stack",
+    "clone",
+    "copy_",
+    "_to_copy",
+    "gather",
+    "index_select",
+    "index",
+    "index_put",
+    "index_put_",
+    "scatter",
+    "roll",
+    "flip",
+    "constant_pad_nd",
+    "repeat",
+    "contiguous",
 }
-_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "var", "var_mean", "std", "norm",
-               "linalg_vector_norm", "any", "all", "argmax", "argmin", "prod", "cumsum", "logsumexp"}
+_REDUCTIONS = {
+    "sum",
+    "mean",
+    "amax",
+    "amin",
+    "max",
+    "min",
+    "var",
+    "var_mean",
+    "std",
+    "norm",
+    "linalg_vector_norm",
+    "any",
+    "all",
+    "argmax",
+    "argmin",
+    "prod",
+    "cumsum",
+    "logsumexp",
+}
 _FREE = {
-    "arange", "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like",
-    "full", "full_like", "scalar_tensor", "new_empty", "new_empty_strided", "new_zeros",
-    "new_ones", "new_full", "_local_scalar_dense", "lift_fresh", "lift_fresh_copy", "detach",
-    "alias", "dropout", "native_dropout", "sym_size", "sym_stride", "sym_numel", "is_same_size",
-    "_assert_async", "_assert_tensor_metadata", "item", "resize_", "set_", "rand", "randn",
-    "randint", "bernoulli", "normal", "uniform_", "_unsafe_index",
+    "arange",
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "zeros",
+    "zeros_like",
+    "ones",
+    "ones_like",
+    "full",
+    "full_like",
+    "scalar_tensor",
+    "new_empty",
+    "new_empty_strided",
+    "new_zeros",
+    "new_ones",
+    "new_full",
+    "_local_scalar_dense",
+    "lift_fresh",
+    "lift_fresh_copy",
+    "detach",
+    "alias",
+    "dropout",
+    "native_dropout",
+    "sym_size",
+    "sym_stride",
+    "sym_numel",
+    "is_same_size",
+    "_assert_async",
+    "_assert_tensor_metadata",
+    "item",
+    "resize_",
+    "set_",
+    "rand",
+    "randn",
+    "randint",
+    "bernoulli",
+    "normal",
+    "uniform_",
+    "_unsafe_index",
 }
 _FUSED_MODULE_PATTERN = re.compile("gelu", re.IGNORECASE)
 _LAYER_PATTERN = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
@@ -166,10 +247,17 @@ class Op:
     def to_dict(self) -> dict:
         """Plain-data view (the weight tensor is left out)."""
         return {
-            "kind": self.kind, "name": self.name, "scope": self.scope, "batch": self.batch,
-            "m": self.m, "k": self.k, "n": self.n, "static": self.static,
+            "kind": self.kind,
+            "name": self.name,
+            "scope": self.scope,
+            "batch": self.batch,
+            "m": self.m,
+            "k": self.k,
+            "n": self.n,
+            "static": self.static,
             "weight_zero_fraction": self.weight_zero_fraction,
-            "macs": self.macs, "elements": self.elements,
+            "macs": self.macs,
+            "elements": self.elements,
         }
 
 
@@ -214,24 +302,24 @@ class Workload:
     def summary(self) -> str:
         """Readable table: per kind the op count, MACs and elements."""
         counts = Counter(op.kind for op in self.ops)
-        lines = [f"Workload {self.name or '(unnamed)'}: {len(self.ops)} ops, batch {self.batch}, "
-                 f"{self.macs():,} MACs ({self.flops() / 1e9:.3f} GFLOP)",
-                 f"{'kind':<12}{'ops':>6}{'MACs':>18}{'elements':>16}"]
+        lines = [
+            f"Workload {self.name or '(unnamed)'}: {len(self.ops)} ops, batch {self.batch}, "
+            f"{self.macs():,} MACs ({self.flops() / 1e9:.3f} GFLOP)",
+            f"{'kind':<12}{'ops':>6}{'MACs':>18}{'elements':>16}",
+        ]
         for kind in KINDS:
             if counts[kind]:
                 macs = sum(op.macs for op in self.ops if op.kind == kind)
                 lines.append(f"{kind:<12}{counts[kind]:>6}{macs:>18,}{self.elements(kind):>16,}")
         static = sum(op.macs for op in self.ops if op.static)
-        lines.append(f"static-weight MACs {static:,}; dynamic (activation x activation) "
-                     f"MACs {self.macs() - static:,}")
+        lines.append(f"static-weight MACs {static:,}; dynamic (activation x activation) MACs {self.macs() - static:,}")
         return "\n".join(lines)
 
     __str__ = summary
 
     def to_dict(self) -> dict:
         """Plain-data view of the workload."""
-        return {"name": self.name, "batch": self.batch, "target": self.target,
-                "ops": [op.to_dict() for op in self.ops]}
+        return {"name": self.name, "batch": self.batch, "target": self.target, "ops": [op.to_dict() for op in self.ops]}
 
 
 def _storage_key(t: torch.Tensor) -> int:
@@ -260,8 +348,7 @@ def _placeholder_result(func, args, kwargs, pool):
             return meta
         key = (tuple(meta.shape), meta.stride(), meta.dtype, device)
         if key not in pool:
-            pool[key] = torch.empty_strided(
-                meta.shape, meta.stride(), dtype=meta.dtype, device=device).zero_()
+            pool[key] = torch.empty_strided(meta.shape, meta.stride(), dtype=meta.dtype, device=device).zero_()
         return pool[key]
 
     return tree_map(make, out)
@@ -307,8 +394,19 @@ class _Recorder(TorchDispatchMode):
 
     def _append_product(self, name, batch, m, k, w, groups=1):
         static = self._is_static(w)
-        self.ops.append(Op("matmul", name, self.scopes[-1], batch, m, k, w.shape[-1] // groups,
-                           static, w.detach() if static else None))
+        self.ops.append(
+            Op(
+                "matmul",
+                name,
+                self.scopes[-1],
+                batch,
+                m,
+                k,
+                w.shape[-1] // groups,
+                static,
+                w.detach() if static else None,
+            )
+        )
 
     def _record(self, func, args, kwargs, out):
         base = func.overloadpacket.__name__
@@ -351,8 +449,9 @@ class _Recorder(TorchDispatchMode):
         elif base in _REDUCTIONS:
             self._add("elementwise", name, args[0])
         else:
-            first = out if isinstance(out, torch.Tensor) else next(
-                (x for x in args if isinstance(x, torch.Tensor)), None)
+            first = (
+                out if isinstance(out, torch.Tensor) else next((x for x in args if isinstance(x, torch.Tensor)), None)
+            )
             if first is not None:
                 self._add("elementwise", name, first)
 
@@ -394,8 +493,11 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         base = func.overloadpacket.__name__
         product = base in _MATMULS or base in _CONVS or base in _SDPA
-        out = (_placeholder_result(func, args, kwargs, self._zeros) if product and not self.execute_products
-               else func(*args, **kwargs))
+        out = (
+            _placeholder_result(func, args, kwargs, self._zeros)
+            if product and not self.execute_products
+            else func(*args, **kwargs)
+        )
         if not self.suppress and not func.is_view and base not in _FREE:
             self._record(func, args, kwargs, out[0] if base in _SDPA else out)
         return out
@@ -414,11 +516,14 @@ def trace(model, *inputs, execute_products: bool = False, **kwargs) -> Workload:
         raise TypeError(f"model must be callable (an nn.Module), got {type(model).__name__}")
     modules = dict(model.named_modules()) if isinstance(model, torch.nn.Module) else {}
     names = {id(mod): name for name, mod in modules.items()}
-    fused = {id(mod) for mod in modules.values()
-             if _FUSED_MODULE_PATTERN.search(type(mod).__name__)}
+    fused = {id(mod) for mod in modules.values() if _FUSED_MODULE_PATTERN.search(type(mod).__name__)}
     weights = list(model.parameters()) if modules else []
-    weights += [b for mod in modules.values() if getattr(type(mod), "emulates_itself", False)
-                for b in mod.buffers(recurse=False)]  # e.g. a crossbar Linear's dequantized weight
+    weights += [
+        b
+        for mod in modules.values()
+        if getattr(type(mod), "emulates_itself", False)
+        for b in mod.buffers(recurse=False)
+    ]  # e.g. a crossbar Linear's dequantized weight
     static = {_storage_key(p) for p in weights} - {0}
     recorder = _Recorder(static, execute_products)
     emulation = getattr(model, "emulation", None) if modules else None
@@ -435,13 +540,20 @@ def trace(model, *inputs, execute_products: bool = False, **kwargs) -> Workload:
 
     tensors = [x for x in (*inputs, *kwargs.values()) if isinstance(x, torch.Tensor)]
     batch = int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1
-    handles = [torch.nn.modules.module.register_module_forward_pre_hook(pre),
-               torch.nn.modules.module.register_module_forward_hook(post)]
+    handles = [
+        torch.nn.modules.module.register_module_forward_pre_hook(pre),
+        torch.nn.modules.module.register_module_forward_hook(post),
+    ]
     try:
         with torch.no_grad(), reference_arithmetic(), recorder:
             model(*inputs, **kwargs)
     finally:
         for handle in handles:
             handle.remove()
-    return Workload(tuple(recorder.ops), batch=batch, name=type(model).__name__,
-                    target=getattr(emulation, "target", None), hardware=getattr(emulation, "config", None))
+    return Workload(
+        tuple(recorder.ops),
+        batch=batch,
+        name=type(model).__name__,
+        target=getattr(emulation, "target", None),
+        hardware=getattr(emulation, "config", None),
+    )

@@ -13,6 +13,7 @@
 Embeddings, LayerNorm, GELU, residuals, pooler and classifier stay fp32 (assumption, both
 specs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,21 +23,32 @@ import torch
 import torch.nn.functional as F
 
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, crossbar_matmul
-from numerics.quant import (QuantConfig, WeightQuant, observe_inputs, quantize_input,
-                            quantize_weight)
-from numerics.uclm import HASTILY_UCLM, UCLMConfig, softmax as uclm_softmax
 from numerics.emulation import in_reference_arithmetic
+from numerics.quant import M8F8, QuantConfig, WeightQuant, observe_inputs, quantize_input, quantize_weight
+from numerics.uclm import HASTILY_UCLM, UCLMConfig
+from numerics.uclm import softmax as uclm_softmax
 from numerics.validation import check_choice, check_type
 
-__all__ = ["crossbar_linear", "CrossbarLinear", "crossbar_product", "hastily_attention", "hastily_",
-           "atleus_", "layer_kind", "lora_leaf", "LORA_LEAVES", "check_hastily_crossbar", "check_noise", "HASTILY_WEIGHT_GRANULARITIES"]
+__all__ = [
+    "crossbar_linear",
+    "CrossbarLinear",
+    "crossbar_product",
+    "hastily_attention",
+    "hastily_",
+    "atleus_",
+    "layer_kind",
+    "lora_leaf",
+    "LORA_LEAVES",
+    "check_hastily_crossbar",
+    "check_noise",
+    "HASTILY_WEIGHT_GRANULARITIES",
+]
 
 _NOISE_FIELDS = ("cell_noise_std", "adc_noise_std", "stuck_at_0_rate", "stuck_at_1_rate")
 HASTILY_WEIGHT_GRANULARITIES = ("channel", "tensor")
 """Weight scale granularities of HASTILY's INT8 weights (hastily.md §2.2)."""
 _SKIP = ("pooler", "classifier", "lm_head", "embed", "score")
-_MHA = ("attention", "attn", "query", "key", "value", "q_proj", "k_proj", "v_proj", "o_proj",
-        "out_proj", "c_attn")
+_MHA = ("attention", "attn", "query", "key", "value", "q_proj", "k_proj", "v_proj", "o_proj", "out_proj", "c_attn")
 
 
 LORA_LEAVES = ("query", "value", "q_proj", "v_proj", "q", "v")
@@ -57,8 +69,14 @@ def layer_kind(name: str) -> str | None:
     return "mha" if any(s in low for s in _MHA) else "ffn"
 
 
-def crossbar_linear(x: torch.Tensor, wq: WeightQuant, crossbar: CrossbarConfig, *,
-                    input_scale=None, generator: torch.Generator | None = None) -> torch.Tensor:
+def crossbar_linear(
+    x: torch.Tensor,
+    wq: WeightQuant,
+    crossbar: CrossbarConfig,
+    *,
+    input_scale=None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """y = s_x * sum_p c[p, g(j)] * P_p[j] (float64, increasing p, then float32), no bias.
 
     Input codes per row (``input_scale=None``) or per tensor; partials P_p from
@@ -66,8 +84,9 @@ def crossbar_linear(x: torch.Tensor, wq: WeightQuant, crossbar: CrossbarConfig, 
     """
     cfg = dataclasses.replace(crossbar, weight_bits=wq.bits)
     x_int, s_x = quantize_input(x, cfg.input_bits, scale=input_scale)
-    parts = crossbar_matmul(x_int, wq.codes.to(x_int.device), cfg, generator=generator,
-                            partials=True).to(torch.float64)  # (..., P, N)
+    parts = crossbar_matmul(x_int, wq.codes.to(x_int.device), cfg, generator=generator, partials=True).to(
+        torch.float64
+    )  # (..., P, N)
     k, n = wq.codes.shape
     n_blocks = parts.shape[-2]
     # Scale block of each crossbar row block p (block_rows is a multiple of rows, or K).
@@ -103,14 +122,30 @@ class CrossbarLinear(torch.nn.Module):
     emulates_itself = True
     """Its internal float products are part of the emulation: ``emulate()`` leaves them alone."""
 
-    def __init__(self, linear: torch.nn.Linear, bits: int, crossbar: CrossbarConfig,
-                 quant: QuantConfig, *, granularity: str | None = None, seed: int | None = None,
-                 resample_noise: bool = False, lora_rank: int = 0, lora_alpha: float = 32.0):
+    def __init__(
+        self,
+        linear: torch.nn.Linear,
+        bits: int,
+        crossbar: CrossbarConfig,
+        quant: QuantConfig,
+        *,
+        granularity: str | None = None,
+        seed: int | None = None,
+        resample_noise: bool = False,
+        lora_rank: int = 0,
+        lora_alpha: float = 32.0,
+    ):
         super().__init__()
         w = linear.weight.detach().t().to(torch.float64)  # (K, N)
-        self.wq = quantize_weight(w, bits, granularity=granularity or quant.granularity,
-                                  symmetric=quant.symmetric, scale_format=quant.scale_format,
-                                  rounding=quant.rounding, crossbar=crossbar)
+        self.wq = quantize_weight(
+            w,
+            bits,
+            granularity=granularity or quant.granularity,
+            symmetric=quant.symmetric,
+            scale_format=quant.scale_format,
+            rounding=quant.rounding,
+            crossbar=crossbar,
+        )
         # the dequantized weight, (out, in) as nn.Linear's: what the backward pass and tracing use
         self.register_buffer("weight", self.wq.dequantize().t().contiguous(), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
@@ -147,11 +182,11 @@ class CrossbarLinear(torch.nn.Module):
         _check_finite(x, f"the input of a crossbar Linear ({self.in_features} -> {self.out_features})")
         scale = None  # "token": dynamic per-row scales inside crossbar_linear
         if self.input_granularity == "tensor":
-            scale = self.input_scale if self.input_scale is not None else _absmax_scale(
-                x, self.crossbar.input_bits)
+            scale = self.input_scale if self.input_scale is not None else _absmax_scale(x, self.crossbar.input_bits)
         with torch.no_grad():
-            emulated = crossbar_linear(x, self.wq, self.crossbar, input_scale=scale,
-                                       generator=self._generator_for_call()).to(x.dtype)
+            emulated = crossbar_linear(
+                x, self.wq, self.crossbar, input_scale=scale, generator=self._generator_for_call()
+            ).to(x.dtype)
         y = _StraightThrough.apply(x, self.weight, emulated)
         if self.bias is not None:
             y = y + self.bias
@@ -160,9 +195,11 @@ class CrossbarLinear(torch.nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        return (f"in={self.in_features}, out={self.out_features}, bits={self.wq.bits}, "
-                f"block={self.wq.block_rows}x{self.wq.block_cols}, "
-                f"lora_rank={0 if not self.lora_scale else self.lora_a.shape[0]}")
+        return (
+            f"in={self.in_features}, out={self.out_features}, bits={self.wq.bits}, "
+            f"block={self.wq.block_rows}x{self.wq.block_cols}, "
+            f"lora_rank={0 if not self.lora_scale else self.lora_a.shape[0]}"
+        )
 
 
 # ------------------------------------------------------------------ attention
@@ -217,9 +254,17 @@ def int8_crossbar_product(a: torch.Tensor, b: torch.Tensor, crossbar: CrossbarCo
     return (crossbar_product(a_int, b_int, crossbar).to(torch.float64) * s_a * s_b).to(torch.float32)
 
 
-def hastily_attention(q, k, v, attn_mask=None, *, scale=None, is_causal=False,
-                      crossbar: CrossbarConfig = HASTILY_SRAM,
-                      uclm: UCLMConfig = HASTILY_UCLM) -> torch.Tensor:
+def hastily_attention(
+    q,
+    k,
+    v,
+    attn_mask=None,
+    *,
+    scale=None,
+    is_causal=False,
+    crossbar: CrossbarConfig = HASTILY_SRAM,
+    uclm: UCLMConfig = HASTILY_UCLM,
+) -> torch.Tensor:
     """SDPA on HASTILY: INT8 Q K^T with K^T written into the arrays, UCLM softmax, uint8
     softmax codes (scale 1/255) x INT8 V with V written into the arrays.
 
@@ -260,8 +305,11 @@ def _replace(model: torch.nn.Module, names, make) -> None:
 
 
 def _linears(model: torch.nn.Module) -> list[tuple[str, str]]:
-    return [(n, layer_kind(n)) for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and layer_kind(n) is not None]
+    return [
+        (n, layer_kind(n))
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and layer_kind(n) is not None
+    ]
 
 
 def _observe(model, names, calibrate_with, bits) -> dict[str, float]:
@@ -297,8 +345,13 @@ def check_noise(noise) -> dict:
     return dict(fields)
 
 
-def hastily_(model: torch.nn.Module, *, crossbar: CrossbarConfig = HASTILY_SRAM,
-             weight_granularity: str = "channel", calibrate_with=None) -> dict[str, int]:
+def hastily_(
+    model: torch.nn.Module,
+    *,
+    crossbar: CrossbarConfig = HASTILY_SRAM,
+    weight_granularity: str = "channel",
+    calibrate_with=None,
+) -> dict[str, int]:
     """Put ``model``'s transformer Linears on HASTILY, in place (hastily.md §2): INT8 per-channel
     weights on ``crossbar``; INT8 activations per tensor with observer scales from ``calibrate_with``
     batches, else per token with dynamic absmax scales (the spec's per-call absmax would make a
@@ -307,8 +360,9 @@ def hastily_(model: torch.nn.Module, *, crossbar: CrossbarConfig = HASTILY_SRAM,
     check_choice("weight_granularity", weight_granularity, HASTILY_WEIGHT_GRANULARITIES)
     # calibrated: one static per-tensor scale per layer (the spec); otherwise a dynamic scale per token,
     # so that no sequence's result depends on the others in its batch or on its padding
-    quant = QuantConfig(8, 8, granularity=weight_granularity,
-                        input_granularity="token" if calibrate_with is None else "tensor")
+    quant = QuantConfig(
+        8, 8, granularity=weight_granularity, input_granularity="token" if calibrate_with is None else "tensor"
+    )
     linears = [n for n, _ in _linears(model)]
     scales = _observe(model, linears, calibrate_with, 8)
     _replace(model, linears, lambda _n, m: CrossbarLinear(m, 8, crossbar, quant))
@@ -317,10 +371,18 @@ def hastily_(model: torch.nn.Module, *, crossbar: CrossbarConfig = HASTILY_SRAM,
     return {"linear": len(linears)}
 
 
-def atleus_(model: torch.nn.Module, *, quant: QuantConfig = QuantConfig(),
-            crossbar: CrossbarConfig = ATLEUS_RERAM, noise=None, seed: int = 0,
-            resample_noise: bool = False, lora_rank: int = 0, lora_alpha: float = 32.0,
-            calibrate_with=None) -> dict[str, int]:
+def atleus_(
+    model: torch.nn.Module,
+    *,
+    quant: QuantConfig = M8F8,
+    crossbar: CrossbarConfig = ATLEUS_RERAM,
+    noise=None,
+    seed: int = 0,
+    resample_noise: bool = False,
+    lora_rank: int = 0,
+    lora_alpha: float = 32.0,
+    calibrate_with=None,
+) -> dict[str, int]:
     """Put ``model``'s static-weight Linears on Atleus' ReRAM crossbars, in place (atleus.md §2.1,
     §2.4): Q/K/V/O at ``quant.mha_weight_bits`` and FFN linears at ``quant.ffn_weight_bits``
     with crossbar-wise scales. ``noise``: a cell-noise std (units of L) or a dict of
@@ -342,8 +404,16 @@ def atleus_(model: torch.nn.Module, *, quant: QuantConfig = QuantConfig(),
 
     def make(name, m):
         lora = lora_rank if lora_leaf(name) else 0
-        return CrossbarLinear(m, bits[kinds[name]], crossbar, quant, seed=seed + names.index(name),
-                              resample_noise=resample_noise, lora_rank=lora, lora_alpha=lora_alpha)
+        return CrossbarLinear(
+            m,
+            bits[kinds[name]],
+            crossbar,
+            quant,
+            seed=seed + names.index(name),
+            resample_noise=resample_noise,
+            lora_rank=lora,
+            lora_alpha=lora_alpha,
+        )
 
     _replace(model, names, make)
     _set_scales(model, scales)

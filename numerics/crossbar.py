@@ -17,6 +17,7 @@ directly; otherwise every (input bit, weight slice) plane is computed as a float
 0/1 input planes with cell levels (exact: counts are small integers) and sent through the
 ADC model.
 """
+
 from __future__ import annotations
 
 import math
@@ -147,9 +148,7 @@ class CrossbarConfig:
         _check_choice("adc_mode", self.adc_mode, _ADC_MODES)
         _check_choice("weight_encoding", self.weight_encoding, _WEIGHT_ENCODINGS)
         if self.weight_encoding == "twos_complement" and self.cell_bits != 1:
-            raise ValueError(
-                "weight_encoding='twos_complement' needs cell_bits == 1, "
-                f"got cell_bits={self.cell_bits}")
+            raise ValueError(f"weight_encoding='twos_complement' needs cell_bits == 1, got cell_bits={self.cell_bits}")
         if not isinstance(self.flip_columns, bool):
             raise TypeError("flip_columns must be a bool")
         _check_choice("input_encoding", self.input_encoding, _INPUT_ENCODINGS)
@@ -160,12 +159,13 @@ class CrossbarConfig:
         _check_rate("stuck_at_1_rate", self.stuck_at_1_rate, 1.0)
         if self.stuck_at_0_rate + self.stuck_at_1_rate > 1.0:
             raise ValueError(
-                "stuck_at_0_rate + stuck_at_1_rate must be <= 1, got "
-                f"{self.stuck_at_0_rate + self.stuck_at_1_rate}")
+                f"stuck_at_0_rate + stuck_at_1_rate must be <= 1, got {self.stuck_at_0_rate + self.stuck_at_1_rate}"
+            )
         if self.slice_placement == "columns" and self.slices > self.cols:
             raise ValueError(
                 f"cols must be >= ceil(weight_bits / cell_bits) = {self.slices} with "
-                f"slice_placement='columns', got cols={self.cols}")
+                f"slice_placement='columns', got cols={self.cols}"
+            )
 
     # Derived quantities (spec symbols in brackets).
     @property
@@ -204,8 +204,7 @@ class CrossbarConfig:
     @property
     def has_randomness(self) -> bool:
         """True when any noise or fault rate is non-zero (a generator is then required)."""
-        return any(v > 0 for v in (self.cell_noise_std, self.adc_noise_std,
-                                    self.stuck_at_0_rate, self.stuck_at_1_rate))
+        return any(v > 0 for v in (self.cell_noise_std, self.adc_noise_std, self.stuck_at_0_rate, self.stuck_at_1_rate))
 
     @property
     def can_clip(self) -> bool:
@@ -237,9 +236,19 @@ ATLEUS_RERAM = CrossbarConfig()
 saturating ADC, offset encoding with ISAAC column flipping, 8-bit weights and inputs."""
 
 HASTILY_SRAM = CrossbarConfig(
-    rows=64, cols=64, cell_bits=1, slice_placement="arrays", weight_bits=8, input_bits=8,
-    adc_bits=6, adc_mode="saturate", weight_encoding="twos_complement", flip_columns=False,
-    input_encoding="twos_complement", accumulator_bits=32)
+    rows=64,
+    cols=64,
+    cell_bits=1,
+    slice_placement="arrays",
+    weight_bits=8,
+    input_bits=8,
+    adc_bits=6,
+    adc_mode="saturate",
+    weight_encoding="twos_complement",
+    flip_columns=False,
+    input_encoding="twos_complement",
+    accumulator_bits=32,
+)
 """HASTILY UCLM in compute mode (hastily.md §2.1): eight 64x64 8T-SRAM arrays, one weight
 bit each, 6-bit saturating ADC, two's-complement weights and inputs."""
 
@@ -251,8 +260,7 @@ def _check_codes(t, name: str, lo: int, hi: int) -> None:
     if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
         raise TypeError(f"{name} must have an integer dtype, got {t.dtype}")
     if t.numel() and (int(t.min()) < lo or int(t.max()) > hi):
-        raise ValueError(
-            f"{name} codes must lie in [{lo}, {hi}], got [{int(t.min())}, {int(t.max())}]")
+        raise ValueError(f"{name} codes must lie in [{lo}, {hi}], got [{int(t.min())}, {int(t.max())}]")
 
 
 # ----------------------------------------------------------------- bit decomposition
@@ -296,8 +304,7 @@ def input_planes(x_int: torch.Tensor, config: CrossbarConfig) -> torch.Tensor:
     return (u[..., None] >> shifts) & 1
 
 
-def adc_convert(current: torch.Tensor, config: CrossbarConfig, *,
-                integral: bool = False) -> torch.Tensor:
+def adc_convert(current: torch.Tensor, config: CrossbarConfig, *, integral: bool = False) -> torch.Tensor:
     """ADC output code v (float tensor of integers) for analog counts I (spec §2.3 step 7).
 
     ``integral=True`` skips the round-half-even for counts already known to be integers
@@ -339,14 +346,17 @@ def _physical_to_canonical(t: torch.Tensor, n_pad: int, config: CrossbarConfig) 
 def _padded_sizes(k: int, n: int, config: CrossbarConfig) -> tuple[int, int]:
     nw = config.weights_per_crossbar
     blocks, n_pad = -(-k // config.rows), -(-n // nw) * nw
-    check_padded(f"a {k}x{n} weight on {config.rows}x{config.cols} crossbars",
-                 config.sets * blocks * config.rows * n_pad * config.slices,
-                 "use crossbars no larger than the weight needs")
+    check_padded(
+        f"a {k}x{n} weight on {config.rows}x{config.cols} crossbars",
+        config.sets * blocks * config.rows * n_pad * config.slices,
+        "use crossbars no larger than the weight needs",
+    )
     return blocks, n_pad
 
 
-def program_weights(w_int: torch.Tensor, config: CrossbarConfig, *,
-                    generator: torch.Generator | None = None) -> ProgrammedWeights:
+def program_weights(
+    w_int: torch.Tensor, config: CrossbarConfig, *, generator: torch.Generator | None = None
+) -> ProgrammedWeights:
     """Encode, slice, flip and (optionally) perturb weights as the crossbars store them.
 
     Spec §2.3 steps 1-4 and the cell part of step 6. Draws, only if the rate is non-zero and
@@ -371,14 +381,14 @@ def program_weights(w_int: torch.Tensor, config: CrossbarConfig, *,
     phys_shape = (config.sets, n_blocks, config.rows, n_pad * config.slices)
     if config.stuck_at_0_rate > 0 or config.stuck_at_1_rate > 0:
         nu = _physical_to_canonical(
-            torch.rand(phys_shape, generator=generator, dtype=torch.float64, device=w.device),
-            n_pad, config)
+            torch.rand(phys_shape, generator=generator, dtype=torch.float64, device=w.device), n_pad, config
+        )
         p0, p1 = config.stuck_at_0_rate, config.stuck_at_1_rate
         levels = torch.where(nu < p0, 0.0, torch.where(nu < p0 + p1, float(big_l), levels))
     if config.cell_noise_std > 0:
         z = _physical_to_canonical(
-            torch.randn(phys_shape, generator=generator, dtype=torch.float64, device=w.device),
-            n_pad, config)
+            torch.randn(phys_shape, generator=generator, dtype=torch.float64, device=w.device), n_pad, config
+        )
         levels = levels + config.cell_noise_std * big_l * z
     return ProgrammedWeights(levels, flipped)
 
@@ -450,9 +460,14 @@ def _clipping_blocks(x2, prog: ProgrammedWeights, config: CrossbarConfig, adc_no
     return out.transpose(0, 1)
 
 
-def crossbar_matmul(x_int: torch.Tensor, w_int: torch.Tensor, config: CrossbarConfig, *,
-                    generator: torch.Generator | None = None,
-                    partials: bool = False) -> torch.Tensor:
+def crossbar_matmul(
+    x_int: torch.Tensor,
+    w_int: torch.Tensor,
+    config: CrossbarConfig,
+    *,
+    generator: torch.Generator | None = None,
+    partials: bool = False,
+) -> torch.Tensor:
     """Integer product ``x_int @ w_int`` as the crossbars compute it (atleus.md §2.3).
 
     Args:
@@ -474,8 +489,8 @@ def crossbar_matmul(x_int: torch.Tensor, w_int: torch.Tensor, config: CrossbarCo
         raise ValueError(f"w_int must be 2-D (K, N), got shape {tuple(w_int.shape)}")
     if x_int.dim() < 1 or x_int.shape[-1] != w_int.shape[0]:
         raise ValueError(
-            f"x_int's last dimension must equal w_int's K={w_int.shape[0]}, "
-            f"got shape {tuple(x_int.shape)}")
+            f"x_int's last dimension must equal w_int's K={w_int.shape[0]}, got shape {tuple(x_int.shape)}"
+        )
     k, n = w_int.shape
     if k == 0 or n == 0:
         raise ValueError(f"w_int must be non-empty, got shape {(k, n)}")

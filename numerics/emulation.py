@@ -93,7 +93,9 @@ class Emulation:
         if self.swapped:
             lines.append("  modules swapped: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.swapped.items())))
         if self.counts:
-            lines.append("  replaced in the last forward pass: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.counts.items())))
+            lines.append(
+                "  replaced in the last forward pass: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.counts.items()))
+            )
         elif self.handlers:
             lines.append("  no forward pass yet")
         return "\n".join(lines)

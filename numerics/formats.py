@@ -103,8 +103,9 @@ def require_bfloat16(x, name: str = "x") -> None:
     silent cast."""
     if not isinstance(x, torch.Tensor) or x.dtype != torch.bfloat16:
         got = str(x.dtype).removeprefix("torch.") if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"{name} must be a bfloat16 tensor; got {got} "
-                        "(round first, e.g. numerics.formats.round_to_bfloat16(x))")
+        raise TypeError(
+            f"{name} must be a bfloat16 tensor; got {got} (round first, e.g. numerics.formats.round_to_bfloat16(x))"
+        )
 
 
 def bf16_to_bits(x: torch.Tensor) -> torch.Tensor:
@@ -150,10 +151,14 @@ def lookup(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     out = torch.empty(flat.shape, dtype=table.dtype, device=x.device)
     step = _LOOKUP_CHUNK if x.device.type == "cpu" else max(flat.numel(), 1)
     for start in range(0, flat.numel(), step):
-        part = flat[start:start + step]
+        part = flat[start : start + step]
         # unsigned codes as int32 indices: one pass through the uint16 view on CPU
-        idx = part.view(torch.uint16).to(torch.int32) if x.device.type == "cpu" else part.view(torch.int16).to(torch.int32) & 0xFFFF
-        torch.index_select(table, 0, idx, out=out[start:start + step])
+        idx = (
+            part.view(torch.uint16).to(torch.int32)
+            if x.device.type == "cpu"
+            else part.view(torch.int16).to(torch.int32) & 0xFFFF
+        )
+        torch.index_select(table, 0, idx, out=out[start : start + step])
     return out.view(x.shape)
 
 
@@ -163,7 +168,11 @@ def lookup(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def _random_ints(shape, device, k: int, random_bits, generator, name="random_bits") -> torch.Tensor:
     """Random integers in [0, 2^k) for stochastic rounding, from explicit bits or a generator."""
     if random_bits is not None:
-        if not isinstance(random_bits, torch.Tensor) or random_bits.dtype.is_floating_point or random_bits.dtype == torch.bool:
+        if (
+            not isinstance(random_bits, torch.Tensor)
+            or random_bits.dtype.is_floating_point
+            or random_bits.dtype == torch.bool
+        ):
             raise TypeError(f"{name} must be an integer torch.Tensor")
         r = random_bits.to(device=device, dtype=torch.int64)
         if r.numel() and (int(r.min()) < 0 or int(r.max()) >= 2**k):
@@ -362,7 +371,9 @@ def _broadcast_param(p, x: torch.Tensor, axis: int | None, block_size: int | Non
     want = list(x.shape)
     want[axis] = n // block_size
     if tuple(p.shape) != tuple(want):
-        raise ValueError(f"{name} must have shape {tuple(want)} for blocks of {block_size} along axis {axis}; got {tuple(p.shape)}")
+        raise ValueError(
+            f"{name} must have shape {tuple(want)} for blocks of {block_size} along axis {axis}; got {tuple(p.shape)}"
+        )
     return p.repeat_interleave(block_size, dim=axis)
 
 
@@ -412,7 +423,11 @@ def quantize(
         raise ValueError("scale must be finite and > 0 everywhere")
     if x.numel() and bool(torch.isnan(x).any()):
         raise ValueError("x contains NaN, which has no integer code")
-    r = _random_ints(x.shape, x.device, STOCHASTIC_BITS, random_bits, generator) if mode is Rounding.STOCHASTIC else None
+    r = (
+        _random_ints(x.shape, x.device, STOCHASTIC_BITS, random_bits, generator)
+        if mode is Rounding.STOCHASTIC
+        else None
+    )
     q = _round_integral(x.to(torch.float64) / s, mode, r)
     if zero_point is not None:
         zp = _broadcast_param(zero_point, x, axis, block_size, "zero_point")
@@ -483,9 +498,18 @@ class FixedFormat:
         return f"{'' if self.signed else 'u'}Q{self.int_bits}.{self.frac_bits}"
 
 
-def to_fixed(x: torch.Tensor, fmt: FixedFormat, *, rounding: Rounding | str = Rounding.NEAREST_EVEN, random_bits=None, generator=None) -> torch.Tensor:
+def to_fixed(
+    x: torch.Tensor,
+    fmt: FixedFormat,
+    *,
+    rounding: Rounding | str = Rounding.NEAREST_EVEN,
+    random_bits=None,
+    generator=None,
+) -> torch.Tensor:
     """Codes of ``x`` in fixed-point ``fmt`` (rounded, saturating)."""
-    return quantize(x, fmt.int_format, 2.0**-fmt.frac_bits, rounding=rounding, random_bits=random_bits, generator=generator)
+    return quantize(
+        x, fmt.int_format, 2.0**-fmt.frac_bits, rounding=rounding, random_bits=random_bits, generator=generator
+    )
 
 
 def from_fixed(q: torch.Tensor, fmt: FixedFormat, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -20,10 +20,25 @@ if TYPE_CHECKING:
     from numerics.emulation import Emulation
 
 __all__ = [
-    "Handler", "Handlers", "SoftmaxFunctions", "GeluFunctions", "MatmulFunctions", "SDPA",
-    "straight_through", "safe_softmax", "is_float", "replace_modules", "linears_from_conv1d", "softmax_call",
-    "matmul_call", "emulated_product", "product_handler", "emulated_softmax", "softmax_handler",
-    "sdpa_call", "attention",
+    "Handler",
+    "Handlers",
+    "SoftmaxFunctions",
+    "GeluFunctions",
+    "MatmulFunctions",
+    "SDPA",
+    "straight_through",
+    "safe_softmax",
+    "is_float",
+    "replace_modules",
+    "linears_from_conv1d",
+    "softmax_call",
+    "matmul_call",
+    "emulated_product",
+    "product_handler",
+    "emulated_softmax",
+    "softmax_handler",
+    "sdpa_call",
+    "attention",
 ]
 
 Handler = Callable[..., Any]
@@ -32,8 +47,18 @@ Handlers = dict
 
 SoftmaxFunctions = (F.softmax, torch.softmax, torch.Tensor.softmax)
 GeluFunctions = (F.gelu,)
-MatmulFunctions = (F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm,
-                   torch.Tensor.mm, torch.bmm, torch.Tensor.bmm, torch.addmm, torch.baddbmm)
+MatmulFunctions = (
+    F.linear,
+    torch.matmul,
+    torch.Tensor.matmul,
+    torch.Tensor.__matmul__,
+    torch.mm,
+    torch.Tensor.mm,
+    torch.bmm,
+    torch.Tensor.bmm,
+    torch.addmm,
+    torch.baddbmm,
+)
 SDPA = F.scaled_dot_product_attention
 
 
@@ -78,7 +103,9 @@ def is_float(*tensors) -> bool:
     return all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in tensors)
 
 
-def replace_modules(model: nn.Module, match: Callable[[nn.Module], bool], make: Callable[[nn.Module], nn.Module]) -> collections.Counter:
+def replace_modules(
+    model: nn.Module, match: Callable[[nn.Module], bool], make: Callable[[nn.Module], nn.Module]
+) -> collections.Counter:
     """Replace, in place, every submodule for which ``match`` holds by ``make(old)``; returns counts per
     replaced class name. The root itself is never replaced."""
     swapped = collections.Counter()

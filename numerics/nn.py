@@ -10,10 +10,25 @@ from __future__ import annotations
 
 from numerics.emulation import Emulation, emulate, reference_arithmetic
 from numerics.formats import bf16_values
-from numerics.handlers import (SDPA, GeluFunctions, Handlers, MatmulFunctions, SoftmaxFunctions, attention,
-                               emulated_product, emulated_softmax, is_float, linears_from_conv1d, matmul_call,
-                               product_handler, replace_modules, sdpa_call, softmax_call, softmax_handler,
-                               straight_through)
+from numerics.handlers import (
+    SDPA,
+    GeluFunctions,
+    Handlers,
+    MatmulFunctions,
+    SoftmaxFunctions,
+    attention,
+    emulated_product,
+    emulated_softmax,
+    is_float,
+    linears_from_conv1d,
+    matmul_call,
+    product_handler,
+    replace_modules,
+    sdpa_call,
+    softmax_call,
+    softmax_handler,
+    straight_through,
+)
 from numerics.redmule import bf16_matmul
 from numerics.registry import TargetOptions, option_table, register_target, target_options, targets
 

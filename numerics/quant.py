@@ -6,6 +6,7 @@ Crossbar-wise quantization is the Atleus reconstruction (``/work/shared/specs/at
 digitally to that crossbar's partial sum. Every granularity is a 2-D block shape, so one
 code path serves all four. Rounding and code clamping come from :mod:`numerics.formats`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,9 +20,18 @@ from numerics.formats import IntFormat, Rounding, quantize
 from numerics.validation import check_choice, check_int
 
 __all__ = [
-    "QuantConfig", "M8F8", "M8F4", "M4F8", "M4F4",
-    "WeightQuant", "quantize_weight", "block_shape", "quantize_input",
-    "MinMaxObserver", "PercentileObserver", "observe_inputs",
+    "QuantConfig",
+    "M8F8",
+    "M8F4",
+    "M4F8",
+    "M4F4",
+    "WeightQuant",
+    "quantize_weight",
+    "block_shape",
+    "quantize_input",
+    "MinMaxObserver",
+    "PercentileObserver",
+    "observe_inputs",
 ]
 
 GRANULARITIES = ("crossbar", "row_block", "channel", "tensor")
@@ -116,8 +126,9 @@ class WeightQuant:
         return (q * self.expand(self.scales)).to(torch.float32)
 
 
-def block_shape(granularity: str, k: int, n: int, bits: int,
-                crossbar: CrossbarConfig = ATLEUS_RERAM) -> tuple[int, int]:
+def block_shape(
+    granularity: str, k: int, n: int, bits: int, crossbar: CrossbarConfig = ATLEUS_RERAM
+) -> tuple[int, int]:
     """(rows, cols) of one scale block of a (K, N) weight at ``bits`` on ``crossbar``."""
     if granularity == "crossbar":
         return crossbar.rows, dataclasses.replace(crossbar, weight_bits=bits).weights_per_crossbar
@@ -146,14 +157,21 @@ def _store_scales(c: torch.Tensor, a_nonzero: torch.Tensor, scale_format: str, q
     s = (live.view(groups, _FP8_GROUP).amax(1) / _FP8_MAX).to(torch.float32).to(torch.float64)
     s = torch.where(s > 0, s, 1.0).repeat_interleave(_FP8_GROUP)[: flat.numel()]
     # torch's float8 cast rounds to nearest even; the smallest subnormal 2**-9 guards underflow.
-    q8 = (flat / s).to(torch.float8_e4m3fn).to(torch.float64).clamp(min=2.0 ** -9)
+    q8 = (flat / s).to(torch.float8_e4m3fn).to(torch.float64).clamp(min=2.0**-9)
     return torch.where(a_nonzero.flatten(), q8 * s, flat).view_as(c)
 
 
-def quantize_weight(w: torch.Tensor, bits: int, *, granularity: str = "crossbar",
-                    symmetric: bool = True, scale_format: str = "fp32",
-                    rounding: str = "nearest_even", crossbar: CrossbarConfig = ATLEUS_RERAM,
-                    generator: torch.Generator | None = None) -> WeightQuant:
+def quantize_weight(
+    w: torch.Tensor,
+    bits: int,
+    *,
+    granularity: str = "crossbar",
+    symmetric: bool = True,
+    scale_format: str = "fp32",
+    rounding: str = "nearest_even",
+    crossbar: CrossbarConfig = ATLEUS_RERAM,
+    generator: torch.Generator | None = None,
+) -> WeightQuant:
     """Quantize a (K, N) weight (K = in-features) block-wise (atleus.md §2.1 steps 1-3).
 
     Symmetric: a = max|W_block| (float64), c = a / q_m (1 if a = 0), stored per
@@ -187,17 +205,17 @@ def quantize_weight(w: torch.Tensor, bits: int, *, granularity: str = "crossbar"
         zp = None
     else:
         lo, hi = blocks.amin(1).clamp(max=0.0), blocks.amax(1).clamp(min=0.0)
-        c = torch.where(hi > lo, (hi - lo) / (2 ** bits - 1), 1.0).to(torch.float32).to(torch.float64)
+        c = torch.where(hi > lo, (hi - lo) / (2**bits - 1), 1.0).to(torch.float32).to(torch.float64)
         zp = torch.round(fmt.qmin - lo / c).clamp(fmt.qmin, fmt.qmax).to(torch.int64)
-        codes = quantize(blocks, fmt, c, zero_point=zp, axis=0, rounding=rounding,
-                         generator=generator).to(torch.int64)
+        codes = quantize(blocks, fmt, c, zero_point=zp, axis=0, rounding=rounding, generator=generator).to(torch.int64)
         zp = zp.view(p, g)
     codes = codes.view(p, g, rb, cb).permute(0, 2, 1, 3).reshape(p * rb, g * cb)[:k, :n]
     return WeightQuant(codes.contiguous(), c.view(p, g), zp, bits, rb, cb)
 
 
-def quantize_input(x: torch.Tensor, bits: int = 8, *, scale=None,
-                   rounding: str = "nearest_even") -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_input(
+    x: torch.Tensor, bits: int = 8, *, scale=None, rounding: str = "nearest_even"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric input codes and scales (atleus.md §2.1 step 4; hastily.md §2.2).
 
     ``scale=None``: dynamic per row, s_x = max|x_row| / q_m (1 for a zero row), shape
@@ -277,8 +295,10 @@ def observe_inputs(model: torch.nn.Module, batches, names, observer=MinMaxObserv
     missing = [name for name in observers if name not in modules]
     if missing:
         raise ValueError(f"names not found in the model: {missing}")
-    hooks = [modules[name].register_forward_pre_hook(
-        lambda _m, args, obs=obs: obs.observe(args[0])) for name, obs in observers.items()]
+    hooks = [
+        modules[name].register_forward_pre_hook(lambda _m, args, obs=obs: obs.observe(args[0]))
+        for name, obs in observers.items()
+    ]
     training = {m: m.training for m in model.modules()}
     model.eval()  # calibrate on inference activations (no dropout), then restore each module's mode
     try:

@@ -16,7 +16,9 @@ ACCUMULATIONS = ("fp32", "bf16")
 """Accumulator formats of :func:`bf16_matmul`."""
 
 
-def bf16_matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, *, accumulate: str = "fp32") -> torch.Tensor:
+def bf16_matmul(
+    a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, *, accumulate: str = "fp32"
+) -> torch.Tensor:
     """``a @ b (+ bias)`` with BF16 operands and a BF16 result, as a float32 tensor.
 
     ``accumulate="fp32"``: products (exact in FP32) summed in FP32, bias added in FP32, one rounding
@@ -44,7 +46,7 @@ def bf16_matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = No
     for k in range(a64.shape[-1]):
         # the product of two BF16 values is exact in float64, and one float64 sum of a 16-bit and an
         # 8-bit value rounds innocuously before the single rounding to BF16 (53 >= 2*16 + 2)
-        acc = round_to_bfloat16(acc + a64[..., :, k:k + 1] * b64[..., k:k + 1, :]).double()
+        acc = round_to_bfloat16(acc + a64[..., :, k : k + 1] * b64[..., k : k + 1, :]).double()
     out = acc.float()
     if a.dim() == 1:
         out = out.squeeze(-2)

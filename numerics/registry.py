@@ -18,8 +18,7 @@ import dataclasses
 import importlib
 from typing import Any, Callable, ClassVar
 
-__all__ = ["Target", "TargetOptions", "register_target", "targets", "target_options", "get_target",
-           "option_table"]
+__all__ = ["Target", "TargetOptions", "register_target", "targets", "target_options", "get_target", "option_table"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +38,9 @@ class TargetOptions:
     def changed(self) -> dict:
         """The fields that differ from their defaults."""
         defaults = type(self)()
-        return {k: v for k, v in self.as_dict().items()
-                if not (v is getattr(defaults, k) or _same(v, getattr(defaults, k)))}
+        return {
+            k: v for k, v in self.as_dict().items() if not (v is getattr(defaults, k) or _same(v, getattr(defaults, k)))
+        }
 
 
 def _same(a, b) -> bool:
@@ -79,8 +79,10 @@ class Target:
         names = [f.name for f in dataclasses.fields(self.options)]
         unknown = sorted(set(values) - set(names))
         if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(unknown)} for target {self.name!r}; "
-                             f"valid options: {', '.join(sorted(names)) or 'none'}")
+            raise ValueError(
+                f"unknown option(s) {', '.join(unknown)} for target {self.name!r}; "
+                f"valid options: {', '.join(sorted(names)) or 'none'}"
+            )
         return self.options(**values)
 
     def cost_function(self, name: str) -> Any:
@@ -102,8 +104,9 @@ def _legacy_options(name: str, defaults: dict) -> type:
     return cls
 
 
-def register_target(name: str, *, summary: str, options=None, cost_model: str | None = None,
-                    priced_on_copy: bool = False):
+def register_target(
+    name: str, *, summary: str, options=None, cost_model: str | None = None, priced_on_copy: bool = False
+):
     """Decorator registering ``prepare(model_copy, options) -> handlers`` as target ``name``.
 
     ``options`` is a :class:`TargetOptions` subclass (its fields are the options, validated when

@@ -174,8 +174,9 @@ def _sum_single(factor: torch.Tensor, s: torch.Tensor, d: torch.Tensor) -> torch
     return d
 
 
-def _sum_interleaved(changed: torch.Tensor, factor: torch.Tensor, s: torch.Tensor, d: torch.Tensor,
-                     resumed: bool) -> torch.Tensor:
+def _sum_interleaved(
+    changed: torch.Tensor, factor: torch.Tensor, s: torch.Tensor, d: torch.Tensor, resumed: bool
+) -> torch.Tensor:
     """accumulators=4, the project's streaming model of the pipelined FMA (spec 3.2).
 
     Beat k goes to partial (k + resumed) mod 4 (on resume D sits in P0). That partial last took a beat
@@ -245,8 +246,9 @@ def _row_blocks(rows: torch.Tensor):
     return [slice(i, i + step) for i in range(0, rows.shape[0], step)]
 
 
-def _accumulate_rows(rows: torch.Tensor, m_prev: torch.Tensor, d_prev: torch.Tensor, lanes: int,
-                     accumulators: int, resumed: bool):
+def _accumulate_rows(
+    rows: torch.Tensor, m_prev: torch.Tensor, d_prev: torch.Tensor, lanes: int, accumulators: int, resumed: bool
+):
     if rows.shape[1] == 0:
         return m_prev, d_prev
     nb = -(-rows.shape[1] // lanes)
@@ -263,8 +265,9 @@ def _accumulate_rows(rows: torch.Tensor, m_prev: torch.Tensor, d_prev: torch.Ten
     return running[:, -1], d
 
 
-def accumulate(chunk: torch.Tensor, state: SoftmaxState | None = None, *, dim: int = -1, lanes: int = 8,
-               accumulators: int = 1) -> SoftmaxState:
+def accumulate(
+    chunk: torch.Tensor, state: SoftmaxState | None = None, *, dim: int = -1, lanes: int = 8, accumulators: int = 1
+) -> SoftmaxState:
     """Pass 1 over one chunk of every row (ACC_ONLY), resuming from ``state`` if given.
 
     Beats restart at the chunk start. With ``accumulators=1`` a split run equals the whole-row
@@ -284,8 +287,10 @@ def accumulate(chunk: torch.Tensor, state: SoftmaxState | None = None, *, dim: i
         bad = torch.zeros(rows.shape[0], dtype=torch.bool, device=chunk.device)
     else:
         if (state.lanes, state.accumulators) != (lanes, accumulators):
-            raise ValueError(f"lanes and accumulators must match the state's ({state.lanes}, {state.accumulators}); "
-                             f"got ({lanes}, {accumulators})")
+            raise ValueError(
+                f"lanes and accumulators must match the state's ({state.lanes}, {state.accumulators}); "
+                f"got ({lanes}, {accumulators})"
+            )
         if state.reciprocal is not None:
             raise ValueError("state is finalized (its slot was inverted); accumulate needs an unfinalized state")
         if tuple(state.max.shape) != tuple(batch):
@@ -316,8 +321,9 @@ def normalize(chunk: torch.Tensor, state: SoftmaxState, *, dim: int = -1) -> tor
     state = finalize(state)
     rows = _as_rows(chunk, dim)
     if tuple(state.max.shape) != tuple(chunk.movedim(dim, -1).shape[:-1]):
-        raise ValueError(f"chunk rows {tuple(chunk.movedim(dim, -1).shape[:-1])} do not match the state's "
-                         f"{tuple(state.max.shape)}")
+        raise ValueError(
+            f"chunk rows {tuple(chunk.movedim(dim, -1).shape[:-1])} do not match the state's {tuple(state.max.shape)}"
+        )
     m = _finite_shift(state.max.reshape(-1, 1))
     r = state.reciprocal.reshape(-1, 1)
     y = torch.empty_like(rows)
@@ -328,8 +334,9 @@ def normalize(chunk: torch.Tensor, state: SoftmaxState, *, dim: int = -1) -> tor
     return _from_rows(y, chunk, dim)
 
 
-def softmax(x: torch.Tensor, dim: int = -1, *, lanes: int = 8, accumulators: int = 1,
-            flush_subnormals: bool = False) -> torch.Tensor:
+def softmax(
+    x: torch.Tensor, dim: int = -1, *, lanes: int = 8, accumulators: int = 1, flush_subnormals: bool = False
+) -> torch.Tensor:
     """SoftEx softmax along ``dim``: bfloat16 in, bfloat16 out, bit-exact with the RTL datapath (spec 3).
 
     ``lanes`` (V): elements per beat, a power of two in [1, 64]; a row whose length is not a multiple of V
@@ -389,7 +396,9 @@ def int_to_bf16(q: torch.Tensor, ctrl: CastCtrl) -> torch.Tensor:
     """Input cast: int8/uint8 q -> BF16 q 2^-frac, exact (8 bits fit the significand; 0 -> +0)."""
     if not isinstance(q, torch.Tensor) or q.dtype != ctrl.dtype:
         got = str(q.dtype).removeprefix("torch.") if isinstance(q, torch.Tensor) else type(q).__name__
-        raise TypeError(f"q must be a {str(ctrl.dtype).removeprefix('torch.')} tensor for signed={ctrl.signed}; got {got}")
+        raise TypeError(
+            f"q must be a {str(ctrl.dtype).removeprefix('torch.')} tensor for signed={ctrl.signed}; got {got}"
+        )
     return round_to_bfloat16(q.float() * 2.0**-ctrl.frac)  # exact: nothing is rounded
 
 
@@ -402,8 +411,9 @@ def bf16_to_int(y: torch.Tensor, ctrl: CastCtrl) -> torch.Tensor:
     return v.to(ctrl.dtype)
 
 
-def softmax_int8(q: torch.Tensor, ctrl_in: CastCtrl, ctrl_out: CastCtrl, dim: int = -1, *, lanes: int = 8,
-                 accumulators: int = 1) -> torch.Tensor:
+def softmax_int8(
+    q: torch.Tensor, ctrl_in: CastCtrl, ctrl_out: CastCtrl, dim: int = -1, *, lanes: int = 8, accumulators: int = 1
+) -> torch.Tensor:
     """INT_INPUT|INT_OUTPUT softmax: cast in, :func:`softmax`, cast out (spec 3.7). A beat reads V bytes,
     so the beat structure is that of the BF16 softmax."""
     return bf16_to_int(softmax(int_to_bf16(q, ctrl_in), dim, lanes=lanes, accumulators=accumulators), ctrl_out)

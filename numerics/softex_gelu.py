@@ -22,8 +22,15 @@ import torch
 from numerics.expp import expp
 from numerics.formats import Rounding, bf16_to_bits, bits_to_bf16, lookup, require_bfloat16, round_to_bfloat16
 
-__all__ = ["GeluCoefficients", "published_coefficients", "gelu_datapath", "acc_to_bf16", "gelu", "ACC_FRAC_BITS",
-           "PUBLISHED_TERMS"]
+__all__ = [
+    "GeluCoefficients",
+    "published_coefficients",
+    "gelu_datapath",
+    "acc_to_bf16",
+    "gelu",
+    "ACC_FRAC_BITS",
+    "PUBLISHED_TERMS",
+]
 
 ACC_FRAC_BITS = 14
 """Fraction bits of the unsigned fixed-point accumulator; it is 14 bits wide and wraps (RTL
@@ -57,8 +64,10 @@ class GeluCoefficients:
             if not isinstance(codes, tuple) or not all(isinstance(c, int) and 0 <= c <= 0xFFFF for c in codes):
                 raise ValueError(f"{name} must be a tuple of BF16 codes (integers in [0, 0xFFFF]); got {codes!r}")
         if not 1 <= len(self.a) <= 255 or len(self.a) != len(self.b):
-            raise ValueError(f"a and b must have the same length N in [1, 255] (COMMANDS[23:16]); "
-                             f"got {len(self.a)} and {len(self.b)}")
+            raise ValueError(
+                f"a and b must have the same length N in [1, 255] (COMMANDS[23:16]); "
+                f"got {len(self.a)} and {len(self.b)}"
+            )
         for name, values in (("a", self.a_values), ("b", self.b_values)):
             if not all(math.isfinite(v) and v > 0 for v in values):
                 raise ValueError(f"every {name}_i must be finite and > 0; got {values}")
@@ -88,8 +97,11 @@ def published_coefficients(terms: int = 4) -> GeluCoefficients:
     if isinstance(terms, bool) or terms not in PUBLISHED_TERMS:
         raise ValueError(f"terms must be one of {PUBLISHED_TERMS} (published fits); got {terms!r}")
     fit = _published()["fits"][str(terms)]
-    return GeluCoefficients(tuple(int(h, 16) for h in fit["a_hex"]), tuple(int(h, 16) for h in fit["b_hex"]),
-                            provenance=f"project fit, {_published()['provenance']}")
+    return GeluCoefficients(
+        tuple(int(h, 16) for h in fit["a_hex"]),
+        tuple(int(h, 16) for h in fit["b_hex"]),
+        provenance=f"project fit, {_published()['provenance']}",
+    )
 
 
 def gelu_datapath(w: torch.Tensor, coefficients: GeluCoefficients) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 Spec: ``flexisaga.md`` §2.3 (what is pruned) and §2.2 (how the PEs compute).
 """
+
 from __future__ import annotations
 
 import copy
@@ -81,8 +82,13 @@ class SparseLinear(nn.Module):
     emulates_itself = True
     """Its internal products are part of the emulation: ``emulate()`` leaves them alone."""
 
-    def __init__(self, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None,
-                 config: FlexiSAGAConfig = FLEXISAGA_16X16):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        mask: torch.Tensor,
+        bias: torch.Tensor | None,
+        config: FlexiSAGAConfig = FLEXISAGA_16X16,
+    ):
         super().__init__()
         if config.dtype != "float32":
             raise ValueError(f"dtype must be 'float32' for SparseLinear, got {config.dtype!r}")
@@ -99,15 +105,23 @@ class SparseLinear(nn.Module):
         self.register_buffer("mask", mask.contiguous().clone())
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, config: FlexiSAGAConfig = FLEXISAGA_16X16, *,
-                    cycles: CyclesFn | None = None) -> tuple[SparseLinear, LayerSparsity]:
+    def from_linear(
+        cls, linear: nn.Linear, config: FlexiSAGAConfig = FLEXISAGA_16X16, *, cycles: CyclesFn | None = None
+    ) -> tuple[SparseLinear, LayerSparsity]:
         """Prune ``linear`` with ``config`` (its weight taken as W = weight.T, spec orientation)."""
-        result = prune_layer(linear.weight.detach().T, config.sparsity, tile=config.tile,
-                             vector=config.vector, criterion=config.criterion, cycles=cycles,
-                             auto_tokens=config.auto_tokens)
+        result = prune_layer(
+            linear.weight.detach().T,
+            config.sparsity,
+            tile=config.tile,
+            vector=config.vector,
+            criterion=config.criterion,
+            cycles=cycles,
+            auto_tokens=config.auto_tokens,
+        )
         module = cls(result.weight.T, result.mask.T, linear.bias, config)
-        report = LayerSparsity(tuple(result.mask.shape), result.vector, result.vectors_pruned,
-                               result.vectors_total, module.sparsity)
+        report = LayerSparsity(
+            tuple(result.mask.shape), result.vector, result.vectors_pruned, result.vectors_total, module.sparsity
+        )
         return module, report
 
     @property
@@ -120,8 +134,9 @@ class SparseLinear(nn.Module):
             return F.linear(x, self.weight, self.bias)
         if x.dtype != torch.float32:
             raise TypeError(f"input must be float32, got {x.dtype}")
-        weight = torch.where(self.mask, self.weight, torch.zeros((), dtype=self.weight.dtype,
-                                                                  device=self.weight.device))
+        weight = torch.where(
+            self.mask, self.weight, torch.zeros((), dtype=self.weight.dtype, device=self.weight.device)
+        )
         if self.config.accumulation == "fast":
             return F.linear(x, weight, self.bias)
         y = _SequentialLinear.apply(x.reshape(-1, self.in_features), weight, self.config)
@@ -129,9 +144,11 @@ class SparseLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, sparsity={self.sparsity:.4f}, "
-                f"vector={self.config.vector!r}, tile={self.config.tile}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, sparsity={self.sparsity:.4f}, "
+            f"vector={self.config.vector!r}, tile={self.config.tile}"
+        )
 
 
 def check_skip(skip) -> None:
@@ -140,8 +157,7 @@ def check_skip(skip) -> None:
         return
     patterns = (skip,) if isinstance(skip, str) else skip
     if not isinstance(patterns, (tuple, list)) or not all(isinstance(p, str) for p in patterns):
-        raise ValueError(f"skip must be a callable (name, module) -> bool or name patterns, "
-                         f"got {skip!r}")
+        raise ValueError(f"skip must be a callable (name, module) -> bool or name patterns, got {skip!r}")
 
 
 def _skip_rule(skip) -> Callable[[str, nn.Linear], bool]:
@@ -168,16 +184,20 @@ def flexisaga_model(model: nn.Module, **options) -> tuple[nn.Module, dict[str, L
     return new, sparsify_(new, **options)
 
 
-def sparsify_(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.sparsity,
-              tile=FLEXISAGA_16X16.tile, vector: str = FLEXISAGA_16X16.vector,
-              criterion: str = FLEXISAGA_16X16.criterion,
-              accumulation: str = FLEXISAGA_16X16.accumulation,
-              fused_mac: bool = FLEXISAGA_16X16.fused_mac,
-              skip: Iterable[str] | Callable[[str, nn.Linear], bool] = DENSE_BY_DEFAULT,
-              cycles: CyclesFn | None = None,
-              auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
-              config: FlexiSAGAConfig | None = None,
-              ) -> dict[str, LayerSparsity]:
+def sparsify_(
+    model: nn.Module,
+    *,
+    sparsity: float = FLEXISAGA_16X16.sparsity,
+    tile=FLEXISAGA_16X16.tile,
+    vector: str = FLEXISAGA_16X16.vector,
+    criterion: str = FLEXISAGA_16X16.criterion,
+    accumulation: str = FLEXISAGA_16X16.accumulation,
+    fused_mac: bool = FLEXISAGA_16X16.fused_mac,
+    skip: Iterable[str] | Callable[[str, nn.Linear], bool] = DENSE_BY_DEFAULT,
+    cycles: CyclesFn | None = None,
+    auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
+    config: FlexiSAGAConfig | None = None,
+) -> dict[str, LayerSparsity]:
     """Replace, in place, every ``nn.Linear`` of ``model`` by a :class:`SparseLinear`.
 
     Only modules of type exactly ``nn.Linear`` are replaced (a subclass such as the ``out_proj``
@@ -194,19 +214,27 @@ def sparsify_(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.sparsity,
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if config is None:
         rows, cols = check_tile(tile)
-        config = FlexiSAGAConfig(rows=rows, cols=cols, sparsity=sparsity, vector=vector,
-                                 criterion=criterion, accumulation=accumulation, fused_mac=fused_mac,
-                                 auto_tokens=auto_tokens)
+        config = FlexiSAGAConfig(
+            rows=rows,
+            cols=cols,
+            sparsity=sparsity,
+            vector=vector,
+            criterion=criterion,
+            accumulation=accumulation,
+            fused_mac=fused_mac,
+            auto_tokens=auto_tokens,
+        )
     elif not isinstance(config, FlexiSAGAConfig):
         raise TypeError(f"config must be a FlexiSAGAConfig, got {type(config).__name__}")
     if config.vector == "auto" and not callable(cycles):
-        raise ValueError("cycles must be a callable (weight, m, rows, cols) -> int when "
-                         "vector='auto'")
+        raise ValueError("cycles must be a callable (weight, m, rows, cols) -> int when vector='auto'")
     rule = _skip_rule(skip)
-    slots = [(parent, child_name, f"{name}.{child_name}" if name else child_name, child)
-             for name, parent in model.named_modules(remove_duplicate=False)
-             for child_name, child in parent._modules.items()  # with repeats, unlike named_children
-             if type(child) is nn.Linear]
+    slots = [
+        (parent, child_name, f"{name}.{child_name}" if name else child_name, child)
+        for name, parent in model.named_modules(remove_duplicate=False)
+        for child_name, child in parent._modules.items()  # with repeats, unlike named_children
+        if type(child) is nn.Linear
+    ]
     dense = {id(child) for _, _, full, child in slots if rule(full, child)}  # under any name
     report: dict[str, LayerSparsity] = {}
     replaced: dict[int, SparseLinear] = {}  # a Linear shared by two parents is pruned once
@@ -214,7 +242,6 @@ def sparsify_(model: nn.Module, *, sparsity: float = FLEXISAGA_16X16.sparsity,
         if id(child) in dense:
             continue
         if id(child) not in replaced:
-            replaced[id(child)], report[full] = SparseLinear.from_linear(child, config,
-                                                                         cycles=cycles)
+            replaced[id(child)], report[full] = SparseLinear.from_linear(child, config, cycles=cycles)
         setattr(parent, child_name, replaced[id(child)])
     return report

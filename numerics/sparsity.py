@@ -18,6 +18,7 @@ A tile is ``(rows, cols)`` = (R, C), the PE array. Pruning vectors are aligned t
 Edge vectors (at the bottom or right border of a matrix whose size is not a multiple of the
 tile) are shorter, so they usually score lower.
 """
+
 from __future__ import annotations
 
 import math
@@ -130,8 +131,12 @@ class FlexiSAGAConfig:
         check_sparsity(self.sparsity)
         _check_choice("criterion", self.criterion, CRITERIA)
         _check_positive_int("word_bits", self.word_bits)
-        if (isinstance(self.freq_hz, bool) or not isinstance(self.freq_hz, numbers.Real)
-                or not math.isfinite(self.freq_hz) or self.freq_hz <= 0):
+        if (
+            isinstance(self.freq_hz, bool)
+            or not isinstance(self.freq_hz, numbers.Real)
+            or not math.isfinite(self.freq_hz)
+            or self.freq_hz <= 0
+        ):
             raise ValueError(f"freq_hz must be a finite number > 0, got {self.freq_hz!r}")
         _check_positive_int("auto_tokens", self.auto_tokens)
 
@@ -166,13 +171,15 @@ def _pad_to(t: torch.Tensor, bk: int, bn: int) -> torch.Tensor:
     k, n = t.shape
     if k % bk == 0 and n % bn == 0:  # aligned: no copy
         return t
-    check_padded(f"a {k}x{n} weight on {bk}x{bn} blocks", -(-k // bk) * bk * -(-n // bn) * bn,
-                 "use a tile no larger than the weight needs")
+    check_padded(
+        f"a {k}x{n} weight on {bk}x{bn} blocks",
+        -(-k // bk) * bk * -(-n // bn) * bn,
+        "use a tile no larger than the weight needs",
+    )
     return F.pad(t, (0, -n % bn, 0, -k % bk))
 
 
-def vector_scores(weight: torch.Tensor, tile=(16, 16), vector: str = "row",
-                  criterion: str = "l2") -> torch.Tensor:
+def vector_scores(weight: torch.Tensor, tile=(16, 16), vector: str = "row", criterion: str = "l2") -> torch.Tensor:
     """Float64 score of each pruning vector, as a grid ``(ceil(K/bk), ceil(N/bn))``.
 
     The grid's row-major position is the vector's flat index, which breaks ties. Its block is 1×C
@@ -205,9 +212,16 @@ class PruneResult(NamedTuple):
     """V_layer, the layer's tile-aligned vectors of that orientation."""
 
 
-def prune_layer(weight: torch.Tensor, sparsity: float, *, tile=(16, 16), vector: str = "row",
-                criterion: str = "l2", cycles: CyclesFn | None = None,
-                auto_tokens: int = FLEXISAGA_16X16.auto_tokens) -> PruneResult:
+def prune_layer(
+    weight: torch.Tensor,
+    sparsity: float,
+    *,
+    tile=(16, 16),
+    vector: str = "row",
+    criterion: str = "l2",
+    cycles: CyclesFn | None = None,
+    auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
+) -> PruneResult:
     """Structured pruning of a ``(K, N)`` weight; :func:`prune` with the bookkeeping.
 
     Steps (spec §2.3): score every tile-aligned vector (:func:`vector_scores`), sort by
@@ -225,8 +239,10 @@ def prune_layer(weight: torch.Tensor, sparsity: float, *, tile=(16, 16), vector:
         raise ValueError("weight must be finite to be pruned (its scores would be NaN)")
     if vector == "auto":
         if not callable(cycles):
-            raise ValueError("cycles must be a callable (weight, m, rows, cols) -> int when "
-                             "vector='auto' (the spec §4.2 cost model, e.g. from hwmodels)")
+            raise ValueError(
+                "cycles must be a callable (weight, m, rows, cols) -> int when "
+                "vector='auto' (the spec §4.2 cost model, e.g. from hwmodels)"
+            )
         row = prune_layer(weight, sparsity, tile=tile, vector="row", criterion=criterion)
         col = prune_layer(weight, sparsity, tile=tile, vector="col", criterion=criterion)
         if cycles(col.weight, auto_tokens, *tile) < cycles(row.weight, auto_tokens, *tile):
@@ -240,23 +256,30 @@ def prune_layer(weight: torch.Tensor, sparsity: float, *, tile=(16, 16), vector:
     keep[order[:n_pruned]] = False
     bk, bn = _vector_block(tuple(weight.shape), tile, vector)
     k, n = weight.shape
-    mask = (keep.reshape(scores.shape).repeat_interleave(bk, dim=0)
-            .repeat_interleave(bn, dim=1)[:k, :n])
+    mask = keep.reshape(scores.shape).repeat_interleave(bk, dim=0).repeat_interleave(bn, dim=1)[:k, :n]
     pruned = torch.where(mask, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
     return PruneResult(pruned, mask, vector, n_pruned, n_total)
 
 
-def prune(weight: torch.Tensor, sparsity: float, *, tile=(16, 16), vector: str = "row",
-          criterion: str = "l2", cycles: CyclesFn | None = None,
-          auto_tokens: int = FLEXISAGA_16X16.auto_tokens) -> tuple[torch.Tensor, torch.Tensor]:
+def prune(
+    weight: torch.Tensor,
+    sparsity: float,
+    *,
+    tile=(16, 16),
+    vector: str = "row",
+    criterion: str = "l2",
+    cycles: CyclesFn | None = None,
+    auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune whole tile-aligned vectors of ``weight`` (K, N); return ``(pruned_weight, mask)``.
 
     Exactly ``pruned_count(sparsity, V)`` of the layer's V vectors are zeroed (set to +0), the
     lowest-scoring ones, ties broken by flat index. ``mask`` is bool (K, N), True where kept. The
     input is not modified; at sparsity 0 the result equals it bit for bit. See :func:`prune_layer`.
     """
-    result = prune_layer(weight, sparsity, tile=tile, vector=vector, criterion=criterion,
-                         cycles=cycles, auto_tokens=auto_tokens)
+    result = prune_layer(
+        weight, sparsity, tile=tile, vector=vector, criterion=criterion, cycles=cycles, auto_tokens=auto_tokens
+    )
     return result.weight, result.mask
 
 
@@ -397,8 +420,7 @@ class BitmapWeight(_StorageCounts):
         """Per tile, in tile order: V + L_v · v_nz bits (spec §2.4)."""
         vector_tile, element_tile, _ = self._tile_ids()
         n_tiles = math.ceil(self.shape[0] / self.tile[0]) * math.ceil(self.shape[1] / self.tile[1])
-        return (torch.bincount(vector_tile, minlength=n_tiles)
-                + torch.bincount(element_tile, minlength=n_tiles))
+        return torch.bincount(vector_tile, minlength=n_tiles) + torch.bincount(element_tile, minlength=n_tiles)
 
     @property
     def metadata_bits(self) -> int:
@@ -474,8 +496,7 @@ class ChannelBitmapWeight(_StorageCounts):
         return out
 
 
-def encode_bitmap(weight: torch.Tensor, tile=(16, 16), *,
-                  vector: str = "row") -> BitmapWeight | ChannelBitmapWeight:
+def encode_bitmap(weight: torch.Tensor, tile=(16, 16), *, vector: str = "row") -> BitmapWeight | ChannelBitmapWeight:
     """Encode a (K, N) weight: ``"row"``/``"col"`` bitmap, or the csOS ``"channel"`` format.
 
     An element is stored unless it is +0 (see :func:`stored_elements`); decoding is exact.
@@ -492,7 +513,9 @@ def encode_bitmap(weight: torch.Tensor, tile=(16, 16), *,
     stored = stored_elements(grid)  # padding is +0, never stored
     nonzero = stored.any(-1)
     return BitmapWeight(
-        shape=tuple(weight.shape), tile=tile, vector=vector,
+        shape=tuple(weight.shape),
+        tile=tile,
+        vector=vector,
         vector_bits=nonzero[valid.any(-1)],
         element_bits=stored[nonzero][valid[nonzero]],
         values=grid[stored],
@@ -501,8 +524,7 @@ def encode_bitmap(weight: torch.Tensor, tile=(16, 16), *,
 
 def _check_encoded(encoded):
     if not isinstance(encoded, (BitmapWeight, ChannelBitmapWeight)):
-        raise TypeError(f"encoded must be a BitmapWeight or ChannelBitmapWeight, "
-                        f"got {type(encoded).__name__}")
+        raise TypeError(f"encoded must be a BitmapWeight or ChannelBitmapWeight, got {type(encoded).__name__}")
     return encoded
 
 
@@ -545,8 +567,7 @@ def sparse_gemm(x: torch.Tensor, weight, config: FlexiSAGAConfig = FLEXISAGA_16X
         if t.dtype != dtype:
             raise TypeError(f"{name} must be {config.dtype} (config.dtype), got {t.dtype}")
     if x.shape[1] != weight.shape[0]:
-        raise ValueError(f"x is (M, K) = {tuple(x.shape)} but weight is (K, N) = "
-                         f"{tuple(weight.shape)}: K differs")
+        raise ValueError(f"x is (M, K) = {tuple(x.shape)} but weight is (K, N) = {tuple(weight.shape)}: K differs")
     if x.device != weight.device:
         raise ValueError(f"x is on {x.device} but weight is on {weight.device}")
     if config.dtype == "float32" and config.accumulation == "fast":

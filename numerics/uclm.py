@@ -5,6 +5,7 @@ is e**x = 2**n * 2**(d/128) * e**r with the residual r in [0, ln2/128) approxima
 by 1 + r; the softmax subtracts the row maximum, looks the exponentials up, sums them
 exactly and divides on the vector unit. Spec: ``/work/shared/specs/hastily.md`` §2.3-2.4.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from numerics.validation import check_int as _check_bits, check_type
+from numerics.validation import check_int as _check_bits
+from numerics.validation import check_type
 
 __all__ = ["UCLMConfig", "HASTILY_UCLM", "exp_lut", "lut_table", "softmax"]
 
@@ -81,8 +83,7 @@ class UCLMConfig:
         if not isinstance(self.out_signed, bool):
             raise TypeError("out_signed must be a bool")
         if self.div_rounding not in ("half_up", "toward_zero"):
-            raise ValueError(
-                f"div_rounding must be 'half_up' or 'toward_zero', got {self.div_rounding!r}")
+            raise ValueError(f"div_rounding must be 'half_up' or 'toward_zero', got {self.div_rounding!r}")
 
     @property
     def index_bits(self) -> int:
@@ -156,8 +157,7 @@ def _check_float_input(x, name: str = "x") -> None:
         raise ValueError(f"{name} must not contain NaN")
 
 
-def exp_lut(x: torch.Tensor, config: UCLMConfig = HASTILY_UCLM, *,
-            width_limited: bool = False) -> torch.Tensor:
+def exp_lut(x: torch.Tensor, config: UCLMConfig = HASTILY_UCLM, *, width_limited: bool = False) -> torch.Tensor:
     """e**x through the UCLM table (hastily.md §2.3), float32 of x's shape.
 
     ``width_limited=False`` returns 2**n * M / 2**(P-1) for any x; ``width_limited=True``
@@ -174,7 +174,7 @@ def exp_lut(x: torch.Tensor, config: UCLMConfig = HASTILY_UCLM, *,
             raise ValueError("width_limited=True needs x <= 0")
     if config.frac_bits is None:
         return _exp_float_reduction(xd, config).to(torch.float32)
-    t = _fixed_argument(xd * (_LOG2E * 2.0 ** config.frac_bits))
+    t = _fixed_argument(xd * (_LOG2E * 2.0**config.frac_bits))
     n, m = _mantissa_fixed(t, config)
     p = config.exp_bits
     if width_limited:
@@ -195,15 +195,21 @@ def _exp_float_reduction(xd: torch.Tensor, config: UCLMConfig) -> torch.Tensor:
     if config.lut_frac_bits is None:
         e = torch.exp2(d / big_k)
     else:
-        e = lut_table(config, xd.device)[d.to(torch.int64)].to(torch.float64) / 2.0 ** config.lut_frac_bits
+        e = lut_table(config, xd.device)[d.to(torch.int64)].to(torch.float64) / 2.0**config.lut_frac_bits
     if config.er_mode == "linear":
         e = e * (1.0 + (xf - (n + d / big_k) * _LN2))
     out = torch.ldexp(e, n)
     return torch.where(finite, out, torch.where(xd > 0, math.inf, 0.0))
 
 
-def softmax(x: torch.Tensor, dim: int = -1, *, scale: float | None = None,
-            config: UCLMConfig = HASTILY_UCLM, return_codes: bool = False) -> torch.Tensor:
+def softmax(
+    x: torch.Tensor,
+    dim: int = -1,
+    *,
+    scale: float | None = None,
+    config: UCLMConfig = HASTILY_UCLM,
+    return_codes: bool = False,
+) -> torch.Tensor:
     """Softmax as the HASTILY vector unit computes it (hastily.md §2.4).
 
     Args:
@@ -234,8 +240,7 @@ def softmax(x: torch.Tensor, dim: int = -1, *, scale: float | None = None,
         if not x.is_floating_point():
             raise ValueError("scale is required for integer logits")
         scale = 1.0
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
-            math.isfinite(scale) and scale > 0):
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite positive number, got {scale!r}")
     scale = float(scale)
     length = x.shape[dim]
@@ -243,7 +248,8 @@ def softmax(x: torch.Tensor, dim: int = -1, *, scale: float | None = None,
     if p + math.ceil(math.log2(length)) > config.sum_bits:
         raise ValueError(
             f"sum_bits={config.sum_bits} is too narrow for rows of {length} terms at "
-            f"exp_bits={p} (needs {p + math.ceil(math.log2(length))})")
+            f"exp_bits={p} (needs {p + math.ceil(math.log2(length))})"
+        )
     xs = x.movedim(dim, -1)
     empty = None
     if xs.is_floating_point():
@@ -260,7 +266,7 @@ def softmax(x: torch.Tensor, dim: int = -1, *, scale: float | None = None,
         if xi.numel() and int(xi.amax()) - int(xi.amin()) >= 2**62:
             raise ValueError("integer logits must span less than 2**62 (their differences would overflow int64)")
         delta = (xi - xi.amax(dim=-1, keepdim=True)).to(torch.float64)  # exact integers
-    t = _fixed_argument(delta * (scale * _LOG2E * 2.0 ** config.frac_bits))
+    t = _fixed_argument(delta * (scale * _LOG2E * 2.0**config.frac_bits))
     e = _width_limited(*_mantissa_fixed(t, config), p)  # step 2
     total = e.sum(dim=-1, keepdim=True)  # step 3, exact
     q = config.out_max

@@ -1,4 +1,5 @@
 """Shared argument checks for configuration dataclasses: a clear error naming the field."""
+
 from __future__ import annotations
 
 
@@ -33,5 +34,4 @@ def check_padded(what: str, elements: int, hint: str) -> None:
     """ValueError when padding ``what`` would allocate more than MAX_PADDED_ELEMENTS elements (e.g. a
     tiny weight on a huge tile), instead of trying to allocate it."""
     if elements > MAX_PADDED_ELEMENTS:
-        raise ValueError(f"{what} would be padded to {elements:,} elements (more than {MAX_PADDED_ELEMENTS:,}): "
-                         f"{hint}")
+        raise ValueError(f"{what} would be padded to {elements:,} elements (more than {MAX_PADDED_ELEMENTS:,}): {hint}")

@@ -49,8 +49,15 @@ def best_b(a: np.ndarray):
     g = GRID[:, None] * np.exp(-np.outer(GRID**2, a))
     rhs = GRID * PHI
     a_ub = np.block([[g, -np.ones((len(GRID), 1))], [-g, -np.ones((len(GRID), 1))]])
-    res = linprog(np.r_[np.zeros(n), 1.0], A_ub=a_ub, b_ub=np.r_[rhs, -rhs],
-                  A_eq=np.r_[np.ones(n), 0.0][None], b_eq=[0.5], bounds=[(0, None)] * (n + 1), method="highs")
+    res = linprog(
+        np.r_[np.zeros(n), 1.0],
+        A_ub=a_ub,
+        b_ub=np.r_[rhs, -rhs],
+        A_eq=np.r_[np.ones(n), 0.0][None],
+        b_eq=[0.5],
+        bounds=[(0, None)] * (n + 1),
+        method="highs",
+    )
     return res.fun, res.x[:n]
 
 
@@ -91,9 +98,15 @@ def stage1(starts: list):
 
     best = None
     for start in starts:
-        res = minimize(objective, start, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9, "maxfev": 400 * n})
-        res = minimize(objective, res.x, method="Nelder-Mead",  # restart: NM stalls
-                       options={"xatol": 1e-7, "fatol": 1e-10, "maxfev": 200 * n})
+        res = minimize(
+            objective, start, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9, "maxfev": 400 * n}
+        )
+        res = minimize(
+            objective,
+            res.x,
+            method="Nelder-Mead",  # restart: NM stalls
+            options={"xatol": 1e-7, "fatol": 1e-10, "maxfev": 200 * n},
+        )
         if best is None or res.fun < best[0]:
             best = (res.fun, res.x)
     a = np.exp(best[1])
@@ -133,17 +146,17 @@ def neighbours(a_codes, b_codes, a0, b0):
     steps = [d for d in range(-BOX, BOX + 1) if d]
     for i, d in itertools.product(range(n), steps):
         if abs(a_codes[i] + d - a0[i]) <= BOX:
-            yield a_codes[:i] + (a_codes[i] + d,) + a_codes[i + 1:], b_codes
+            yield a_codes[:i] + (a_codes[i] + d,) + a_codes[i + 1 :], b_codes
     for i, d in itertools.product(range(n), steps):
         if abs(b_codes[i] + d - b0[i]) > BOX:
             continue
-        moved = b_codes[:i] + (b_codes[i] + d,) + b_codes[i + 1:]
+        moved = b_codes[:i] + (b_codes[i] + d,) + b_codes[i + 1 :]
         if q0(moved) == HALF:
             yield a_codes, moved
             continue
         for j, e in itertools.product(range(n), steps):
             if j != i and abs(moved[j] + e - b0[j]) <= BOX:
-                pair = moved[:j] + (moved[j] + e,) + moved[j + 1:]
+                pair = moved[:j] + (moved[j] + e,) + moved[j + 1 :]
                 if q0(pair) == HALF:
                     yield a_codes, pair
 
@@ -151,7 +164,7 @@ def neighbours(a_codes, b_codes, a0, b0):
 def absorb(a0, b0):
     """Candidates where one b_j takes the code nearest to b0_j whose q makes the sum 2^13, after no
     move or one move of +-1..4 codes on another b_i."""
-    starts = [b0] + [b0[:i] + (b0[i] + d,) + b0[i + 1:] for i in range(len(b0)) for d in range(-BOX, BOX + 1) if d]
+    starts = [b0] + [b0[:i] + (b0[i] + d,) + b0[i + 1 :] for i in range(len(b0)) for d in range(-BOX, BOX + 1) if d]
     for b in starts:
         for j in range(len(b)):
             need = HALF - (q0(b) - q_code(b[j]))
@@ -159,7 +172,7 @@ def absorb(a0, b0):
                 continue
             code = to_code(need / 2**ACC_FRAC_BITS)  # q of an exact multiple of 2^-14 is that multiple
             if q_code(code) == need:
-                yield a0, b[:j] + (code,) + b[j + 1:]
+                yield a0, b[:j] + (code,) + b[j + 1 :]
 
 
 def valid(a_codes, b_codes) -> bool:
@@ -175,10 +188,14 @@ def stage2(a: np.ndarray, b: np.ndarray):
     rounded = score(a0, b0)
     cur = (a0, b0)
     if q0(b0) != HALF:  # repair the sum: the best of the smallest b moves within the box that restore it
-        options = [[(abs(d), b0[i] + d) for d in range(-BOX, BOX + 1) if 0 < b0[i] + d < 0x7F80]
-                   for i in range(len(b0))]
-        fixes = sorted((sum(m for m, _ in combo), tuple(c for _, c in combo))
-                       for combo in itertools.product(*options) if q0(tuple(c for _, c in combo)) == HALF)
+        options = [
+            [(abs(d), b0[i] + d) for d in range(-BOX, BOX + 1) if 0 < b0[i] + d < 0x7F80] for i in range(len(b0))
+        ]
+        fixes = sorted(
+            (sum(m for m, _ in combo), tuple(c for _, c in combo))
+            for combo in itertools.product(*options)
+            if q0(tuple(c for _, c in combo)) == HALF
+        )
         cands = [(a0, b) for _, b in fixes if valid(a0, b)][:40]
         if not cands:  # the box cannot fix the residue (e.g. steps of 4 and a tiny b_j): b_j absorbs it,
             cands = [c for c in absorb(a0, b0) if valid(*c)]  # beyond the box, after at most one box move
@@ -222,11 +239,18 @@ def fit(n: int, previous: dict | None, fewer: dict | None = None) -> dict:
     coeffs = GeluCoefficients(a_codes, b_codes)
     gmax, share = gelu_figures(coeffs)
     return {
-        "a_hex": [f"0x{c:04X}" for c in a_codes], "b_hex": [f"0x{c:04X}" for c in b_codes],
-        "a": [value(c) for c in a_codes], "b": [value(c) for c in b_codes],
-        "a_real": a.tolist(), "b_real": b.tolist(),
-        "E": e, "E_S_rounded": rounded[0], "E_S_max": es_max, "E_S_mean": es_mean,
-        "gelu_max_abs_error": gmax, "gelu_exact_share": share,
+        "a_hex": [f"0x{c:04X}" for c in a_codes],
+        "b_hex": [f"0x{c:04X}" for c in b_codes],
+        "a": [value(c) for c in a_codes],
+        "b": [value(c) for c in b_codes],
+        "a_real": a.tolist(),
+        "b_real": b.tolist(),
+        "E": e,
+        "E_S_rounded": rounded[0],
+        "E_S_max": es_max,
+        "E_S_mean": es_mean,
+        "gelu_max_abs_error": gmax,
+        "gelu_exact_share": share,
     }
 
 
@@ -253,8 +277,23 @@ def main() -> None:
     for n in args.terms:
         stored = json.loads(OUT.read_text())["fits"] if OUT.exists() else {}
         result = fit(n, stored.get(str(n)) if args.reuse_stage1 else None, stored.get(str(n - 1)))
-        print(n, {k: result[k] for k in ("a_hex", "b_hex", "E", "E_S_rounded", "E_S_max", "E_S_mean",
-                                         "gelu_max_abs_error", "gelu_exact_share")}, flush=True)
+        print(
+            n,
+            {
+                k: result[k]
+                for k in (
+                    "a_hex",
+                    "b_hex",
+                    "E",
+                    "E_S_rounded",
+                    "E_S_max",
+                    "E_S_mean",
+                    "gelu_max_abs_error",
+                    "gelu_exact_share",
+                )
+            },
+            flush=True,
+        )
         data = json.loads(OUT.read_text()) if OUT.exists() else {"fits": {}}  # re-read: runs may share the file
         data.update(META)
         data["fits"] = dict(sorted({**data["fits"], str(n): result}.items()))

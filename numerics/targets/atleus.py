@@ -28,9 +28,20 @@ from numerics.cim_layers import atleus_, check_noise
 from numerics.crossbar import ATLEUS_RERAM, CrossbarConfig
 from numerics.emulation import Emulation
 from numerics.formats import bf16_values
-from numerics.handlers import (SDPA, MatmulFunctions, SoftmaxFunctions, attention, emulated_product, emulated_softmax,
-                               is_float, linears_from_conv1d, product_handler, safe_softmax, sdpa_call,
-                               softmax_handler)
+from numerics.handlers import (
+    SDPA,
+    MatmulFunctions,
+    SoftmaxFunctions,
+    attention,
+    emulated_product,
+    emulated_softmax,
+    is_float,
+    linears_from_conv1d,
+    product_handler,
+    safe_softmax,
+    sdpa_call,
+    softmax_handler,
+)
 from numerics.quant import QuantConfig
 from numerics.redmule import bf16_matmul
 from numerics.registry import TargetOptions, register_target
@@ -89,8 +100,10 @@ class AtleusOptions(TargetOptions):
         q = self.quant_config
         crossbar = self.effective_crossbar
         if q.input_bits != crossbar.input_bits:
-            raise ValueError(f"quant.input_bits ({q.input_bits}) and crossbar.input_bits "
-                             f"({crossbar.input_bits}) describe the same input stream: make them equal")
+            raise ValueError(
+                f"quant.input_bits ({q.input_bits}) and crossbar.input_bits "
+                f"({crossbar.input_bits}) describe the same input stream: make them equal"
+            )
         check_noise(self.noise)
         check_int("seed", self.seed, 0, 2**63 - 1)
         if not isinstance(self.resample_noise, bool):
@@ -133,21 +146,38 @@ def _sdpa(em: Emulation, func, args, kwargs):
     call = sdpa_call(args, kwargs)
     if not is_float(call["query"], call["key"], call["value"]):
         return func(*args, **kwargs)
-    return attention(em, call, functools.partial(emulated_product, em, _product),
-                     functools.partial(emulated_softmax, em, _systolic_softmax, dim=-1))
+    return attention(
+        em,
+        call,
+        functools.partial(emulated_product, em, _product),
+        functools.partial(emulated_softmax, em, _systolic_softmax, dim=-1),
+    )
 
 
-@register_target("atleus", summary="Atleus ReRAM crossbars (crossbar-wise quantization) + BF16 systolic tier "
-                 "(arXiv 2501.09588)", options=AtleusOptions, cost_model="hwmodels.atleus")
+@register_target(
+    "atleus",
+    summary="Atleus ReRAM crossbars (crossbar-wise quantization) + BF16 systolic tier (arXiv 2501.09588)",
+    options=AtleusOptions,
+    cost_model="hwmodels.atleus",
+)
 def prepare(model: nn.Module, options: AtleusOptions):
     model.emulation.swapped.update(linears_from_conv1d(model))  # GPT-2's projections
-    counts = atleus_(model, quant=options.quant_config, crossbar=options.effective_crossbar, noise=options.noise,
-                     seed=options.seed, resample_noise=options.resample_noise, lora_rank=options.lora_rank,
-                     lora_alpha=options.lora_alpha, calibrate_with=options.calibrate_with)
+    counts = atleus_(
+        model,
+        quant=options.quant_config,
+        crossbar=options.effective_crossbar,
+        noise=options.noise,
+        seed=options.seed,
+        resample_noise=options.resample_noise,
+        lora_rank=options.lora_rank,
+        lora_alpha=options.lora_alpha,
+        calibrate_with=options.calibrate_with,
+    )
     model.emulation.swapped["Linear -> CrossbarLinear"] += counts["mha"] + counts["ffn"]
     model.emulation.details["layers"] = counts
     handlers = dict.fromkeys(SoftmaxFunctions, softmax_handler(_systolic_softmax))
-    handlers.update(dict.fromkeys([f for f in MatmulFunctions if f is not F.linear],
-                                  product_handler(_product, linear=False)))
+    handlers.update(
+        dict.fromkeys([f for f in MatmulFunctions if f is not F.linear], product_handler(_product, linear=False))
+    )
     handlers[SDPA] = _sdpa
     return handlers

@@ -8,7 +8,6 @@ import dataclasses
 from numerics.crossbar import CrossbarConfig
 from numerics.validation import check_type
 
-
 CALIBRATION_DATA = "calibration data sets the activation scales, not the hardware"
 """Why ``calibrate_with`` is accuracy-only on both compute-in-memory targets."""
 

@@ -68,21 +68,38 @@ class FlexiSAGAOptions(TargetOptions):
     def array(self) -> FlexiSAGAConfig:
         """The array these options describe (data type, word size and clock from FLEXISAGA_16X16)."""
         rows, cols = check_tile(self.tile)
-        return dataclasses.replace(FLEXISAGA_16X16, rows=rows, cols=cols, sparsity=self.sparsity,
-                                   vector=self.vector, criterion=self.criterion, accumulation=self.accumulation,
-                                   fused_mac=self.fused_mac, auto_tokens=self.auto_tokens)
+        return dataclasses.replace(
+            FLEXISAGA_16X16,
+            rows=rows,
+            cols=cols,
+            sparsity=self.sparsity,
+            vector=self.vector,
+            criterion=self.criterion,
+            accumulation=self.accumulation,
+            fused_mac=self.fused_mac,
+            auto_tokens=self.auto_tokens,
+        )
 
     def cycles_function(self):
         """The cycle count ``vector="auto"`` compares: ``cycles`` or the cost model's."""
         return self.cycles if self.cycles is not None else get_target("flexisaga").cost_function("auto_cycles")
 
 
-@register_target("flexisaga", summary="FlexiSAGA structured-sparse weights on a systolic array (arXiv 2506.01566)",
-                 options=FlexiSAGAOptions, cost_model="hwmodels.flexisaga", priced_on_copy=True)
+@register_target(
+    "flexisaga",
+    summary="FlexiSAGA structured-sparse weights on a systolic array (arXiv 2506.01566)",
+    options=FlexiSAGAOptions,
+    cost_model="hwmodels.flexisaga",
+    priced_on_copy=True,
+)
 def prepare(model: nn.Module, options: FlexiSAGAOptions):
     model.emulation.swapped.update(linears_from_conv1d(model))  # GPT-2's projections
-    report = sparsify_(model, config=options.array, skip=options.skip,
-                       cycles=options.cycles_function() if options.vector == "auto" else None)
+    report = sparsify_(
+        model,
+        config=options.array,
+        skip=options.skip,
+        cycles=options.cycles_function() if options.vector == "auto" else None,
+    )
     model.emulation.details["sparsity"] = report
     model.emulation.swapped["Linear -> SparseLinear"] += len(report)
     return {}

@@ -24,12 +24,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from numerics.cim_layers import (HASTILY_WEIGHT_GRANULARITIES, check_hastily_crossbar, hastily_, hastily_attention,
-                                 int8_crossbar_product)
+from numerics.cim_layers import (
+    HASTILY_WEIGHT_GRANULARITIES,
+    check_hastily_crossbar,
+    hastily_,
+    hastily_attention,
+    int8_crossbar_product,
+)
 from numerics.crossbar import HASTILY_SRAM, CrossbarConfig
 from numerics.emulation import Emulation
-from numerics.handlers import (SDPA, MatmulFunctions, SoftmaxFunctions, is_float, linears_from_conv1d, product_handler,
-                               sdpa_call, softmax_handler, straight_through)
+from numerics.handlers import (
+    SDPA,
+    MatmulFunctions,
+    SoftmaxFunctions,
+    is_float,
+    linears_from_conv1d,
+    product_handler,
+    sdpa_call,
+    softmax_handler,
+    straight_through,
+)
 from numerics.registry import TargetOptions, register_target
 from numerics.targets.cim import CALIBRATION_DATA, crossbar_with
 from numerics.uclm import HASTILY_UCLM, UCLMConfig
@@ -44,12 +58,11 @@ class HastilyOptions(TargetOptions):
     COST = ("crossbar", "adc_bits")
     ACCURACY_ONLY = {
         "uclm": "the lookup table's contents and widths change the values, not the 4-cycle lookup "
-                "or the VFU steps the cost model counts",
-        "weight_granularity": "per-channel or per-tensor scales are applied by the same digital "
-                              "multiply after the MVM",
+        "or the VFU steps the cost model counts",
+        "weight_granularity": "per-channel or per-tensor scales are applied by the same digital multiply after the MVM",
         "calibrate_with": CALIBRATION_DATA,
         "attention": "a switch that isolates the attention emulation for analysis: the hardware "
-                     "still runs attention on the crossbars and the UCLMs",
+        "still runs attention on the crossbars and the UCLMs",
     }
 
     crossbar: CrossbarConfig = HASTILY_SRAM
@@ -91,9 +104,16 @@ def _sdpa(em: Emulation, func, args, kwargs):
         k, v = k.repeat_interleave(rep, -3), v.repeat_interleave(rep, -3)
     em.count("attention")
     with torch.no_grad():
-        y = hastily_attention(q.detach(), k.detach(), v.detach(), call["attn_mask"], scale=call["scale"],
-                              is_causal=call["is_causal"], crossbar=em.config.effective_crossbar,
-                              uclm=em.config.uclm)
+        y = hastily_attention(
+            q.detach(),
+            k.detach(),
+            v.detach(),
+            call["attn_mask"],
+            scale=call["scale"],
+            is_causal=call["is_causal"],
+            crossbar=em.config.effective_crossbar,
+            uclm=em.config.uclm,
+        )
     return straight_through(y, lambda: func(*args, **kwargs), q, k, v)
 
 
@@ -106,17 +126,26 @@ def _product(em: Emulation, a, b, bias):
     return y if bias is None else y + bias  # the bias is added digitally
 
 
-@register_target("hastily", summary="HASTILY 8T-SRAM CIM INT8 products + UCLM LUT softmax (arXiv 2502.12344)",
-                 options=HastilyOptions, cost_model="hwmodels.hastily")
+@register_target(
+    "hastily",
+    summary="HASTILY 8T-SRAM CIM INT8 products + UCLM LUT softmax (arXiv 2502.12344)",
+    options=HastilyOptions,
+    cost_model="hwmodels.hastily",
+)
 def prepare(model: nn.Module, options: HastilyOptions):
     model.emulation.swapped.update(linears_from_conv1d(model))  # GPT-2's projections
-    counts = hastily_(model, crossbar=options.effective_crossbar, weight_granularity=options.weight_granularity,
-                      calibrate_with=options.calibrate_with)
+    counts = hastily_(
+        model,
+        crossbar=options.effective_crossbar,
+        weight_granularity=options.weight_granularity,
+        calibrate_with=options.calibrate_with,
+    )
     model.emulation.swapped["Linear -> CrossbarLinear"] += counts["linear"]
     if not options.attention:
         return {}
     handlers = dict.fromkeys(SoftmaxFunctions, softmax_handler(_uclm_softmax))
-    handlers.update(dict.fromkeys([f for f in MatmulFunctions if f is not F.linear],
-                                  product_handler(_product, linear=False)))
+    handlers.update(
+        dict.fromkeys([f for f in MatmulFunctions if f is not F.linear], product_handler(_product, linear=False))
+    )
     handlers[SDPA] = _sdpa
     return handlers

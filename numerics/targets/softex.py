@@ -26,9 +26,21 @@ from torch import nn
 from numerics import softex
 from numerics.emulation import Emulation
 from numerics.formats import bf16_values
-from numerics.handlers import (SDPA, GeluFunctions, MatmulFunctions, SoftmaxFunctions, attention, emulated_product,
-                               emulated_softmax, is_float, product_handler, replace_modules, sdpa_call,
-                               softmax_handler, straight_through)
+from numerics.handlers import (
+    SDPA,
+    GeluFunctions,
+    MatmulFunctions,
+    SoftmaxFunctions,
+    attention,
+    emulated_product,
+    emulated_softmax,
+    is_float,
+    product_handler,
+    replace_modules,
+    sdpa_call,
+    softmax_handler,
+    straight_through,
+)
 from numerics.redmule import ACCUMULATIONS, bf16_matmul
 from numerics.registry import TargetOptions, register_target
 from numerics.softex_gelu import PUBLISHED_TERMS
@@ -45,8 +57,10 @@ HF_GELU_CLASSES = {
     "PytorchGELUTanh": "tanh",
 }
 
-_SWITCH = ("a switch that isolates one emulated operation for analysis: the hardware is the same, "
-           "the emulation computes that operation exactly")
+_SWITCH = (
+    "a switch that isolates one emulated operation for analysis: the hardware is the same, "
+    "the emulation computes that operation exactly"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +70,11 @@ class SoftExOptions(TargetOptions):
     COST = ("lanes", "gelu_terms")
     ACCURACY_ONLY = {
         "accumulators": "the four interleaved partial sums of §3 fill the same beat pipeline: the spec's "
-                        "softmax cycle formula (§6.3) has no term for them",
+        "softmax cycle formula (§6.3) has no term for them",
         "matmul_accumulate": "RedMulE's accumulator format is not published (assumption: FP32); its "
-                             "throughput is the same 192 FMAs per cycle either way",
+        "throughput is the same 192 FMAs per cycle either way",
         "flush_subnormals": "the RTL keeps subnormal outputs; flushing them reproduces the authors' Python "
-                            "golden model, with the same datapath and cycles",
+        "golden model, with the same datapath and cycles",
         "softmax": _SWITCH,
         "gelu": _SWITCH,
         "matmul": _SWITCH,
@@ -97,8 +111,13 @@ class SoftExOptions(TargetOptions):
 
 def _softex_softmax(em: Emulation, x: torch.Tensor, dim: int) -> torch.Tensor:
     opts = em.config
-    return softex.softmax(bf16_values(x), dim=dim, lanes=opts.lanes, accumulators=opts.accumulators,
-                          flush_subnormals=opts.flush_subnormals)
+    return softex.softmax(
+        bf16_values(x),
+        dim=dim,
+        lanes=opts.lanes,
+        accumulators=opts.accumulators,
+        flush_subnormals=opts.flush_subnormals,
+    )
 
 
 def _gelu(em: Emulation, func, args, kwargs):
@@ -121,22 +140,33 @@ def _sdpa(em: Emulation, func, args, kwargs):
         return func(*args, **kwargs)
     opts = em.config
     matmul = functools.partial(emulated_product, em, _redmule) if opts.matmul else torch.matmul
-    softmax = (functools.partial(emulated_softmax, em, _softex_softmax, dim=-1) if opts.softmax
-               else functools.partial(torch.softmax, dim=-1))
+    softmax = (
+        functools.partial(emulated_softmax, em, _softex_softmax, dim=-1)
+        if opts.softmax
+        else functools.partial(torch.softmax, dim=-1)
+    )
     return attention(em, call, matmul, softmax)
 
 
-@register_target("softex", summary="SoftEx softmax/GELU + RedMulE BF16 matrix products (arXiv 2412.06321)",
-                 options=SoftExOptions, cost_model="hwmodels.softex")
+@register_target(
+    "softex",
+    summary="SoftEx softmax/GELU + RedMulE BF16 matrix products (arXiv 2412.06321)",
+    options=SoftExOptions,
+    cost_model="hwmodels.softex",
+)
 def prepare(model: nn.Module, options: SoftExOptions):
     handlers = {}
     if options.softmax:
         handlers.update(dict.fromkeys(SoftmaxFunctions, softmax_handler(_softex_softmax)))
     if options.gelu:
         handlers.update(dict.fromkeys(GeluFunctions, _gelu))
-        model.emulation.swapped.update(replace_modules(
-            model, lambda m: type(m).__name__ in HF_GELU_CLASSES,
-            lambda m: nn.GELU(approximate=HF_GELU_CLASSES[type(m).__name__])))
+        model.emulation.swapped.update(
+            replace_modules(
+                model,
+                lambda m: type(m).__name__ in HF_GELU_CLASSES,
+                lambda m: nn.GELU(approximate=HF_GELU_CLASSES[type(m).__name__]),
+            )
+        )
     if options.matmul:
         handlers.update(dict.fromkeys(MatmulFunctions, product_handler(_redmule)))
     if options.softmax or options.matmul:

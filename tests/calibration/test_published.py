@@ -31,8 +31,9 @@ def test_published_text():
 
 
 def test_bad_figures():
-    args = dict(key="softex.x", target="softex", measures="m", value=1.0, unit="x", workload="w",
-                condition="c", source="s")
+    args = dict(
+        key="softex.x", target="softex", measures="m", value=1.0, unit="x", workload="w", condition="c", source="s"
+    )
     with pytest.raises(ValueError, match="relation"):
         Figure(**args, relation="about")
     with pytest.raises(ValueError, match="high"):

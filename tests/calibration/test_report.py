@@ -13,7 +13,8 @@ def test_report_lists_every_figure(tmp_path, capsys):
     printed = capsys.readouterr().out
     rows = list(csv.DictReader(io.StringIO((tmp_path / "report.csv").read_text(encoding="utf-8"))))
     assert [(r["target"], r["figure"], r["published"]) for r in rows] == [
-        (f.target, f.measures, f.published) for f in FIGURES]
+        (f.target, f.measures, f.published) for f in FIGURES
+    ]
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8").splitlines()
     assert len(markdown) == 2 + len(FIGURES)
     for figure in FIGURES:
@@ -26,8 +27,9 @@ def test_report_lists_every_figure(tmp_path, capsys):
 
 
 def test_checks():
-    base = dict(key="atleus.x", target="atleus", measures="m", value=1.0, unit="", workload="w",
-                condition="c", source="s")
+    base = dict(
+        key="atleus.x", target="atleus", measures="m", value=1.0, unit="", workload="w", condition="c", source="s"
+    )
     assert report._check(Figure(**base, relation="<"), 0.5) == "holds"
     assert report._check(Figure(**base, relation="<"), 1.0) == "fails"
     assert report._check(Figure(**base, relation=">"), 1.5) == "holds"

@@ -26,9 +26,14 @@ def test_reram_product_golden():
     conversions = 128 * crossbar_cycles
     io_bits = 128 * (768 + 768) * 8
     expected_pj = {
-        "adc": conversions * 1.67, "dac": conversions * 0.417, "crossbar": crossbar_cycles * 30,
-        "registers": crossbar_cycles * 18.4, "shift_add": conversions * 0.021,
-        "dequant": 128 * 768 * 6 * 0.1, "edram": io_bits / 256 * 20.45, "bus": io_bits * 0.054,
+        "adc": conversions * 1.67,
+        "dac": conversions * 0.417,
+        "crossbar": crossbar_cycles * 30,
+        "registers": crossbar_cycles * 18.4,
+        "shift_add": conversions * 0.021,
+        "dequant": 128 * 768 * 6 * 0.1,
+        "edram": io_bits / 256 * 20.45,
+        "bus": io_bits * 0.054,
         "noc": 128 * 768 * 8 * 2 * (0.08 + 0.075),
     }
     assert row.components == pytest.approx({k: v * 1e-12 for k, v in expected_pj.items()}, rel=1e-12)
@@ -47,8 +52,13 @@ def test_crossbar_geometry_comes_from_the_crossbar_config():
     import dataclasses
 
     from numerics.crossbar import ATLEUS_RERAM
-    (row,) = estimate(Workload((Q,)), "atleus", config=EXACT,
-                      crossbar=dataclasses.replace(ATLEUS_RERAM, rows=64, cols=256, cell_bits=4)).rows
+
+    (row,) = estimate(
+        Workload((Q,)),
+        "atleus",
+        config=EXACT,
+        crossbar=dataclasses.replace(ATLEUS_RERAM, rows=64, cols=256, cell_bits=4),
+    ).rows
     # 2 slices of 4-bit cells, 128 weights per crossbar: N_xb = ⌈768/64⌉·⌈768/128⌉ = 72
     crossbar_cycles = 128 * 72 * 8
     assert row.components["crossbar"] == pytest.approx(crossbar_cycles * 30e-12, rel=1e-12)
@@ -78,12 +88,17 @@ def test_lora_branch():
 
 
 def test_precision_presets_and_crossbar_counts():
-    large = Workload([Op("matmul", "addmm", f"l.{i}.attention.{x}", 1, 8, 1024, 1024, True)
-                      for i in range(24) for x in "qkvo"]
-                     + [Op("matmul", "addmm", f"l.{i}.mlp.{x}", 1, 8, *kn, True)
-                        for i in range(24) for x, kn in (("fc1", (1024, 4096)), ("fc2", (4096, 1024)))])
+    large = Workload(
+        [Op("matmul", "addmm", f"l.{i}.attention.{x}", 1, 8, 1024, 1024, True) for i in range(24) for x in "qkvo"]
+        + [
+            Op("matmul", "addmm", f"l.{i}.mlp.{x}", 1, 8, *kn, True)
+            for i in range(24)
+            for x, kn in (("fc1", (1024, 4096)), ("fc2", (4096, 1024)))
+        ]
+    )
     from hwmodels import hardware
     from hwmodels.atleus import ATLEUS, _Model
+
     for preset, count in (("M8F8", 73_728), ("M8F4", 49_152), ("M4F8", 61_440), ("M4F4", 36_864)):
         described, _ = hardware("atleus", quant=preset)
         assert sum(_Model(ATLEUS, described).crossbars(op) for op in large.ops) == count  # atleus.md §3.8
@@ -121,6 +136,7 @@ def test_lora_runs_in_the_systolic_stage():
     # S2 grows by the LoRA time (4,532 + lora ns) but stays below S4, so the makespan is unchanged
     assert 4532 + lora < 204_820
     assert with_lora.total_cycles == 4 * 204_820
-    unpipelined = estimate(Workload((q, QK, SOFTMAX, AV, FC1, FC2)), "atleus", config=EXACT, pipelining=False,
-                           lora_rank=32)
+    unpipelined = estimate(
+        Workload((q, QK, SOFTMAX, AV, FC1, FC2)), "atleus", config=EXACT, pipelining=False, lora_rank=32
+    )
     assert unpipelined.total_cycles == 311_762 + lora

@@ -20,8 +20,11 @@ def test_no_file_means_defaults(tmp_path, monkeypatch):
 
 def test_fitted_values_are_loaded(tmp_path, monkeypatch):
     path = tmp_path / "fitted.json"
-    path.write_text(json.dumps({"softex": {"redmule_utilisation": {"value": 0.5, "fitted_to": "test"}},
-                                "hastily": {"mvm_cycles": 100}}))
+    path.write_text(
+        json.dumps(
+            {"softex": {"redmule_utilisation": {"value": 0.5, "fitted_to": "test"}}, "hastily": {"mvm_cycles": 100}}
+        )
+    )
     monkeypatch.setattr(config, "FITTED_PATH", path)
     assert config.load_fitted("hastily") == {"mvm_cycles": 100}
     assert estimate(PRODUCT, "softex").total_cycles == 10_923  # 1,048,576/96 = 10,922.7
@@ -50,6 +53,7 @@ def test_every_fitted_name_is_a_field():
     from hwmodels.atleus import ATLEUS
     from hwmodels.flexisaga import FLEXISAGA
     from hwmodels.hastily import HASTILY
+
     for default in (SOFTEX, HASTILY, ATLEUS, FLEXISAGA):
         fields = set(type(default).__dataclass_fields__)
         assert set(type(default).FITTED) <= fields

@@ -20,8 +20,12 @@ from numerics.registry import get_target, option_table
 from numerics.uclm import HASTILY_UCLM
 from tests.models import TinyTransformer, minilm
 
-NON_DEFAULT = {"softex": {"lanes": 16}, "hastily": {"adc_bits": 5}, "atleus": {"adc_bits": 6, "quant": "M8F4"},
-               "flexisaga": {"sparsity": 0.25}}
+NON_DEFAULT = {
+    "softex": {"lanes": 16},
+    "hastily": {"adc_bits": 5},
+    "atleus": {"adc_bits": 6, "quant": "M8F4"},
+    "flexisaga": {"sparsity": 0.25},
+}
 """One non-default hardware point per target."""
 
 
@@ -31,8 +35,9 @@ def _shape(workload):
 
 def _tiny_gpt2():
     transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32,
-                                     bos_token_id=0, eos_token_id=0)
+    config = transformers.GPT2Config(
+        n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = transformers.GPT2LMHeadModel(config).eval()
@@ -96,17 +101,47 @@ def test_an_emulated_model_is_priced_as_emulated():
 
 TOKENS = torch.randint(3, 512, (2, 24), generator=torch.Generator().manual_seed(3))
 ALTERNATIVES = {
-    "softex": {"lanes": 16, "gelu_terms": 2, "accumulators": 4, "matmul_accumulate": "bf16",
-               "flush_subnormals": True, "softmax": False,
-               "gelu": False, "matmul": False},
-    "hastily": {"crossbar": dataclasses.replace(HASTILY_SRAM, rows=32, cols=32), "adc_bits": 5,
-                "uclm": dataclasses.replace(HASTILY_UCLM, er_mode="linear"),
-                "weight_granularity": "tensor", "calibrate_with": [TOKENS], "attention": False},
-    "atleus": {"quant": "M4F4", "crossbar": dataclasses.replace(ATLEUS_RERAM, rows=64, cols=64), "adc_bits": 6,
-               "noise": 0.02, "seed": 5, "resample_noise": True, "lora_rank": 4, "lora_alpha": 8.0,
-               "calibrate_with": [TOKENS], "sa_dtype": "float32"},
-    "flexisaga": {"sparsity": 0.25, "tile": (8, 8), "vector": "col", "criterion": "l1", "accumulation": "sequential",
-                  "fused_mac": True, "skip": ("*.intermediate.*",), "auto_tokens": 1, "cycles": "flipped"},
+    "softex": {
+        "lanes": 16,
+        "gelu_terms": 2,
+        "accumulators": 4,
+        "matmul_accumulate": "bf16",
+        "flush_subnormals": True,
+        "softmax": False,
+        "gelu": False,
+        "matmul": False,
+    },
+    "hastily": {
+        "crossbar": dataclasses.replace(HASTILY_SRAM, rows=32, cols=32),
+        "adc_bits": 5,
+        "uclm": dataclasses.replace(HASTILY_UCLM, er_mode="linear"),
+        "weight_granularity": "tensor",
+        "calibrate_with": [TOKENS],
+        "attention": False,
+    },
+    "atleus": {
+        "quant": "M4F4",
+        "crossbar": dataclasses.replace(ATLEUS_RERAM, rows=64, cols=64),
+        "adc_bits": 6,
+        "noise": 0.02,
+        "seed": 5,
+        "resample_noise": True,
+        "lora_rank": 4,
+        "lora_alpha": 8.0,
+        "calibrate_with": [TOKENS],
+        "sa_dtype": "float32",
+    },
+    "flexisaga": {
+        "sparsity": 0.25,
+        "tile": (8, 8),
+        "vector": "col",
+        "criterion": "l1",
+        "accumulation": "sequential",
+        "fused_mac": True,
+        "skip": ("*.intermediate.*",),
+        "auto_tokens": 1,
+        "cycles": "flipped",
+    },
 }
 """A non-default value for every option of every target."""
 
@@ -123,10 +158,13 @@ def _rows_from_64_tokens(weight, m, rows, cols):
     return 1 if row_pruned == (m >= 64) else 2
 
 
-BASE = {("flexisaga", None): {"accumulation": "fast"},
-        ("flexisaga", "cycles"): {"vector": "auto"},  # cycles and auto_tokens act through vector="auto"
-        ("flexisaga", "auto_tokens"): {"vector": "auto", "cycles": _rows_from_64_tokens},
-        ("hastily", "resample_noise"): {}, ("atleus", "resample_noise"): {"noise": 0.02}}
+BASE = {
+    ("flexisaga", None): {"accumulation": "fast"},
+    ("flexisaga", "cycles"): {"vector": "auto"},  # cycles and auto_tokens act through vector="auto"
+    ("flexisaga", "auto_tokens"): {"vector": "auto", "cycles": _rows_from_64_tokens},
+    ("hastily", "resample_noise"): {},
+    ("atleus", "resample_noise"): {"noise": 0.02},
+}
 COST_OPTIONS = {("flexisaga", "criterion"): {"dataflow": "sws"}}
 """Where an option's effect on cost shows: criterion changes which vectors go, which only the per-tile
 fold count of sWS sees when every tile is full."""
@@ -143,6 +181,7 @@ def _priced(target, cost_options, **options):
 def _tiny_bert():
     """The study's seeded 2-layer BERT (hidden 64, 4 heads, FFN 128): blocks, Q/K/V, GELU, LayerNorm."""
     from hwmodels.study import tiny_subject
+
     return tiny_subject(["a b c"] * 3).model
 
 
@@ -179,11 +218,13 @@ def test_legacy_cost_spellings_still_work_with_a_warning():
     workload = encoder(16)
     with pytest.warns(DeprecationWarning, match="FlexiSAGACost"):
         assert flexisaga.FlexiSAGAConfig is flexisaga.FlexiSAGACost
-    pairs = [("atleus", {"weights": "M4F8"}, {"quant": "M4F8"}),
-             ("atleus", {"lora": False}, {"lora_rank": 0}),
-             ("atleus", {"lora": True}, {"lora_rank": 32}),
-             ("atleus", {"mha_weight_bits": 4, "ffn_weight_bits": 6}, {"quant": _quant(4, 6)}),
-             ("flexisaga", {"rows": 8, "cols": 32}, {"tile": (8, 32)})]
+    pairs = [
+        ("atleus", {"weights": "M4F8"}, {"quant": "M4F8"}),
+        ("atleus", {"lora": False}, {"lora_rank": 0}),
+        ("atleus", {"lora": True}, {"lora_rank": 32}),
+        ("atleus", {"mha_weight_bits": 4, "ffn_weight_bits": 6}, {"quant": _quant(4, 6)}),
+        ("flexisaga", {"rows": 8, "cols": 32}, {"tile": (8, 32)}),
+    ]
     for target, old, new in pairs:
         with pytest.warns(DeprecationWarning, match="deprecated"):
             legacy = estimate(workload, target, **old)
@@ -194,6 +235,7 @@ def test_legacy_cost_spellings_still_work_with_a_warning():
 
 def _quant(mha, ffn):
     from numerics.quant import QuantConfig
+
     return QuantConfig(mha, ffn)
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hwmodels import TARGETS, estimate, option_names, trace
 from numerics.nn import emulate
@@ -11,22 +12,33 @@ from tests.hwmodels.workloads import encoder
 
 # peak MACs per cycle of each target's clock (independent of the cost code: paper constants)
 PEAK = {
-    "softex": 192,                                   # RedMulE 24×8 FMAs
-    "hastily": 16_384 * 4096 / 375,                  # every UCLM busy, one MVM per 375 cycles
+    "softex": 192,  # RedMulE 24×8 FMAs
+    "hastily": 16_384 * 4096 / 375,  # every UCLM busy, one MVM per 375 cycles
     "atleus": 24_576 * 128 * 128 / (8 * 100) + 16 * 128 * 32,  # ReRAM at 1 slice + systolic tier
-    "flexisaga": 16 * 16,                            # one MAC per PE per cycle
+    "flexisaga": 16 * 16,  # one MAC per PE per cycle
 }
 OPTION_SETS = {
     "softex": [{}, {"softex": False}, {"voltage": 0.55}],
     "hastily": [{}, {"exp": "vfu", "multicore_softmax": False}, {"pipelining": False}],
-    "atleus": [{}, {"mode": "finetune", "lora_rank": 32}, {"pipelining": False, "quant": "M4F4"},
-               {"mapping": "systolic_only"}, {"replication": "auto"}],
+    "atleus": [
+        {},
+        {"mode": "finetune", "lora_rank": 32},
+        {"pipelining": False, "quant": "M4F4"},
+        {"mapping": "systolic_only"},
+        {"replication": "auto"},
+    ],
     "flexisaga": [{}, {"sparsity": 0.0}, {"dataflow": "is"}, {"sparsity": 0.3, "vector": "col"}],
 }
-shapes = st.fixed_dictionaries({
-    "n": st.integers(1, 80), "layers": st.integers(1, 2), "batch": st.integers(1, 3),
-    "d": st.sampled_from([32, 64, 128]), "heads": st.sampled_from([1, 2, 4]),
-    "d_ff": st.sampled_from([64, 256])})
+shapes = st.fixed_dictionaries(
+    {
+        "n": st.integers(1, 80),
+        "layers": st.integers(1, 2),
+        "batch": st.integers(1, 3),
+        "d": st.sampled_from([32, 64, 128]),
+        "heads": st.sampled_from([1, 2, 4]),
+        "d_ff": st.sampled_from([64, 256]),
+    }
+)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -62,8 +74,11 @@ def test_energy_non_decreasing_in_weight_and_adc_bits(shape, bits, adc):
     workload = encoder(**shape)
     mha, ffn = bits
     base = estimate(workload, "atleus", quant=QuantConfig(mha, ffn), adc_bits=adc).energy_j
-    for quant, adc_bits in ((QuantConfig(mha + 1, ffn), adc), (QuantConfig(mha, ffn + 1), adc),
-                            (QuantConfig(mha, ffn), adc + 1)):
+    for quant, adc_bits in (
+        (QuantConfig(mha + 1, ffn), adc),
+        (QuantConfig(mha, ffn + 1), adc),
+        (QuantConfig(mha, ffn), adc + 1),
+    ):
         assert estimate(workload, "atleus", quant=quant, adc_bits=adc_bits).energy_j >= base
 
 
@@ -80,8 +95,9 @@ def test_cim_cost_strictly_rises_with_adc_bits(shape, adc):
 
 
 @settings(max_examples=15, deadline=None)
-@given(shape=shapes, s=st.lists(st.floats(0, 0.95), min_size=2, max_size=2),
-       vector=st.sampled_from(["row", "col", "auto"]))
+@given(
+    shape=shapes, s=st.lists(st.floats(0, 0.95), min_size=2, max_size=2), vector=st.sampled_from(["row", "col", "auto"])
+)
 def test_more_sparsity_never_slower(shape, s, vector):
     workload = encoder(**shape)
     low, high = sorted(s)

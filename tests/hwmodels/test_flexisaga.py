@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from hwmodels import estimate
-from numerics.nn import emulate
 from hwmodels.flexisaga import FLEXISAGA  # the spec defaults: goldens are computed without fitted constants
 from hwmodels.workload import Workload
+from numerics.nn import emulate
 from tests.hwmodels.workloads import transformer_layer
 
 LAYER = Workload(transformer_layer(128, d=768, heads=12, d_ff=3072, fused_qkv=True))
@@ -19,8 +19,13 @@ def gemm_rows(report):
 def test_bert_base_layer_table():
     report = estimate(LAYER, "flexisaga", config=FLEXISAGA, sparsity=0, non_gemm=False)
     assert [(row.name.split("[")[1][:-1], row.cycles) for row in gemm_rows(report)] == [
-        ("dis", 902_400), ("dws", 66_816), ("dos", 60_672), ("dos", 306_432),
-        ("dis", 1_197_312), ("dos", 1_191_168)]
+        ("dis", 902_400),
+        ("dws", 66_816),
+        ("dos", 60_672),
+        ("dos", 306_432),
+        ("dis", 1_197_312),
+        ("dos", 1_191_168),
+    ]
     assert report.total_cycles == 3_724_800
 
 
@@ -42,13 +47,13 @@ def test_forced_dataflow_and_dense_only():
 
 def test_energy_golden():
     from hwmodels.workload import Op
+
     op = Op("matmul", "mm", "", 1, 32, 32, 32)
     (row,) = estimate(Workload((op,)), "flexisaga", config=FLEXISAGA, sparsity=0).rows
     assert row.name.endswith("[dos]") and row.cycles == 2 * 2 * (30 + 32)
     macs = 32**3
     sram = 32 * 32 * 2 + 32 * 32 * 2 + 32 * 32  # X, W per fold (§4.4), Y once
-    expected_pj = {"mac": macs * 4.6, "register_file": macs * 3 * 0.5, "sram": sram * 5.0,
-                   "dram": 3 * 1024 * 640.0}
+    expected_pj = {"mac": macs * 4.6, "register_file": macs * 3 * 0.5, "sram": sram * 5.0, "dram": 3 * 1024 * 640.0}
     assert row.components == pytest.approx({k: v * 1e-12 for k, v in expected_pj.items()}, rel=1e-12)
 
 
@@ -63,8 +68,10 @@ def test_a_pruned_models_own_zeros():
     # sWS: 2 column tiles · ⌈32 kept rows/16⌉ folds · (2·16 + 16 + 64 − 2) = 440, below
     # sOS: ⌈64/16⌉ · 2 column tiles · (30 + 32) = 496 and dOS: ⌈64/16⌉·2·(30 + 64) = 752
     assert (row.name, row.cycles) == ("aten.mm [sws]", 440)
-    assert gemm_rows(estimate(emulate(lin, "flexisaga", sparsity=0.0), x, config=FLEXISAGA,
-                              dataflow="sos"))[0].cycles == 496
+    assert (
+        gemm_rows(estimate(emulate(lin, "flexisaga", sparsity=0.0), x, config=FLEXISAGA, dataflow="sos"))[0].cycles
+        == 496
+    )
     assert gemm_rows(dense)[0].cycles == 752
     # pruning half of the row vectors by L2 norm picks exactly the zero ones: the same cost
     assert gemm_rows(estimate(lin, "flexisaga", x, config=FLEXISAGA, sparsity=0.5))[0].cycles == 440
@@ -82,6 +89,7 @@ def test_uneven_masks_are_what_is_priced():
     layer = em[2]
     with torch.no_grad():  # prune three quarters of the row vectors of the second layer instead
         from numerics.sparsity import prune_layer
+
         result = prune_layer(model[2].weight.detach().T, 0.75, tile=(16, 16))
         layer.mask.copy_(result.mask.T)
         layer.weight.copy_(result.weight.T)

@@ -38,8 +38,13 @@ def test_adc_width_sets_mvm_time_and_energy(adc_bits):
 
 
 def test_array_geometry_comes_from_the_crossbar():
-    (row,) = estimate(Workload((LINEAR,)), "hastily", config=HASTILY, pipelining=False,
-                      crossbar=dataclasses.replace(HASTILY_SRAM, rows=128, cols=32)).rows
+    (row,) = estimate(
+        Workload((LINEAR,)),
+        "hastily",
+        config=HASTILY,
+        pipelining=False,
+        crossbar=dataclasses.replace(HASTILY_SRAM, rows=128, cols=32),
+    ).rows
     # P = ⌈768/128⌉ = 6, Q = ⌈768/32⌉ = 24: 144 UCLMs on 9 cores; 5·12 = 60 adds -> 375 + ⌈60/9⌉ = 382
     assert row.cycles == 128 * 382
 
@@ -51,15 +56,18 @@ def test_dynamic_product_writes_its_operand():
     assert row.components["kv_write"] == pytest.approx(12 * 64 * 2 * 8 * 3.2e-12, rel=1e-12)
 
 
-@pytest.mark.parametrize("length,options,per_row", [
-    (128, {}, 2 * 5 + 2 * 3 + 4),                          # LUT exp, one core
-    (128, {"exp": "vfu"}, 2 * 5 + 2 * 10),                 # PUMA-style exp
-    (4096, {}, 16 * 5 + 16 * 3 + 4 * 8 + 2 * (16 + 16)),   # C = 4 cores, two intra-tile levels
-    (4096, {"multicore_softmax": False}, 64 * 5 + 64 * 3 + 4 * 32),
-    (16384, {}, 16 * 5 + 16 * 3 + 4 * 8 + 2 * (3 * 16 + 64)),  # C = 16: the 4th level is inter-tile
-    # 32-column arrays: a core holds 16·32 = 512 positions of Kᵀ, so C = 8 cores, l_c = 512, three levels
-    (4096, {"crossbar": dataclasses.replace(HASTILY_SRAM, cols=32)}, 8 * 5 + 8 * 3 + 4 * 4 + 2 * (3 * 16)),
-])
+@pytest.mark.parametrize(
+    "length,options,per_row",
+    [
+        (128, {}, 2 * 5 + 2 * 3 + 4),  # LUT exp, one core
+        (128, {"exp": "vfu"}, 2 * 5 + 2 * 10),  # PUMA-style exp
+        (4096, {}, 16 * 5 + 16 * 3 + 4 * 8 + 2 * (16 + 16)),  # C = 4 cores, two intra-tile levels
+        (4096, {"multicore_softmax": False}, 64 * 5 + 64 * 3 + 4 * 32),
+        (16384, {}, 16 * 5 + 16 * 3 + 4 * 8 + 2 * (3 * 16 + 64)),  # C = 16: the 4th level is inter-tile
+        # 32-column arrays: a core holds 16·32 = 512 positions of Kᵀ, so C = 8 cores, l_c = 512, three levels
+        (4096, {"crossbar": dataclasses.replace(HASTILY_SRAM, cols=32)}, 8 * 5 + 8 * 3 + 4 * 4 + 2 * (3 * 16)),
+    ],
+)
 def test_softmax_row_golden(length, options, per_row):
     op = Op("softmax", "softmax", S, 1, 3, 0, length)
     (row,) = estimate(Workload((op,)), "hastily", config=HASTILY, pipelining=False, **options).rows

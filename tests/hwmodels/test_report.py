@@ -30,8 +30,10 @@ def test_breakdowns_add_up(target, tmp_path):
 
 
 def test_manual_report():
-    rows = [Row("a", "mm", "matmul", "pe", 100, 10, {"mac": 1e-9}),
-            Row("b", "add", "elementwise", "host", 5, 5, {"mac": 1e-10, "sram": 2e-10})]
+    rows = [
+        Row("a", "mm", "matmul", "pe", 100, 10, {"mac": 1e-9}),
+        Row("b", "add", "elementwise", "host", 5, 5, {"mac": 1e-10, "sram": 2e-10}),
+    ]
     report = Report("toy", rows, 12, 1e9, extra_components={"leak": 1e-10})
     assert report.energy_j == pytest.approx(1.4e-9)
     assert report.energy_by_component() == pytest.approx({"mac": 1.1e-9, "sram": 2e-10, "leak": 1e-10})

@@ -7,12 +7,12 @@ from hwmodels.softex import SOFTEX, SoftExConfig  # SOFTEX: the spec defaults, w
 from hwmodels.workload import Op, Workload
 
 OPS = (
-    Op("matmul", "mm", "", 1, 128, 64, 128),           # 128·64·128 / (192·0.9) = 6068.1 -> 6069
-    Op("softmax", "softmax", "", 12, 197, 0, 197),     # 2364 rows · (3·⌈197/8⌉ + 41) + 30 = 274,254
-    Op("gelu", "gelu", "", 1, 197, 0, 3072),           # 4·⌈605184/8⌉ + 20 = 302,612 on SoftEx
-                                                       # + 605184·4/8 = 302,592 on the cores
-    Op("norm", "layer_norm", "", 1, 197, 0, 768),      # 151,296·8/8 = 151,296
-    Op("elementwise", "add", "", 1, 197, 0, 768),      # 151,296·2/8 = 37,824
+    Op("matmul", "mm", "", 1, 128, 64, 128),  # 128·64·128 / (192·0.9) = 6068.1 -> 6069
+    Op("softmax", "softmax", "", 12, 197, 0, 197),  # 2364 rows · (3·⌈197/8⌉ + 41) + 30 = 274,254
+    Op("gelu", "gelu", "", 1, 197, 0, 3072),  # 4·⌈605184/8⌉ + 20 = 302,612 on SoftEx
+    # + 605184·4/8 = 302,592 on the cores
+    Op("norm", "layer_norm", "", 1, 197, 0, 768),  # 151,296·8/8 = 151,296
+    Op("elementwise", "add", "", 1, 197, 0, 768),  # 151,296·2/8 = 37,824
 )
 WORKLOAD = Workload(OPS, name="golden")
 
@@ -28,9 +28,9 @@ def test_golden_cycles_and_energy():
     softex = (274_254 + 302_612) * 0.30 / 1.12e9
     cores = (302_592 + 151_296 + 37_824) * 0.30 / 1.12e9
     assert report.energy_by_component() == pytest.approx(
-        {"redmule": redmule, "softex": softex, "cores": cores}, rel=1e-12)
-    assert report.ops_by_unit() == {"redmule": 128 * 64 * 128, "softex": 2364 * 197 + 605_184,
-                                    "cores": 2 * 151_296}
+        {"redmule": redmule, "softex": softex, "cores": cores}, rel=1e-12
+    )
+    assert report.ops_by_unit() == {"redmule": 128 * 64 * 128, "softex": 2364 * 197 + 605_184, "cores": 2 * 151_296}
 
 
 def test_software_baseline_and_low_voltage():
@@ -44,8 +44,9 @@ def test_software_baseline_and_low_voltage():
     assert report.rows[0].energy_j == pytest.approx(6069 * 0.49 * scale, rel=1e-12)
 
 
-@pytest.mark.parametrize("ratio_field,kind,published", [("sw_softmax_ratio", "softmax", 10.8),
-                                                        ("sw_gelu_ratio", "gelu", 5.11)])
+@pytest.mark.parametrize(
+    "ratio_field,kind,published", [("sw_softmax_ratio", "softmax", 10.8), ("sw_gelu_ratio", "gelu", 5.11)]
+)
 def test_long_vector_ratio_is_the_published_one(ratio_field, kind, published):
     long_row = Workload((Op(kind, kind, "", 1, 1, 0, 2**22),))
     hw = estimate(long_row, "softex").total_cycles

@@ -14,8 +14,18 @@ from hwmodels.__main__ import main
 # ------------------------------------------------------------------ options
 
 
-@pytest.mark.parametrize("text", ["atleus.adc_bits", "atleus=4", "adc_bits=4", ".adc_bits=4", "atleus.=4",
-                                  "atleus.adc_bits=", "atleus.adc_bits=4,,6"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "atleus.adc_bits",
+        "atleus=4",
+        "adc_bits=4",
+        ".adc_bits=4",
+        "atleus.=4",
+        "atleus.adc_bits=",
+        "atleus.adc_bits=4,,6",
+    ],
+)
 def test_bad_assignment_syntax_is_rejected(text):
     with pytest.raises(ValueError, match="TARGET.OPTION=VALUE|empty value"):
         study.parse_assignment(text)
@@ -43,9 +53,12 @@ def test_unknown_target_or_option_is_a_clear_error():
 
 def test_plan_adds_sweeps_on_top_of_settings_without_duplicates():
     runs = study.plan(["fp32", "atleus"], ["atleus.quant=M8F4"], ["atleus.adc_bits=6,8", "atleus.quant=M8F4"])
-    assert runs == [study.Run("fp32"), study.Run("atleus", {"quant": "M8F4"}),
-                    study.Run("atleus", {"quant": "M8F4", "adc_bits": 6}),
-                    study.Run("atleus", {"quant": "M8F4", "adc_bits": 8})]
+    assert runs == [
+        study.Run("fp32"),
+        study.Run("atleus", {"quant": "M8F4"}),
+        study.Run("atleus", {"quant": "M8F4", "adc_bits": 6}),
+        study.Run("atleus", {"quant": "M8F4", "adc_bits": 8}),
+    ]
 
 
 def test_options_go_to_emulation_or_cost_model():
@@ -58,15 +71,18 @@ def test_options_go_to_emulation_or_cost_model():
     assert emu == {} and cost["softex"] is False
 
 
-@pytest.mark.parametrize("sweep,match", [
-    ("softex.lanes=16,3", r"lanes must be a power of two in \[1, 64\]; got 3"),
-    ("atleus.adc_bits=8,17", r"adc_bits must be in \[1, 16\], got 17"),
-    ("atleus.quant=M8F8,M9F9", "quant must be a QuantConfig or one of M8F8, M8F4, M4F8, M4F4; got 'M9F9'"),
-    ("hastily.adc_bits=6,0", r"adc_bits must be in \[1, 16\], got 0"),
-    ("flexisaga.sparsity=0.5,1.0", r"sparsity must be a real number in \[0, 1\), got 1.0"),
-    ("softex.voltage=0.8,0.7", r"voltage must be one of \[0.8, 0.55\], got 0.7"),
-    ("atleus.adc_bits=6.0", r"atleus: adc_bits must be an int, got 6.0"),
-])
+@pytest.mark.parametrize(
+    "sweep,match",
+    [
+        ("softex.lanes=16,3", r"lanes must be a power of two in \[1, 64\]; got 3"),
+        ("atleus.adc_bits=8,17", r"adc_bits must be in \[1, 16\], got 17"),
+        ("atleus.quant=M8F8,M9F9", "quant must be a QuantConfig or one of M8F8, M8F4, M4F8, M4F4; got 'M9F9'"),
+        ("hastily.adc_bits=6,0", r"adc_bits must be in \[1, 16\], got 0"),
+        ("flexisaga.sparsity=0.5,1.0", r"sparsity must be a real number in \[0, 1\), got 1.0"),
+        ("softex.voltage=0.8,0.7", r"voltage must be one of \[0.8, 0.55\], got 0.7"),
+        ("atleus.adc_bits=6.0", r"atleus: adc_bits must be an int, got 6.0"),
+    ],
+)
 def test_a_bad_value_fails_when_the_plan_is_built(sweep, match):
     """Every value of every run is checked against emulation and cost model before the first run."""
     with pytest.raises(ValueError, match=match):
@@ -179,8 +195,8 @@ def test_a_small_study_writes_its_table_csv_json_and_plot(tiny, tmp_path):
 def test_an_adc_sweep_moves_accuracy_and_cost(tiny):
     """hastily.adc_bits=4,6,8: fewer ADC bits clip more (less accuracy) and convert faster and
     cheaper (SAR time and the Accelergy energy table); the cost is the emulated model's."""
-    from numerics.nn import emulate
     from hwmodels import estimate
+    from numerics.nn import emulate
 
     results = study.run_study(tiny, study.plan([], sweeps=["hastily.adc_bits=4,6,8"]))
     accuracy = [r.metrics["mean_cosine"] for r in results]
@@ -209,8 +225,25 @@ def test_cli_runs_a_small_study(tiny, tmp_path, capsys):
     sentences = tmp_path / "s.txt"
     sentences.write_text("# comment\n" + "\n".join(SENTENCES) + "\n")
     out = tmp_path / "out"
-    assert main(["study", "--model", "tiny", "--targets", "flexisaga", "--sweep", "flexisaga.sparsity=0.25",
-                 "--sentences", str(sentences), "--out", str(out), "--no-plot"]) == 0
+    assert (
+        main(
+            [
+                "study",
+                "--model",
+                "tiny",
+                "--targets",
+                "flexisaga",
+                "--sweep",
+                "flexisaga.sparsity=0.25",
+                "--sentences",
+                str(sentences),
+                "--out",
+                str(out),
+                "--no-plot",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "2/2 flexisaga" in captured.err and "sparsity=0.25" in captured.out
     assert json.loads((out / "study.json").read_text())["sentences"] == 4

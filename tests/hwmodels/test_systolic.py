@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hwmodels.systolic import SparsePattern, best_dataflow, gemm_cycles, sparse_gemm_cycles
 
@@ -61,8 +62,9 @@ def test_bad_input():
         best_dataflow(8, 8, 8, 4, 4, SparsePattern.uniform(8, 16, 4, 4, 0.5))
 
 
-masks = st.tuples(st.integers(1, 40), st.integers(1, 40), st.integers(1, 8), st.integers(1, 8),
-                  st.integers(0, 2**31 - 1))
+masks = st.tuples(
+    st.integers(1, 40), st.integers(1, 40), st.integers(1, 8), st.integers(1, 8), st.integers(0, 2**31 - 1)
+)
 
 
 def random_mask(K, N, seed, density=0.5):
@@ -84,7 +86,7 @@ def test_sparse_formulas_by_walking_vectors(shape, M):
     k_nz = [sum(any(w[k][n] for n in range(j, min(j + C, N))) for k in range(K)) for j in range(0, N, C)]
     n_nz = [sum(any(w[k][n] for k in range(i, min(i + R, K))) for n in range(N)) for i in range(0, K, R)]
     live = [n for n in range(N) if any(w[k][n] for k in range(K))]
-    packed = [sum(any(w[k][n] for n in live[g:g + C]) for k in range(K)) for g in range(0, len(live), C)]
+    packed = [sum(any(w[k][n] for n in live[g : g + C]) for k in range(K)) for g in range(0, len(live), C)]
     assert sparse_gemm_cycles(M, p, "sos") == ceil(M, R) * sum(R + C - 2 + x for x in k_nz if x)
     assert sparse_gemm_cycles(M, p, "sis") == ceil(M, C) * sum(2 * R + C - 2 + x for x in n_nz if x)
     assert sparse_gemm_cycles(M, p, "sws") == sum(ceil(x, R) for x in k_nz) * (2 * R + C + M - 2)
@@ -121,8 +123,10 @@ def test_row_pruning_csos_equals_sos():
     assert sparse_gemm_cycles(32, p, "csos") == sparse_gemm_cycles(32, p, "sos")
 
 
-@pytest.mark.parametrize("K,s,speedup", [(64, 0.5, 1.52), (64, 0.75, 2.04), (768, 0.5, 1.93),
-                                         (768, 0.75, 3.59), (3072, 0.5, 1.98), (3072, 0.75, 3.89)])
+@pytest.mark.parametrize(
+    "K,s,speedup",
+    [(64, 0.5, 1.52), (64, 0.75, 2.04), (768, 0.5, 1.93), (768, 0.75, 3.59), (3072, 0.5, 1.98), (3072, 0.75, 3.89)],
+)
 def test_uniform_sos_speedup(K, s, speedup):
     """flexisaga.md §3 property 4, to the spec's two decimals."""
     p = SparsePattern.uniform(K, 64, 16, 16, s, "row")

@@ -12,7 +12,7 @@ def layer_counts(n, d, heads, d_ff):
     """Closed form of one encoder/decoder layer at n tokens (independent of the tracer)."""
     return {
         "static_macs": 4 * n * d * d + 2 * n * d * d_ff,  # Q, K, V, O + two FFN matrices
-        "dynamic_macs": 2 * n * n * d,                      # Q·Kᵀ and A·V over all heads
+        "dynamic_macs": 2 * n * n * d,  # Q·Kᵀ and A·V over all heads
         "softmax": heads * n * n,
         "gelu": n * d_ff,
         "norm": 2 * n * d,
@@ -32,8 +32,9 @@ def traced_counts(workload, layer):
 
 @pytest.fixture(scope="module")
 def bert():
-    config = transformers.BertConfig(hidden_size=768, num_attention_heads=12, intermediate_size=3072,
-                                     num_hidden_layers=2, vocab_size=1000)
+    config = transformers.BertConfig(
+        hidden_size=768, num_attention_heads=12, intermediate_size=3072, num_hidden_layers=2, vocab_size=1000
+    )
     return transformers.BertModel(config).eval()
 
 
@@ -56,7 +57,9 @@ def test_bert_batch_and_attention_shapes(bert):
     softmax = [op for op in workload.ops if op.kind == "softmax"]
     assert all((op.batch, op.m, op.n) == (36, 10, 10) for op in softmax)
     assert traced_counts(workload, 0) == layer_counts(30, 768, 12, 3072) | {
-        "dynamic_macs": 3 * 2 * 10 * 10 * 768, "softmax": 3 * 12 * 10 * 10}
+        "dynamic_macs": 3 * 2 * 10 * 10 * 768,
+        "softmax": 3 * 12 * 10 * 10,
+    }
 
 
 def test_gpt2_layer_counts():
@@ -71,8 +74,14 @@ def test_gpt2_layer_counts():
 
 
 def test_vit_b16_layer_counts():
-    config = transformers.ViTConfig(hidden_size=768, num_attention_heads=12, intermediate_size=3072,
-                                    num_hidden_layers=1, image_size=224, patch_size=16)
+    config = transformers.ViTConfig(
+        hidden_size=768,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        num_hidden_layers=1,
+        image_size=224,
+        patch_size=16,
+    )
     model = transformers.ViTModel(config).eval()
     workload = trace(model, torch.randn(1, 3, 224, 224))
     assert traced_counts(workload, 0) == layer_counts(197, 768, 12, 3072)
@@ -107,7 +116,9 @@ def test_plain_module_and_orientation():
     workload = trace(mlp, torch.randn(5, 8))
     products = [op for op in workload.ops if op.kind == "matmul"]
     assert [(op.m, op.k, op.n, op.static, op.scope) for op in products] == [
-        (5, 8, 16, True, "0"), (5, 16, 4, True, "2")]
+        (5, 8, 16, True, "0"),
+        (5, 16, 4, True, "2"),
+    ]
     assert workload.elements("activation") == 80
     assert [op.layer for op in products] == [0, 2]
     (op,) = [op for op in trace(WeightFirst(), torch.randn(5, 3)).ops if op.kind == "matmul"]

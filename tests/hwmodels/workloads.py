@@ -7,8 +7,11 @@ def transformer_layer(n, d=64, heads=2, d_ff=256, batch=1, layer=0, fused_qkv=Fa
     """Ops of one BERT-style layer in execution order, scopes like Hugging Face BERT."""
     s = f"encoder.layer.{layer}."
     t = batch * n
-    proj = ([Op("matmul", "addmm", s + "attention.self.qkv", 1, t, d, 3 * d, True)] if fused_qkv else
-            [Op("matmul", "addmm", s + f"attention.self.{x}", 1, t, d, d, True) for x in ("query", "key", "value")])
+    proj = (
+        [Op("matmul", "addmm", s + "attention.self.qkv", 1, t, d, 3 * d, True)]
+        if fused_qkv
+        else [Op("matmul", "addmm", s + f"attention.self.{x}", 1, t, d, d, True) for x in ("query", "key", "value")]
+    )
     hb = heads * batch
     return proj + [
         Op("matmul", "sdpa/qk", s + "attention.self", hb, n, d // heads, n),

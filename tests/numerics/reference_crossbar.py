@@ -4,6 +4,7 @@ Plain Python ints (floats only where noise makes the analog sum real). Slow on p
 it loops over every row block, input bit, slice and column so each step is visible.
 Random draws are passed in as nested lists in the spec's physical layout.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ def _physical_column(j: int, m: int, n_pad: int, s: int, placement: str) -> int:
 
 
 def _adc(current: float, cfg) -> int:
-    top = 2 ** cfg.adc_bits - 1
+    top = 2**cfg.adc_bits - 1
     if cfg.adc_mode == "exact":
         return max(round(current), 0)  # Python round() is round-half-even
     if cfg.adc_mode == "saturate":
@@ -33,7 +34,7 @@ def crossbar_matmul_ref(x, w, cfg, *, fault_u=None, cell_z=None, adc_z=None, par
     """
     k, n = len(w), len(w[0])
     rows, bc, bw, bx = cfg.rows, cfg.cell_bits, cfg.weight_bits, cfg.input_bits
-    big_l = 2 ** bc - 1
+    big_l = 2**bc - 1
     s = -(-bw // bc)
     n_w = cfg.cols // s if cfg.slice_placement == "columns" else cfg.cols
     # Step 1: pad K to P*rows and N to a multiple of n_w.
@@ -46,18 +47,18 @@ def crossbar_matmul_ref(x, w, cfg, *, fault_u=None, cell_z=None, adc_z=None, par
     elif cfg.weight_encoding == "differential":
         sets_u = [[[max(v, 0) for v in r] for r in wp], [[max(-v, 0) for v in r] for r in wp]]
     else:
-        sets_u = [[[v % 2 ** bw for v in r] for r in wp]]
+        sets_u = [[[v % 2**bw for v in r] for r in wp]]
     sig_m = [2 ** (bc * m) for m in range(s)]
     if cfg.weight_encoding == "twos_complement":
         sig_m[-1] = -sig_m[-1]
-    sig_t = [2 ** t for t in range(bx)]
+    sig_t = [2**t for t in range(bx)]
     if cfg.input_encoding == "twos_complement":
         sig_t[-1] = -sig_t[-1]
 
     results = []
     for mi, xv in enumerate(x):
         xpad = list(xv) + [0] * (p_blocks * rows - k)
-        xbits = [[((v % 2 ** bx) >> t) & 1 for t in range(bx)] for v in xpad]
+        xbits = [[((v % 2**bx) >> t) & 1 for t in range(bx)] for v in xpad]
         block_results = []
         for p in range(p_blocks):
             block_rows = range(p * rows, (p + 1) * rows)
@@ -83,8 +84,7 @@ def crossbar_matmul_ref(x, w, cfg, *, fault_u=None, cell_z=None, adc_z=None, par
                                     g[r] = big_l
                         # Step 6 (cell part): programmed conductance with noise.
                         if cell_z is not None:
-                            g = [g[r] + cfg.cell_noise_std * big_l * cell_z[set_i][p][r][col]
-                                 for r in range(rows)]
+                            g = [g[r] + cfg.cell_noise_std * big_l * cell_z[set_i][p][r][col] for r in range(rows)]
                         for t in range(bx):
                             xt = [xbits[i][t] for i in block_rows]
                             current = sum(xt[r] * g[r] for r in range(rows))
@@ -106,5 +106,5 @@ def crossbar_matmul_ref(x, w, cfg, *, fault_u=None, cell_z=None, adc_z=None, par
             # Step 10: digital sum, wrapped to accumulator_bits.
             acc = cfg.accumulator_bits
             total = [sum(b[j] for b in block_results) for j in range(n)]
-            results.append([(v + 2 ** (acc - 1)) % 2 ** acc - 2 ** (acc - 1) for v in total])
+            results.append([(v + 2 ** (acc - 1)) % 2**acc - 2 ** (acc - 1) for v in total])
     return results

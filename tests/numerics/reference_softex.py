@@ -96,8 +96,7 @@ def tree(e: list) -> float:
     return add(tree(e[:h]), tree(e[h:]))
 
 
-def accumulate_row(x: list, lanes: int, accumulators: int = 1, m: float = -INF, d: float = 0.0,
-                   resumed: bool = False):
+def accumulate_row(x: list, lanes: int, accumulators: int = 1, m: float = -INF, d: float = 0.0, resumed: bool = False):
     """Pass 1 (spec 3.1, 3.2) over one chunk of a row of BF16 values; returns (M, D).
 
     A resumed chunk starts from the slot's (M, D); with 4 accumulators D sits in P0 and the first beat
@@ -106,7 +105,7 @@ def accumulate_row(x: list, lanes: int, accumulators: int = 1, m: float = -INF, 
     owed = [[] for _ in range(4)]
     target = 1 if resumed else 0
     for start in range(0, len(x), lanes):
-        beat = x[start:start + lanes]
+        beat = x[start : start + lanes]
         bm = max(beat)
         f = None
         if bm > m:  # strict; a -Inf beat never raises a -Inf max

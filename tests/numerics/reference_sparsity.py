@@ -3,6 +3,7 @@
 Plain Python: weights are lists of rows (W[k][n], K x N), floats are Python floats holding float32
 values, float32 rounding is done on exact rationals with integers. Used only by the tests.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,7 @@ def add_f32(a: float, b: float) -> float:
 
 def fma_f32(acc: float, x: float, w: float) -> float:
     product_zero_negative = (x == 0 or w == 0) and (_neg(x) != _neg(w))
-    return round_f32(Fraction(acc) + Fraction(x) * Fraction(w),
-                     negative_zero=_neg(acc) and product_zero_negative)
+    return round_f32(Fraction(acc) + Fraction(x) * Fraction(w), negative_zero=_neg(acc) and product_zero_negative)
 
 
 def wrap_int32(v: int) -> int:
@@ -148,7 +148,7 @@ def encode(w, rows, cols, vector):
             nnz = 0
             for cells in tile_vectors:
                 vector_bits.append(any(is_stored(w[k][n]) for k, n in cells))
-            for cells, nonzero in zip(tile_vectors, vector_bits[-len(tile_vectors):]):
+            for cells, nonzero in zip(tile_vectors, vector_bits[-len(tile_vectors) :]):
                 if not nonzero:
                     continue
                 meta += len(cells)  # L_v bits

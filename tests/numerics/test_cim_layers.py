@@ -1,4 +1,5 @@
 """Drop-in CIM modules: quantized Linear on crossbars, HASTILY attention, model builders."""
+
 import dataclasses
 import math
 
@@ -42,12 +43,13 @@ def test_linear_error_non_increasing_in_adc_and_weight_bits():
     exact = x @ w
     base = dataclasses.replace(ATLEUS_RERAM, flip_columns=False)
     wq = quantize_weight(w, 8)
-    adc_err = [(crossbar_linear(x, wq, dataclasses.replace(base, adc_bits=b)) - exact).pow(2).mean().item()
-               for b in range(4, 11)]
+    adc_err = [
+        (crossbar_linear(x, wq, dataclasses.replace(base, adc_bits=b)) - exact).pow(2).mean().item()
+        for b in range(4, 11)
+    ]
     assert all(a >= b for a, b in zip(adc_err, adc_err[1:])) and adc_err[0] > 2 * adc_err[-1]
     cfg = dataclasses.replace(base, adc_mode="exact")
-    w_err = [(crossbar_linear(x, quantize_weight(w, b), cfg) - exact).pow(2).mean().item()
-             for b in range(2, 9)]
+    w_err = [(crossbar_linear(x, quantize_weight(w, b), cfg) - exact).pow(2).mean().item() for b in range(2, 9)]
     assert all(a >= b for a, b in zip(w_err, w_err[1:])) and w_err[0] > 10 * w_err[-1]
 
 
@@ -66,8 +68,9 @@ def test_straight_through_gradient_and_frozen_weights():
 
 
 def small_bert(layers=2):
-    cfg = transformers.BertConfig(hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
-                                  intermediate_size=128, vocab_size=100)
+    cfg = transformers.BertConfig(
+        hidden_size=64, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=128, vocab_size=100
+    )
     torch.manual_seed(0)
     return transformers.BertModel(cfg).eval()
 
@@ -168,8 +171,9 @@ def test_crossbar_internals_are_not_intercepted():
 
 def test_calibration_sets_per_tensor_scales():
     model = small_bert()
-    batches = [{"input_ids": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(s))}
-               for s in range(3)]
+    batches = [
+        {"input_ids": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(s))} for s in range(3)
+    ]
     emu = emulate(model, "hastily", calibrate_with=batches)
     mod = emu.encoder.layer[0].intermediate.dense
     assert mod.input_scale is not None and mod.input_scale > 0

@@ -1,13 +1,23 @@
 """Crossbar MVM: exactness, clipping rules, bit decompositions, randomness, validation."""
+
 import dataclasses
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from numerics import crossbar as xb
-from numerics.crossbar import (ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, adc_convert,
-                               crossbar_matmul, input_planes, program_weights, weight_slices)
+from numerics.crossbar import (
+    ATLEUS_RERAM,
+    HASTILY_SRAM,
+    CrossbarConfig,
+    adc_convert,
+    crossbar_matmul,
+    input_planes,
+    program_weights,
+    weight_slices,
+)
 from tests.numerics.reference_crossbar import crossbar_matmul_ref
 
 FAST = settings(max_examples=40, deadline=None)
@@ -20,13 +30,18 @@ def configs(draw, clipping: bool):
     weight_bits = draw(st.integers(2, 8))
     slices = -(-weight_bits // cell_bits)
     return CrossbarConfig(
-        rows=draw(st.integers(1, 40)), cols=draw(st.integers(slices, 40)), cell_bits=cell_bits,
-        slice_placement=draw(st.sampled_from(["columns", "arrays"])), weight_bits=weight_bits,
+        rows=draw(st.integers(1, 40)),
+        cols=draw(st.integers(slices, 40)),
+        cell_bits=cell_bits,
+        slice_placement=draw(st.sampled_from(["columns", "arrays"])),
+        weight_bits=weight_bits,
         input_bits=draw(st.integers(2, 8)),
         adc_bits=draw(st.integers(1, 5)) if clipping else 16,
         adc_mode=draw(st.sampled_from(["saturate", "truncate"] if clipping else ["exact", "saturate", "truncate"])),
-        weight_encoding=enc, flip_columns=draw(st.booleans()),
-        input_encoding=draw(st.sampled_from(["twos_complement", "unsigned"])))
+        weight_encoding=enc,
+        flip_columns=draw(st.booleans()),
+        input_encoding=draw(st.sampled_from(["twos_complement", "unsigned"])),
+    )
 
 
 def random_codes(cfg, batch, k, n, seed):
@@ -40,8 +55,13 @@ def random_codes(cfg, batch, k, n, seed):
 
 # ------------------------------------------------------------------ exactness
 @FAST
-@given(cfg=configs(clipping=False), k=st.integers(1, 90), n=st.integers(1, 50),
-       batch=st.sampled_from([(), (3,), (2, 2)]), seed=st.integers(0, 2**31))
+@given(
+    cfg=configs(clipping=False),
+    k=st.integers(1, 90),
+    n=st.integers(1, 50),
+    batch=st.sampled_from([(), (3,), (2, 2)]),
+    seed=st.integers(0, 2**31),
+)
 def test_wide_adc_equals_integer_matmul(cfg, k, n, batch, seed):
     x, w = random_codes(cfg, batch, k, n, seed)
     expected = x.to(torch.int64) @ w.to(torch.int64)
@@ -58,8 +78,7 @@ def test_wide_adc_equals_integer_matmul(cfg, k, n, batch, seed):
 @pytest.mark.parametrize("enc", ["offset", "differential"])
 @pytest.mark.parametrize("flip", [True, False])
 def test_atleus_exact_adc_all_encodings(bits, enc, flip):
-    cfg = dataclasses.replace(ATLEUS_RERAM, weight_bits=bits, weight_encoding=enc,
-                              flip_columns=flip, adc_mode="exact")
+    cfg = dataclasses.replace(ATLEUS_RERAM, weight_bits=bits, weight_encoding=enc, flip_columns=flip, adc_mode="exact")
     x, w = random_codes(cfg, (5,), 300, 70, seed=bits)
     assert torch.equal(crossbar_matmul(x, w, cfg), x @ w)
 
@@ -155,8 +174,10 @@ def test_hastily_workload_error_non_increasing_in_adc_bits():
     x = torch.randint(-128, 128, (16, 256), generator=g) | 0x0F
     w = torch.randint(-128, 128, (256, 32), generator=g) | 0x0F
     exact = x @ w
-    errs = [(crossbar_matmul(x, w, dataclasses.replace(HASTILY_SRAM, adc_bits=b)) - exact)
-            .abs().double().mean().item() for b in range(4, 8)]
+    errs = [
+        (crossbar_matmul(x, w, dataclasses.replace(HASTILY_SRAM, adc_bits=b)) - exact).abs().double().mean().item()
+        for b in range(4, 8)
+    ]
     assert all(a >= b for a, b in zip(errs, errs[1:])) and errs[0] > 0 and errs[-1] == 0
 
 
@@ -173,9 +194,11 @@ def test_weight_slices_reconstruct_exhaustively(cell_bits, enc, weight_bits):
     g = weight_slices(w, cfg)
     assert g.min() >= 0 and g.max() <= cfg.levels and g.shape[-1] == cfg.slices
     u = (g * xb.slice_significance(cfg)).sum(-1)
-    decoded = {"offset": lambda: u[0] - 2 ** (weight_bits - 1),
-               "differential": lambda: u[0] - u[1],
-               "twos_complement": lambda: u[0]}[enc]()
+    decoded = {
+        "offset": lambda: u[0] - 2 ** (weight_bits - 1),
+        "differential": lambda: u[0] - u[1],
+        "twos_complement": lambda: u[0],
+    }[enc]()
     assert torch.equal(decoded, w)
 
 
@@ -215,18 +238,28 @@ def _draws(cfg, batch_m, k, n, seed):
     if cfg.cell_noise_std:
         out["cell_z"] = torch.randn(cells, generator=g, dtype=torch.float64).tolist()
     if cfg.adc_noise_std:
-        out["adc_z"] = torch.randn((cfg.sets, batch_m, p, cfg.input_bits, n_pad * cfg.slices),
-                                   generator=g, dtype=torch.float64).tolist()
+        out["adc_z"] = torch.randn(
+            (cfg.sets, batch_m, p, cfg.input_bits, n_pad * cfg.slices), generator=g, dtype=torch.float64
+        ).tolist()
     return out
 
 
 @settings(max_examples=30, deadline=None)
-@given(cfg=configs(clipping=True), k=st.integers(1, 50), n=st.integers(1, 12),
-       m=st.integers(1, 3), seed=st.integers(0, 2**31),
-       noisy=st.sampled_from(["none", "faults", "cell", "adc", "all"]))
+@given(
+    cfg=configs(clipping=True),
+    k=st.integers(1, 50),
+    n=st.integers(1, 12),
+    m=st.integers(1, 3),
+    seed=st.integers(0, 2**31),
+    noisy=st.sampled_from(["none", "faults", "cell", "adc", "all"]),
+)
 def test_kernel_matches_reference(cfg, k, n, m, seed, noisy):
-    rates = {"none": {}, "faults": dict(stuck_at_0_rate=0.1, stuck_at_1_rate=0.05),
-             "cell": dict(cell_noise_std=0.05), "adc": dict(adc_noise_std=0.7)}
+    rates = {
+        "none": {},
+        "faults": dict(stuck_at_0_rate=0.1, stuck_at_1_rate=0.05),
+        "cell": dict(cell_noise_std=0.05),
+        "adc": dict(adc_noise_std=0.7),
+    }
     rates["all"] = {**rates["faults"], **rates["cell"], **rates["adc"]}
     cfg = dataclasses.replace(cfg, **rates[noisy])
     x, w = random_codes(cfg, (m,), k, n, seed)
@@ -248,8 +281,9 @@ def test_hastily_preset_matches_reference_on_saturating_data():
 
 
 # ------------------------------------------------------------------ randomness
-NOISY = dataclasses.replace(ATLEUS_RERAM, cell_noise_std=0.02, adc_noise_std=0.5,
-                            stuck_at_0_rate=0.01, stuck_at_1_rate=0.01)
+NOISY = dataclasses.replace(
+    ATLEUS_RERAM, cell_noise_std=0.02, adc_noise_std=0.5, stuck_at_0_rate=0.01, stuck_at_1_rate=0.01
+)
 
 
 def test_same_seed_same_bits_and_generator_required():
@@ -276,12 +310,30 @@ def test_fault_counts_are_binomial():
 
 
 # ------------------------------------------------------------------ validation
-@pytest.mark.parametrize("field, value", [
-    ("rows", 0), ("cols", 0), ("cell_bits", 0), ("cell_bits", 5), ("weight_bits", 1),
-    ("weight_bits", 17), ("input_bits", 1), ("dac_bits", 2), ("adc_bits", 0), ("adc_bits", 17),
-    ("adc_mode", "round"), ("weight_encoding", "sign_magnitude"), ("input_encoding", "offset"),
-    ("slice_placement", "rows"), ("accumulator_bits", 1), ("cell_noise_std", -0.1),
-    ("adc_noise_std", float("nan")), ("stuck_at_0_rate", 1.5), ("stuck_at_1_rate", -0.01)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("rows", 0),
+        ("cols", 0),
+        ("cell_bits", 0),
+        ("cell_bits", 5),
+        ("weight_bits", 1),
+        ("weight_bits", 17),
+        ("input_bits", 1),
+        ("dac_bits", 2),
+        ("adc_bits", 0),
+        ("adc_bits", 17),
+        ("adc_mode", "round"),
+        ("weight_encoding", "sign_magnitude"),
+        ("input_encoding", "offset"),
+        ("slice_placement", "rows"),
+        ("accumulator_bits", 1),
+        ("cell_noise_std", -0.1),
+        ("adc_noise_std", float("nan")),
+        ("stuck_at_0_rate", 1.5),
+        ("stuck_at_1_rate", -0.01),
+    ],
+)
 def test_invalid_config_names_field(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(ATLEUS_RERAM, **{field: value})

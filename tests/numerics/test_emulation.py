@@ -178,8 +178,9 @@ def test_an_emulated_forward_keeps_its_signature_and_generate_works():
     import inspect
 
     transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50, n_positions=16,
-                                     bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    config = transformers.GPT2Config(
+        n_layer=1, n_embd=32, n_head=2, vocab_size=50, n_positions=16, bos_token_id=0, eos_token_id=0, pad_token_id=0
+    )
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(config).eval()
     em = emulate(model, "softex")
@@ -204,16 +205,23 @@ def test_emulated_models_pickle_and_save(target):
     assert again.emulation.config == em.emulation.config
 
 
-@pytest.mark.parametrize("target,options", [("softex", {}), ("hastily", {}), ("hastily", {"calibrate": True}),
-                                            ("atleus", {}), ("flexisaga", {})])
+@pytest.mark.parametrize(
+    "target,options",
+    [("softex", {}), ("hastily", {}), ("hastily", {"calibrate": True}), ("atleus", {}), ("flexisaga", {})],
+)
 def test_a_sentence_does_not_depend_on_its_batch(target, options):
     """One sentence alone and padded inside a batch: its real tokens get the same bits (FlexiSAGA's
     dense FP32 attention products, like FP32 itself, may differ in the last bits with the BLAS
     blocking, so there the bound is FP32's own)."""
     from hwmodels.study import tiny_subject
 
-    subject = tiny_subject(["a man plays a guitar on stage", "the cat sleeps",
-                            "rain is expected over the long and wet weekend in the north"])
+    subject = tiny_subject(
+        [
+            "a man plays a guitar on stage",
+            "the cat sleeps",
+            "rain is expected over the long and wet weekend in the north",
+        ]
+    )
     batch = subject.batch
     n = int(batch["attention_mask"][1].sum())
     alone = {k: v[1:2, :n] for k, v in batch.items()}
@@ -223,22 +231,25 @@ def test_a_sentence_does_not_depend_on_its_batch(target, options):
     with torch.no_grad():
         a = em(**alone).last_hidden_state[0]
         b = em(**batch).last_hidden_state[1, :n]
-        fp32 = (subject.model(**alone).last_hidden_state[0] - subject.model(**batch).last_hidden_state[1, :n])
+        fp32 = subject.model(**alone).last_hidden_state[0] - subject.model(**batch).last_hidden_state[1, :n]
     if target == "flexisaga":
         assert (a - b).abs().max() <= max(4 * fp32.abs().max().item(), 1e-6)
     else:
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("target,bad,error,match", [
-    (["softex"], {}, TypeError, "target must be a str"),
-    ("atleus", {"seed": "abc"}, TypeError, "seed must be an int"),
-    ("atleus", {"lora_alpha": "big"}, ValueError, "lora_alpha must be a number"),
-    ("atleus", {"resample_noise": "yes"}, ValueError, "resample_noise must be True or False"),
-    ("flexisaga", {"skip": 5}, ValueError, "skip must be a callable"),
-    ("softex", {"lanes": True}, ValueError, "lanes must be a power of two"),
-    ("hastily", {"uclm": "fast"}, TypeError, "uclm must be a UCLMConfig"),
-])
+@pytest.mark.parametrize(
+    "target,bad,error,match",
+    [
+        (["softex"], {}, TypeError, "target must be a str"),
+        ("atleus", {"seed": "abc"}, TypeError, "seed must be an int"),
+        ("atleus", {"lora_alpha": "big"}, ValueError, "lora_alpha must be a number"),
+        ("atleus", {"resample_noise": "yes"}, ValueError, "resample_noise must be True or False"),
+        ("flexisaga", {"skip": 5}, ValueError, "skip must be a callable"),
+        ("softex", {"lanes": True}, ValueError, "lanes must be a power of two"),
+        ("hastily", {"uclm": "fast"}, TypeError, "uclm must be a UCLMConfig"),
+    ],
+)
 def test_bad_option_types_get_clear_errors(target, bad, error, match):
     with pytest.raises(error, match=match):
         emulate(TinyTransformer(), target, **bad)
@@ -277,10 +288,18 @@ class Block(nn.Module):
         return x + self.mlp(x)
 
 
-cases = st.fixed_dictionaries({
-    "target": st.sampled_from(TARGETS), "dtype": st.sampled_from([torch.float32, torch.bfloat16]),
-    "d": st.sampled_from([8, 16]), "heads": st.sampled_from([1, 2]), "batch": st.integers(1, 2),
-    "n": st.integers(1, 5), "mask": st.sampled_from(["none", "padding", "all"]), "seed": st.integers(0, 9)})
+cases = st.fixed_dictionaries(
+    {
+        "target": st.sampled_from(TARGETS),
+        "dtype": st.sampled_from([torch.float32, torch.bfloat16]),
+        "d": st.sampled_from([8, 16]),
+        "heads": st.sampled_from([1, 2]),
+        "batch": st.integers(1, 2),
+        "n": st.integers(1, 5),
+        "mask": st.sampled_from(["none", "padding", "all"]),
+        "seed": st.integers(0, 9),
+    }
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -290,8 +309,11 @@ def test_emulate_is_safe_on_random_models(case):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     g = torch.Generator().manual_seed(case["seed"])
     x = torch.randn(case["batch"], case["n"], case["d"], generator=g).to(case["dtype"])
-    keep = {"none": None, "padding": torch.arange(case["n"]).expand(case["batch"], -1) < max(1, case["n"] - 1),
-            "all": torch.zeros(case["batch"], case["n"], dtype=torch.bool)}[case["mask"]]
+    keep = {
+        "none": None,
+        "padding": torch.arange(case["n"]).expand(case["batch"], -1) < max(1, case["n"] - 1),
+        "all": torch.zeros(case["batch"], case["n"], dtype=torch.bool),
+    }[case["mask"]]
     probe = torch.randn(3, 5, generator=g)
     plain = (torch.softmax(probe, -1), probe @ probe.T, F.gelu(probe))
     if case["target"] == "flexisaga" and case["dtype"] != torch.float32:

@@ -43,11 +43,25 @@ def test_kernel_equals_reference_through_lookup(reference):
     assert np.array_equal(got, reference[codes.numpy()])
 
 
-@pytest.mark.parametrize("code,want", [
-    (0x3F80, 0x402E), (0xBF80, 0x3EBC), (0x4000, 0x40EC), (0xC120, 0x383E), (0x42B1, 0x7F4D),
-    (0x42B2, 0x7F80), (0xC2AE, 0x00B3), (0xC2AF, 0x0000), (0x0000, 0x3F80), (0x8000, 0x3F80),
-    (0x0001, 0x3F80), (0x7FC0, 0x7F80), (0xFFC0, 0x0000), (0xFF80, 0x0000),
-])
+@pytest.mark.parametrize(
+    "code,want",
+    [
+        (0x3F80, 0x402E),
+        (0xBF80, 0x3EBC),
+        (0x4000, 0x40EC),
+        (0xC120, 0x383E),
+        (0x42B1, 0x7F4D),
+        (0x42B2, 0x7F80),
+        (0xC2AE, 0x00B3),
+        (0xC2AF, 0x0000),
+        (0x0000, 0x3F80),
+        (0x8000, 0x3F80),
+        (0x0001, 0x3F80),
+        (0x7FC0, 0x7F80),
+        (0xFFC0, 0x0000),
+        (0xFF80, 0x0000),
+    ],
+)
 def test_spec_spot_codes(code, want):
     assert run([code])[0] == want
 
@@ -125,8 +139,9 @@ def test_shapes_and_empty():
     assert float(scalar) == pytest.approx(math.e, rel=4e-3)
 
 
-@pytest.mark.parametrize("bad", [torch.zeros(3), torch.zeros(3, dtype=torch.float16),
-                                 torch.zeros(3, dtype=torch.int16), [1.0, 2.0]])
+@pytest.mark.parametrize(
+    "bad", [torch.zeros(3), torch.zeros(3, dtype=torch.float16), torch.zeros(3, dtype=torch.int16), [1.0, 2.0]]
+)
 def test_rejects_non_bfloat16(bad):
     with pytest.raises(TypeError, match="bfloat16"):
         expp(bad)

@@ -11,9 +11,25 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from numerics.formats import (INT4, INT8, UINT8, FixedFormat, IntFormat, Rounding, bf16_to_bits, lookup,
-                              bits_to_bf16, bits_to_fp32, dequantize, fp32_to_bits, from_fixed,
-                              flush_subnormals, quantize, round_to_bfloat16, to_fixed)
+from numerics.formats import (
+    INT4,
+    INT8,
+    UINT8,
+    FixedFormat,
+    IntFormat,
+    Rounding,
+    bf16_to_bits,
+    bits_to_bf16,
+    bits_to_fp32,
+    dequantize,
+    flush_subnormals,
+    fp32_to_bits,
+    from_fixed,
+    lookup,
+    quantize,
+    round_to_bfloat16,
+    to_fixed,
+)
 from tests.numerics.reference_formats import bf16_code, round_integral
 
 MODES = [m.value for m in Rounding]
@@ -33,6 +49,7 @@ def structured_fp32() -> np.ndarray:
 
 # --------------------------------------------------------------------------- bit views
 
+
 def test_bf16_bit_view_round_trips_every_code():
     codes = torch.arange(65536)
     x = bits_to_bf16(codes)
@@ -48,11 +65,13 @@ def test_fp32_bit_view_round_trips(bits):
     b = torch.tensor(bits, dtype=torch.int64)
     x = bits_to_fp32(b)
     assert torch.equal(fp32_to_bits(x), b)
-    assert [struct.unpack("<I", struct.pack("<f", v))[0] for v in x.tolist()
-            if not math.isnan(v)] == [u for u, v in zip(bits, x.tolist()) if not math.isnan(v)]
+    assert [struct.unpack("<I", struct.pack("<f", v))[0] for v in x.tolist() if not math.isnan(v)] == [
+        u for u, v in zip(bits, x.tolist()) if not math.isnan(v)
+    ]
 
 
 # --------------------------------------------------------------------------- BF16 rounding
+
 
 def test_nearest_even_matches_torch_and_ml_dtypes_on_structured_fp32():
     u = structured_fp32()
@@ -107,7 +126,10 @@ def test_double_rounding_is_avoided():
     assert bf16_to_bits(via_fp32).item() == 0x3F80
     assert bf16_to_bits(once).item() == 0x3F81
     # the same below the midpoint, and for half_up, and at FP32's overflow edge
-    assert bf16_to_bits(round_to_bfloat16(torch.tensor([1 + 2.0**-8 - 2.0**-40], dtype=torch.float64), "half_up")).item() == 0x3F80
+    assert (
+        bf16_to_bits(round_to_bfloat16(torch.tensor([1 + 2.0**-8 - 2.0**-40], dtype=torch.float64), "half_up")).item()
+        == 0x3F80
+    )
     big = torch.tensor([3.4e38, -3.5e38, 1e300], dtype=torch.float64)
     assert bf16_to_bits(round_to_bfloat16(big, "toward_zero")).tolist() == [0x7F7F, 0xFF7F, 0x7F7F]
     assert bf16_to_bits(round_to_bfloat16(big)).tolist() == [0x7F80, 0xFF80, 0x7F80]
@@ -126,7 +148,7 @@ def test_special_values_and_ties():
 
 
 def test_flush_subnormals():
-    tiny = torch.tensor([2.0**-133, -2.0**-130, 2.0**-126, 2.0**-126 - 2.0**-140], dtype=torch.float32)
+    tiny = torch.tensor([2.0**-133, -(2.0**-130), 2.0**-126, 2.0**-126 - 2.0**-140], dtype=torch.float32)
     assert bf16_to_bits(round_to_bfloat16(tiny)).tolist() == [0x0001, 0x8008, 0x0080, 0x0080]
     assert bf16_to_bits(round_to_bfloat16(tiny, flush_subnormals=True)).tolist() == [0, 0x8000, 0x0080, 0x0080]
 
@@ -178,6 +200,7 @@ def test_rounding_rejects_bad_input_and_changes_nothing():
 
 # --------------------------------------------------------------------------- integers
 
+
 def test_int_formats():
     assert (INT8.qmin, INT8.qmax, INT8.torch_dtype, INT8.name) == (-128, 127, torch.int8, "int8")
     assert (UINT8.qmin, UINT8.qmax, UINT8.torch_dtype, UINT8.name) == (0, 255, torch.uint8, "uint8")
@@ -191,19 +214,26 @@ def test_int_formats():
         IntFormat(8, "yes")
 
 
-@pytest.mark.parametrize("mode,want", [
-    ("nearest_even", [-2, -2, -2, 0, 0, 2, 2, 4]),
-    ("toward_zero", [-2, -2, -1, 0, 0, 1, 2, 3]),
-    ("half_up", [-2, -2, -1, 0, 1, 2, 3, 4]),
-])
+@pytest.mark.parametrize(
+    "mode,want",
+    [
+        ("nearest_even", [-2, -2, -2, 0, 0, 2, 2, 4]),
+        ("toward_zero", [-2, -2, -1, 0, 0, 1, 2, 3]),
+        ("half_up", [-2, -2, -1, 0, 1, 2, 3, 4]),
+    ],
+)
 def test_quantize_rounding_modes_on_ties(mode, want):
     x = torch.tensor([-2.5, -2.0, -1.5, -0.25, 0.5, 1.5, 2.5, 3.5])
     assert quantize(x, "int8", 1.0, rounding=mode).tolist() == want
 
 
-@given(st.lists(st.floats(-300, 300, width=32), min_size=1, max_size=40),
-       st.integers(1, 12), st.booleans(), st.sampled_from(DETERMINISTIC),
-       st.floats(2.0**-10, 2.0**4, width=32))
+@given(
+    st.lists(st.floats(-300, 300, width=32), min_size=1, max_size=40),
+    st.integers(1, 12),
+    st.booleans(),
+    st.sampled_from(DETERMINISTIC),
+    st.floats(2.0**-10, 2.0**4, width=32),
+)
 def test_quantize_matches_exact_reference(values, bits, signed, mode, scale):
     fmt = IntFormat(bits, signed)
     x = torch.tensor(values, dtype=torch.float32)
@@ -212,8 +242,9 @@ def test_quantize_matches_exact_reference(values, bits, signed, mode, scale):
     want = [min(max(round_integral(Fraction(v) / Fraction(scale), mode), fmt.qmin), fmt.qmax) for v in x.tolist()]
     assert got.tolist() == want
     back = dequantize(got, fmt, scale)
-    assert back.tolist() == [float(torch.tensor(float(Fraction(q) * Fraction(scale)), dtype=torch.float32))
-                             for q in got.tolist()]  # q·scale rounded once to FP32
+    assert back.tolist() == [
+        float(torch.tensor(float(Fraction(q) * Fraction(scale)), dtype=torch.float32)) for q in got.tolist()
+    ]  # q·scale rounded once to FP32
     # the codes themselves are within half a step (a whole one toward zero) of every value inside the range,
     # checked exactly: FP32's rounding of q·scale may add an ulp
     bound = Fraction(scale) if mode == "toward_zero" else Fraction(scale) / 2
@@ -233,7 +264,7 @@ def test_per_channel_and_per_block_equal_per_tensor_pieces():
     qb = quantize(x, INT4, blk, axis=1, block_size=4)
     for i in range(6):
         for j in range(2):
-            assert torch.equal(qb[i, 4 * j:4 * j + 4], quantize(x[i, 4 * j:4 * j + 4], INT4, float(blk[i, j])))
+            assert torch.equal(qb[i, 4 * j : 4 * j + 4], quantize(x[i, 4 * j : 4 * j + 4], INT4, float(blk[i, j])))
     back = dequantize(qb, INT4, blk, axis=1, block_size=4)
     assert torch.equal(back, qb.float() * blk.repeat_interleave(4, dim=1))
 
@@ -284,6 +315,7 @@ def test_quantize_rejects_bad_input_and_changes_nothing():
 
 # --------------------------------------------------------------------------- fixed point
 
+
 def test_fixed_point_q1_15_and_saturation():
     q115 = FixedFormat(1, 15, signed=False)
     assert (q115.bits, q115.name) == (16, "uQ1.15")
@@ -302,6 +334,7 @@ def test_fixed_point_q1_15_and_saturation():
 
 
 # --------------------------------------------------------------------------- lookup
+
 
 def test_lookup_gathers_by_code_across_chunks():
     table = torch.arange(65536, dtype=torch.int32) * 3 % 65521  # any function of the code

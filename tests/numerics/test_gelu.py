@@ -43,8 +43,16 @@ def test_accumulator_conversion_equals_reference_on_every_value():
 def test_kernel_equals_reference(seed, terms):
     """Random BF16 codes (every sign, NaN, Inf, subnormals) through gelu and through the raw datapath."""
     coeffs = published_coefficients(terms)
-    x_codes = np.random.default_rng(seed).integers(0, 65536, 300).tolist() + [0x0000, 0x8000, 0x0001, 0x7F80,
-                                                                               0xFF80, 0x7FC0, 0x3F80, 0xBF80]
+    x_codes = np.random.default_rng(seed).integers(0, 65536, 300).tolist() + [
+        0x0000,
+        0x8000,
+        0x0001,
+        0x7F80,
+        0xFF80,
+        0x7FC0,
+        0x3F80,
+        0xBF80,
+    ]
     got = bf16_to_bits(gelu(as_bf16(x_codes), coefficients=coeffs)).tolist()
     assert got == [ref.gelu_code(c, coeffs.a, coeffs.b) for c in x_codes]
     w_codes = [c | 0x8000 for c in x_codes if (c & 0x7FFF) <= 0x7F80]  # w <= 0, NaN excluded
@@ -146,16 +154,19 @@ def test_rejects_non_bfloat16(bad):
         gelu(bad)
 
 
-@pytest.mark.parametrize("a,b,name", [
-    ((0x0000, 0x3F80), (0x3E00, 0x3E00), "a_i"),  # a = 0
-    ((0xBF80, 0x3F80), (0x3E00, 0x3E00), "a_i"),  # a < 0
-    ((0x7F80, 0x3F80), (0x3E00, 0x3E00), "a_i"),  # a = Inf
-    ((0x3F80, 0x3F80), (0x3E00, 0x0000), "b_i"),  # b = 0
-    ((0x3F80, 0x3F80), (0x3E00, 0x7FC0), "b_i"),  # b = NaN
-    ((0x3F80, 0x3F80), (0x3F00, 0x3F00), "sum of b_i"),  # 1/2 + 1/2
-    ((0x3F80,), (0x3E00, 0x3E00), "same length"),
-    ((0x3F80, 0x1FFFF), (0x3E00, 0x3E00), "BF16 codes"),
-])
+@pytest.mark.parametrize(
+    "a,b,name",
+    [
+        ((0x0000, 0x3F80), (0x3E00, 0x3E00), "a_i"),  # a = 0
+        ((0xBF80, 0x3F80), (0x3E00, 0x3E00), "a_i"),  # a < 0
+        ((0x7F80, 0x3F80), (0x3E00, 0x3E00), "a_i"),  # a = Inf
+        ((0x3F80, 0x3F80), (0x3E00, 0x0000), "b_i"),  # b = 0
+        ((0x3F80, 0x3F80), (0x3E00, 0x7FC0), "b_i"),  # b = NaN
+        ((0x3F80, 0x3F80), (0x3F00, 0x3F00), "sum of b_i"),  # 1/2 + 1/2
+        ((0x3F80,), (0x3E00, 0x3E00), "same length"),
+        ((0x3F80, 0x1FFFF), (0x3E00, 0x3E00), "BF16 codes"),
+    ],
+)
 def test_rejects_bad_coefficients(a, b, name):
     with pytest.raises(ValueError, match=name):
         GeluCoefficients(a, b)

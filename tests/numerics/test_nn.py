@@ -52,6 +52,7 @@ Y = torch.randn(24, 5, generator=torch.Generator().manual_seed(1))
 
 def test_fast_bf16_cast_equals_the_formats_rounding():
     from tests.numerics.test_formats import f32_from_bits, structured_fp32
+
     x = f32_from_bits(structured_fp32())
     assert torch.equal(bf16_to_bits(bf16_values(x)), bf16_to_bits(round_to_bfloat16(x)))
     x64 = torch.tensor([1 + 2.0**-8 + 2.0**-30], dtype=torch.float64)  # rounds once, not via FP32
@@ -74,8 +75,15 @@ def test_bad_calls_raise_clear_errors():
         emulate(lambda x: x, "fp32")
     with pytest.raises(ValueError, match="already emulated"):
         emulate(emulate(model, "fp32"), "softex")
-    for bad in ({"lanes": 3}, {"lanes": 0}, {"lanes": 128}, {"accumulators": 2}, {"gelu_terms": 9},
-                {"matmul_accumulate": "fp16"}, {"softmax": "yes"}):
+    for bad in (
+        {"lanes": 3},
+        {"lanes": 0},
+        {"lanes": 128},
+        {"accumulators": 2},
+        {"gelu_terms": 9},
+        {"matmul_accumulate": "fp16"},
+        {"softmax": "yes"},
+    ):
         name = next(iter(bad))
         with pytest.raises(ValueError, match=name):
             emulate(model, "softex", **bad)
@@ -233,10 +241,12 @@ def test_options_are_typed_and_checked_before_the_copy(monkeypatch):
     model = TinyTransformer()
     copies = []
     monkeypatch.setattr(copy, "deepcopy", lambda m, *a: copies.append(m) or m)
-    for target, bad, match in (("atleus", {"adc_bits": 0}, r"adc_bits must be in \[1, 16\]"),
-                               ("atleus", {"quant": "M3F3"}, "quant must be a QuantConfig or one of"),
-                               ("hastily", {"weight_granularity": "crossbar"}, "weight_granularity"),
-                               ("flexisaga", {"tile": (16, 0)}, "tile cols")):
+    for target, bad, match in (
+        ("atleus", {"adc_bits": 0}, r"adc_bits must be in \[1, 16\]"),
+        ("atleus", {"quant": "M3F3"}, "quant must be a QuantConfig or one of"),
+        ("hastily", {"weight_granularity": "crossbar"}, "weight_granularity"),
+        ("flexisaga", {"tile": (16, 0)}, "tile cols"),
+    ):
         with pytest.raises(ValueError, match=match):
             emulate(model, target, **bad)
     with pytest.raises(TypeError, match="crossbar must be a CrossbarConfig"):
@@ -271,8 +281,9 @@ def test_a_target_registered_with_an_options_dict_gets_a_dict():
 
 def test_gpt2_conv1d_projections_become_linears_for_weight_placing_targets():
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=50, n_positions=16,
-                                  bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=4, vocab_size=50, n_positions=16, bos_token_id=0, eos_token_id=0
+    )
     torch.manual_seed(0)
     model = transformers.GPT2Model(cfg).eval()
     ids = torch.randint(0, 50, (2, 7), generator=torch.Generator().manual_seed(1))
@@ -281,8 +292,11 @@ def test_gpt2_conv1d_projections_become_linears_for_weight_placing_targets():
     assert not any(type(m).__name__ == "Conv1D" for m in converted.modules())
     with torch.no_grad():
         assert torch.allclose(converted(ids).last_hidden_state, model(ids).last_hidden_state, rtol=0, atol=1e-5)
-    for target, swapped in [("hastily", "Linear -> CrossbarLinear"), ("atleus", "Linear -> CrossbarLinear"),
-                            ("flexisaga", "Linear -> SparseLinear")]:
+    for target, swapped in [
+        ("hastily", "Linear -> CrossbarLinear"),
+        ("atleus", "Linear -> CrossbarLinear"),
+        ("flexisaga", "Linear -> SparseLinear"),
+    ]:
         em = emulate(model, target)
         assert em.emulation.swapped == {"Conv1D -> Linear": 8, swapped: 8}
     assert any(type(m).__name__ == "Conv1D" for m in model.modules())  # the original keeps its layers

@@ -1,4 +1,5 @@
 """Block-wise weight quantization, input quantization and range observers."""
+
 import dataclasses
 
 import ml_dtypes
@@ -7,8 +8,16 @@ import pytest
 import torch
 
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM
-from numerics.quant import (M8F4, MinMaxObserver, PercentileObserver, QuantConfig,
-                            block_shape, observe_inputs, quantize_input, quantize_weight)
+from numerics.quant import (
+    M8F4,
+    MinMaxObserver,
+    PercentileObserver,
+    QuantConfig,
+    block_shape,
+    observe_inputs,
+    quantize_input,
+    quantize_weight,
+)
 
 
 def weight(k=300, n=200, seed=0):
@@ -35,10 +44,10 @@ def scalar_block_quant(w, rb, cb, bits):
     wn = w.double().numpy()
     for p in range(0, k, rb):
         for g in range(0, n, cb):
-            blk = wn[p:p + rb, g:g + cb]
+            blk = wn[p : p + rb, g : g + cb]
             a = np.abs(blk).max()
             c = float(np.float32(a / q_m)) if a > 0 else 1.0
-            codes[p:p + rb, g:g + cb] = np.clip(np.round(blk / c), -q_m, q_m)
+            codes[p : p + rb, g : g + cb] = np.clip(np.round(blk / c), -q_m, q_m)
             scales[p // rb, g // cb] = c
     return codes, scales
 
@@ -91,9 +100,9 @@ def test_float8_double_quantization_against_ml_dtypes():
     c = (wp.view(p, 128, g, 32).amax((1, 3)) / 127).flatten().numpy()
     expected = np.empty_like(c)
     for lo in range(0, c.size, 256):
-        grp = c[lo:lo + 256]
+        grp = c[lo : lo + 256]
         s = float(np.float32(grp.max() / 448))
-        expected[lo:lo + 256] = (grp / s).astype(ml_dtypes.float8_e4m3fn).astype(np.float64) * s
+        expected[lo : lo + 256] = (grp / s).astype(ml_dtypes.float8_e4m3fn).astype(np.float64) * s
     assert np.array_equal(wq.scales.flatten().numpy(), expected)
     assert not torch.equal(wq.scales, raw)
     assert wq.codes.abs().max() <= 127
@@ -115,12 +124,14 @@ def test_asymmetric_codes_and_reconstruction():
 def test_stochastic_rounding_is_seeded_and_unbiased():
     w = torch.full((128, 32), 0.3) * torch.linspace(0.5, 1, 32)
     w[0] = 1.0  # absmax per column block
-    runs = [quantize_weight(w, 4, rounding="stochastic", generator=torch.Generator().manual_seed(s))
-            for s in (1, 1, 2)]
+    runs = [quantize_weight(w, 4, rounding="stochastic", generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
     assert torch.equal(runs[0].codes, runs[1].codes) and not torch.equal(runs[0].codes, runs[2].codes)
-    many = torch.stack([quantize_weight(w, 4, rounding="stochastic",
-                                        generator=torch.Generator().manual_seed(s)).dequantize()
-                        for s in range(200)]).mean(0)
+    many = torch.stack(
+        [
+            quantize_weight(w, 4, rounding="stochastic", generator=torch.Generator().manual_seed(s)).dequantize()
+            for s in range(200)
+        ]
+    ).mean(0)
     assert (many - w).abs().max() < 0.03
 
 
@@ -172,9 +183,15 @@ def test_calibration_sees_inference_activations_and_restores_training_mode():
 
 def test_config_validation():
     assert M8F4.mha_weight_bits == 8 and M8F4.ffn_weight_bits == 4
-    for field, value in [("mha_weight_bits", 1), ("ffn_weight_bits", 17), ("granularity", "row"),
-                         ("scale_format", "fp16"), ("rounding", "up"), ("input_bits", 0),
-                         ("input_granularity", "channel")]:
+    for field, value in [
+        ("mha_weight_bits", 1),
+        ("ffn_weight_bits", 17),
+        ("granularity", "row"),
+        ("scale_format", "fp16"),
+        ("rounding", "up"),
+        ("input_bits", 0),
+        ("input_granularity", "channel"),
+    ]:
         with pytest.raises(ValueError, match=field if field != "rounding" else "rounding"):
             dataclasses.replace(QuantConfig(), **{field: value})
     with pytest.raises(TypeError):

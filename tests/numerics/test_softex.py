@@ -55,8 +55,30 @@ def make_rows(seed: int, n_rows: int, length: int, kind: str) -> torch.Tensor:
 
 ALL = bits_to_bf16(torch.arange(65536, dtype=torch.int32))
 ALL_VALUES = [ref.value_of(c) for c in range(65536)]
-SAMPLE = bits_to_bf16(torch.tensor([0x0000, 0x8000, 0x0001, 0x8081, 0x0080, 0x3A80, 0x3F80, 0xBF80, 0x3F81,
-                                    0xC2AE, 0x42B1, 0x7F7F, 0xFF7F, 0x4B00, 0xCB7F, 0x1234, 0x9234, 0x7F80]))
+SAMPLE = bits_to_bf16(
+    torch.tensor(
+        [
+            0x0000,
+            0x8000,
+            0x0001,
+            0x8081,
+            0x0080,
+            0x3A80,
+            0x3F80,
+            0xBF80,
+            0x3F81,
+            0xC2AE,
+            0x42B1,
+            0x7F7F,
+            0xFF7F,
+            0x4B00,
+            0xCB7F,
+            0x1234,
+            0x9234,
+            0x7F80,
+        ]
+    )
+)
 
 
 @pytest.mark.parametrize("op", ["sub", "mul"])
@@ -110,8 +132,12 @@ def test_reciprocal_equals_reference_and_spec_accuracy():
     seed, x = reciprocal_seed(d).double(), reciprocal(d).double()
     e0 = (seed * d.double() - 1).abs()  # relative error of X as an approximation of 1/D
     e2 = (x * d.double() - 1).abs()
-    assert 100 * e0.mean().item() == pytest.approx(4.8, abs=0.05) and 100 * e0.max().item() == pytest.approx(8.6, abs=0.05)
-    assert e2.mean().item() == pytest.approx(1.4e-5, abs=0.05e-5) and e2.max().item() == pytest.approx(5.5e-5, abs=0.05e-5)
+    assert 100 * e0.mean().item() == pytest.approx(4.8, abs=0.05) and 100 * e0.max().item() == pytest.approx(
+        8.6, abs=0.05
+    )
+    assert e2.mean().item() == pytest.approx(1.4e-5, abs=0.05e-5) and e2.max().item() == pytest.approx(
+        5.5e-5, abs=0.05e-5
+    )
     assert torch.equal(reciprocal_seed(torch.tensor([1.0, 2.0, 4.0, 1024.0])), torch.tensor([1.0, 0.5, 0.25, 2.0**-10]))
     rng = np.random.default_rng(3)
     sample = torch.cat([d[torch.from_numpy(rng.integers(0, d.numel(), 300))] * 2.0 ** int(k) for k in range(0, 24, 5)])
@@ -245,8 +271,9 @@ def test_split_with_four_accumulators_follows_reference(row, cut):
 def test_special_values():
     """Spec 3.5: NaN or +Inf rows -> NaN; -Inf entries -> +0; all -Inf rows -> +0; overflowing
     differences -> 0; other rows unaffected."""
-    x = bf([[1.0, float("nan"), 2.0], [1.0, float("inf"), 2.0], [NEG_INF] * 3, [3.3e38, -3.3e38, NEG_INF],
-            [1.0, 2.0, 3.0]])
+    x = bf(
+        [[1.0, float("nan"), 2.0], [1.0, float("inf"), 2.0], [NEG_INF] * 3, [3.3e38, -3.3e38, NEG_INF], [1.0, 2.0, 3.0]]
+    )
     y = codes(softmax(x))
     assert y[0] == y[1] == [0x7FC0] * 3
     assert y[2] == [0x0000] * 3
@@ -271,8 +298,9 @@ def test_shapes_dims_and_empty():
     assert softmax(bf([2.0])).tolist() == [1.0]
 
 
-@pytest.mark.parametrize("bad", [torch.zeros(4), torch.zeros(4, dtype=torch.float16), torch.zeros(4, dtype=torch.int8),
-                                 [1.0, 2.0]])
+@pytest.mark.parametrize(
+    "bad", [torch.zeros(4), torch.zeros(4, dtype=torch.float16), torch.zeros(4, dtype=torch.int8), [1.0, 2.0]]
+)
 def test_rejects_non_bfloat16(bad):
     with pytest.raises(TypeError, match="bfloat16"):
         softmax(bad)
@@ -280,10 +308,19 @@ def test_rejects_non_bfloat16(bad):
         accumulate(bad)
 
 
-@pytest.mark.parametrize("kwargs,name", [({"lanes": 0}, "lanes"), ({"lanes": 3}, "lanes"), ({"lanes": 128}, "lanes"),
-                                         ({"lanes": True}, "lanes"), ({"lanes": 8.0}, "lanes"),
-                                         ({"accumulators": 2}, "accumulators"), ({"accumulators": 0}, "accumulators"),
-                                         ({"dim": 2}, "dim")])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        ({"lanes": 0}, "lanes"),
+        ({"lanes": 3}, "lanes"),
+        ({"lanes": 128}, "lanes"),
+        ({"lanes": True}, "lanes"),
+        ({"lanes": 8.0}, "lanes"),
+        ({"accumulators": 2}, "accumulators"),
+        ({"accumulators": 0}, "accumulators"),
+        ({"dim": 2}, "dim"),
+    ],
+)
 def test_rejects_bad_configuration(kwargs, name):
     with pytest.raises(ValueError, match=name):
         softmax(bf([[1.0, 2.0]]), **kwargs)
@@ -304,8 +341,9 @@ def test_four_accumulators_fuse_the_newest_change_even_when_its_factor_is_one():
     """A max rise below 2^-9 gives F = expp(d) = 1.0 exactly but is still the owed factor that the FMA
     fuses (spec 3.2); older factors are then separate multiplies."""
     rng = np.random.default_rng(2)
-    beats = [rng.uniform(-9, -5, 8), rng.uniform(-3, 0, 8), np.r_[rng.uniform(-3, 0, 7), 0.001]] + \
-            [rng.uniform(-3, 0, 8) for _ in range(6)]
+    beats = [rng.uniform(-9, -5, 8), rng.uniform(-3, 0, 8), np.r_[rng.uniform(-3, 0, 7), 0.001]] + [
+        rng.uniform(-3, 0, 8) for _ in range(6)
+    ]
     x = torch.from_numpy(np.concatenate(beats)).to(torch.bfloat16)
     assert expp(bf([0.0]) - bf([0.001])).item() == 1.0
     m, d = ref.accumulate_row([ref.value_of(c) for c in codes(x)], 8, 4)

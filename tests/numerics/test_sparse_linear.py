@@ -1,4 +1,5 @@
 """FlexiSAGA drop-in layers: SparseLinear and flexisaga_model (spec flexisaga.md §2.2-2.3)."""
+
 import math
 
 import pytest
@@ -33,8 +34,7 @@ def test_prunes_block_linears_only_and_reports_exact_counts():
     new, report = flexisaga_model(model, sparsity=0.5, tile=(8, 16), vector="row")
     assert set(report) == {"block.0", "block.2"}
     # block.0: W is (K, N) = (24, 40); row vectors 1x16: 24 * ceil(40/16) = 72, prune 36
-    assert report["block.0"] == LayerSparsity((24, 40), "row", 36, 72,
-                                              new.block[0].sparsity)
+    assert report["block.0"] == LayerSparsity((24, 40), "row", 36, 72, new.block[0].sparsity)
     assert report["block.2"].vectors_total == 40 * math.ceil(24 / 16)
     assert report["block.0"].vector_sparsity == 0.5
     assert isinstance(new.block[0], SparseLinear) and type(new.classifier) is nn.Linear
@@ -73,8 +73,11 @@ def test_masked_fine_tuning_keeps_zeros_zero(accumulation, opt):
     new, _ = flexisaga_model(Tiny(), sparsity=0.75, tile=(8, 8), accumulation=accumulation)
     sparse = [m for m in new.modules() if isinstance(m, SparseLinear)]
     start = [m.weight.detach().clone() for m in sparse]
-    optim = (torch.optim.AdamW(new.parameters(), lr=1e-2, weight_decay=0.1) if opt == "adamw"
-             else torch.optim.SGD(new.parameters(), lr=1e-3, momentum=0.9, weight_decay=0.1))
+    optim = (
+        torch.optim.AdamW(new.parameters(), lr=1e-2, weight_decay=0.1)
+        if opt == "adamw"
+        else torch.optim.SGD(new.parameters(), lr=1e-3, momentum=0.9, weight_decay=0.1)
+    )
     target = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(2))
     for _ in range(3):
         optim.zero_grad()
@@ -117,12 +120,22 @@ def test_multihead_attention_out_proj_is_left_alone():
     assert torch.equal(new[0](x, x, x)[0], mha(x, x, x)[0])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(sparsity=1.0), "sparsity"), (dict(sparsity=-0.5), "sparsity"), (dict(tile=(0, 4)), "tile"),
-    (dict(tile=(4, 4, 4)), "tile"), (dict(vector="diag"), "vector"), (dict(criterion="l3"), "criterion"),
-    (dict(accumulation="tree"), "accumulation"), (dict(fused_mac="yes"), "fused_mac"),
-    (dict(vector="auto"), "cycles"), (dict(skip=[3]), "skip"), (dict(auto_tokens=0), "auto_tokens"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(sparsity=1.0), "sparsity"),
+        (dict(sparsity=-0.5), "sparsity"),
+        (dict(tile=(0, 4)), "tile"),
+        (dict(tile=(4, 4, 4)), "tile"),
+        (dict(vector="diag"), "vector"),
+        (dict(criterion="l3"), "criterion"),
+        (dict(accumulation="tree"), "accumulation"),
+        (dict(fused_mac="yes"), "fused_mac"),
+        (dict(vector="auto"), "cycles"),
+        (dict(skip=[3]), "skip"),
+        (dict(auto_tokens=0), "auto_tokens"),
+    ],
+)
 def test_flexisaga_model_rejects_invalid_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         flexisaga_model(Tiny(), **kwargs)
@@ -135,5 +148,4 @@ def test_invalid_inputs_to_layers():
     with pytest.raises(TypeError, match="float32"):
         new.block[0](torch.randn(2, 24, dtype=torch.float64))
     with pytest.raises(ValueError, match="dtype"):
-        SparseLinear(torch.ones(2, 2), torch.ones(2, 2, dtype=torch.bool), None,
-                     FlexiSAGAConfig(dtype="int32"))
+        SparseLinear(torch.ones(2, 2), torch.ones(2, 2, dtype=torch.bool), None, FlexiSAGAConfig(dtype="int32"))

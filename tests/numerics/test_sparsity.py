@@ -1,4 +1,5 @@
 """FlexiSAGA numerics (spec shared/specs/flexisaga.md §2-3): config, pruning, bitmap format, GEMM."""
+
 import dataclasses
 import math
 import struct
@@ -58,20 +59,34 @@ def n_vectors(shape, tile, vector):
 
 def test_config_defaults_follow_spec_table():
     c = FLEXISAGA_16X16
-    assert (c.rows, c.cols, c.dtype, c.fused_mac, c.accumulation) == (16, 16, "float32", False,
-                                                                       "sequential")
+    assert (c.rows, c.cols, c.dtype, c.fused_mac, c.accumulation) == (16, 16, "float32", False, "sequential")
     assert (c.vector, c.sparsity, c.criterion, c.word_bits, c.freq_hz) == ("row", 0.5, "l2", 32, 1e9)
     assert c.tile == (16, 16)
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.rows = 8
 
 
-@pytest.mark.parametrize("field, value", [
-    ("rows", 0), ("cols", -1), ("rows", 2.0), ("cols", True), ("dtype", "float16"),
-    ("fused_mac", 1), ("accumulation", "pairwise"), ("vector", "diag"), ("sparsity", 1.0),
-    ("sparsity", -0.1), ("sparsity", float("nan")), ("criterion", "l0"), ("word_bits", 0),
-    ("freq_hz", 0.0), ("freq_hz", float("inf")), ("auto_tokens", 0),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("rows", 0),
+        ("cols", -1),
+        ("rows", 2.0),
+        ("cols", True),
+        ("dtype", "float16"),
+        ("fused_mac", 1),
+        ("accumulation", "pairwise"),
+        ("vector", "diag"),
+        ("sparsity", 1.0),
+        ("sparsity", -0.1),
+        ("sparsity", float("nan")),
+        ("criterion", "l0"),
+        ("word_bits", 0),
+        ("freq_hz", 0.0),
+        ("freq_hz", float("inf")),
+        ("auto_tokens", 0),
+    ],
+)
 def test_config_rejects_invalid_field_naming_it(field, value):
     with pytest.raises(ValueError, match=field):
         FlexiSAGAConfig(**{field: value})
@@ -80,8 +95,9 @@ def test_config_rejects_invalid_field_naming_it(field, value):
 # --------------------------------------------------------------------------- pruning
 
 
-@pytest.mark.parametrize("s, v, want", [(0.29, 100, 29), (0.5, 7, 3), (0.0, 10, 0), (0.75, 4, 3),
-                                        (0.999, 10, 9), (0.7, 10, 7), (0.1, 3, 0)])
+@pytest.mark.parametrize(
+    "s, v, want", [(0.29, 100, 29), (0.5, 7, 3), (0.0, 10, 0), (0.75, 4, 3), (0.999, 10, 9), (0.7, 10, 7), (0.1, 3, 0)]
+)
 def test_pruned_count_is_floor_of_decimal_product(s, v, want):
     assert pruned_count(s, v) == want
 
@@ -113,8 +129,9 @@ def test_l1_and_l2_rank_differently():
     _, mask_l1 = prune(w, 0.5, vector="channel", criterion="l1")
     assert mask_l2[:, 0].all() and not mask_l2[:, 1].any()
     assert mask_l1[:, 1].all() and not mask_l1[:, 0].any()
-    assert torch.equal(vector_scores(w, vector="channel", criterion="l1"),
-                       torch.tensor([[3.0, 4.0]], dtype=torch.float64))
+    assert torch.equal(
+        vector_scores(w, vector="channel", criterion="l1"), torch.tensor([[3.0, 4.0]], dtype=torch.float64)
+    )
 
 
 @FEW
@@ -130,8 +147,7 @@ def test_prune_matches_reference_with_ties(shape, tile, s, vector, criterion, se
 
 @FEW
 @given(shapes, tiles, sparsities, vectors, seeds)
-def test_exact_vector_sparsity_and_no_kept_vector_scores_below_a_pruned_one(shape, tile, s,
-                                                                          vector, seed):
+def test_exact_vector_sparsity_and_no_kept_vector_scores_below_a_pruned_one(shape, tile, s, vector, seed):
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(shape, generator=g) * torch.rand(shape, generator=g)
     result = prune_layer(w, s, tile=tile, vector=vector)
@@ -201,14 +217,25 @@ def test_auto_keeps_orientation_with_fewer_cycles_and_row_on_tie():
     assert torch.equal(tie.mask, prune(w, 0.5, tile=(8, 8), vector="row")[1])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(sparsity=1.0), "sparsity"), (dict(sparsity=-0.01), "sparsity"),
-    (dict(sparsity=float("nan")), "sparsity"), (dict(sparsity=True), "sparsity"),
-    (dict(sparsity="0.5"), "sparsity"), (dict(tile=(0, 4)), "tile"), (dict(tile=(4, -2)), "tile"),
-    (dict(tile=(4,)), "tile"), (dict(tile=4), "tile"), (dict(tile=(2.5, 2)), "tile"),
-    (dict(vector="diag"), "vector"), (dict(criterion="max"), "criterion"),
-    (dict(vector="auto"), "cycles"), (dict(auto_tokens=0), "auto_tokens"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(sparsity=1.0), "sparsity"),
+        (dict(sparsity=-0.01), "sparsity"),
+        (dict(sparsity=float("nan")), "sparsity"),
+        (dict(sparsity=True), "sparsity"),
+        (dict(sparsity="0.5"), "sparsity"),
+        (dict(tile=(0, 4)), "tile"),
+        (dict(tile=(4, -2)), "tile"),
+        (dict(tile=(4,)), "tile"),
+        (dict(tile=4), "tile"),
+        (dict(tile=(2.5, 2)), "tile"),
+        (dict(vector="diag"), "vector"),
+        (dict(criterion="max"), "criterion"),
+        (dict(vector="auto"), "cycles"),
+        (dict(auto_tokens=0), "auto_tokens"),
+    ],
+)
 def test_prune_rejects_invalid_options(kwargs, match):
     args = dict(sparsity=0.5, tile=(4, 4))
     args.update(kwargs)
@@ -219,11 +246,18 @@ def test_prune_rejects_invalid_options(kwargs, match):
     assert torch.equal(w, before)
 
 
-@pytest.mark.parametrize("weight, error", [
-    (torch.randn(8), ValueError), (torch.randn(2, 3, 4), ValueError), (torch.randn(0, 4), ValueError),
-    (torch.tensor([[1.0, float("nan")]]), ValueError), (torch.tensor([[1.0, float("inf")]]), ValueError),
-    (torch.ones(2, 2, dtype=torch.bool), TypeError), ([[1.0, 2.0]], TypeError),
-])
+@pytest.mark.parametrize(
+    "weight, error",
+    [
+        (torch.randn(8), ValueError),
+        (torch.randn(2, 3, 4), ValueError),
+        (torch.randn(0, 4), ValueError),
+        (torch.tensor([[1.0, float("nan")]]), ValueError),
+        (torch.tensor([[1.0, float("inf")]]), ValueError),
+        (torch.ones(2, 2, dtype=torch.bool), TypeError),
+        ([[1.0, 2.0]], TypeError),
+    ],
+)
 def test_prune_rejects_invalid_weight(weight, error):
     with pytest.raises(error, match="weight"):
         prune(weight, 0.5)
@@ -236,7 +270,7 @@ def random_sparse(shape, seed, dtype=torch.float32):
     """Values with ~half zeros, some -0.0 (stored: only +0 is injected by the DecU)."""
     g = torch.Generator().manual_seed(seed)
     if dtype == torch.int32:
-        w = torch.randint(-2**31, 2**31 - 1, shape, generator=g, dtype=torch.int32)
+        w = torch.randint(-(2**31), 2**31 - 1, shape, generator=g, dtype=torch.int32)
     else:
         w = torch.randn(shape, generator=g)
         w[torch.rand(shape, generator=g) < 0.1] = -0.0
@@ -253,8 +287,7 @@ def test_bitmap_round_trip_of_pruned_weights(shape, tile, s, vector, seed):
 
 
 @FEW
-@given(shapes, tiles, st.sampled_from(["row", "col"]), seeds,
-       st.sampled_from([torch.float32, torch.int32]))
+@given(shapes, tiles, st.sampled_from(["row", "col"]), seeds, st.sampled_from([torch.float32, torch.int32]))
 def test_bitmap_streams_and_counts_match_reference(shape, tile, vector, seed, dtype):
     w = random_sparse(shape, seed, dtype)
     e = encode_bitmap(w, tile, vector=vector)
@@ -334,14 +367,11 @@ def test_bitmap_rejects_invalid_input():
         metadata_bits(torch.ones(4, 4))
     good = encode_bitmap(torch.eye(4), (2, 2))
     with pytest.raises(ValueError, match="element_bits"):
-        BitmapWeight(good.shape, good.tile, "row", good.vector_bits, good.element_bits[:-1],
-                     good.values)
+        BitmapWeight(good.shape, good.tile, "row", good.vector_bits, good.element_bits[:-1], good.values)
     with pytest.raises(ValueError, match="values"):
-        BitmapWeight(good.shape, good.tile, "row", good.vector_bits, good.element_bits,
-                     good.values[:-1])
+        BitmapWeight(good.shape, good.tile, "row", good.vector_bits, good.element_bits, good.values[:-1])
     with pytest.raises(ValueError, match="vector_bits"):
-        BitmapWeight(good.shape, good.tile, "row", good.vector_bits[1:], good.element_bits,
-                     good.values)
+        BitmapWeight(good.shape, good.tile, "row", good.vector_bits[1:], good.element_bits, good.values)
 
 
 # --------------------------------------------------------------------------- GEMM
@@ -376,19 +406,17 @@ def test_fused_mac_is_not_fooled_by_double_rounding(j, sign, acc_odd):
 def test_reference_float32_rounding_against_numpy(d):
     with np.errstate(over="ignore"):  # doubles beyond float32 round to inf in both
         want = float(np.float32(d))
-    assert f32_bits(ref.round_f32(Fraction(d), negative_zero=math.copysign(1, d) < 0)) == \
-        f32_bits(want)
+    assert f32_bits(ref.round_f32(Fraction(d), negative_zero=math.copysign(1, d) < 0)) == f32_bits(want)
 
 
-small = st.floats(min_value=-2.0**60, max_value=2.0**60, width=32, allow_nan=False)  # no overflow
+small = st.floats(min_value=-(2.0**60), max_value=2.0**60, width=32, allow_nan=False)  # no overflow
 
 
 @st.composite
 def gemm_case(draw):
     m, k, n = draw(st.integers(1, 4)), draw(st.integers(1, 5)), draw(st.integers(1, 4))
     x = draw(st.lists(st.lists(small, min_size=k, max_size=k), min_size=m, max_size=m))
-    w = draw(st.lists(st.lists(st.one_of(small, st.just(0.0)), min_size=n, max_size=n),
-                      min_size=k, max_size=k))
+    w = draw(st.lists(st.lists(st.one_of(small, st.just(0.0)), min_size=n, max_size=n), min_size=k, max_size=k))
     return x, w
 
 
@@ -398,15 +426,14 @@ def test_sequential_gemm_matches_reference_bit_for_bit(case, fused):
     x, w = case
     got = sparse_gemm(torch.tensor(x), torch.tensor(w), FlexiSAGAConfig(fused_mac=fused))
     want = ref.gemm(x, w, fused_mac=fused)
-    assert [[f32_bits(v) for v in row] for row in got.tolist()] == \
-           [[f32_bits(v) for v in row] for row in want]
+    assert [[f32_bits(v) for v in row] for row in got.tolist()] == [[f32_bits(v) for v in row] for row in want]
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 4), seeds)
 def test_int32_gemm_wraps_like_reference(m, k, n, seed):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randint(-2**31, 2**31 - 1, (m, k), generator=g, dtype=torch.int32)
+    x = torch.randint(-(2**31), 2**31 - 1, (m, k), generator=g, dtype=torch.int32)
     w = random_sparse((k, n), seed, torch.int32)
     for acc in ("sequential", "fast"):
         got = sparse_gemm(x, w, FlexiSAGAConfig(dtype="int32", accumulation=acc))
@@ -445,8 +472,7 @@ def test_fused_mac_differs_where_it_should():
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_skipped_weight_never_meets_infinite_activation(fused):
-    x = torch.tensor([[1.0, math.inf, 2.0, 1.0], [1.0, math.nan, 1.0, -math.inf],
-                      [math.nan, 1.0, 1.0, 1.0]])
+    x = torch.tensor([[1.0, math.inf, 2.0, 1.0], [1.0, math.nan, 1.0, -math.inf], [math.nan, 1.0, 1.0, 1.0]])
     w = torch.tensor([[1.0, 2.0], [0.0, 0.0], [3.0, -0.0], [0.0, 1.0]])  # -0.0 is stored
     y = sparse_gemm(x, w, FlexiSAGAConfig(fused_mac=fused))
     assert y[:2].tolist() == [[7.0, 3.0], [4.0, -math.inf]]

@@ -1,15 +1,16 @@
 """UCLM lookup exponential and softmax: table, error bounds, reference agreement, validation."""
+
 import dataclasses
 import math
 import random
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from numerics.uclm import HASTILY_UCLM, UCLMConfig, exp_lut, lut_table, softmax
-from tests.numerics.reference_uclm import (UCLMArrayRef, exp_lut_ref, softmax_ref,
-                                           table_ref)
+from tests.numerics.reference_uclm import UCLMArrayRef, exp_lut_ref, softmax_ref, table_ref
 
 FAST = settings(max_examples=40, deadline=None)
 LN2 = math.log(2)
@@ -37,12 +38,15 @@ def max_rel_error(cfg):
     return ((y - ref).abs() / ref).max().item()
 
 
-@pytest.mark.parametrize("lut_frac_bits, frac_bits, er_mode, percent", [
-    (None, None, "one", 0.5401),    # supremum 1 - 2**(-1/128)
-    (None, None, "linear", 0.0015),  # ~ (ln2/128)**2 / 2
-    (15, None, "one", 0.5413),
-    (15, None, "linear", 0.0027),
-])
+@pytest.mark.parametrize(
+    "lut_frac_bits, frac_bits, er_mode, percent",
+    [
+        (None, None, "one", 0.5401),  # supremum 1 - 2**(-1/128)
+        (None, None, "linear", 0.0015),  # ~ (ln2/128)**2 / 2
+        (15, None, "one", 0.5413),
+        (15, None, "linear", 0.0027),
+    ],
+)
 def test_exp_error_matches_spec_digits(lut_frac_bits, frac_bits, er_mode, percent):
     cfg = UCLMConfig(lut_frac_bits=lut_frac_bits, frac_bits=frac_bits, er_mode=er_mode)
     assert round(100 * max_rel_error(cfg), 4) == percent
@@ -67,8 +71,12 @@ def test_default_fixed_point_bounds(er_mode, percent):
 def test_exp_matches_reference(er_mode, exp_bits):
     cfg = dataclasses.replace(HASTILY_UCLM, er_mode=er_mode, exp_bits=exp_bits)
     g = torch.Generator().manual_seed(exp_bits)
-    x = torch.cat([torch.rand(3000, generator=g, dtype=torch.float64) * -30,
-                   torch.tensor([0.0, -0.0, -math.inf, -1e-30, -LN2, -(exp_bits - 1) * LN2])])
+    x = torch.cat(
+        [
+            torch.rand(3000, generator=g, dtype=torch.float64) * -30,
+            torch.tensor([0.0, -0.0, -math.inf, -1e-30, -LN2, -(exp_bits - 1) * LN2]),
+        ]
+    )
     for wl in (False, True):
         y = exp_lut(x, cfg, width_limited=wl)
         ref = torch.tensor([exp_lut_ref(v, cfg, wl) for v in x.tolist()], dtype=torch.float64)
@@ -94,7 +102,7 @@ def test_width_limited_underflow_and_bound(exp_bits):
     assert torch.equal(e == 0, x < threshold)
     ref = torch.exp(x)
     # B from the spec, plus the truncation 2**-(P-1) and the float32 output rounding.
-    assert ((e - ref).abs() <= 0.005413 * ref + 2.0 ** -(exp_bits - 1) + 2.0 ** -24 * ref).all()
+    assert ((e - ref).abs() <= 0.005413 * ref + 2.0 ** -(exp_bits - 1) + 2.0**-24 * ref).all()
 
 
 def test_exp_large_inputs_and_infinities():
@@ -136,13 +144,17 @@ def test_softmax_integer_logits_shift_invariant_and_bounded():
 
 
 @FAST
-@given(length=st.integers(1, 40), seed=st.integers(0, 2**31),
-       er=st.sampled_from(["one", "linear"]), p=st.sampled_from([16, 24, 32]),
-       signed=st.booleans(), rounding=st.sampled_from(["half_up", "toward_zero"]),
-       integer=st.booleans())
+@given(
+    length=st.integers(1, 40),
+    seed=st.integers(0, 2**31),
+    er=st.sampled_from(["one", "linear"]),
+    p=st.sampled_from([16, 24, 32]),
+    signed=st.booleans(),
+    rounding=st.sampled_from(["half_up", "toward_zero"]),
+    integer=st.booleans(),
+)
 def test_softmax_matches_reference(length, seed, er, p, signed, rounding, integer):
-    cfg = dataclasses.replace(HASTILY_UCLM, er_mode=er, exp_bits=p, out_signed=signed,
-                              div_rounding=rounding)
+    cfg = dataclasses.replace(HASTILY_UCLM, er_mode=er, exp_bits=p, out_signed=signed, div_rounding=rounding)
     g = torch.Generator().manual_seed(seed)
     if integer:
         x = torch.randint(-5000, 5000, (3, length), generator=g)
@@ -174,10 +186,22 @@ def test_softmax_max_element_exact_mantissa():
 
 
 # ------------------------------------------------------------------ validation
-@pytest.mark.parametrize("field, value", [
-    ("lut_entries", 100), ("lut_entries", 1), ("lut_frac_bits", 0), ("frac_bits", 6),
-    ("er_mode", "cubic"), ("ln2_frac_bits", 0), ("exp_bits", 15), ("exp_bits", 53),
-    ("sum_bits", 31), ("out_bits", 1), ("div_rounding", "stochastic")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("lut_entries", 100),
+        ("lut_entries", 1),
+        ("lut_frac_bits", 0),
+        ("frac_bits", 6),
+        ("er_mode", "cubic"),
+        ("ln2_frac_bits", 0),
+        ("exp_bits", 15),
+        ("exp_bits", 53),
+        ("sum_bits", 31),
+        ("out_bits", 1),
+        ("div_rounding", "stochastic"),
+    ],
+)
 def test_invalid_config_names_field(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(HASTILY_UCLM, **{field: value})

@@ -40,8 +40,23 @@ def test_expp_set_has_every_code_and_reads_back(tmp_path):
 
 @pytest.mark.parametrize("accumulators", [1, 4])
 def test_softmax_set_lanes_8_length_1024(tmp_path, accumulators):
-    assert main(["vectors", "softmax", "--lanes", "8", "--length", "1024", "--accumulators", str(accumulators),
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "vectors",
+                "softmax",
+                "--lanes",
+                "8",
+                "--length",
+                "1024",
+                "--accumulators",
+                str(accumulators),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     v = read_vectors(tmp_path)
     assert v["manifest"]["options"]["accumulators"] == accumulators and v["stimulus/x"].shape == (16, 1024)
     x, y = bf16(v["stimulus/x"]), v["expected/y"]

@@ -44,10 +44,18 @@ def test_zero_sparsity_is_bit_identical_and_masks_stay_fixed():
         assert (layer.weight[layer.mask] != model.get_submodule(name).weight[layer.mask]).any()  # it trained
 
 
-@pytest.mark.parametrize("bad,match", [({"sparsity": 1.0}, "sparsity"), ({"sparsity": -0.1}, "sparsity"),
-                                       ({"tile": (0, 16)}, "tile"), ({"vector": "diagonal"}, "vector"),
-                                       ({"cycles": 3}, "cycles"), ({"skip": 3}, "skip"),
-                                       ({"auto_tokens": 0}, "auto_tokens")])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"sparsity": 1.0}, "sparsity"),
+        ({"sparsity": -0.1}, "sparsity"),
+        ({"tile": (0, 16)}, "tile"),
+        ({"vector": "diagonal"}, "vector"),
+        ({"cycles": 3}, "cycles"),
+        ({"skip": 3}, "skip"),
+        ({"auto_tokens": 0}, "auto_tokens"),
+    ],
+)
 def test_bad_options_raise(bad, match):
     with pytest.raises(ValueError, match=match):
         emulate(TinyTransformer(), "flexisaga", **bad)
