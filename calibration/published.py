@@ -2,7 +2,7 @@
 operating point and source. Where a paper leaves a condition open, the condition says what this
 project assumes and why; `calibration.evaluate` evaluates each figure under exactly that condition.
 
-Sources are the specs' "Published figures" sections (shared/specs/<target>.md), which quote the
+Sources are the specs' "Published figures" sections (docs/hardware/<target>.md), which quote the
 papers' abstracts and summaries of their full text.
 """
 

@@ -11,11 +11,14 @@ import argparse
 import sys
 import time
 
+from numerics.vectors import version
+
 from . import study
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgenum", description="edge transformer accelerator numerics and cost")
+    parser.add_argument("--version", action="version", version=f"edgenum {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     s = commands.add_parser(
         "study",

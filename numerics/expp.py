@@ -1,6 +1,6 @@
 """SoftEx ``expp``: the BF16 exponential unit, bit-exact with the public RTL.
 
-Spec: ``shared/specs/softex.md`` section 2 (RTL ``rtl/expu/expu_schraudolph.sv`` and
+Spec: ``docs/hardware/softex.md`` section 2 (RTL ``rtl/expu/expu_schraudolph.sv`` and
 ``rtl/expu/expu_correction.sv``). Schraudolph's ``2^z ~ 2^floor(z) (1 + frac z)`` on integers, then a
 piecewise-quadratic correction of the fraction. The unit is elementwise on 16-bit codes, so the
 kernel evaluates the datapath once on all 65,536 codes (per device) and then looks results up

@@ -1,7 +1,7 @@
 """Weight quantization for crossbars (per tensor, per channel, per row block, crossbar-wise)
 and activation range observers.
 
-Crossbar-wise quantization is the Atleus reconstruction (``/work/shared/specs/atleus.md``
+Crossbar-wise quantization is the Atleus reconstruction (``docs/hardware/atleus.md``
 §2.1): one scale per sub-matrix held by one crossbar (``rows`` x n_w weights), applied
 digitally to that crossbar's partial sum. Every granularity is a 2-D block shape, so one
 code path serves all four. Rounding and code clamping come from :mod:`numerics.formats`.

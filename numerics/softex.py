@@ -1,6 +1,6 @@
 """SoftEx softmax: the BF16 online-softmax datapath of the public RTL, bit-exact, vectorised over rows.
 
-Spec: ``shared/specs/softex.md`` section 3 (RTL ``rtl/softex_datapath.sv``, ``rtl/softex_fp_add_rec.sv``,
+Spec: ``docs/hardware/softex.md`` section 3 (RTL ``rtl/softex_datapath.sv``, ``rtl/softex_fp_add_rec.sv``,
 ``rtl/accumulator/softex_acc_datapath.sv``, ``rtl/accumulator/softex_acc_den_inverter.sv``). GELU lives in
 :mod:`numerics.softex_gelu` and is re-exported here.
 

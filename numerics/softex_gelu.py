@@ -1,6 +1,6 @@
 """SoftEx GELU: the sum-of-exponentials datapath of the RTL's gelu branch, and GELU built on it.
 
-Spec: ``shared/specs/softex.md`` section 4 (RTL, branch ``gelu``: ``rtl/softex_row_acc.sv``,
+Spec: ``docs/hardware/softex.md`` section 4 (RTL, branch ``gelu``: ``rtl/softex_row_acc.sv``,
 ``rtl/softex_datapath.sv``). For each element w the unit computes S = sum_i b_i expp(a_i w) in a
 14-bit fixed-point accumulator; the cores square the input before and combine after (spec 4.2, project):
 w = -bf16(x x), S ~ Phi(-|x|), GELU(x) = max(x, 0) - |x| Phi(-|x|).

@@ -1,6 +1,6 @@
 """FlexiSAGA numerics: tile-aligned structured pruning, the two-stage bitmap weight format, sparse GEMM.
 
-Spec: ``shared/specs/flexisaga.md`` sections 1-3 (M. M. Müller, K. Lübeck et al., "FlexiSAGA",
+Spec: ``docs/hardware/flexisaga.md`` sections 1-3 (M. M. Müller, K. Lübeck et al., "FlexiSAGA",
 arXiv 2506.01566). The paper's full text was not available; every rule marked "reconstruction" or
 "assumption" below is a named, overridable default.
 

@@ -3,7 +3,7 @@
 The UCLM arrays hold a 128-entry ROM table of 2**(d/128) (unsigned Q1.15). An exponential
 is e**x = 2**n * 2**(d/128) * e**r with the residual r in [0, ln2/128) approximated by 1 or
 by 1 + r; the softmax subtracts the row maximum, looks the exponentials up, sums them
-exactly and divides on the vector unit. Spec: ``/work/shared/specs/hastily.md`` §2.3-2.4.
+exactly and divides on the vector unit. Spec: ``docs/hardware/hastily.md`` §2.3-2.4.
 """
 
 from __future__ import annotations

@@ -270,3 +270,14 @@ def test_emulation_on_a_gpu_matches_the_cpu(tiny):
 def test_the_shipped_sentence_set_loads():
     sentences = study.load_sentences()
     assert 20 <= len(sentences) <= 40 and not any(s.startswith("#") for s in sentences)
+
+
+def test_version(capsys):
+    from pathlib import Path
+
+    import tomllib
+
+    declared = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["version"]
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"edgenum {declared}"

@@ -1,4 +1,4 @@
-"""Scalar reference for FlexiSAGA numerics, written from shared/specs/flexisaga.md §2 step by step.
+"""Scalar reference for FlexiSAGA numerics, written from docs/hardware/flexisaga.md §2 step by step.
 
 Plain Python: weights are lists of rows (W[k][n], K x N), floats are Python floats holding float32
 values, float32 rounding is done on exact rationals with integers. Used only by the tests.

@@ -1,4 +1,4 @@
-"""FlexiSAGA numerics (spec shared/specs/flexisaga.md §2-3): config, pruning, bitmap format, GEMM."""
+"""FlexiSAGA numerics (spec docs/hardware/flexisaga.md §2-3): config, pruning, bitmap format, GEMM."""
 
 import dataclasses
 import math
