@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from numerics.sparsity import pruned_count
+
 DENSE = ("dos", "dws", "dis")
 """Dense dataflows: output-, weight-, input-stationary."""
 SPARSE = ("sos", "sws", "sis", "csos")
@@ -148,10 +150,10 @@ class SparsePattern:
         J, P = ceil_div(N, C), ceil_div(K, R)
         full = lambda length, value: torch.full((length,), value, dtype=torch.int64)  # noqa: E731
         if vector == "row":
-            kept = K - int(sparsity * K)
+            kept = K - pruned_count(sparsity, K)
             return cls(K, N, R, C, full(J, kept), full(P, N), full(J, kept), kept * N, N)
         if vector == "col":
-            kept = N - int(sparsity * N)
+            kept = N - pruned_count(sparsity, N)
             return cls(K, N, R, C, full(J, K), full(P, kept), full(J, K), kept * K, N)
         raise ValueError(f"vector must be 'row' or 'col', got {vector!r}")
 

@@ -525,7 +525,7 @@ def bf16_values(x: torch.Tensor) -> torch.Tensor:
 
     For speed this uses torch's float32 -> bfloat16 cast, which rounds to nearest even like
     :func:`round_to_bfloat16` but may give NaN other bits, which are mended here
-    (``tests/numerics/test_formats.py`` checks the two bit for bit on every BF16 code with every
+    (``tests/numerics/test_nn.py`` checks the two bit for bit on every BF16 code with every
     rounding-relevant low half). float64 goes through ``round_to_bfloat16``, which rounds it once.
     """
     if x.dtype == torch.bfloat16:

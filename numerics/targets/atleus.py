@@ -70,7 +70,7 @@ class AtleusOptions(TargetOptions):
     quant: object = "M8F8"
     """Weight quantization: a :class:`numerics.quant.QuantConfig` or a preset name ``"M8F8"``
     (default), ``"M8F4"``, ``"M4F8"``, ``"M4F4"``. Moves cost: weight bits set the crossbar count,
-    and the scale granularity and format the dequantization work."""
+    and a pow2 scale format dequantizes with a shift instead of a multiply."""
     crossbar: CrossbarConfig = ATLEUS_RERAM
     """The ReRAM crossbars (default :data:`numerics.crossbar.ATLEUS_RERAM`). Moves cost: geometry,
     cell bits, input bits and ADC width."""

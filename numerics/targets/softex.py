@@ -84,7 +84,7 @@ class SoftExOptions(TargetOptions):
     """SoftEx lanes V, a power of two in [1, 64] (RTL master: 8; gelu branch: 16). Moves cost:
     softmax and GELU cycles scale with ⌈n/V⌉ and the adder tree adds cycles per level."""
     accumulators: int = 1
-    """FP32 denominator accumulators: 1, or 4 interleaved partials (spec §3.4)."""
+    """FP32 denominator accumulators: 1, or 4 interleaved partials (softex.md §3.2)."""
     gelu_terms: int = 4
     """Sum-of-exponentials GELU terms N, one of the published fits 2..6 (spec §4.3). Moves cost:
     a GELU job takes N passes over the vector."""
