@@ -8,8 +8,9 @@
   weights (INT8: Q per token, K and V per sequence and head over the keys not masked out) and the
   softmax on the UCLM path (:func:`numerics.cim_layers.hastily_attention`); eager attention's
   separate softmax and products take the same units (the second operand scaled per matrix);
-* a sequence's result never depends on the other sequences of its batch or on its padding (the
-  spec's per-call per-tensor absmax would make it);
+* with SDPA attention (Hugging Face's default) a sequence's result never depends on the other
+  sequences of its batch or on its padding (the spec's per-call per-tensor absmax would make it);
+  eager attention's bare products do not see the mask, so its K and V scales include padded keys;
 * GELU, LayerNorm and residuals run on the vector unit in FP32 (assumption: the spec gives
   their cost, not their arithmetic).
 
@@ -77,7 +78,7 @@ class HastilyOptions(TargetOptions):
     """INT8 weight scales per output ``"channel"`` or per ``"tensor"``."""
     calibrate_with: object = None
     """Batches (each a tensor, tuple or dict of forward arguments) that fix the per-tensor activation
-    scales; None takes each call's absmax."""
+    scales of the Linears; None gives each token its own dynamic absmax scale."""
     attention: bool = True
     """Emulate attention on the crossbars and the UCLM softmax (False: exact FP32)."""
 
