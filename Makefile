@@ -18,7 +18,7 @@ lint: $(STAMP)
 
 # the reference site (hardware pages and the API from the docstrings) in build/site
 docs: $(STAMP)
-	$(PY) -m mkdocs build --strict --quiet
+	$(PY) -m mkdocs build --strict
 
 # the default study: MiniLM on fp32 and the four targets; table on stdout, CSV/JSON/PNG in out/study/
 study: $(STAMP)
