@@ -28,6 +28,7 @@ __all__ = [
     "SDPA",
     "straight_through",
     "safe_softmax",
+    "dynamic_operand_handlers",
     "is_float",
     "replace_modules",
     "linears_from_conv1d",
@@ -245,3 +246,15 @@ def attention(emulation: Emulation, call: dict, matmul: Callable, softmax: Calla
         probs = F.dropout(probs, call["dropout_p"])
     emulation.count("attention")
     return matmul(probs, v)
+
+
+def dynamic_operand_handlers(softmax: Callable, product: Callable, sdpa: Handler) -> dict:
+    """The handlers of a target whose static-weight Linears are swapped for modules that emulate
+    themselves: every softmax spelling with ``softmax(em, x, dim)``, every product but ``F.linear``
+    with ``product(em, a, b, bias)``, and SDPA with ``sdpa``."""
+    handlers = dict.fromkeys(SoftmaxFunctions, softmax_handler(softmax))
+    handlers.update(
+        dict.fromkeys([f for f in MatmulFunctions if f is not F.linear], product_handler(product, linear=False))
+    )
+    handlers[SDPA] = sdpa
+    return handlers

@@ -20,7 +20,6 @@ import dataclasses
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from numerics import quant as quant_presets
@@ -29,18 +28,14 @@ from numerics.crossbar import ATLEUS_RERAM, CrossbarConfig
 from numerics.emulation import Emulation
 from numerics.formats import bf16_values
 from numerics.handlers import (
-    SDPA,
-    MatmulFunctions,
-    SoftmaxFunctions,
     attention,
+    dynamic_operand_handlers,
     emulated_product,
     emulated_softmax,
     is_float,
     linears_from_conv1d,
-    product_handler,
     safe_softmax,
     sdpa_call,
-    softmax_handler,
 )
 from numerics.quant import QuantConfig
 from numerics.redmule import bf16_matmul
@@ -175,9 +170,4 @@ def prepare(model: nn.Module, options: AtleusOptions):
     )
     model.emulation.swapped["Linear -> CrossbarLinear"] += counts["mha"] + counts["ffn"]
     model.emulation.details["layers"] = counts
-    handlers = dict.fromkeys(SoftmaxFunctions, softmax_handler(_systolic_softmax))
-    handlers.update(
-        dict.fromkeys([f for f in MatmulFunctions if f is not F.linear], product_handler(_product, linear=False))
-    )
-    handlers[SDPA] = _sdpa
-    return handlers
+    return dynamic_operand_handlers(_systolic_softmax, _product, _sdpa)

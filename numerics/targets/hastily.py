@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from numerics.cim_layers import (
@@ -35,14 +34,10 @@ from numerics.cim_layers import (
 from numerics.crossbar import HASTILY_SRAM, CrossbarConfig
 from numerics.emulation import Emulation
 from numerics.handlers import (
-    SDPA,
-    MatmulFunctions,
-    SoftmaxFunctions,
+    dynamic_operand_handlers,
     is_float,
     linears_from_conv1d,
-    product_handler,
     sdpa_call,
-    softmax_handler,
     straight_through,
 )
 from numerics.registry import TargetOptions, register_target
@@ -144,9 +139,4 @@ def prepare(model: nn.Module, options: HastilyOptions):
     model.emulation.swapped["Linear -> CrossbarLinear"] += counts["linear"]
     if not options.attention:
         return {}
-    handlers = dict.fromkeys(SoftmaxFunctions, softmax_handler(_uclm_softmax))
-    handlers.update(
-        dict.fromkeys([f for f in MatmulFunctions if f is not F.linear], product_handler(_product, linear=False))
-    )
-    handlers[SDPA] = _sdpa
-    return handlers
+    return dynamic_operand_handlers(_uclm_softmax, _product, _sdpa)
