@@ -10,7 +10,7 @@ or ``python -m numerics vectors softmax --lanes 8 --length 1024 --accumulators 4
 Every set mixes seeded random stimulus with the edge cases the specs call out (special values,
 saturation, partial beats, rows with no finite logit). Each file holds one code per line, lowest
 index first, in row-major order, written in two's complement at the width the manifest gives
-(``bits``); :func:`read_vectors` reads a set back.
+(``bits``, with ``signed`` for two's-complement streams); :func:`read_vectors` reads a set back.
 
 | function | stimulus | expected | spec |
 |---|---|---|---|
@@ -54,15 +54,17 @@ def version() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Stream:
-    """One file of a vector set: integer codes and their width in bits."""
+    """One file of a vector set: integer codes, their width in bits and whether they are two's complement
+    (float codes, bit flags and unsigned codes are not)."""
 
     codes: torch.Tensor
     bits: int
     shape: tuple
+    signed: bool = False
 
 
-def _stream(codes: torch.Tensor, bits: int) -> Stream:
-    return Stream(codes.detach().to(torch.int64).cpu().contiguous(), bits, tuple(codes.shape))
+def _stream(codes: torch.Tensor, bits: int, signed: bool = False) -> Stream:
+    return Stream(codes.detach().to(torch.int64).cpu().contiguous(), bits, tuple(codes.shape), signed)
 
 
 def _all_bf16() -> torch.Tensor:
@@ -157,8 +159,11 @@ def _crossbar(
     }
     return (
         options,
-        {"x": _stream(x, config.input_bits), "w": _stream(w, config.weight_bits)},
-        {"y": _stream(y, config.accumulator_bits)},
+        {
+            "x": _stream(x, config.input_bits, signed=config.input_encoding == "twos_complement"),
+            "w": _stream(w, config.weight_bits, signed=True),
+        },
+        {"y": _stream(y, config.accumulator_bits, signed=True)},
     )
 
 
@@ -194,7 +199,11 @@ def _uclm_softmax(seed: int, length: int = 128, rows: int = 16, scale: float = 1
         x[1] = -(1 << 20)
         x[1, length // 2] = 1 << 20  # one dominant logit: the others underflow
     codes = uclm_softmax(x, scale=scale, return_codes=True)
-    return ({"length": length, "rows": rows, "scale": scale}, {"x": _stream(x, 32)}, {"y": _stream(codes, 8)})
+    return (
+        {"length": length, "rows": rows, "scale": scale},
+        {"x": _stream(x, 32, signed=True)},
+        {"y": _stream(codes, 8)},
+    )
 
 
 def _bitmap(
@@ -276,6 +285,7 @@ def write_vectors(function: str, out_dir, *, seed: int = 0, **options) -> Path:
             files[f"{role}/{name}"] = {
                 "file": path.name,
                 "bits": stream.bits,
+                "signed": stream.signed,
                 "shape": list(stream.shape),
                 "count": int(stream.codes.numel()),
             }
@@ -284,7 +294,7 @@ def write_vectors(function: str, out_dir, *, seed: int = 0, **options) -> Path:
         "options": vectors["options"],
         "seed": seed,
         "edgenum_version": version(),
-        "format": "one hexadecimal code per line, two's complement at 'bits', row-major",
+        "format": "one hexadecimal code per line, 'bits' wide (two's complement where 'signed'), row-major",
         "files": files,
     }
     path = out / "manifest.json"
@@ -293,23 +303,16 @@ def write_vectors(function: str, out_dir, *, seed: int = 0, **options) -> Path:
 
 
 def read_vectors(out_dir) -> dict:
-    """A written set read back: the manifest plus {"stimulus/<name>" or "expected/<name>": int64 tensor}
-    with signed streams sign-extended (every stream but BF16/FP32 codes, bit flags and uint8 codes)."""
+    """A written set read back: the manifest plus {"stimulus/<name>" or "expected/<name>": int64 tensor},
+    the streams the manifest marks ``signed`` sign-extended."""
     out = Path(out_dir)
     manifest = json.loads((out / "manifest.json").read_text())
-    unsigned = {"expp", "gelu", "softmax", "uclm_exp"}  # float codes
     tensors = {}
     for key, info in manifest["files"].items():
         values = [int(line, 16) for line in (out / info["file"]).read_text().split()]
         t = torch.tensor(values, dtype=torch.int64).reshape(info["shape"])
         bits = info["bits"]
-        signed = (
-            bits > 1
-            and manifest["function"] not in unsigned
-            and not (manifest["function"] == "uclm_softmax" and key.startswith("expected"))
-            and not (manifest["function"] == "bitmap" and bits == 32)
-        )
-        if signed:
+        if info["signed"]:
             t = torch.where(t >= 1 << (bits - 1), t - (1 << bits), t)
         tensors[key] = t
     return {"manifest": manifest, **tensors}

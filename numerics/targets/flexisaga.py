@@ -58,8 +58,7 @@ class FlexiSAGAOptions(TargetOptions):
     """M at which ``vector="auto"`` compares cycle counts. Moves cost: the orientation chosen."""
 
     def __post_init__(self):
-        check_tile(self.tile)
-        self.array  # noqa: B018  (FlexiSAGAConfig checks sparsity, vector, criterion, ...)
+        self.array  # noqa: B018  (check_tile and FlexiSAGAConfig check tile, sparsity, vector, criterion, ...)
         check_skip(self.skip)
         if self.cycles is not None and not callable(self.cycles):
             raise ValueError(f"cycles must be None or a callable (weight, m, rows, cols) -> int; got {self.cycles!r}")
