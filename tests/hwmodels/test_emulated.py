@@ -18,7 +18,7 @@ from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM
 from numerics.nn import emulate
 from numerics.registry import get_target, option_table
 from numerics.uclm import HASTILY_UCLM
-from tests.models import TinyTransformer, minilm
+from tests.models import TinyTransformer, minilm, tiny_gpt2
 
 NON_DEFAULT = {
     "softex": {"lanes": 16},
@@ -34,14 +34,7 @@ def _shape(workload):
 
 
 def _tiny_gpt2():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(
-        n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = transformers.GPT2LMHeadModel(config).eval()
-    return model, {"input_ids": torch.randint(0, 100, (1, 12), generator=torch.Generator().manual_seed(1))}
+    return tiny_gpt2(), {"input_ids": torch.randint(0, 100, (1, 12), generator=torch.Generator().manual_seed(1))}
 
 
 def _minilm():

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from numerics.nn import emulate
-from tests.models import TinyTransformer
+from tests.models import TinyTransformer, tiny_gpt2
 
 TARGETS = ("softex", "hastily", "atleus", "flexisaga")
 
@@ -177,12 +177,7 @@ def test_an_emulated_model_called_by_another_runs_only_its_own_emulation():
 def test_an_emulated_forward_keeps_its_signature_and_generate_works():
     import inspect
 
-    transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(
-        n_layer=1, n_embd=32, n_head=2, vocab_size=50, n_positions=16, bos_token_id=0, eos_token_id=0, pad_token_id=0
-    )
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(config).eval()
+    model = tiny_gpt2(layers=1, d=32, heads=2, vocab=50, positions=16)
     em = emulate(model, "softex")
     assert inspect.signature(em.forward) == inspect.signature(model.forward)
     out = em.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=3, do_sample=False)

@@ -11,7 +11,7 @@ from torch import nn
 from numerics import softex
 from numerics.formats import bf16_to_bits, round_to_bfloat16
 from numerics.nn import bf16_matmul, bf16_values, emulate, linears_from_conv1d, register_target, target_options, targets
-from tests.models import TinyTransformer
+from tests.models import TinyTransformer, tiny_gpt2
 from tests.numerics.reference_formats import bf16_code, bf16_value
 
 
@@ -280,12 +280,7 @@ def test_a_target_registered_with_an_options_dict_gets_a_dict():
 
 
 def test_gpt2_conv1d_projections_become_linears_for_weight_placing_targets():
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.GPT2Config(
-        n_layer=2, n_embd=32, n_head=4, vocab_size=50, n_positions=16, bos_token_id=0, eos_token_id=0
-    )
-    torch.manual_seed(0)
-    model = transformers.GPT2Model(cfg).eval()
+    model = tiny_gpt2(layers=2, d=32, heads=4, vocab=50, positions=16, lm_head=False)
     ids = torch.randint(0, 50, (2, 7), generator=torch.Generator().manual_seed(1))
     converted = copy.deepcopy(model)
     assert linears_from_conv1d(converted) == {"Conv1D -> Linear": 8}  # c_attn, c_proj, c_fc, c_proj per layer
