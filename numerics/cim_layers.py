@@ -121,6 +121,8 @@ class CrossbarLinear(torch.nn.Module):
 
     emulates_itself = True
     """Its internal float products are part of the emulation: ``emulate()`` leaves them alone."""
+    emulated_kind = "linear"
+    """What one call counts as in ``model.emulation.counts``."""
 
     def __init__(
         self,

@@ -1,10 +1,11 @@
 """Drop-in emulation for any PyTorch model: ``emulate(model, target, **options)``.
 
 ``emulate`` deep-copies the model, lets the target swap modules in the copy, and installs a
-:class:`torch.overrides.TorchFunctionMode` around the copy's forward pass that routes functional
-calls (``F.softmax``, ``Tensor.softmax``, ``F.scaled_dot_product_attention``, ``F.linear``,
-``torch.matmul``, ...) to the target's emulators. User models need no surgery, the original model is
-left untouched, and the copy keeps its class (Hugging Face methods such as ``generate`` still work).
+:class:`torch.overrides.TorchFunctionMode` around every call into the copy (its forward, any
+submodule's forward, ``generate``) that routes functional calls (``F.softmax``, ``Tensor.softmax``,
+``F.scaled_dot_product_attention``, ``F.linear``, ``torch.matmul``, ``torch.einsum``, convolutions, ...)
+to the target's emulators. User models need no surgery, the original model is left untouched, and the
+copy keeps its class (Hugging Face methods such as ``generate`` still work).
 
 Emulated operations take and return the model's own dtype; inside, they compute what the hardware
 computes (e.g. BF16 values held in a float32 tensor). With autograd on, gradients flow straight
@@ -25,13 +26,14 @@ import contextvars
 import copy
 import dataclasses
 import inspect
+import warnings
 
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from numerics.registry import TargetOptions, get_target
 
-__all__ = ["emulate", "Emulation", "reference_arithmetic", "in_reference_arithmetic"]
+__all__ = ["emulate", "Emulation", "UnemulatedWarning", "reference_arithmetic", "in_reference_arithmetic"]
 
 _REFERENCE = contextvars.ContextVar("edgenum_reference_arithmetic", default=False)
 _CALL = contextvars.ContextVar("edgenum_call", default=None)
@@ -62,9 +64,13 @@ class Emulation:
     """What ``emulate`` did to a model; available as ``model.emulation``.
 
     ``config`` holds the target's typed options (the hardware that was emulated), ``options`` the
-    same as a dict; ``counts`` the operations replaced during the most recent forward pass, per kind
-    (e.g. ``{"softmax": 6, "gelu": 6, "matmul": 36}``); ``swapped`` the modules replaced at
-    ``emulate`` time, per kind; ``details`` what a target records beyond that.
+    same as a dict; ``swapped`` the modules replaced at ``emulate`` time, per kind; ``counts`` the
+    operations emulated during the most recent pass, per kind (e.g. ``{"softmax": 6, "gelu": 6,
+    "matmul": 36}``; modules that emulate themselves count as their kind, e.g. ``"linear"``);
+    ``unemulated`` the operations of that pass the target's hardware would run but the emulation computes
+    in the model's own arithmetic (a warning names each kind the first time it is seen); ``details`` what
+    a target records beyond that. A pass is the outermost call into the model or any of its submodules,
+    or a whole ``generate()``.
     """
 
     target: str
@@ -75,6 +81,11 @@ class Emulation:
     swapped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     details: dict = dataclasses.field(default_factory=dict)
     """Target-specific records, e.g. ``details["sparsity"]`` for ``"flexisaga"``."""
+    unemulated: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    passes: int = 0
+    """Finished passes since ``emulate``."""
+    warned: set = dataclasses.field(default_factory=set, repr=False)
+    """Unemulated kinds already named in a warning."""
 
     @property
     def options(self) -> dict:
@@ -82,9 +93,27 @@ class Emulation:
         return self.config.as_dict()
 
     def count(self, kind: str, n: int = 1) -> None:
-        """Count a replaced operation in the pass running in this thread (``counts`` when none runs)."""
+        """Count an emulated operation in the pass running in this thread (``counts`` when none runs)."""
         call = _CALL.get()
         (call.counts if call is not None and call.emulation is self else self.counts)[kind] += n
+
+    def note_unemulated(self, kind: str, n: int = 1) -> None:
+        """Record an operation the hardware runs but the emulation leaves in the model's arithmetic."""
+        call = _CALL.get()
+        (call.unemulated if call is not None and call.emulation is self else self.unemulated)[kind] += n
+
+    def _finish(self, call: _Call) -> None:
+        self.counts, self.unemulated = call.counts, call.unemulated  # the last finished pass, swapped in whole
+        self.passes += 1
+        new = sorted(set(call.unemulated) - self.warned)
+        if new:
+            self.warned.update(new)
+            warnings.warn(
+                f"emulated target {self.target!r} does not cover {', '.join(new)}: "
+                "computed in the model's own arithmetic (see model.emulation.unemulated)",
+                UnemulatedWarning,
+                stacklevel=3,
+            )
 
     def __str__(self) -> str:
         changed = self.config.changed()
@@ -92,26 +121,37 @@ class Emulation:
         lines = [f"emulated target {self.target!r}" + (f" ({text})" if text else " (defaults)")]
         if self.swapped:
             lines.append("  modules swapped: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.swapped.items())))
-        if self.counts:
-            lines.append(
-                "  replaced in the last forward pass: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.counts.items()))
-            )
-        elif self.handlers:
+        if not self.passes:
             lines.append("  no forward pass yet")
+            return "\n".join(lines)
+        emulated = ", ".join(f"{k} x{v}" for k, v in sorted(self.counts.items())) or "nothing"
+        lines.append(f"  emulated in the last pass: {emulated}")
+        if self.unemulated:
+            lines.append(
+                "  not emulated (model's arithmetic): "
+                + ", ".join(f"{k} x{v}" for k, v in sorted(self.unemulated.items()))
+            )
         return "\n".join(lines)
 
 
+class UnemulatedWarning(UserWarning):
+    """An emulated model ran an operation its target's hardware would run that the emulation does not
+    cover (it was computed in the model's own arithmetic)."""
+
+
 class _Call:
-    """One emulated forward pass in one thread: its emulation and what it replaced."""
+    """One emulated pass in one thread: its emulation and what it replaced."""
 
     def __init__(self, emulation: Emulation):
         self.emulation = emulation
         self.counts = collections.Counter()
+        self.unemulated = collections.Counter()
 
 
 class _Mode(TorchFunctionMode):
     """Routes the functions an emulation handles to its handlers, while its own pass is the innermost
-    one of this thread (the mode is off inside its handlers)."""
+    one of this thread (the mode is off inside its handlers). A handled call with ``out=`` writes the
+    emulated result into ``out``."""
 
     def __init__(self, call: _Call):
         super().__init__()
@@ -123,52 +163,77 @@ class _Mode(TorchFunctionMode):
         handler = emulation.handlers.get(func)
         if handler is None or _CALL.get() is not self.call:
             return func(*args, **kwargs)
-        return handler(emulation, func, args, kwargs)
+        out = kwargs.pop("out", None)
+        result = handler(emulation, func, args, kwargs)
+        if out is None:
+            return result
+        if out.shape != result.shape:
+            out.resize_(result.shape)
+        return out.copy_(result)
 
 
-class _InstanceForward:
-    """Base of the forwards ``emulate`` sets on instances: picklable, with the signature of the class's
-    forward (Hugging Face inspects it to route keyword arguments)."""
+class _Entry:
+    """A method of an emulated model's module (``forward``, or ``generate`` on the root): every call into
+    the model, at any depth, runs emulated. The outermost such call in a thread is one pass: it enters
+    the target's function mode with ``with`` (so an interrupt or an error cannot leave it on) and, when it
+    finishes, its record replaces ``emulation.counts``; calls inside it join it. Picklable, with the
+    signature of the class's method (Hugging Face inspects it to route keyword arguments)."""
 
-    def __init__(self, module: nn.Module):
-        self.module = module
+    def __init__(self, module: nn.Module, emulation: Emulation, method: str = "forward"):
+        self.module, self.emulation, self.method = module, emulation, method
 
     @property
     def __signature__(self):
-        return inspect.signature(type(self.module).forward.__get__(self.module))
-
-
-class _EmulatedForward(_InstanceForward):
-    """The forward of an emulated model: the class's forward inside the target's function mode, entered
-    and left with ``with`` (so an interrupt or an error cannot leave it on), as the innermost pass of
-    this thread."""
+        return inspect.signature(getattr(type(self.module), self.method).__get__(self.module))
 
     def __call__(self, *args, **kwargs):
-        module = self.module
-        forward = type(module).forward.__get__(module)
+        method = getattr(type(self.module), self.method).__get__(self.module)
         if _REFERENCE.get():  # a reference pass (tracing) neither emulates nor touches the record
-            return forward(*args, **kwargs)
-        call = _Call(module.emulation)
+            return method(*args, **kwargs)
+        call = _CALL.get()
+        if call is not None and call.emulation is self.emulation:
+            return self._run(call, method, args, kwargs)
+        call = _Call(self.emulation)
         token = _CALL.set(call)
         try:
             with _Mode(call):
-                out = forward(*args, **kwargs)
+                out = self._run(call, method, args, kwargs)
         finally:
             _CALL.reset(token)
-        module.emulation.counts = call.counts  # the last finished pass, swapped in whole
+        self.emulation._finish(call)
         return out
 
+    def _run(self, call: _Call, method, args, kwargs):
+        return method(*args, **kwargs)
 
-class _SelfEmulatedForward(_InstanceForward):
-    """The forward of a module that emulates itself (e.g. a crossbar Linear): its own torch calls are
-    part of the emulation, so no handler sees them."""
 
-    def __call__(self, *args, **kwargs):
+class _SelfEmulating(_Entry):
+    """The forward of a module that emulates itself (e.g. a crossbar Linear): counted as one operation of
+    its ``emulated_kind``; its own torch calls are part of the emulation, so no handler sees them."""
+
+    def _run(self, call: _Call, method, args, kwargs):
+        call.counts[type(self.module).emulated_kind] += 1
         token = _CALL.set(None)
         try:
-            return type(self.module).forward(self.module, *args, **kwargs)
+            return method(*args, **kwargs)
         finally:
             _CALL.reset(token)
+
+
+def _install_entries(model: nn.Module, emulation: Emulation) -> None:
+    """Wrap the forward of every module of ``model`` (not inside a module that emulates itself) and the
+    root's ``generate``."""
+    inside: set[int] = set()
+    for module in model.modules():
+        if id(module) in inside:
+            continue
+        if getattr(type(module), "emulates_itself", False):
+            inside.update(id(m) for m in module.modules())
+            module.forward = _SelfEmulating(module, emulation)
+        else:
+            module.forward = _Entry(module, emulation)
+    if callable(getattr(type(model), "generate", None)):  # one pass over a whole generation
+        model.generate = _Entry(model, emulation, "generate")
 
 
 def emulate(model: nn.Module, target: str, **options) -> nn.Module:
@@ -191,8 +256,5 @@ def emulate(model: nn.Module, target: str, **options) -> nn.Module:
     emulation = Emulation(target, config)
     new.emulation = emulation  # set before prepare, so prepared modules can count into it
     emulation.handlers = spec.prepare(new, emulation.options if spec.legacy else config)
-    for module in new.modules():
-        if module is not new and getattr(type(module), "emulates_itself", False):  # e.g. a crossbar Linear
-            module.forward = _SelfEmulatedForward(module)
-    new.forward = _EmulatedForward(new)
+    _install_entries(new, emulation)
     return new

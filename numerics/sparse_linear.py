@@ -81,6 +81,8 @@ class SparseLinear(nn.Module):
 
     emulates_itself = True
     """Its internal products are part of the emulation: ``emulate()`` leaves them alone."""
+    emulated_kind = "linear"
+    """What one call counts as in ``model.emulation.counts``."""
 
     def __init__(
         self,

@@ -148,7 +148,8 @@ def test_targets_validate_and_keep_original():
     ids = torch.randint(0, 100, (2, 6), generator=torch.Generator().manual_seed(0))
     emu(input_ids=ids)
     assert emu.emulation.swapped == {"Linear -> CrossbarLinear": 12}
-    assert emu.emulation.counts == {"attention": 2}  # SDPA, whole, on the crossbars and the UCLM
+    # SDPA, whole, on the crossbars and the UCLM; the 12 Linears (6 per layer) on the crossbars
+    assert emu.emulation.counts == {"attention": 2, "linear": 12}
     assert isinstance(model.encoder.layer[0].attention.self.query, torch.nn.Linear)
     m4 = emulate(model, "atleus", quant="M8F4")
     assert m4.encoder.layer[0].intermediate.dense.wq.bits == 4
@@ -165,7 +166,7 @@ def test_crossbar_internals_are_not_intercepted():
     lin = emu.encoder.layer[0].intermediate.dense
     lin.register_forward_hook(lambda m, args, out: seen.update(x=args[0], y=out))
     emu(input_ids=ids)
-    assert emu.emulation.counts == {"attention": 1, "matmul": 2, "softmax": 1}
+    assert emu.emulation.counts == {"attention": 1, "matmul": 2, "softmax": 1, "linear": 6}
     assert torch.equal(lin(seen["x"]), seen["y"])  # outside any emulation mode
 
 

@@ -218,7 +218,7 @@ def test_counts_reset_per_forward_and_mode_is_removed_after_errors():
     assert first == {"softmax": 1, "gelu": 1, "matmul": 6}
     em(tokens)
     assert dict(em.emulation.counts) == first
-    assert "replaced in the last forward pass" in str(em.emulation)
+    assert "emulated in the last pass: gelu x1, matmul x6, softmax x1" in str(em.emulation)
     with pytest.raises(IndexError):
         em(torch.tensor([[99]]))  # out of the embedding's range
     assert torch.equal(torch.softmax(X, -1), F.softmax(X, dim=-1))  # nothing left intercepting
