@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 
 from numerics.cim_layers import layer_kind, lora_leaf
+from numerics.heads import head_rule
 from numerics.quant import QuantConfig
 from numerics.targets.atleus import AtleusOptions
 
@@ -309,10 +310,14 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
     if replication != "auto" and (isinstance(replication, bool) or not isinstance(replication, int) or replication < 1):
         raise ValueError(f'replication must be an int >= 1 or "auto", got {replication!r}')
     model, ops, finetune = _Model(cfg, hardware), workload.ops, opts["mode"] == "finetune"
+    heads = head_rule(hardware.heads)
     on_reram = [
-        op.static and op.layer is not None and layer_kind(op.scope) is not None and opts["mapping"] == "heterogeneous"
+        op.static
+        and op.layer is not None
+        and layer_kind(op.scope, heads) is not None
+        and opts["mapping"] == "heterogeneous"
         for op in ops
-    ]  # the Linears emulation puts on crossbars
+    ]  # the Linears and convolutions emulation puts on crossbars; heads run on the systolic tier
     stages = _stages(ops)
     used = sum(model.crossbars(op) for op, r in zip(ops, on_reram) if r)
     rho = {s: 1 for s in (1, 3, 4)}

@@ -36,7 +36,7 @@ from .adc import adc_energy_pj, adc_time_factor, ceil_scaled, extrapolation_note
 from .config import check_choice, check_non_negative, check_positive, resolve
 from .report import Report, Row
 from .systolic import ceil_div
-from .workload import Op, Workload
+from .workload import Op, Workload, off_chip
 
 
 @dataclass(frozen=True)
@@ -239,6 +239,9 @@ def estimate(workload: Workload, *, hardware: HastilyOptions, config: HastilyCon
     model, pipelined = _Model(cfg, opts, hardware), opts["pipelining"]
     rows, stage, outside, uclms = [], 0, 0, 0
     notes = extrapolation_note(model.crossbar.adc_bits)
+    workload, host = off_chip(workload, hardware.heads)
+    if host:
+        notes.append(f"{len(host)} head product(s), {sum(op.macs for op in host):,} MACs, run on the host: not priced")
     for op in workload.ops:
         scale = lambda d, k=1: {c: v * k for c, v in d.items()}  # noqa: E731
         if op.kind == "matmul":

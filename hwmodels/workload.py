@@ -23,6 +23,7 @@ emulator's internals, and the workload carries the emulated target and its typed
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import threading
@@ -557,3 +558,16 @@ def trace(model, *inputs, execute_products: bool = False, **kwargs) -> Workload:
         target=getattr(emulation, "target", None),
         hardware=getattr(emulation, "config", None),
     )
+
+
+def off_chip(workload: Workload, heads) -> tuple[Workload, list[Op]]:
+    """``workload`` without the static products of its heads (``heads`` as the targets' option,
+    :mod:`numerics.heads`), and those products: what a target that keeps heads on the host runs."""
+    from numerics.heads import head_rule
+
+    rule = head_rule(heads)
+    host = [op for op in workload.ops if op.kind == "matmul" and op.static and rule(op.scope, None)]
+    if not host:
+        return workload, []
+    kept = tuple(op for op in workload.ops if not any(op is h for h in host))
+    return dataclasses.replace(workload, ops=kept), host

@@ -7,23 +7,29 @@
 * :func:`hastily_attention` computes scaled dot-product attention on HASTILY: INT8 Q K^T on
   the crossbars (K written as weights), the UCLM softmax and softmax-codes x V on the crossbars
   (V written as weights); :func:`crossbar_product` is one such product with a dynamic operand.
-* :func:`hastily_` / :func:`atleus_` swap a model's Linears in place and report what they
-  swapped; ``numerics.nn.emulate(model, "hastily" | "atleus")`` builds on them.
+* :class:`CrossbarConv` runs a convolution as its im2col product, each group's weight matrix on
+  crossbars like a Linear's.
+* :func:`hastily_` / :func:`atleus_` swap a model's Linears and convolutions in place and report
+  what they swapped; ``numerics.nn.emulate(model, "hastily" | "atleus")`` builds on them.
 
-Embeddings, LayerNorm, GELU, residuals, pooler and classifier stay fp32 (assumption, both
-specs).
+Embeddings, LayerNorm, GELU, residuals and the heads (:mod:`numerics.heads`) stay in the model's
+arithmetic (assumption, both specs).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import types
 
 import torch
 import torch.nn.functional as F
 
+from numerics.conv import conv_as_gemm, module_geometry, module_input, weight_matrices
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, crossbar_matmul
 from numerics.emulation import in_reference_arithmetic
+from numerics.heads import HEADS, HeadRule, head_rule, is_head
 from numerics.quant import M8F8, QuantConfig, WeightQuant, observe_inputs, quantize_input, quantize_weight
 from numerics.uclm import HASTILY_UCLM, UCLMConfig
 from numerics.uclm import softmax as uclm_softmax
@@ -39,6 +45,10 @@ __all__ = [
     "layer_kind",
     "lora_leaf",
     "LORA_LEAVES",
+    "fused_qkv",
+    "FUSED_QKV",
+    "CrossbarConv",
+    "STATIC_LAYERS",
     "check_hastily_crossbar",
     "check_noise",
     "HASTILY_WEIGHT_GRANULARITIES",
@@ -47,12 +57,16 @@ __all__ = [
 _NOISE_FIELDS = ("cell_noise_std", "adc_noise_std", "stuck_at_0_rate", "stuck_at_1_rate")
 HASTILY_WEIGHT_GRANULARITIES = ("channel", "tensor")
 """Weight scale granularities of HASTILY's INT8 weights (hastily.md §2.2)."""
-_SKIP = ("pooler", "classifier", "lm_head", "embed", "score")
-_MHA = ("attention", "attn", "query", "key", "value", "q_proj", "k_proj", "v_proj", "o_proj", "out_proj", "c_attn")
+_MHA = (
+    "attention", "attn", "query", "key", "value", "q_proj", "k_proj", "v_proj", "o_proj", "out_proj", "qkv", "in_proj"
+)  # fmt: skip
 
 
 LORA_LEAVES = ("query", "value", "q_proj", "v_proj", "q", "v")
 """Last name components of the W_Q and W_V projections that carry Atleus' LoRA branches (atleus.md §2.4)."""
+FUSED_QKV = re.compile(r"(c_attn|qkv|query_key_value|in_proj)$")
+"""Last name components of fused Q/K/V projections (output = [Q | K | V]): their LoRA branches act on
+the Q and V thirds."""
 
 
 def lora_leaf(name: str) -> bool:
@@ -60,12 +74,17 @@ def lora_leaf(name: str) -> bool:
     return name.rsplit(".", 1)[-1] in LORA_LEAVES
 
 
-def layer_kind(name: str) -> str | None:
-    """``"mha"`` for attention projections, ``"ffn"`` for other transformer linears, None for
-    layers kept in fp32 (embeddings, pooler, classifier and LM heads)."""
-    low = name.lower()
-    if any(s in low for s in _SKIP):
+def fused_qkv(name: str, out_features: int) -> bool:
+    """True for a fused Q/K/V projection (its leaf name matches :data:`FUSED_QKV`, its output splits in three)."""
+    return bool(FUSED_QKV.search(name.rsplit(".", 1)[-1])) and out_features % 3 == 0
+
+
+def layer_kind(name: str, heads: HeadRule = is_head) -> str | None:
+    """``"mha"`` for attention projections, ``"ffn"`` for other transformer linears and convolutions,
+    None for heads (the one rule, :mod:`numerics.heads`), kept in the model's arithmetic."""
+    if heads(name, None):
         return None
+    low = name.lower()
     return "mha" if any(s in low for s in _MHA) else "ffn"
 
 
@@ -136,6 +155,7 @@ class CrossbarLinear(torch.nn.Module):
         resample_noise: bool = False,
         lora_rank: int = 0,
         lora_alpha: float = 32.0,
+        lora_fused: bool = False,
     ):
         super().__init__()
         w = linear.weight.detach().t().to(torch.float64)  # (K, N)
@@ -160,11 +180,21 @@ class CrossbarLinear(torch.nn.Module):
         self.seed, self.resample_noise = seed, resample_noise
         self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.lora_scale = lora_alpha / lora_rank if lora_rank else 0.0
+        self.lora_rank = lora_rank
         if lora_rank:
-            # A Kaiming-uniform (a = sqrt(5)), B = 0 (arXiv 2106.09685).
-            self.lora_a = torch.nn.Parameter(torch.empty(lora_rank, self.in_features))
+            # A Kaiming-uniform (a = sqrt(5)), B = 0 (arXiv 2106.09685). A fused Q/K/V projection gets two
+            # rank-r branches, one on each of its Q and V thirds: A stacks both, B is block-masked.
+            branches = 2 if lora_fused else 1
+            self.lora_a = torch.nn.Parameter(torch.empty(branches * lora_rank, self.in_features))
             torch.nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
-            self.lora_b = torch.nn.Parameter(torch.zeros(self.out_features, lora_rank))
+            self.lora_b = torch.nn.Parameter(torch.zeros(self.out_features, branches * lora_rank))
+            mask = None
+            if lora_fused:
+                third = self.out_features // 3
+                mask = torch.zeros(self.out_features, 2 * lora_rank)
+                mask[:third, :lora_rank] = 1  # Q
+                mask[2 * third :, lora_rank:] = 1  # V
+            self.register_buffer("lora_mask", mask)
 
     @property
     def w_deq(self) -> torch.Tensor:
@@ -193,14 +223,86 @@ class CrossbarLinear(torch.nn.Module):
         if self.bias is not None:
             y = y + self.bias
         if self.lora_scale:
-            y = y + self.lora_scale * ((x @ self.lora_a.t()) @ self.lora_b.t())
+            b = self.lora_b if self.lora_mask is None else self.lora_b * self.lora_mask
+            y = y + self.lora_scale * ((x @ self.lora_a.t()) @ b.t())
         return y
 
     def extra_repr(self) -> str:
         return (
             f"in={self.in_features}, out={self.out_features}, bits={self.wq.bits}, "
             f"block={self.wq.block_rows}x{self.wq.block_cols}, "
-            f"lora_rank={0 if not self.lora_scale else self.lora_a.shape[0]}"
+            f"lora_rank={self.lora_rank}" + (", fused Q/V" if getattr(self, "lora_mask", None) is not None else "")
+        )
+
+
+class CrossbarConv(torch.nn.Module):
+    """A frozen ``nn.Conv1d``/``nn.Conv2d`` on crossbars: its im2col product (:mod:`numerics.conv`), each of
+    its G groups' K x N weight matrix quantized and programmed like a Linear's (:class:`CrossbarLinear`,
+    same crossbar, quantization, noise), the bias added digitally. A depthwise convolution is G matrices
+    of k_h·k_w rows (assumption: the specs say nothing of convolutions; this is the cost trace's view).
+    Activation scales: per im2col row (one output position's receptive field) when dynamic, one per
+    layer when calibrated. ``weight`` is the dequantized conv weight, as the layer's reference."""
+
+    emulates_itself = True
+    """Its internal products are part of the emulation: ``emulate()`` leaves them alone."""
+    emulated_kind = "conv"
+    """What one call counts as in ``model.emulation.counts``."""
+
+    def __init__(self, conv: torch.nn.Module, bits: int, crossbar: CrossbarConfig, quant: QuantConfig, **linear):
+        super().__init__()
+        self.geometry = module_geometry(conv)
+        self.padding_mode = conv.padding_mode
+        self._reversed_padding_repeated_twice = conv._reversed_padding_repeated_twice
+        mats = weight_matrices(conv.weight.detach(), conv.groups)  # (G, K, N)
+        seed = linear.pop("seed", None)
+        self.gemms = torch.nn.ModuleList(
+            CrossbarLinear(
+                types.SimpleNamespace(weight=w.t(), bias=None, in_features=w.shape[0], out_features=w.shape[1]),
+                bits,
+                crossbar,
+                quant,
+                # a distinct chip region per group: the layer's seed for group 0 (as a Linear), then apart
+                seed=None if seed is None else seed + g * (1 << 20),
+                **linear,
+            )
+            for g, w in enumerate(mats)
+        )
+        dequantized = torch.cat([m.weight for m in self.gemms])  # (C_out, K)
+        self.register_buffer("weight", dequantized.reshape(conv.weight.shape), persistent=False)
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+
+    @property
+    def input_scale(self) -> float | None:
+        """The per-tensor activation scale from calibration (None: dynamic)."""
+        return self.gemms[0].input_scale
+
+    @input_scale.setter
+    def input_scale(self, value: float | None) -> None:
+        for gemm in self.gemms:
+            gemm.input_scale = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = module_input(self, x)
+        if in_reference_arithmetic() or x.numel() == 0:
+            conv = F.conv1d if self.geometry.dims == 1 else F.conv2d
+            g = self.geometry
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return conv(x, self.weight.to(x.dtype), bias, g.stride, g.padding, g.dilation, g.groups)
+
+        def gemm(cols, _w, _b):
+            return torch.stack([layer(cols[i]) for i, layer in enumerate(self.gemms)])
+
+        y = conv_as_gemm(x, self.weight, None, self.geometry, gemm)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype).view(-1, *([1] * self.geometry.dims))
+        return y
+
+    def extra_repr(self) -> str:
+        g = self.geometry
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel={tuple(self.weight.shape[2:])}, stride={g.stride}, "
+            f"padding={g.padding}, dilation={g.dilation}, groups={g.groups}, bits={self.gemms[0].wq.bits}"
         )
 
 
@@ -306,12 +408,33 @@ def _replace(model: torch.nn.Module, names, make) -> None:
         setattr(parent, child, make(name, getattr(parent, child)))
 
 
-def _linears(model: torch.nn.Module) -> list[tuple[str, str]]:
+STATIC_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
+"""Layers whose weights the compute-in-memory targets program into crossbars (convolutions as im2col)."""
+
+
+def _static_layers(model: torch.nn.Module, heads) -> list[tuple[str, str]]:
+    """(name, "mha" | "ffn") of the Linears and convolutions that go on the crossbars (heads excepted)."""
+    rule = head_rule(heads)
     return [
-        (n, layer_kind(n))
+        (n, layer_kind(n, rule))
         for n, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and layer_kind(n) is not None
+        if n and isinstance(m, STATIC_LAYERS) and layer_kind(n, rule) is not None
     ]
+
+
+def _on_crossbars(layer: torch.nn.Module, bits: int, crossbar, quant, **options) -> torch.nn.Module:
+    if isinstance(layer, torch.nn.Linear):
+        return CrossbarLinear(layer, bits, crossbar, quant, **options)
+    options.pop("lora_rank", None), options.pop("lora_fused", None)  # LoRA sits on W_Q and W_V only
+    return CrossbarConv(layer, bits, crossbar, quant, **options)
+
+
+def _swap_counts(model: torch.nn.Module) -> dict[str, int]:
+    return {
+        "linear": sum(isinstance(m, CrossbarLinear) for m in model.modules())
+        - sum(len(m.gemms) for m in model.modules() if isinstance(m, CrossbarConv)),
+        "conv": sum(isinstance(m, CrossbarConv) for m in model.modules()),
+    }
 
 
 def _observe(model, names, calibrate_with, bits) -> dict[str, float]:
@@ -353,11 +476,14 @@ def hastily_(
     crossbar: CrossbarConfig = HASTILY_SRAM,
     weight_granularity: str = "channel",
     calibrate_with=None,
+    heads=HEADS,
 ) -> dict[str, int]:
-    """Put ``model``'s transformer Linears on HASTILY, in place (hastily.md §2): INT8 per-channel
+    """Put ``model``'s Linears and convolutions on HASTILY, in place (hastily.md §2): INT8 per-channel
     weights on ``crossbar``; INT8 activations per tensor with observer scales from ``calibrate_with``
     batches, else per token with dynamic absmax scales (the spec's per-call absmax would make a
-    sequence's result depend on its batch). Returns counts of what was swapped."""
+    sequence's result depend on its batch). ``heads`` (:mod:`numerics.heads`) stay in the model's
+    arithmetic. The crossbar weights are frozen (buffers); every other parameter keeps its
+    ``requires_grad``. Returns counts of what was swapped (``"linear"``, ``"conv"``)."""
     check_hastily_crossbar(crossbar)
     check_choice("weight_granularity", weight_granularity, HASTILY_WEIGHT_GRANULARITIES)
     # calibrated: one static per-tensor scale per layer (the spec); otherwise a dynamic scale per token,
@@ -365,12 +491,11 @@ def hastily_(
     quant = QuantConfig(
         8, 8, granularity=weight_granularity, input_granularity="token" if calibrate_with is None else "tensor"
     )
-    linears = [n for n, _ in _linears(model)]
-    scales = _observe(model, linears, calibrate_with, 8)
-    _replace(model, linears, lambda _n, m: CrossbarLinear(m, 8, crossbar, quant))
+    names = [n for n, _ in _static_layers(model, heads)]
+    scales = _observe(model, names, calibrate_with, 8)
+    _replace(model, names, lambda _n, m: _on_crossbars(m, 8, crossbar, quant))
     _set_scales(model, scales)
-    model.requires_grad_(False)
-    return {"linear": len(linears)}
+    return _swap_counts(model)
 
 
 def atleus_(
@@ -384,41 +509,48 @@ def atleus_(
     lora_rank: int = 0,
     lora_alpha: float = 32.0,
     calibrate_with=None,
+    heads=HEADS,
 ) -> dict[str, int]:
-    """Put ``model``'s static-weight Linears on Atleus' ReRAM crossbars, in place (atleus.md §2.1,
-    §2.4): Q/K/V/O at ``quant.mha_weight_bits`` and FFN linears at ``quant.ffn_weight_bits``
-    with crossbar-wise scales. ``noise``: a cell-noise std (units of L) or a dict of
-    CrossbarConfig noise fields; ``seed`` fixes the chip instance, ``resample_noise`` redraws
-    every forward. ``lora_rank`` > 0 adds LoRA on W_Q and W_V and freezes everything else.
-    Returns counts of what was swapped."""
+    """Put ``model``'s static-weight Linears and convolutions on Atleus' ReRAM crossbars, in place
+    (atleus.md §2.1, §2.4): Q/K/V/O at ``quant.mha_weight_bits``, FFN linears and convolutions at
+    ``quant.ffn_weight_bits`` (assumption for convolutions), with crossbar-wise scales; ``heads``
+    (:mod:`numerics.heads`) stay in the model's arithmetic. ``noise``: a cell-noise std (units of L) or
+    a dict of CrossbarConfig noise fields; ``seed`` fixes the chip instance, ``resample_noise`` redraws
+    every forward. The crossbar weights are frozen (buffers). ``lora_rank`` > 0 adds LoRA on W_Q and
+    W_V (the Q and V thirds of a fused Q/K/V projection) and freezes every other parameter, as the
+    paper's fine-tuning does; without LoRA the other parameters keep their ``requires_grad``.
+    Returns counts of what was swapped (``"mha"``, ``"ffn"``, ``"lora"``, ``"conv"``)."""
     check_type("quant", quant, QuantConfig)
     check_type("crossbar", crossbar, CrossbarConfig)
     if noise is not None:
         crossbar = dataclasses.replace(crossbar, **check_noise(noise))
     if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 0:
         raise ValueError(f"lora_rank must be an int >= 0, got {lora_rank!r}")
-    linears = _linears(model)
-    names = [n for n, _ in linears]
-    kinds = dict(linears)
+    layers = _static_layers(model, heads)
+    names = [n for n, _ in layers]
+    kinds = dict(layers)
     bits = {"mha": quant.mha_weight_bits, "ffn": quant.ffn_weight_bits}
     scales = _observe(model, names, calibrate_with, quant.input_bits)
-    model.requires_grad_(False)
+    if lora_rank:
+        model.requires_grad_(False)
 
     def make(name, m):
-        lora = lora_rank if lora_leaf(name) else 0
-        return CrossbarLinear(
+        fused = isinstance(m, torch.nn.Linear) and fused_qkv(name, m.out_features)
+        return _on_crossbars(
             m,
             bits[kinds[name]],
             crossbar,
             quant,
             seed=seed + names.index(name),
             resample_noise=resample_noise,
-            lora_rank=lora,
+            lora_rank=lora_rank if lora_leaf(name) or fused else 0,
             lora_alpha=lora_alpha,
+            lora_fused=fused,
         )
 
     _replace(model, names, make)
     _set_scales(model, scales)
     counts = {kind: sum(k == kind for k in kinds.values()) for kind in ("mha", "ffn")}
     counts["lora"] = sum(1 for m in model.modules() if isinstance(m, CrossbarLinear) and m.lora_scale)
+    counts["conv"] = _swap_counts(model)["conv"]
     return counts

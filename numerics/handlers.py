@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from numerics import einsum as contractions
+
 if TYPE_CHECKING:
     from numerics.emulation import Emulation
 
@@ -40,6 +42,12 @@ __all__ = [
     "softmax_handler",
     "sdpa_call",
     "attention",
+    "ContractionFunctions",
+    "UncoveredProducts",
+    "contraction_handler",
+    "unemulated_handler",
+    "uncovered_handlers",
+    "standard_swaps",
 ]
 
 Handler = Callable[..., Any]
@@ -58,9 +66,28 @@ MatmulFunctions = (
     torch.bmm,
     torch.Tensor.bmm,
     torch.addmm,
+    torch.Tensor.addmm,
     torch.baddbmm,
+    torch.Tensor.baddbmm,
+    torch.mv,
+    torch.Tensor.mv,
+    torch.dot,
+    torch.Tensor.dot,
 )
 SDPA = F.scaled_dot_product_attention
+ContractionFunctions = (torch.einsum, torch.tensordot, torch.inner)
+"""Contractions lowered to products (:mod:`numerics.einsum`) and run in the target's arithmetic."""
+UncoveredProducts = (
+    F.conv3d,
+    F.conv_transpose1d,
+    F.conv_transpose2d,
+    F.conv_transpose3d,
+    F.bilinear,
+    torch.addbmm,
+    torch.chain_matmul,
+    torch.linalg.multi_dot,
+)
+"""Products no target emulates yet: recorded in ``model.emulation.unemulated`` (with a warning)."""
 
 
 class _Substitute(torch.autograd.Function):
@@ -154,7 +181,7 @@ def matmul_call(func, args, kwargs):
         x, w = args[0], args[1]
         bias = args[2] if len(args) > 2 else kwargs.get("bias")
         return x, w.transpose(-1, -2) if w.dim() > 1 else w, bias, None
-    if func in (torch.addmm, torch.baddbmm):
+    if func in (torch.addmm, torch.Tensor.addmm, torch.baddbmm, torch.Tensor.baddbmm):
         inp, a, b = args[0], args[1], args[2]
         beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
         if beta == 1 and alpha == 1:
@@ -169,7 +196,14 @@ def emulated_product(em: Emulation, product: Callable, a, b, bias=None, post=Non
     operands and returns ``a @ b + bias`` as the target computes it."""
     em.count("matmul")
     with torch.no_grad():
-        y = product(em, a.detach(), b.detach(), None if bias is None else bias.detach()).to(a.dtype)
+        # a vector operand is a one-row (one-column) matrix to the hardware, as torch.matmul treats it
+        a2 = a.detach().unsqueeze(0) if a.dim() == 1 else a.detach()
+        b2 = b.detach().unsqueeze(-1) if b.dim() == 1 else b.detach()
+        y = product(em, a2, b2, None if bias is None else bias.detach()).to(a.dtype)
+        if b.dim() == 1:
+            y = y.squeeze(-1)
+        if a.dim() == 1:
+            y = y.squeeze(-2 if b.dim() > 1 else -1)
         if post is not None:
             y = post(y)
     return straight_through(y, reference or (lambda: torch.matmul(a, b)), a, b, bias)
@@ -186,7 +220,7 @@ class product_handler:  # noqa: N801  (used like the function it replaces; a cla
 
     def __call__(self, em: Emulation, func, args, kwargs):
         a, b, bias, post = matmul_call(func, args, kwargs)
-        if not is_float(a, b) or (not self.linear and b.dim() < 2):
+        if not is_float(a, b):
             return func(*args, **kwargs)
         return emulated_product(em, self.product, a, b, bias, post, lambda: func(*args, **kwargs))
 
@@ -251,10 +285,71 @@ def attention(emulation: Emulation, call: dict, matmul: Callable, softmax: Calla
 def dynamic_operand_handlers(softmax: Callable, product: Callable, sdpa: Handler) -> dict:
     """The handlers of a target whose static-weight Linears are swapped for modules that emulate
     themselves: every softmax spelling with ``softmax(em, x, dim)``, every product but ``F.linear``
-    with ``product(em, a, b, bias)``, and SDPA with ``sdpa``."""
+    (and the contractions) with ``product(em, a, b, bias)``, SDPA with ``sdpa``, and the uncovered
+    products recorded."""
     handlers = dict.fromkeys(SoftmaxFunctions, softmax_handler(softmax))
     handlers.update(
         dict.fromkeys([f for f in MatmulFunctions if f is not F.linear], product_handler(product, linear=False))
     )
+    handlers.update(dict.fromkeys(ContractionFunctions, contraction_handler(product)))
+    handlers.update(uncovered_handlers())
     handlers[SDPA] = sdpa
     return handlers
+
+
+class unemulated_handler:  # noqa: N801  (a class, so it pickles)
+    """A handler that runs the call in the model's arithmetic and records it as ``kind`` in
+    ``model.emulation.unemulated`` (the target's hardware would run it; the emulation does not cover it)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __call__(self, em: Emulation, func, args, kwargs):
+        em.note_unemulated(self.kind)
+        return func(*args, **kwargs)
+
+
+def uncovered_handlers() -> dict:
+    """:data:`UncoveredProducts`, each recorded under its name."""
+    return {f: unemulated_handler(f.__name__) for f in UncoveredProducts}
+
+
+class contraction_handler:  # noqa: N801  (a class, so it pickles)
+    """``torch.einsum``, ``torch.tensordot`` and ``torch.inner`` with every pairwise product computed by
+    ``product(em, a, b, bias)`` (see :func:`emulated_product`; counted as ``"matmul"``). Forms the lowering
+    does not take (einsum's sublist form) are recorded as unemulated."""
+
+    def __init__(self, product: Callable):
+        self.product = product
+
+    def __call__(self, em: Emulation, func, args, kwargs):
+        def matmul(a, b):
+            return emulated_product(em, self.product, a, b)
+
+        operands = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]
+        if not operands or not is_float(*operands):
+            return func(*args, **kwargs)
+        try:
+            if func is torch.einsum:
+                ops = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+                if not isinstance(args[0], str):
+                    raise contractions.Unsupported("einsum's sublist form")
+                return contractions.einsum_products(args[0], list(ops), matmul)
+            if func is torch.tensordot:
+                call = dict(zip(("a", "b", "dims"), args), **kwargs)
+                return contractions.tensordot_product(call["a"], call["b"], call.get("dims", 2), matmul)
+            return contractions.inner_product(*args, matmul, **kwargs)
+        except contractions.Unsupported:
+            em.note_unemulated(func.__name__)
+            return func(*args, **kwargs)
+
+
+def standard_swaps(model: nn.Module) -> collections.Counter:
+    """The module swaps every target makes so that its handlers and module swaps see each product:
+    Hugging Face ``Conv1D`` to ``nn.Linear`` (:func:`linears_from_conv1d`) and ``nn.MultiheadAttention``
+    spelled out (:func:`numerics.mha.spell_out_attention_`). Returns the swap counts."""
+    from numerics.mha import spell_out_attention_
+
+    swapped = linears_from_conv1d(model)
+    swapped.update(spell_out_attention_(model))
+    return swapped

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import warnings
 from typing import Any, Callable, ClassVar
 
 __all__ = ["Target", "TargetOptions", "register_target", "targets", "target_options", "get_target", "option_table"]
@@ -30,6 +31,8 @@ class TargetOptions:
     """Fields that change the cost model's estimate."""
     ACCURACY_ONLY: ClassVar[dict[str, str]] = {}
     """Fields that change only the emulated arithmetic, each with the reason it costs nothing."""
+    RENAMED: ClassVar[dict[str, str]] = {}
+    """Former option names and their current ones (accepted with a DeprecationWarning)."""
 
     def as_dict(self) -> dict:
         """{field: value} in declaration order (values are not copied)."""
@@ -77,6 +80,12 @@ class Target:
     def make_options(self, **values) -> TargetOptions:
         """The typed options; an unknown name or a bad value raises ``ValueError``/``TypeError``."""
         names = [f.name for f in dataclasses.fields(self.options)]
+        for old, new in self.options.RENAMED.items():
+            if old in values:
+                if new in values:
+                    raise ValueError(f"give {new!r} only: {old!r} is its former name")
+                warnings.warn(f"option {old!r} of {self.name!r} is now {new!r}", DeprecationWarning, stacklevel=3)
+                values[new] = values.pop(old)
         unknown = sorted(set(values) - set(names))
         if unknown:
             raise ValueError(

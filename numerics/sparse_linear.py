@@ -1,12 +1,15 @@
-"""Drop-in FlexiSAGA layers: a pruned ``nn.Linear`` with a fixed mask, and whole-model conversion.
+"""Drop-in FlexiSAGA layers: a pruned ``nn.Linear`` and a pruned convolution with fixed masks, and
+whole-model conversion.
 
-Spec: ``flexisaga.md`` §2.3 (what is pruned) and §2.2 (how the PEs compute).
+Spec: ``flexisaga.md`` §2.3 (what is pruned: CONV and FC operators), §2.2 (how the PEs compute) and §5
+(convolutions as im2col GEMMs, :mod:`numerics.conv`). The PEs compute in FP32 whatever the model's
+dtype: a bfloat16 or float16 model's activations and weights enter the array converted to FP32 and the
+result returns in the model's dtype.
 """
 
 from __future__ import annotations
 
 import copy
-import fnmatch
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -14,7 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from numerics.conv import conv_as_gemm, is_depthwise, module_geometry, module_input
 from numerics.emulation import in_reference_arithmetic
+from numerics.formats import fma_f32
+from numerics.heads import HEADS, head_rule
 from numerics.sparsity import (
     FLEXISAGA_16X16,
     CyclesFn,
@@ -22,12 +28,14 @@ from numerics.sparsity import (
     check_tile,
     prune_layer,
     sparse_gemm,
+    stored_elements,
 )
 
-DENSE_BY_DEFAULT = ("classifier", "lm_head", "head", "pooler", "cls", "score", "qa_outputs")
-"""Name components of the Linears left dense by default: classifier, LM and task heads, the
-pooler (spec §2.3, assumption: only the transformer blocks' static weights are pruned).
-Embeddings are lookups, not GEMMs on the array, and are never touched."""
+DENSE_BY_DEFAULT = HEADS
+"""The layers left dense by default: the heads (:data:`numerics.heads.HEADS`, the one rule of every
+target). Embeddings are lookups, not GEMMs on the array, and are never touched. Depthwise convolutions
+stay dense too (assumption: their GEMM view has one output channel per group, so a tile-aligned vector
+would be a single weight)."""
 
 
 @dataclass(frozen=True)
@@ -66,17 +74,49 @@ class _SequentialLinear(torch.autograd.Function):
         return grad @ weight_nk, grad.T @ x2, None
 
 
+class _SequentialGroups(torch.autograd.Function):
+    """Forward: G independent k-ordered GEMMs (a grouped convolution's im2col products). Backward: the
+    gradient of the exact products (straight-through)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, config):
+        ctx.save_for_backward(x, weight)
+        return grouped_sequential_gemm(x, weight, config)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        return grad @ weight.transpose(-1, -2), x.transpose(-1, -2) @ grad, None
+
+
+def grouped_sequential_gemm(x: torch.Tensor, weight: torch.Tensor, config: FlexiSAGAConfig) -> torch.Tensor:
+    """``x`` (G, M, K) times ``weight`` (G, K, N), float32, each group as :func:`sparse_gemm` computes it
+    (acc from +0, k = 0..K-1, skipping unstored weights), all groups in one k-loop: bit for bit the
+    G separate ``sparse_gemm`` calls (a group's unstored step adds exactly nothing for finite X, and is
+    masked where X is not finite)."""
+    if config.accumulation == "fast":
+        return torch.matmul(x, weight)
+    stored = stored_elements(weight)  # (G, K, N)
+    steps = stored.any(-1).any(0).nonzero().flatten().tolist()
+    masked = (~stored.all(-1).all(0) & ~torch.isfinite(x).all(1).all(0)).tolist()
+    acc = torch.zeros(x.shape[0], x.shape[1], weight.shape[2], dtype=torch.float32, device=x.device)
+    for k in steps:
+        xk, wk = x[:, :, k, None], weight[:, None, k, :]
+        new = fma_f32(xk, wk, acc) if config.fused_mac else acc + xk * wk
+        acc = torch.where(stored[:, None, k, :], new, acc) if masked[k] else new
+    return acc
+
+
 class SparseLinear(nn.Module):
     """An ``nn.Linear`` pruned once with a fixed tile-aligned mask, computed like FlexiSAGA's PEs.
 
-    ``weight`` (N, K) and ``bias`` are parameters as in ``nn.Linear``; ``mask`` (N, K, bool, True =
-    kept) is a buffer. The forward uses ``where(mask, weight, 0)``, so masked weights never act and
-    their gradients are zero by construction: fine-tuning keeps them zero under any optimizer
-    (momentum, Adam and weight decay all leave a zero weight with zero gradient at zero).
-    ``accumulation="sequential"`` runs :func:`sparse_gemm` (bit-exact PE order, spec §2.2);
-    ``"fast"`` runs ``F.linear``, equal up to the summation order. The bias is added once after
-    the sum (assumption: the spec's GEMM has no bias). Only float32 is supported: ``int32`` PEs
-    need an integer-quantised model.
+    ``weight`` (N, K) and ``bias`` are parameters as in ``nn.Linear`` (in the model's dtype); ``mask``
+    (N, K, bool, True = kept) is a buffer. The forward uses ``where(mask, weight, 0)``, so masked weights
+    never act and their gradients are zero by construction: fine-tuning keeps them zero under any
+    optimizer (momentum, Adam and weight decay all leave a zero weight with zero gradient at zero).
+    ``accumulation="sequential"`` runs :func:`sparse_gemm` (bit-exact PE order, spec §2.2) in FP32;
+    ``"fast"`` runs ``F.linear`` in FP32, equal up to the summation order. The bias is added once after
+    the sum (assumption: the spec's GEMM has no bias). ``int32`` PEs need an integer-quantised model.
     """
 
     emulates_itself = True
@@ -94,8 +134,8 @@ class SparseLinear(nn.Module):
         super().__init__()
         if config.dtype != "float32":
             raise ValueError(f"dtype must be 'float32' for SparseLinear, got {config.dtype!r}")
-        if weight.dtype != torch.float32:
-            raise TypeError(f"weight must be float32, got {weight.dtype}")
+        if not weight.is_floating_point():
+            raise TypeError(f"weight must be a floating-point tensor, got {weight.dtype}")
         if mask.dtype != torch.bool or mask.shape != weight.shape:
             raise ValueError(f"mask must be bool with the weight's shape {tuple(weight.shape)}")
         self.config = config
@@ -111,19 +151,8 @@ class SparseLinear(nn.Module):
         cls, linear: nn.Linear, config: FlexiSAGAConfig = FLEXISAGA_16X16, *, cycles: CyclesFn | None = None
     ) -> tuple[SparseLinear, LayerSparsity]:
         """Prune ``linear`` with ``config`` (its weight taken as W = weight.T, spec orientation)."""
-        result = prune_layer(
-            linear.weight.detach().T,
-            config.sparsity,
-            tile=config.tile,
-            vector=config.vector,
-            criterion=config.criterion,
-            cycles=cycles,
-            auto_tokens=config.auto_tokens,
-        )
-        module = cls(result.weight.T, result.mask.T, linear.bias, config)
-        report = LayerSparsity(
-            tuple(result.mask.shape), result.vector, result.vectors_pruned, result.vectors_total, module.sparsity
-        )
+        mask, report = _prune(linear.weight.detach().T, config, cycles)
+        module = cls(linear.weight, mask.T, linear.bias, config)
         return module, report
 
     @property
@@ -131,19 +160,21 @@ class SparseLinear(nn.Module):
         """Measured fraction of masked weight elements."""
         return (~self.mask).sum().item() / self.mask.numel()
 
+    def _masked(self) -> torch.Tensor:
+        return torch.where(self.mask, self.weight, torch.zeros((), dtype=self.weight.dtype, device=self.weight.device))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if in_reference_arithmetic():  # the model's own product (the weight holds the mask's zeros)
             return F.linear(x, self.weight, self.bias)
-        if x.dtype != torch.float32:
-            raise TypeError(f"input must be float32, got {x.dtype}")
-        weight = torch.where(
-            self.mask, self.weight, torch.zeros((), dtype=self.weight.dtype, device=self.weight.device)
-        )
+        if not x.is_floating_point():
+            raise TypeError(f"input must be a floating-point tensor, got {x.dtype}")
+        weight = self._masked().float()
+        bias = None if self.bias is None else self.bias.float()
         if self.config.accumulation == "fast":
-            return F.linear(x, weight, self.bias)
-        y = _SequentialLinear.apply(x.reshape(-1, self.in_features), weight, self.config)
+            return F.linear(x.float(), weight, bias).to(x.dtype)
+        y = _SequentialLinear.apply(x.float().reshape(-1, self.in_features), weight, self.config)
         y = y.reshape(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+        return (y if bias is None else y + bias).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (
@@ -153,37 +184,105 @@ class SparseLinear(nn.Module):
         )
 
 
-def check_skip(skip) -> None:
-    """ValueError unless ``skip`` is a callable ``(name, module) -> bool`` or name patterns."""
-    if callable(skip):
-        return
-    patterns = (skip,) if isinstance(skip, str) else skip
-    if not isinstance(patterns, (tuple, list)) or not all(isinstance(p, str) for p in patterns):
-        raise ValueError(f"skip must be a callable (name, module) -> bool or name patterns, got {skip!r}")
+class SparseConv(nn.Module):
+    """An ``nn.Conv1d``/``nn.Conv2d`` pruned once in the tile-aligned vectors of its GEMM view and computed
+    as its im2col product on the PEs (spec §5: M = H_out·W_out·batch, K = R·S·C_in, N = C_out).
+
+    The pruning view is the (K, C_out) matrix ``weight.reshape(C_out, K).T`` (K = C_in/G·R·S; for
+    G = 1 exactly the GEMM's weight, for grouped convolutions the groups' weights side by side, as the
+    cost trace sees them); depthwise convolutions are not pruned (see :data:`DENSE_BY_DEFAULT`). ``weight``,
+    ``bias`` and ``mask`` (the weight's shape) behave as :class:`SparseLinear`'s."""
+
+    emulates_itself = True
+    """Its internal products are part of the emulation: ``emulate()`` leaves them alone."""
+    emulated_kind = "conv"
+    """What one call counts as in ``model.emulation.counts``."""
+
+    def __init__(self, conv: nn.Module, mask: torch.Tensor, config: FlexiSAGAConfig = FLEXISAGA_16X16):
+        super().__init__()
+        if mask.dtype != torch.bool or mask.shape != conv.weight.shape:
+            raise ValueError(f"mask must be bool with the weight's shape {tuple(conv.weight.shape)}")
+        self.config = config
+        self.geometry = module_geometry(conv)
+        self.padding_mode = conv.padding_mode
+        self._reversed_padding_repeated_twice = conv._reversed_padding_repeated_twice
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        w = conv.weight.detach()
+        self.weight = nn.Parameter(torch.where(mask, w, torch.zeros((), dtype=w.dtype, device=w.device)))
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
+        self.register_buffer("mask", mask.clone())
+
+    @classmethod
+    def from_conv(
+        cls, conv: nn.Module, config: FlexiSAGAConfig = FLEXISAGA_16X16, *, cycles: CyclesFn | None = None
+    ) -> tuple[SparseConv, LayerSparsity | None]:
+        """Prune ``conv`` with ``config`` (None as the report of a depthwise convolution, kept dense)."""
+        if is_depthwise(conv):
+            return cls(conv, torch.ones_like(conv.weight, dtype=torch.bool), config), None
+        c_out = conv.weight.shape[0]
+        view = conv.weight.detach().reshape(c_out, -1).T  # (K, C_out)
+        mask, report = _prune(view, config, cycles)
+        return cls(conv, mask.T.reshape(conv.weight.shape), config), report
+
+    @property
+    def sparsity(self) -> float:
+        """Measured fraction of masked weight elements."""
+        return (~self.mask).sum().item() / self.mask.numel()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = module_input(self, x)
+        g = self.geometry
+        if in_reference_arithmetic():
+            conv = F.conv1d if g.dims == 1 else F.conv2d
+            return conv(x, self.weight, self.bias, g.stride, g.padding, g.dilation, g.groups)
+        if not x.is_floating_point():
+            raise TypeError(f"input must be a floating-point tensor, got {x.dtype}")
+        weight = torch.where(self.mask, self.weight, torch.zeros((), dtype=self.weight.dtype, device=x.device))
+        y = conv_as_gemm(
+            x.float(), weight.float(), None, g, lambda cols, w, _b: _SequentialGroups.apply(cols, w, self.config)
+        )
+        if self.bias is not None:
+            y = y + self.bias.float().view(-1, *([1] * g.dims))
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        g = self.geometry
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel={tuple(self.weight.shape[2:])}, stride={g.stride}, "
+            f"padding={g.padding}, groups={g.groups}, sparsity={self.sparsity:.4f}, vector={self.config.vector!r}"
+        )
 
 
-def _skip_rule(skip) -> Callable[[str, nn.Linear], bool]:
-    check_skip(skip)
-    if callable(skip):
-        return skip
-    patterns = (skip,) if isinstance(skip, str) else tuple(skip)
-
-    def rule(name: str, _module: nn.Linear) -> bool:
-        parts = name.split(".") + [name]
-        return any(fnmatch.fnmatchcase(part, p) for part in parts for p in patterns)
-
-    return rule
+def _prune(view: torch.Tensor, config: FlexiSAGAConfig, cycles) -> tuple[torch.Tensor, LayerSparsity]:
+    """The mask of a (K, N) weight view pruned with ``config`` (scored in FP32), and its report."""
+    result = prune_layer(
+        view.float(),
+        config.sparsity,
+        tile=config.tile,
+        vector=config.vector,
+        criterion=config.criterion,
+        cycles=cycles,
+        auto_tokens=config.auto_tokens,
+    )
+    element = (~result.mask).sum().item() / result.mask.numel()
+    report = LayerSparsity(
+        tuple(result.mask.shape), result.vector, result.vectors_pruned, result.vectors_total, element
+    )
+    return result.mask, report
 
 
 def flexisaga_model(model: nn.Module, **options) -> tuple[nn.Module, dict[str, LayerSparsity]]:
-    """A deep copy of ``model`` with its Linears pruned (see :func:`sparsify_`; same options).
-
-    Returns ``(new_model, {qualified name: LayerSparsity})``. The input model is not modified.
+    """A deep copy of ``model`` with its Linears and convolutions pruned (see :func:`sparsify_`; same
+    options). Returns ``(new_model, {qualified name: LayerSparsity})``. The input model is not modified.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     new = copy.deepcopy(model)
     return new, sparsify_(new, **options)
+
+
+PRUNED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+"""The layer types FlexiSAGA prunes (exact types: FC and CONV operators, spec §2.3)."""
 
 
 def sparsify_(
@@ -195,22 +294,24 @@ def sparsify_(
     criterion: str = FLEXISAGA_16X16.criterion,
     accumulation: str = FLEXISAGA_16X16.accumulation,
     fused_mac: bool = FLEXISAGA_16X16.fused_mac,
-    skip: Iterable[str] | Callable[[str, nn.Linear], bool] = DENSE_BY_DEFAULT,
+    heads: Iterable[str] | Callable[[str, nn.Module], bool] = DENSE_BY_DEFAULT,
     cycles: CyclesFn | None = None,
     auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
     config: FlexiSAGAConfig | None = None,
 ) -> dict[str, LayerSparsity]:
-    """Replace, in place, every ``nn.Linear`` of ``model`` by a :class:`SparseLinear`.
+    """Replace, in place, every ``nn.Linear`` of ``model`` by a :class:`SparseLinear` and every
+    ``nn.Conv1d``/``nn.Conv2d`` by a :class:`SparseConv`.
 
-    Only modules of type exactly ``nn.Linear`` are replaced (a subclass such as the ``out_proj``
-    of ``nn.MultiheadAttention`` is read directly by its parent and stays dense).
+    Only modules of exactly those types are replaced (a subclass such as the ``out_proj`` of
+    ``nn.MultiheadAttention`` is read directly by its parent and stays dense).
 
-    Linears for which ``skip`` holds stay dense: ``skip`` is a callable ``(name, module) -> bool``
-    or fnmatch patterns matched against the qualified name and each of its dot-separated parts
-    (default :data:`DENSE_BY_DEFAULT`; ``skip=()`` prunes every Linear). ``vector="auto"`` needs
-    ``cycles`` (see :data:`numerics.sparsity.CyclesFn`) and compares at M = ``auto_tokens``.
-    ``config``, a whole :class:`FlexiSAGAConfig`, replaces the individual array and pruning options.
-    Returns ``{qualified name: LayerSparsity}``. Options are checked before anything changes.
+    Layers for which ``heads`` holds stay dense and in the model's arithmetic: ``heads`` is a callable
+    ``(name, module) -> bool`` or fnmatch patterns matched against the qualified name and each of its
+    dot-separated parts (default :data:`DENSE_BY_DEFAULT`; ``heads=()`` prunes every layer). Depthwise
+    convolutions run on the array unpruned. ``vector="auto"`` needs ``cycles`` (see
+    :data:`numerics.sparsity.CyclesFn`) and compares at M = ``auto_tokens``. ``config``, a whole
+    :class:`FlexiSAGAConfig`, replaces the individual array and pruning options. Returns
+    ``{qualified name: LayerSparsity}`` of the pruned layers. Options are checked before anything changes.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -230,20 +331,25 @@ def sparsify_(
         raise TypeError(f"config must be a FlexiSAGAConfig, got {type(config).__name__}")
     if config.vector == "auto" and not callable(cycles):
         raise ValueError("cycles must be a callable (weight, m, rows, cols) -> int when vector='auto'")
-    rule = _skip_rule(skip)
+    rule = head_rule(heads)
     slots = [
         (parent, child_name, f"{name}.{child_name}" if name else child_name, child)
         for name, parent in model.named_modules(remove_duplicate=False)
         for child_name, child in parent._modules.items()  # with repeats, unlike named_children
-        if type(child) is nn.Linear
+        if type(child) in PRUNED_LAYERS
     ]
     dense = {id(child) for _, _, full, child in slots if rule(full, child)}  # under any name
     report: dict[str, LayerSparsity] = {}
-    replaced: dict[int, SparseLinear] = {}  # a Linear shared by two parents is pruned once
+    replaced: dict[int, nn.Module] = {}  # a layer shared by two parents is pruned once
     for parent, child_name, full, child in slots:
         if id(child) in dense:
             continue
         if id(child) not in replaced:
-            replaced[id(child)], report[full] = SparseLinear.from_linear(child, config, cycles=cycles)
+            if type(child) is nn.Linear:
+                replaced[id(child)], layer = SparseLinear.from_linear(child, config, cycles=cycles)
+            else:
+                replaced[id(child)], layer = SparseConv.from_conv(child, config, cycles=cycles)
+            if layer is not None:
+                report[full] = layer
         setattr(parent, child_name, replaced[id(child)])
     return report

@@ -9,7 +9,8 @@
 * attention products and softmax run on the systolic tier: BF16 operands and results with FP32
   accumulation (``sa_dtype="bfloat16"``, the default, which the cost model prices too; the paper does
   not state the tier's precision and the spec's own assumption is FP32: ``"float32"``);
-* heads, pooler, embeddings, LayerNorm and GELU stay FP32 (assumption).
+* the heads (:mod:`numerics.heads`; ``heads``) run on the systolic tier too; embeddings, LayerNorm and
+  GELU stay FP32 (assumption).
 
 ``adc_bits`` overrides the crossbar's ADC width (for sweeps).
 """
@@ -20,6 +21,7 @@ import dataclasses
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from numerics import quant as quant_presets
@@ -33,10 +35,12 @@ from numerics.handlers import (
     emulated_product,
     emulated_softmax,
     is_float,
-    linears_from_conv1d,
+    product_handler,
     safe_softmax,
     sdpa_call,
+    standard_swaps,
 )
+from numerics.heads import HEADS, check_heads
 from numerics.quant import QuantConfig
 from numerics.redmule import bf16_matmul
 from numerics.registry import TargetOptions, register_target
@@ -53,7 +57,7 @@ SA_DTYPES = ("bfloat16", "float32")
 class AtleusOptions(TargetOptions):
     """Options of the ``"atleus"`` target (spec atleus.md)."""
 
-    COST = ("quant", "crossbar", "adc_bits", "lora_rank", "sa_dtype")
+    COST = ("quant", "crossbar", "adc_bits", "lora_rank", "sa_dtype", "heads")
     ACCURACY_ONLY = {
         "noise": "device non-idealities change the values read, not the reads, conversions or transfers",
         "seed": "selects the chip instance drawn for the noise",
@@ -84,6 +88,10 @@ class AtleusOptions(TargetOptions):
     the branches run on the systolic tier."""
     lora_alpha: float = 32.0
     """LoRA scale numerator (the branch is scaled by alpha / rank)."""
+    heads: object = HEADS
+    """Layers kept off the crossbars, in the model's arithmetic: name patterns or a callable
+    ``(name, module) -> bool`` (default :data:`numerics.heads.HEADS`). Moves cost: those products
+    run on the host, not on the crossbars."""
     calibrate_with: object = None
     """Batches that fix per-tensor activation scales (with ``quant.input_granularity="tensor"``)."""
     sa_dtype: str = "bfloat16"
@@ -92,6 +100,7 @@ class AtleusOptions(TargetOptions):
     SRAM traffic per value."""
 
     def __post_init__(self):
+        check_heads(self.heads)
         q = self.quant_config
         crossbar = self.effective_crossbar
         if q.input_bits != crossbar.input_bits:
@@ -156,7 +165,7 @@ def _sdpa(em: Emulation, func, args, kwargs):
     cost_model="hwmodels.atleus",
 )
 def prepare(model: nn.Module, options: AtleusOptions):
-    model.emulation.swapped.update(linears_from_conv1d(model))  # GPT-2's projections
+    model.emulation.swapped.update(standard_swaps(model))
     counts = atleus_(
         model,
         quant=options.quant_config,
@@ -167,7 +176,12 @@ def prepare(model: nn.Module, options: AtleusOptions):
         lora_rank=options.lora_rank,
         lora_alpha=options.lora_alpha,
         calibrate_with=options.calibrate_with,
+        heads=options.heads,
     )
-    model.emulation.swapped["Linear -> CrossbarLinear"] += counts["mha"] + counts["ffn"]
+    model.emulation.swapped["Linear -> CrossbarLinear"] += counts["mha"] + counts["ffn"] - counts["conv"]
+    if counts["conv"]:
+        model.emulation.swapped["Conv -> CrossbarConv"] += counts["conv"]
     model.emulation.details["layers"] = counts
-    return dynamic_operand_handlers(_systolic_softmax, _product, _sdpa)
+    handlers = dynamic_operand_handlers(_systolic_softmax, _product, _sdpa)
+    handlers[F.linear] = product_handler(_product)  # what is not on the crossbars (heads) runs on the systolic tier
+    return handlers

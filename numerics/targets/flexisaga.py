@@ -1,11 +1,13 @@
 """Target ``"flexisaga"``: structured-sparse weights on FlexiSAGA's systolic array (spec flexisaga.md).
 
-Every ``nn.Linear`` of the transformer blocks is pruned once, at ``emulate`` time, in whole
-tile-aligned weight vectors (:func:`numerics.sparse_linear.sparsify_`); heads and the pooler stay
-dense by default (``skip``). The masks stay fixed: fine-tuning the emulated model keeps pruned
-weights at zero. Products run as the PEs compute them (``accumulation="sequential"``, FP32 in k
-order) or through ``torch.matmul`` (``"fast"``). Attention products have no static weight and run
-dense. ``model.emulation.details["sparsity"]`` holds the per-layer :class:`LayerSparsity`.
+Every ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` (FC and CONV operators; convolutions through their
+im2col GEMM view) is pruned once, at ``emulate`` time, in whole tile-aligned weight vectors
+(:func:`numerics.sparse_linear.sparsify_`); the heads (:mod:`numerics.heads`) stay dense and in the
+model's arithmetic, depthwise convolutions run unpruned. The masks stay fixed: fine-tuning the
+emulated model keeps pruned weights at zero. Products run as the PEs compute them
+(``accumulation="sequential"``, FP32 in k order) or through ``torch.matmul`` (``"fast"``), in FP32
+whatever the model's dtype. Attention products have no static weight and run dense.
+``model.emulation.details["sparsity"]`` holds the per-layer :class:`LayerSparsity`.
 
 ``vector="auto"`` keeps, per layer, the orientation with fewer cycles; the cycle count comes from the
 target's cost model (``hwmodels.flexisaga.auto_cycles``) unless ``cycles`` is given.
@@ -17,9 +19,10 @@ import dataclasses
 
 from torch import nn
 
-from numerics.handlers import linears_from_conv1d
+from numerics.handlers import standard_swaps, uncovered_handlers
+from numerics.heads import check_heads
 from numerics.registry import TargetOptions, get_target, register_target
-from numerics.sparse_linear import DENSE_BY_DEFAULT, check_skip, sparsify_
+from numerics.sparse_linear import DENSE_BY_DEFAULT, SparseConv, sparsify_
 from numerics.sparsity import FLEXISAGA_16X16, FlexiSAGAConfig, check_tile
 
 
@@ -28,7 +31,9 @@ class FlexiSAGAOptions(TargetOptions):
     """Options of the ``"flexisaga"`` target; :attr:`array` is the one :class:`FlexiSAGAConfig` they
     describe (its checks are the checks of these options)."""
 
-    COST = ("sparsity", "tile", "vector", "criterion", "skip", "cycles", "auto_tokens")
+    RENAMED = {"skip": "heads"}
+
+    COST = ("sparsity", "tile", "vector", "criterion", "heads", "cycles", "auto_tokens")
     ACCURACY_ONLY = {
         "accumulation": "the PE order is the hardware's; 'fast' only computes it with torch.matmul",
         "fused_mac": "one rounding or two per MAC: the same MAC per cycle",
@@ -49,9 +54,9 @@ class FlexiSAGAOptions(TargetOptions):
     """``"sequential"`` (bit-exact PE order) or ``"fast"`` (``torch.matmul``)."""
     fused_mac: bool = FLEXISAGA_16X16.fused_mac
     """One rounding per MAC (True) or a rounded product then a rounded sum."""
-    skip: object = DENSE_BY_DEFAULT
-    """Linears left dense: name patterns or a callable ``(name, module) -> bool``. Moves cost: those
-    products run dense."""
+    heads: object = DENSE_BY_DEFAULT
+    """Layers left dense, in the model's arithmetic: name patterns or a callable ``(name, module) -> bool``
+    (default :data:`numerics.heads.HEADS`). Moves cost: those products run dense."""
     cycles: object = None
     """``cycles(pruned_weight_kn, m, rows, cols) -> int`` for ``vector="auto"``; None: the cost model's."""
     auto_tokens: int = FLEXISAGA_16X16.auto_tokens
@@ -59,7 +64,7 @@ class FlexiSAGAOptions(TargetOptions):
 
     def __post_init__(self):
         self.array  # noqa: B018  (check_tile and FlexiSAGAConfig check tile, sparsity, vector, criterion, ...)
-        check_skip(self.skip)
+        check_heads(self.heads)
         if self.cycles is not None and not callable(self.cycles):
             raise ValueError(f"cycles must be None or a callable (weight, m, rows, cols) -> int; got {self.cycles!r}")
 
@@ -92,13 +97,18 @@ class FlexiSAGAOptions(TargetOptions):
     priced_on_copy=True,
 )
 def prepare(model: nn.Module, options: FlexiSAGAOptions):
-    model.emulation.swapped.update(linears_from_conv1d(model))  # GPT-2's projections
+    model.emulation.swapped.update(standard_swaps(model))
     report = sparsify_(
         model,
         config=options.array,
-        skip=options.skip,
+        heads=options.heads,
         cycles=options.cycles_function() if options.vector == "auto" else None,
     )
     model.emulation.details["sparsity"] = report
-    model.emulation.swapped["Linear -> SparseLinear"] += len(report)
-    return {}
+    convs = sum(isinstance(m, SparseConv) for m in model.modules())
+    model.emulation.swapped["Linear -> SparseLinear"] += sum(
+        type(m).__name__ == "SparseLinear" for m in model.modules()
+    )
+    if convs:
+        model.emulation.swapped["Conv -> SparseConv"] += convs
+    return uncovered_handlers()

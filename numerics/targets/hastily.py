@@ -36,10 +36,12 @@ from numerics.emulation import Emulation
 from numerics.handlers import (
     dynamic_operand_handlers,
     is_float,
-    linears_from_conv1d,
     sdpa_call,
+    standard_swaps,
     straight_through,
+    uncovered_handlers,
 )
+from numerics.heads import HEADS, check_heads
 from numerics.registry import TargetOptions, register_target
 from numerics.targets.cim import CALIBRATION_DATA, crossbar_with
 from numerics.uclm import HASTILY_UCLM, UCLMConfig
@@ -51,7 +53,7 @@ from numerics.validation import check_choice, check_type
 class HastilyOptions(TargetOptions):
     """Options of the ``"hastily"`` target (spec hastily.md)."""
 
-    COST = ("crossbar", "adc_bits")
+    COST = ("heads", "crossbar", "adc_bits")
     ACCURACY_ONLY = {
         "uclm": "the lookup table's contents and widths change the values, not the 4-cycle lookup "
         "or the VFU steps the cost model counts",
@@ -71,6 +73,10 @@ class HastilyOptions(TargetOptions):
     """The lookup-table exponential and softmax of the UCLMs in lookup mode."""
     weight_granularity: str = "channel"
     """INT8 weight scales per output ``"channel"`` or per ``"tensor"``."""
+    heads: object = HEADS
+    """Layers kept off the crossbars, in the model's arithmetic: name patterns or a callable
+    ``(name, module) -> bool`` (default :data:`numerics.heads.HEADS`). Moves cost: those products
+    run on the host, not on the crossbars."""
     calibrate_with: object = None
     """Batches (each a tensor, tuple or dict of forward arguments) that fix the per-tensor activation
     scales of the Linears; None gives each token its own dynamic absmax scale."""
@@ -78,6 +84,7 @@ class HastilyOptions(TargetOptions):
     """Emulate attention on the crossbars and the UCLM softmax (False: exact FP32)."""
 
     def __post_init__(self):
+        check_heads(self.heads)
         check_hastily_crossbar(self.effective_crossbar)
         check_type("uclm", self.uclm, UCLMConfig)
         check_choice("weight_granularity", self.weight_granularity, HASTILY_WEIGHT_GRANULARITIES)
@@ -129,14 +136,17 @@ def _product(em: Emulation, a, b, bias):
     cost_model="hwmodels.hastily",
 )
 def prepare(model: nn.Module, options: HastilyOptions):
-    model.emulation.swapped.update(linears_from_conv1d(model))  # GPT-2's projections
+    model.emulation.swapped.update(standard_swaps(model))
     counts = hastily_(
         model,
         crossbar=options.effective_crossbar,
         weight_granularity=options.weight_granularity,
         calibrate_with=options.calibrate_with,
+        heads=options.heads,
     )
     model.emulation.swapped["Linear -> CrossbarLinear"] += counts["linear"]
+    if counts["conv"]:
+        model.emulation.swapped["Conv -> CrossbarConv"] += counts["conv"]
     if not options.attention:
-        return {}
+        return uncovered_handlers()
     return dynamic_operand_handlers(_uclm_softmax, _product, _sdpa)

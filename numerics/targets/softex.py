@@ -5,12 +5,16 @@
 * every GELU (``F.gelu`` with either approximation, ``nn.GELU``, the Hugging Face GELU activation
   classes) runs on SoftEx's sum-of-exponentials datapath: :func:`numerics.softex.gelu`;
 * matrix products (``nn.Linear``/``F.linear``, ``matmul``/``@``, ``mm``, ``bmm``, ``addmm``,
-  ``baddbmm`` and both products inside attention) run on RedMulE with BF16 operands and a BF16
-  result, accumulated in FP32 (``matmul_accumulate="fp32"``) or with a chained BF16 FMA
-  (``"bf16"``). The spec does not fix RedMulE's accumulator here (assumption: FP32, as the
-  RedMulE paper's BF16 datapath keeps wider partial sums; ``"bf16"`` bounds the other extreme);
+  ``baddbmm``, ``mv``, ``dot``, ``einsum``/``tensordot``/``inner`` lowered to products, both products
+  inside attention, and 1-D/2-D convolutions as their im2col products, :mod:`numerics.conv`) run on
+  RedMulE with BF16 operands and a BF16 result, accumulated in FP32 (``matmul_accumulate="fp32"``) or
+  with a chained BF16 FMA (``"bf16"``). The spec does not fix RedMulE's accumulator here (assumption:
+  FP32, as the RedMulE paper's BF16 datapath keeps wider partial sums; ``"bf16"`` bounds the other
+  extreme). The whole model runs on the cluster, heads included;
 * everything else (LayerNorm, residual adds, scaling, masking) runs on the RISC-V cores in the
-  model's own precision (assumption: the cores use FP32 software arithmetic).
+  model's own precision (assumption: the cores use FP32 software arithmetic). Activations that need an
+  exponential SoftEx has no datapath for (SiLU, sigmoid, tanh, Mish, softplus, ELU family) are
+  recorded in ``model.emulation.unemulated``.
 
 Each of ``softmax``, ``gelu`` and ``matmul`` can be switched off (``False``) to isolate its effect.
 """
@@ -21,17 +25,21 @@ import dataclasses
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from numerics import softex
+from numerics.conv import ConvFunctions, conv_as_gemm, conv_call
 from numerics.emulation import Emulation
 from numerics.formats import bf16_values
 from numerics.handlers import (
     SDPA,
+    ContractionFunctions,
     GeluFunctions,
     MatmulFunctions,
     SoftmaxFunctions,
     attention,
+    contraction_handler,
     emulated_product,
     emulated_softmax,
     is_float,
@@ -39,7 +47,10 @@ from numerics.handlers import (
     replace_modules,
     sdpa_call,
     softmax_handler,
+    standard_swaps,
     straight_through,
+    uncovered_handlers,
+    unemulated_handler,
 )
 from numerics.redmule import ACCUMULATIONS, bf16_matmul
 from numerics.registry import TargetOptions, register_target
@@ -56,6 +67,17 @@ HF_GELU_CLASSES = {
     "GELUTanh": "tanh",
     "PytorchGELUTanh": "tanh",
 }
+
+EXPONENTIAL_ACTIVATIONS = {
+    "silu": (F.silu,),
+    "sigmoid": (F.sigmoid, torch.sigmoid, torch.Tensor.sigmoid),
+    "tanh": (F.tanh, torch.tanh, torch.Tensor.tanh),
+    "mish": (F.mish,),
+    "softplus": (F.softplus,),
+    "elu": (F.elu, F.selu, F.celu),
+}
+"""Activations computed with an exponential that SoftEx has no datapath for: run on the cores in the
+model's arithmetic and recorded as unemulated."""
 
 _SWITCH = (
     "a switch that isolates one emulated operation for analysis: the hardware is the same, "
@@ -134,6 +156,22 @@ def _redmule(em: Emulation, a, b, bias):
     return bf16_matmul(a, b, bias, accumulate=em.config.matmul_accumulate)
 
 
+def _conv(em: Emulation, func, args, kwargs):
+    x, weight, bias, geometry = conv_call(func, args, kwargs)
+    if not is_float(x, weight):
+        return func(*args, **kwargs)
+    em.count("conv")
+    with torch.no_grad():
+        y = conv_as_gemm(
+            x.detach(),
+            weight.detach(),
+            None if bias is None else bias.detach(),
+            geometry,
+            lambda cols, w, b: _redmule(em, cols, w, b),
+        )
+    return straight_through(y.to(x.dtype), lambda: func(*args, **kwargs), x, weight, bias)
+
+
 def _sdpa(em: Emulation, func, args, kwargs):
     call = sdpa_call(args, kwargs)
     if not is_float(call["query"], call["key"], call["value"]):
@@ -155,7 +193,10 @@ def _sdpa(em: Emulation, func, args, kwargs):
     cost_model="hwmodels.softex",
 )
 def prepare(model: nn.Module, options: SoftExOptions):
-    handlers = {}
+    model.emulation.swapped.update(standard_swaps(model))
+    handlers = uncovered_handlers()
+    for kind, functions in EXPONENTIAL_ACTIVATIONS.items():
+        handlers.update(dict.fromkeys(functions, unemulated_handler(kind)))
     if options.softmax:
         handlers.update(dict.fromkeys(SoftmaxFunctions, softmax_handler(_softex_softmax)))
     if options.gelu:
@@ -169,6 +210,8 @@ def prepare(model: nn.Module, options: SoftExOptions):
         )
     if options.matmul:
         handlers.update(dict.fromkeys(MatmulFunctions, product_handler(_redmule)))
+        handlers.update(dict.fromkeys(ContractionFunctions, contraction_handler(_redmule)))
+        handlers.update(dict.fromkeys(ConvFunctions, _conv))
     if options.softmax or options.matmul:
         handlers[SDPA] = _sdpa
     return handlers

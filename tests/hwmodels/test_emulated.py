@@ -111,6 +111,7 @@ ALTERNATIVES = {
         "weight_granularity": "tensor",
         "calibrate_with": [TOKENS],
         "attention": False,
+        "heads": ("*.intermediate.*",),
     },
     "atleus": {
         "quant": "M4F4",
@@ -123,6 +124,7 @@ ALTERNATIVES = {
         "lora_alpha": 8.0,
         "calibrate_with": [TOKENS],
         "sa_dtype": "float32",
+        "heads": ("*.intermediate.*",),
     },
     "flexisaga": {
         "sparsity": 0.25,
@@ -131,7 +133,7 @@ ALTERNATIVES = {
         "criterion": "l1",
         "accumulation": "sequential",
         "fused_mac": True,
-        "skip": ("*.intermediate.*",),
+        "heads": ("*.intermediate.*",),
         "auto_tokens": 1,
         "cycles": "flipped",
     },

@@ -50,7 +50,7 @@ def test_prunes_block_linears_only_and_reports_exact_counts():
 
 def test_sparsity_zero_fast_is_bit_identical_to_the_dense_model():
     model = Tiny()
-    new, report = flexisaga_model(model, sparsity=0.0, accumulation="fast", skip=())
+    new, report = flexisaga_model(model, sparsity=0.0, accumulation="fast", heads=())
     assert len(report) == 3 and all(r.vectors_pruned == 0 for r in report.values())
     assert torch.equal(new(IDS), model(IDS))
 
@@ -101,14 +101,14 @@ def test_sequential_gradients_match_fast_gradients():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
 
 
-def test_skip_patterns_callables_and_shared_linears():
+def test_head_patterns_callables_and_shared_linears():
     shared = nn.Linear(8, 8)
     model = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(8, 2))
-    new, report = flexisaga_model(model, sparsity=0.5, tile=(4, 4), skip=("3",))
+    new, report = flexisaga_model(model, sparsity=0.5, tile=(4, 4), heads=("3",))
     assert list(report) == ["0"] and new[0] is new[2] and type(new[3]) is nn.Linear
-    _, report = flexisaga_model(model, sparsity=0.5, tile=(4, 4), skip=lambda name, m: False)
+    _, report = flexisaga_model(model, sparsity=0.5, tile=(4, 4), heads=lambda name, m: False)
     assert list(report) == ["0", "3"]
-    new, report = flexisaga_model(model, sparsity=0.5, tile=(4, 4), skip="[03]")
+    new, report = flexisaga_model(model, sparsity=0.5, tile=(4, 4), heads="[03]")
     assert report == {} and new[2] is new[0]  # a shared Linear skipped under one name stays dense
 
 
@@ -132,7 +132,7 @@ def test_multihead_attention_out_proj_is_left_alone():
         (dict(accumulation="tree"), "accumulation"),
         (dict(fused_mac="yes"), "fused_mac"),
         (dict(vector="auto"), "cycles"),
-        (dict(skip=[3]), "skip"),
+        (dict(heads=[3]), "heads"),
         (dict(auto_tokens=0), "auto_tokens"),
     ],
 )
@@ -145,7 +145,9 @@ def test_invalid_inputs_to_layers():
     with pytest.raises(TypeError, match="model"):
         flexisaga_model(lambda x: x)
     new, _ = flexisaga_model(Tiny(), sparsity=0.5, tile=(4, 4))
-    with pytest.raises(TypeError, match="float32"):
-        new.block[0](torch.randn(2, 24, dtype=torch.float64))
+    with pytest.raises(TypeError, match="floating-point"):
+        new.block[0](torch.ones(2, 24, dtype=torch.int64))
+    with pytest.raises(TypeError, match="floating-point"):
+        SparseLinear(torch.ones(2, 2, dtype=torch.int32), torch.ones(2, 2, dtype=torch.bool), None)
     with pytest.raises(ValueError, match="dtype"):
         SparseLinear(torch.ones(2, 2), torch.ones(2, 2, dtype=torch.bool), None, FlexiSAGAConfig(dtype="int32"))

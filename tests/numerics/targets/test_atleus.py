@@ -37,9 +37,10 @@ def test_mixed_precision_preset_and_frozen_weights():
     model = TinyTransformer()
     em = emulate(model, "atleus", quant="M8F4", lora_rank=4)
     assert isinstance(em.ff[0], CrossbarLinear) and em.ff[0].wq.bits == 4  # FFN at 4 bits
-    # the layer kind comes from module names (attention/query/key/value/...); "qkv" and "out" of this
-    # model carry none, so all four Linears count as FFN (BERT's names: see test_cim_layers)
-    assert em.emulation.details["layers"] == {"mha": 0, "ffn": 4, "lora": 0}
+    # the layer kind comes from module names (attention/query/key/value/qkv...); "out" of this model
+    # carries none, so it counts as FFN with the feed-forward pair (BERT's names: see test_cim_layers)
+    assert em.emulation.details["layers"] == {"mha": 1, "ffn": 3, "lora": 1, "conv": 0}
+    assert em.qkv.wq.bits == 8 and em.out.wq.bits == 4
     trainable = [n for n, p in em.named_parameters() if p.requires_grad]
-    assert trainable == []  # TinyTransformer's attention Linear is not named query/value: no LoRA
+    assert trainable == ["qkv.lora_a", "qkv.lora_b"]  # the fused Q/K/V projection's LoRA, all else frozen
     assert all(p.requires_grad for p in model.parameters())  # the original is untouched

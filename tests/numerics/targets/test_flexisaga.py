@@ -52,7 +52,7 @@ def test_zero_sparsity_is_bit_identical_and_masks_stay_fixed():
         ({"tile": (0, 16)}, "tile"),
         ({"vector": "diagonal"}, "vector"),
         ({"cycles": 3}, "cycles"),
-        ({"skip": 3}, "skip"),
+        ({"heads": 3}, "heads"),
         ({"auto_tokens": 0}, "auto_tokens"),
     ],
 )
