@@ -320,7 +320,7 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
     ]  # the Linears and convolutions emulation puts on crossbars; heads run on the systolic tier
     stages = _stages(ops)
     used = sum(model.crossbars(op) for op, r in zip(ops, on_reram) if r)
-    rho = {s: 1 for s in (1, 3, 4)}
+    rho = {s: 1 for s in (1, 2, 3, 4)}  # stage 2 holds static products too, e.g. cross-attention projections
     if replication != "auto":
         rho = {s: replication for s in rho}
     else:

@@ -26,7 +26,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from numerics.conv import conv_as_gemm, module_geometry, module_input, weight_matrices
+from numerics.conv import conv_as_gemm, copy_conv_attributes, module_input, weight_matrices
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, crossbar_matmul
 from numerics.emulation import in_reference_arithmetic
 from numerics.heads import HEADS, HeadRule, head_rule, is_head
@@ -250,9 +250,7 @@ class CrossbarConv(torch.nn.Module):
 
     def __init__(self, conv: torch.nn.Module, bits: int, crossbar: CrossbarConfig, quant: QuantConfig, **linear):
         super().__init__()
-        self.geometry = module_geometry(conv)
-        self.padding_mode = conv.padding_mode
-        self._reversed_padding_repeated_twice = conv._reversed_padding_repeated_twice
+        self.geometry = copy_conv_attributes(self, conv)
         mats = weight_matrices(conv.weight.detach(), conv.groups)  # (G, K, N)
         seed = linear.pop("seed", None)
         self.gemms = torch.nn.ModuleList(
@@ -270,7 +268,6 @@ class CrossbarConv(torch.nn.Module):
         dequantized = torch.cat([m.weight for m in self.gemms])  # (C_out, K)
         self.register_buffer("weight", dequantized.reshape(conv.weight.shape), persistent=False)
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
-        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
 
     @property
     def input_scale(self) -> float | None:

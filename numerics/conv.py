@@ -33,6 +33,8 @@ __all__ = [
     "conv_as_gemm",
     "module_input",
     "is_depthwise",
+    "copy_conv_attributes",
+    "CONV_ATTRIBUTES",
 ]
 
 ConvFunctions = (F.conv1d, F.conv2d)
@@ -144,6 +146,28 @@ def module_geometry(conv: nn.Module) -> ConvGeometry:
     """The geometry of ``nn.Conv1d``/``nn.Conv2d`` ``conv`` as its functional call sees it."""
     padding = conv.padding if conv.padding_mode == "zeros" else 0
     return ConvGeometry.of(len(conv.kernel_size), conv.stride, padding, conv.dilation, conv.groups)
+
+
+CONV_ATTRIBUTES = (
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "padding_mode",
+    "_reversed_padding_repeated_twice",
+)
+"""What models read from their ``nn.Conv*`` layers (e.g. Whisper's stride, MobileNetV2's TF padding)."""
+
+
+def copy_conv_attributes(module: nn.Module, conv: nn.Module) -> ConvGeometry:
+    """Give ``module`` (a conv layer's replacement) the attributes of ``conv`` that models read; returns
+    its geometry."""
+    for name in CONV_ATTRIBUTES:
+        setattr(module, name, getattr(conv, name))
+    return module_geometry(conv)
 
 
 def is_depthwise(conv: nn.Module) -> bool:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from numerics.conv import conv_as_gemm, is_depthwise, module_geometry, module_input
+from numerics.conv import conv_as_gemm, copy_conv_attributes, is_depthwise, module_input
 from numerics.emulation import in_reference_arithmetic
 from numerics.formats import fma_f32
 from numerics.heads import HEADS, head_rule
@@ -203,10 +203,7 @@ class SparseConv(nn.Module):
         if mask.dtype != torch.bool or mask.shape != conv.weight.shape:
             raise ValueError(f"mask must be bool with the weight's shape {tuple(conv.weight.shape)}")
         self.config = config
-        self.geometry = module_geometry(conv)
-        self.padding_mode = conv.padding_mode
-        self._reversed_padding_repeated_twice = conv._reversed_padding_repeated_twice
-        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.geometry = copy_conv_attributes(self, conv)
         w = conv.weight.detach()
         self.weight = nn.Parameter(torch.where(mask, w, torch.zeros((), dtype=w.dtype, device=w.device)))
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())

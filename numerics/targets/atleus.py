@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 
@@ -178,9 +179,13 @@ def prepare(model: nn.Module, options: AtleusOptions):
         calibrate_with=options.calibrate_with,
         heads=options.heads,
     )
-    model.emulation.swapped["Linear -> CrossbarLinear"] += counts["mha"] + counts["ffn"] - counts["conv"]
-    if counts["conv"]:
-        model.emulation.swapped["Conv -> CrossbarConv"] += counts["conv"]
+    model.emulation.swapped.update(
+        {
+            "Linear -> CrossbarLinear": counts["mha"] + counts["ffn"] - counts["conv"],
+            "Conv -> CrossbarConv": counts["conv"],
+        }
+    )
+    model.emulation.swapped += collections.Counter()  # drops zero counts
     model.emulation.details["layers"] = counts
     handlers = dynamic_operand_handlers(_systolic_softmax, _product, _sdpa)
     handlers[F.linear] = product_handler(_product)  # what is not on the crossbars (heads) runs on the systolic tier

@@ -15,6 +15,7 @@ target's cost model (``hwmodels.flexisaga.auto_cycles``) unless ``cycles`` is gi
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 from torch import nn
@@ -22,7 +23,7 @@ from torch import nn
 from numerics.handlers import standard_swaps, uncovered_handlers
 from numerics.heads import check_heads
 from numerics.registry import TargetOptions, get_target, register_target
-from numerics.sparse_linear import DENSE_BY_DEFAULT, SparseConv, sparsify_
+from numerics.sparse_linear import DENSE_BY_DEFAULT, sparsify_
 from numerics.sparsity import FLEXISAGA_16X16, FlexiSAGAConfig, check_tile
 
 
@@ -105,10 +106,9 @@ def prepare(model: nn.Module, options: FlexiSAGAOptions):
         cycles=options.cycles_function() if options.vector == "auto" else None,
     )
     model.emulation.details["sparsity"] = report
-    convs = sum(isinstance(m, SparseConv) for m in model.modules())
-    model.emulation.swapped["Linear -> SparseLinear"] += sum(
-        type(m).__name__ == "SparseLinear" for m in model.modules()
+    kinds = collections.Counter(type(m).__name__ for m in model.modules())
+    model.emulation.swapped.update(
+        {"Linear -> SparseLinear": kinds["SparseLinear"], "Conv -> SparseConv": kinds["SparseConv"]}
     )
-    if convs:
-        model.emulation.swapped["Conv -> SparseConv"] += convs
+    model.emulation.swapped += collections.Counter()  # drops zero counts
     return uncovered_handlers()

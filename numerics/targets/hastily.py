@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import torch
@@ -144,9 +145,10 @@ def prepare(model: nn.Module, options: HastilyOptions):
         calibrate_with=options.calibrate_with,
         heads=options.heads,
     )
-    model.emulation.swapped["Linear -> CrossbarLinear"] += counts["linear"]
-    if counts["conv"]:
-        model.emulation.swapped["Conv -> CrossbarConv"] += counts["conv"]
+    model.emulation.swapped.update(
+        {"Linear -> CrossbarLinear": counts["linear"], "Conv -> CrossbarConv": counts["conv"]}
+    )
+    model.emulation.swapped += collections.Counter()  # drops zero counts
     if not options.attention:
         return uncovered_handlers()
     return dynamic_operand_handlers(_uclm_softmax, _product, _sdpa)
