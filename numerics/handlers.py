@@ -326,7 +326,8 @@ class contraction_handler:  # noqa: N801  (a class, so it pickles)
         def matmul(a, b):
             return emulated_product(em, self.product, a, b)
 
-        operands = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]
+        flat = [t for a in (*args, *kwargs.values()) for t in (a if isinstance(a, (list, tuple)) else (a,))]
+        operands = [t for t in flat if isinstance(t, torch.Tensor)]
         if not operands or not is_float(*operands):
             return func(*args, **kwargs)
         try:
