@@ -227,3 +227,20 @@ def test_atleus_runs_heads_on_the_systolic_tier():
     head = head_model.classifier  # a head by name: off the crossbars, a BF16 product on the systolic tier
     assert torch.equal(em(x), bf16_matmul(hidden, head.weight.T, head.bias))
     assert em.emulation.counts == {"linear": 1, "matmul": 1}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_kv_cache_generation_under_emulation(target):
+    model = tiny_gpt2(layers=2, d=32, heads=2, vocab=50, positions=16)
+    em = emulate(model, target)
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = em.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False, use_cache=True)
+    assert out.shape == (1, 8) and torch.equal(out[:, :4], ids) and em.emulation.passes == 1
+    steps, layers = 4, 2
+    counts = em.emulation.counts
+    if target == "flexisaga":  # every block Linear, every step; attention runs dense
+        assert counts["linear"] == steps * layers * 4
+    else:
+        assert counts["attention"] == steps * layers
