@@ -204,7 +204,9 @@ class _Model:
         self.e_dequant_pj = cfg.e_shift_add_pj if self.quant.scale_format == "pow2" else cfg.e_dequant_pj
 
     def weight_bits(self, op: Op) -> int:
-        return self.quant.mha_weight_bits if layer_kind(op.scope) == "mha" else self.quant.ffn_weight_bits
+        """MHA bits for attention projections; FFN bits for other Linears and every convolution."""
+        mha = layer_kind(op.scope) == "mha" and "convolution" not in op.name
+        return self.quant.mha_weight_bits if mha else self.quant.ffn_weight_bits
 
     def crossbars(self, op: Op) -> int:
         at_bits = dataclasses.replace(self.crossbar, weight_bits=self.weight_bits(op))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
@@ -504,6 +505,15 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
+class _Unfused(TorchFunctionMode):
+    """Passes every call through. Active, it makes ``has_torch_function`` true, which turns off the fused
+    fast paths of ``nn.MultiheadAttention`` and ``nn.TransformerEncoder(Layer)`` in eval mode: their
+    products are then recorded (a fused kernel would be recorded as no work)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
 def trace(model, *inputs, execute_products: bool = False, **kwargs) -> Workload:
     """Run `model(*inputs, **kwargs)` once (no grad) and return the executed operations.
 
@@ -546,7 +556,7 @@ def trace(model, *inputs, execute_products: bool = False, **kwargs) -> Workload:
         torch.nn.modules.module.register_module_forward_hook(post),
     ]
     try:
-        with torch.no_grad(), reference_arithmetic(), recorder:
+        with torch.no_grad(), reference_arithmetic(), recorder, _Unfused():
             model(*inputs, **kwargs)
     finally:
         for handle in handles:

@@ -410,10 +410,11 @@ STATIC_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
 
 
 def _static_layers(model: torch.nn.Module, heads) -> list[tuple[str, str]]:
-    """(name, "mha" | "ffn") of the Linears and convolutions that go on the crossbars (heads excepted)."""
+    """(name, "mha" | "ffn") of the Linears and convolutions that go on the crossbars (heads excepted);
+    convolutions are "ffn" whatever their name."""
     rule = head_rule(heads)
     return [
-        (n, layer_kind(n, rule))
+        (n, "ffn" if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)) else layer_kind(n, rule))
         for n, m in model.named_modules()
         if n and isinstance(m, STATIC_LAYERS) and layer_kind(n, rule) is not None
     ]

@@ -151,7 +151,9 @@ def _image(name):
 
 
 def _pixels(channels=3, size=32, batch=2):
-    return lambda: {"pixel_values": torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(2))}
+    return lambda: {
+        "pixel_values": torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(2))
+    }
 
 
 ARCHITECTURES = {

@@ -173,3 +173,18 @@ def test_bad_input():
         Workload(()).elements("nope")
     with pytest.raises(TypeError, match="callable"):
         trace(3)
+
+
+def test_fused_attention_fast_paths_are_traced_as_their_products():
+    # eval + no_grad would take nn.TransformerEncoder's fused kernels, recorded as no work
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True)
+    model = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=True).eval()
+    x = torch.randn(2, 10, 64)
+    # per layer, 20 tokens: QKV 20*64*192 = 245,760; out 20*64*64 = 81,920; FFN 2*20*64*128 = 327,680;
+    # attention 2 products * 8 (batch x heads) * 10*16*10 = 25,600 -> 680,960; two layers 1,361,920
+    with torch.no_grad():
+        assert trace(model, x).macs() == 1_361_920
+    mha = torch.nn.MultiheadAttention(64, 4, batch_first=True).eval()
+    with torch.no_grad():
+        assert trace(mha, x, x, x).macs() == 245_760 + 81_920 + 25_600
