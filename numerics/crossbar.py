@@ -354,6 +354,12 @@ def _padded_sizes(k: int, n: int, config: CrossbarConfig) -> tuple[int, int]:
     return blocks, n_pad
 
 
+def _draw(sample, shape, generator: torch.Generator, device) -> torch.Tensor:
+    """float64 draws made on the generator's device, then moved: a seeded chip instance is the same
+    whichever device computes with it."""
+    return sample(shape, generator=generator, dtype=torch.float64, device=generator.device).to(device)
+
+
 def program_weights(
     w_int: torch.Tensor, config: CrossbarConfig, *, generator: torch.Generator | None = None
 ) -> ProgrammedWeights:
@@ -380,15 +386,11 @@ def program_weights(
     levels = g.to(torch.float64)
     phys_shape = (config.sets, n_blocks, config.rows, n_pad * config.slices)
     if config.stuck_at_0_rate > 0 or config.stuck_at_1_rate > 0:
-        nu = _physical_to_canonical(
-            torch.rand(phys_shape, generator=generator, dtype=torch.float64, device=w.device), n_pad, config
-        )
+        nu = _physical_to_canonical(_draw(torch.rand, phys_shape, generator, w.device), n_pad, config)
         p0, p1 = config.stuck_at_0_rate, config.stuck_at_1_rate
         levels = torch.where(nu < p0, 0.0, torch.where(nu < p0 + p1, float(big_l), levels))
     if config.cell_noise_std > 0:
-        z = _physical_to_canonical(
-            torch.randn(phys_shape, generator=generator, dtype=torch.float64, device=w.device), n_pad, config
-        )
+        z = _physical_to_canonical(_draw(torch.randn, phys_shape, generator, w.device), n_pad, config)
         levels = levels + config.cell_noise_std * big_l * z
     return ProgrammedWeights(levels, flipped)
 
@@ -506,7 +508,7 @@ def crossbar_matmul(
         adc_noise = None
         if config.adc_noise_std > 0:
             shape = (config.sets, x2.shape[0], n_blocks, config.input_bits, n_pad * config.slices)
-            z = torch.randn(shape, generator=generator, dtype=torch.float64, device=x2.device)
+            z = _draw(torch.randn, shape, generator, x2.device)
             adc_noise = _physical_to_canonical(z, n_pad, config).flatten(-2).transpose(1, 2)
         blocks = _clipping_blocks(x2, prog, config, adc_noise)[..., :n]
     if partials:
