@@ -146,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
         f"cost of one inference ({subject.describe_inference()})\n"
     )
     print(study.format_table(results))
+    for target, ops in {r.run.target: r.unemulated for r in results if r.unemulated}.items():
+        listed = ", ".join(f"{k} x{v}" for k, v in sorted(ops.items()))
+        print(f"{target}: not emulated (computed in the model's arithmetic): {listed}")
     print(f"\n{time.perf_counter() - start:.0f} s; wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

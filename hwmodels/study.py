@@ -32,6 +32,7 @@ import json
 import math
 import sys
 import time
+import warnings
 import zlib
 from pathlib import Path
 from typing import Callable, Iterable
@@ -460,6 +461,9 @@ class Result:
     """Energy of one inference."""
     emulation_s: float
     """Wall time of emulating the inputs (0 when shared with an identical emulation)."""
+    unemulated: dict = dataclasses.field(default_factory=dict)
+    """Operations the target's hardware runs that its emulation left in the model's arithmetic, with
+    counts (``model.emulation.unemulated``); empty when everything was emulated."""
 
     @property
     def accuracy(self) -> float:
@@ -476,6 +480,7 @@ class Result:
             "latency_s": self.seconds,
             "energy_j": self.energy_j,
             "emulation_s": self.emulation_s,
+            "unemulated": dict(self.unemulated),
         }
 
 
@@ -490,6 +495,7 @@ def run_study(
 
     The cost of a run is ``estimate`` of its emulated model on ``subject.single``: the hardware that
     was emulated is the hardware that is priced."""
+    from numerics.emulation import UnemulatedWarning
     from numerics.nn import emulate
 
     runs = list(runs)
@@ -511,14 +517,16 @@ def run_study(
         key = (run.target, repr(sorted(emu.items())))
         if key not in cache:
             emulated = emulate(model, run.target, **emu)
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnemulatedWarning)  # recorded in the result instead
                 _, out = readout(emulated(**batch), batch)
             metrics = accuracy(kind, reference.cpu(), out.cpu(), {k: v.cpu() for k, v in batch.items()})
-            cache[key] = (metrics, trace(emulated, **single) if run.target in COST_TARGETS else None)
+            workload = trace(emulated, **single) if run.target in COST_TARGETS else None
+            cache[key] = (metrics, workload, dict(emulated.emulation.unemulated))
             elapsed = time.perf_counter() - start
         else:
             elapsed = 0.0
-        metrics, workload = cache[key]
+        metrics, workload, unemulated = cache[key]
         report = estimate(workload, **cost) if workload is not None else None
         results.append(
             Result(
@@ -530,6 +538,7 @@ def run_study(
                 report.seconds if report else None,
                 report.energy_j if report else None,
                 elapsed,
+                unemulated,
             )
         )
         if progress is not None:

@@ -83,6 +83,7 @@ UncoveredProducts = (
     F.conv_transpose2d,
     F.conv_transpose3d,
     F.bilinear,
+    F.multi_head_attention_forward,  # a subclass of nn.MultiheadAttention, not spelled out
     torch.addbmm,
     torch.chain_matmul,
     torch.linalg.multi_dot,

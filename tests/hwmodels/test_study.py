@@ -390,3 +390,19 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"edgenum {declared}"
+
+
+def test_a_run_records_what_its_emulation_did_not_cover(capsys):
+    pytest.importorskip("transformers")
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+    )
+    torch.manual_seed(0)
+    model = transformers.LlamaModel(config).eval()
+    sentences = study.HashTokenizer(64)(["a b c", "d e", "f g h i"])
+    subject = study.Subject("llama", model, sentences, sentences)
+    results = study.run_study(subject, [study.Run("softex", {}), study.Run("hastily", {})])
+    assert results[0].unemulated == {"silu": 1}  # SoftEx has no SiLU datapath; one MLP
+    assert results[0].to_dict()["unemulated"] == {"silu": 1} and results[1].unemulated == {}
