@@ -11,6 +11,7 @@ from torch import nn
 from numerics.emulation import UnemulatedWarning
 from numerics.nn import emulate
 from numerics.redmule import bf16_matmul
+from tests import architectures
 from tests.models import TinyTransformer, tiny_gpt2
 
 TARGETS = ["softex", "hastily", "atleus", "flexisaga"]
@@ -51,31 +52,19 @@ def test_calls_into_submodules_and_slices_are_emulated():
 
 
 def test_generate_is_one_pass_and_encoder_decoder_encoders_are_emulated():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BartConfig(
-        vocab_size=50,
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(0)
-    model = transformers.BartForConditionalGeneration(config).eval()
+    pytest.importorskip("transformers")
+    model = architectures.bart()  # two encoder and two decoder layers
     em = emulate(model, "softex")
     ids = torch.tensor([[0, 5, 6, 7, 2]])
     with torch.no_grad():
         out = em.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False, num_beams=1)
-    # encoder: 1 self-attention; decoder: 1 self + 1 cross attention per step, one step per new token
+    # encoder: 2 self-attentions; decoder: 2 x (self + cross attention) per step, one step per new token
     # (the first token of the output is the decoder start token)
     assert out.shape == (1, 4) and em.emulation.passes == 1
-    assert em.emulation.counts["attention"] == 1 + 2 * 3
+    assert em.emulation.counts["attention"] == 2 + 4 * 3
     encoder_alone = emulate(model, "softex")
     encoder_alone.get_encoder()(ids)
-    assert encoder_alone.emulation.counts["attention"] == 1  # the encoder called directly is emulated
+    assert encoder_alone.emulation.counts["attention"] == 2  # the encoder called directly is emulated
 
 
 def test_out_arguments_receive_the_emulated_result():
