@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from numerics.conv import conv_as_gemm, copy_conv_attributes, module_input, weight_matrices
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, crossbar_matmul
 from numerics.emulation import in_reference_arithmetic
+from numerics.handlers import straight_through
 from numerics.heads import HEADS, HeadRule, head_rule, is_head
 from numerics.quant import M8F8, QuantConfig, WeightQuant, observe_inputs, quantize_input, quantize_weight
 from numerics.uclm import HASTILY_UCLM, UCLMConfig
@@ -119,6 +120,33 @@ def crossbar_linear(
         parts = parts - zp * xsum.unsqueeze(-1).to(torch.float64)
     y = (parts * c).sum(-2) * s_x
     return y.to(torch.float32)
+
+
+def stacked_crossbar_linear(
+    x: torch.Tensor, wqs: list[WeightQuant], crossbar: CrossbarConfig, *, input_scale=None
+) -> torch.Tensor:
+    """G independent :func:`crossbar_linear` products at once, ``x`` (G, M, K) with the G weights ``wqs``
+    (each K x N), noise-free: every group's K is padded to whole row blocks and the groups' row blocks
+    are stacked into one crossbar product, whose per-block partials are each group's own (a conversion
+    sees one row block and one column). Bit for bit the G separate products; returns (G, M, N) float32."""
+    cfg = dataclasses.replace(crossbar, weight_bits=wqs[0].bits)
+    g, m, k = x.shape
+    n = wqs[0].codes.shape[1]
+    blocks = -(-k // cfg.rows)
+    pad = blocks * cfg.rows - k
+    x_int, s_x = quantize_input(x, cfg.input_bits, scale=input_scale)  # per row of each group
+    stacked_x = F.pad(x_int, (0, pad)).transpose(0, 1).reshape(m, g * blocks * cfg.rows)
+    stacked_w = torch.cat([F.pad(wq.codes.to(x.device), (0, 0, 0, pad)) for wq in wqs])
+    parts = crossbar_matmul(stacked_x, stacked_w, cfg, partials=True).to(torch.float64)  # (M, G*P, N)
+    parts = parts.view(m, g, blocks, n).transpose(0, 1)  # (G, M, P, N)
+    rows_idx = torch.arange(blocks, device=x.device) * cfg.rows // wqs[0].block_rows
+    cols_idx = torch.arange(n, device=x.device) // wqs[0].block_cols
+    c = torch.stack([wq.scales.to(x.device)[rows_idx][:, cols_idx] for wq in wqs])  # (G, P, N)
+    if wqs[0].zero_points is not None:
+        xsum = F.pad(x_int, (0, pad)).unflatten(-1, (blocks, cfg.rows)).sum(-1)  # (G, M, P)
+        zp = torch.stack([wq.zero_points.to(x.device)[rows_idx][:, cols_idx] for wq in wqs])
+        parts = parts - zp[:, None] * xsum.unsqueeze(-1).to(torch.float64)
+    return ((parts * c[:, None]).sum(-2) * s_x).to(torch.float32)
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -287,13 +315,21 @@ class CrossbarConv(torch.nn.Module):
             bias = None if self.bias is None else self.bias.to(x.dtype)
             return conv(x, self.weight.to(x.dtype), bias, g.stride, g.padding, g.dilation, g.groups)
 
-        def gemm(cols, _w, _b):
-            return torch.stack([layer(cols[i]) for i, layer in enumerate(self.gemms)])
-
-        y = conv_as_gemm(x, self.weight, None, self.geometry, gemm)
+        y = conv_as_gemm(x, self.weight, None, self.geometry, self._gemm)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype).view(-1, *([1] * self.geometry.dims))
         return y
+
+    def _gemm(self, cols: torch.Tensor, weights: torch.Tensor, _bias) -> torch.Tensor:
+        """The G products (G, M, N) of the im2col matrices ``cols`` (G, M, K)."""
+        first = self.gemms[0]
+        per_call_tensor_scale = first.input_granularity == "tensor" and first.input_scale is None
+        if len(self.gemms) == 1 or self.gemms[0].crossbar.has_randomness or per_call_tensor_scale:
+            return torch.stack([layer(cols[i]) for i, layer in enumerate(self.gemms)])
+        _check_finite(cols, f"the input of a crossbar convolution ({self.in_channels} -> {self.out_channels})")
+        with torch.no_grad():
+            y = stacked_crossbar_linear(cols, [m.wq for m in self.gemms], first.crossbar, input_scale=first.input_scale)
+        return straight_through(y.to(cols.dtype), lambda: torch.matmul(cols, weights.to(cols.dtype)), cols)
 
     def extra_repr(self) -> str:
         g = self.geometry

@@ -421,6 +421,18 @@ def _exact_blocks(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_b
     return _exact_product(xb, wb, bound).transpose(0, 1)
 
 
+def _cannot_clip(x2: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> bool:
+    """True when no conversion of this product can saturate: noise-free, a saturating (or exact) ADC, and
+    every row block has at most ``(2**adc_bits - 1) / L`` rows whose input is non-zero for some row of
+    ``x2`` (a column count is at most those rows times L; a zero input drives no bit plane). Then each
+    block's partial is its exact product. A truncating ADC's step is fixed by the full array, so it
+    never qualifies."""
+    if config.has_randomness or config.adc_mode not in ("saturate", "exact"):
+        return False
+    live = torch.nn.functional.pad((x2 != 0).any(0), (0, n_blocks * config.rows - x2.shape[-1]))
+    return int(live.view(n_blocks, config.rows).sum(-1).max()) * config.levels <= (1 << config.adc_bits) - 1
+
+
 def _clipping_blocks(x2, prog: ProgrammedWeights, config: CrossbarConfig, adc_noise):
     """Per-block partials (M, P, N_pad) through bit planes, ADC, un-flip and shift-and-add."""
     sets, n_blocks, rows, n_pad, s = prog.levels.shape
@@ -501,7 +513,7 @@ def crossbar_matmul(
     batch = x_int.shape[:-1]
     x2 = x_int.reshape(-1, k).to(torch.int64)
     n_blocks, n_pad = _padded_sizes(k, n, config)
-    if not config.can_clip:
+    if not config.can_clip or _cannot_clip(x2, config, n_blocks):
         blocks = _exact_blocks(x2, w_int.to(torch.int64), config, n_blocks)
     else:
         prog = program_weights(w_int, config, generator=generator)

@@ -378,3 +378,40 @@ def test_crossbars_that_would_pad_a_weight_to_billions_of_cells_are_refused():
     huge = CrossbarConfig(rows=65536, cols=65536, cell_bits=1, weight_bits=8, weight_encoding="differential")
     with pytest.raises(ValueError, match=r"4x4 weight on 65536x65536 crossbars would be padded.*no larger"):
         crossbar_matmul(torch.ones(2, 4, dtype=torch.int64), torch.ones(4, 4, dtype=torch.int64), huge)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cfg=configs(clipping=True),
+    k=st.integers(1, 60),
+    n=st.integers(1, 8),
+    m=st.integers(1, 3),
+    live=st.integers(0, 6),
+    seed=st.integers(0, 2**31),
+)
+def test_inputs_on_few_rows_match_the_reference(cfg, k, n, m, live, seed):
+    # few rows with a non-zero input: the kernel may skip the conversions (no count can reach the ADC's
+    # top); the reference converts every one
+    x, w = random_codes(cfg, (m,), k, n, seed)
+    rows = torch.randperm(k, generator=torch.Generator().manual_seed(seed))[:live]
+    x = torch.zeros_like(x).index_copy(1, rows, x[:, rows])
+    y = crossbar_matmul(x, w, cfg, partials=True)
+    assert y.tolist() == crossbar_matmul_ref(x.tolist(), w.tolist(), cfg, partials=True)
+
+
+def test_a_block_with_fewer_live_rows_than_the_adc_top_skips_the_conversions(monkeypatch):
+    # HASTILY: 1-bit cells (L = 1), 6-bit saturating ADC (top 63): 63 driven rows cannot clip, 64 can
+    w = torch.ones(64, 2, dtype=torch.int64)
+    x = torch.ones(1, 64, dtype=torch.int64)
+    x[0, 63] = 0
+    exact = crossbar_matmul(x, w, HASTILY_SRAM)
+    assert exact.tolist() == [[63, 63]]
+    x[0, 63] = 1
+    assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == [[63, 63]]  # 64 clipped to the top code
+    assert crossbar_matmul_ref(x.tolist(), w.tolist(), HASTILY_SRAM) == [[63, 63]]
+    monkeypatch.setattr(xb, "_clipping_blocks", lambda *a: pytest.fail("converted a block that cannot clip"))
+    x[0, 63] = 0
+    assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == [[63, 63]]
+    x[0, 63] = 1
+    with pytest.raises(pytest.fail.Exception):
+        crossbar_matmul(x, w, HASTILY_SRAM)
