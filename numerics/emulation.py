@@ -33,12 +33,23 @@ from torch.overrides import TorchFunctionMode
 
 from numerics.registry import TargetOptions, get_target
 
-__all__ = ["emulate", "Emulation", "UnemulatedWarning", "reference_arithmetic", "in_reference_arithmetic"]
+__all__ = [
+    "emulate",
+    "Emulation",
+    "UnemulatedWarning",
+    "reference_arithmetic",
+    "in_reference_arithmetic",
+    "on_host",
+    "HOST_ATTRIBUTE",
+]
 
 _REFERENCE = contextvars.ContextVar("edgenum_reference_arithmetic", default=False)
 _CALL = contextvars.ContextVar("edgenum_call", default=None)
 """The innermost emulated forward pass running in this thread (None inside a module that emulates
 itself): only its emulation handles calls, so nested or concurrent passes never mix."""
+_HOST = contextvars.ContextVar("edgenum_on_host", default=False)
+HOST_ATTRIBUTE = "edgenum_on_host"
+"""A module with this attribute set True runs off the accelerator (a head): handlers see ``on_host()``."""
 
 
 @contextlib.contextmanager
@@ -57,6 +68,12 @@ def reference_arithmetic():
 def in_reference_arithmetic() -> bool:
     """True inside :func:`reference_arithmetic` (checked by modules that emulate themselves)."""
     return _REFERENCE.get()
+
+
+def on_host() -> bool:
+    """True inside the forward of a module a target keeps off its accelerator (marked with
+    :data:`HOST_ATTRIBUTE`, e.g. a head): its operations are the model's own, not unemulated ones."""
+    return _HOST.get()
 
 
 @dataclasses.dataclass
@@ -204,7 +221,13 @@ class _Entry:
         return out
 
     def _run(self, call: _Call, method, args, kwargs):
-        return method(*args, **kwargs)
+        if not getattr(self.module, HOST_ATTRIBUTE, False):
+            return method(*args, **kwargs)
+        token = _HOST.set(True)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _HOST.reset(token)
 
 
 class _SelfEmulating(_Entry):

@@ -48,6 +48,10 @@ __all__ = [
     "unemulated_handler",
     "uncovered_handlers",
     "standard_swaps",
+    "keep_on_host",
+    "StaticProducts",
+    "static_product_handlers",
+    "conv_handler",
 ]
 
 Handler = Callable[..., Any]
@@ -300,14 +304,44 @@ def dynamic_operand_handlers(softmax: Callable, product: Callable, sdpa: Handler
 
 class unemulated_handler:  # noqa: N801  (a class, so it pickles)
     """A handler that runs the call in the model's arithmetic and records it as ``kind`` in
-    ``model.emulation.unemulated`` (the target's hardware would run it; the emulation does not cover it)."""
+    ``model.emulation.unemulated`` (the target's hardware would run it; the emulation does not cover it),
+    unless it runs inside a module the target keeps on the host (:func:`numerics.emulation.on_host`)."""
 
     def __init__(self, kind: str):
         self.kind = kind
 
     def __call__(self, em: Emulation, func, args, kwargs):
-        em.note_unemulated(self.kind)
+        from numerics.emulation import on_host
+
+        if not on_host():
+            em.note_unemulated(self.kind)
         return func(*args, **kwargs)
+
+
+def keep_on_host(model: nn.Module, heads) -> int:
+    """Mark the Linears and convolutions of ``model`` that ``heads`` names (:mod:`numerics.heads`) as run on
+    the host: their functional products are the model's own, not unemulated. Returns how many."""
+    from numerics.emulation import HOST_ATTRIBUTE
+    from numerics.heads import head_rule
+
+    rule = head_rule(heads)
+    marked = 0
+    for name, module in model.named_modules():
+        if name and isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and rule(name, module):
+            setattr(module, HOST_ATTRIBUTE, True)
+            marked += 1
+    return marked
+
+
+StaticProducts = (F.linear, F.conv1d, F.conv2d)
+"""Products whose weight a static-weight target (crossbars, a pruned array) places itself: called
+functionally outside its swapped modules and heads, they escape it."""
+
+
+def static_product_handlers() -> dict:
+    """:data:`StaticProducts`, recorded as unemulated outside host modules (for targets that swap the
+    modules holding static weights)."""
+    return {f: unemulated_handler(f"functional {f.__name__}") for f in StaticProducts}
 
 
 def uncovered_handlers() -> dict:
@@ -355,3 +389,28 @@ def standard_swaps(model: nn.Module) -> collections.Counter:
     swapped = linears_from_conv1d(model)
     swapped.update(spell_out_attention_(model))
     return swapped
+
+
+class conv_handler:  # noqa: N801  (a class, so it pickles)
+    """``F.conv1d``/``F.conv2d`` as their im2col products (:mod:`numerics.conv`), each group's computed by
+    ``product(em, cols, weight, bias)``; counted as one ``"conv"``; the exact convolution's gradient."""
+
+    def __init__(self, product: Callable):
+        self.product = product
+
+    def __call__(self, em: Emulation, func, args, kwargs):
+        from numerics.conv import conv_as_gemm, conv_call
+
+        x, weight, bias, geometry = conv_call(func, args, kwargs)
+        if not is_float(x, weight):
+            return func(*args, **kwargs)
+        em.count("conv")
+        with torch.no_grad():
+            y = conv_as_gemm(
+                x.detach(),
+                weight.detach(),
+                None if bias is None else bias.detach(),
+                geometry,
+                lambda cols, w, b: self.product(em, cols, w, b),
+            )
+        return straight_through(y.to(x.dtype), lambda: func(*args, **kwargs), x, weight, bias)

@@ -137,8 +137,12 @@ def distilbert():
 
 def torch_encoder():
     """``nn.TransformerEncoder`` (``nn.MultiheadAttention`` inside)."""
-    layer = nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True)
-    return _seeded(lambda: nn.TransformerEncoder(layer, 2, enable_nested_tensor=False))
+
+    def make():
+        layer = nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True)
+        return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+    return _seeded(make)
 
 
 def _image(name):

@@ -27,11 +27,13 @@ from torch import nn
 
 from numerics import quant as quant_presets
 from numerics.cim_layers import atleus_, check_noise
+from numerics.conv import ConvFunctions
 from numerics.crossbar import ATLEUS_RERAM, CrossbarConfig
 from numerics.emulation import Emulation
 from numerics.formats import bf16_values
 from numerics.handlers import (
     attention,
+    conv_handler,
     dynamic_operand_handlers,
     emulated_product,
     emulated_softmax,
@@ -188,5 +190,7 @@ def prepare(model: nn.Module, options: AtleusOptions):
     model.emulation.swapped += collections.Counter()  # drops zero counts
     model.emulation.details["layers"] = counts
     handlers = dynamic_operand_handlers(_systolic_softmax, _product, _sdpa)
-    handlers[F.linear] = product_handler(_product)  # what is not on the crossbars (heads) runs on the systolic tier
+    # what is not on the crossbars (heads, functional products) runs on the systolic tier
+    handlers[F.linear] = product_handler(_product)
+    handlers.update(dict.fromkeys(ConvFunctions, conv_handler(_product)))
     return handlers

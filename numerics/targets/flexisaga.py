@@ -20,7 +20,7 @@ import dataclasses
 
 from torch import nn
 
-from numerics.handlers import standard_swaps, uncovered_handlers
+from numerics.handlers import keep_on_host, standard_swaps, static_product_handlers, uncovered_handlers
 from numerics.heads import check_heads
 from numerics.registry import TargetOptions, get_target, register_target
 from numerics.sparse_linear import DENSE_BY_DEFAULT, sparsify_
@@ -111,4 +111,5 @@ def prepare(model: nn.Module, options: FlexiSAGAOptions):
         {"Linear -> SparseLinear": kinds["SparseLinear"], "Conv -> SparseConv": kinds["SparseConv"]}
     )
     model.emulation.swapped += collections.Counter()  # drops zero counts
-    return uncovered_handlers()
+    keep_on_host(model, options.heads)
+    return {**uncovered_handlers(), **static_product_handlers()}

@@ -37,8 +37,10 @@ from numerics.emulation import Emulation
 from numerics.handlers import (
     dynamic_operand_handlers,
     is_float,
+    keep_on_host,
     sdpa_call,
     standard_swaps,
+    static_product_handlers,
     straight_through,
     uncovered_handlers,
 )
@@ -149,6 +151,8 @@ def prepare(model: nn.Module, options: HastilyOptions):
         {"Linear -> CrossbarLinear": counts["linear"], "Conv -> CrossbarConv": counts["conv"]}
     )
     model.emulation.swapped += collections.Counter()  # drops zero counts
-    if not options.attention:
-        return uncovered_handlers()
-    return dynamic_operand_handlers(_uclm_softmax, _product, _sdpa)
+    keep_on_host(model, options.heads)
+    handlers = {**uncovered_handlers(), **static_product_handlers()}
+    if options.attention:
+        handlers.update(dynamic_operand_handlers(_uclm_softmax, _product, _sdpa))
+    return handlers

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from numerics import softex
-from numerics.conv import ConvFunctions, conv_as_gemm, conv_call
+from numerics.conv import ConvFunctions
 from numerics.emulation import Emulation
 from numerics.formats import bf16_values
 from numerics.handlers import (
@@ -40,6 +40,7 @@ from numerics.handlers import (
     SoftmaxFunctions,
     attention,
     contraction_handler,
+    conv_handler,
     emulated_product,
     emulated_softmax,
     is_float,
@@ -156,22 +157,6 @@ def _redmule(em: Emulation, a, b, bias):
     return bf16_matmul(a, b, bias, accumulate=em.config.matmul_accumulate)
 
 
-def _conv(em: Emulation, func, args, kwargs):
-    x, weight, bias, geometry = conv_call(func, args, kwargs)
-    if not is_float(x, weight):
-        return func(*args, **kwargs)
-    em.count("conv")
-    with torch.no_grad():
-        y = conv_as_gemm(
-            x.detach(),
-            weight.detach(),
-            None if bias is None else bias.detach(),
-            geometry,
-            lambda cols, w, b: _redmule(em, cols, w, b),
-        )
-    return straight_through(y.to(x.dtype), lambda: func(*args, **kwargs), x, weight, bias)
-
-
 def _sdpa(em: Emulation, func, args, kwargs):
     call = sdpa_call(args, kwargs)
     if not is_float(call["query"], call["key"], call["value"]):
@@ -211,7 +196,7 @@ def prepare(model: nn.Module, options: SoftExOptions):
     if options.matmul:
         handlers.update(dict.fromkeys(MatmulFunctions, product_handler(_redmule)))
         handlers.update(dict.fromkeys(ContractionFunctions, contraction_handler(_redmule)))
-        handlers.update(dict.fromkeys(ConvFunctions, _conv))
+        handlers.update(dict.fromkeys(ConvFunctions, conv_handler(_redmule)))
     if options.softmax or options.matmul:
         handlers[SDPA] = _sdpa
     return handlers

@@ -233,3 +233,40 @@ def test_kv_cache_generation_under_emulation(target):
         assert counts["linear"] == steps * layers * 4
     else:
         assert counts["attention"] == steps * layers
+
+
+class FunctionalProducts(nn.Module):
+    """A Linear and a conv called functionally with the model's own weights, and a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.kernel = nn.Parameter(torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(5)))
+        self.classifier = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = F.linear(x, self.proj.weight, self.proj.bias)  # outside the Linear module: not swapped
+        c = F.conv1d(h.view(-1, 2, 4), self.kernel, padding=1).flatten(1)
+        return self.classifier(h + c[:, :8])
+
+
+@pytest.mark.parametrize("target", ["hastily", "flexisaga"])
+def test_functional_static_products_are_named_where_the_hardware_would_place_them(target):
+    em = emulate(FunctionalProducts(), target)
+    with pytest.warns(UnemulatedWarning, match="functional conv1d, functional linear"):
+        em(torch.randn(2, 8, generator=G))
+    # the head's own F.linear runs on the host by the heads rule: not listed
+    assert em.emulation.unemulated == {"functional linear": 1, "functional conv1d": 1}
+
+
+def test_atleus_runs_functional_products_on_the_systolic_tier():
+    model = FunctionalProducts()
+    em = emulate(model, "atleus")
+    x = torch.randn(2, 8, generator=G)
+    em(x)
+    assert em.emulation.unemulated == {} and em.emulation.counts == {"matmul": 2, "conv": 1}
+    h = bf16_matmul(x, em.proj.weight.T, em.proj.bias)  # the swapped Linear's (dequantized) weight
+    cols = F.unfold(F.pad(h.view(-1, 2, 4), (1, 1)).unsqueeze(2), (1, 3)).transpose(1, 2)  # (2, 4, 6)
+    c = bf16_matmul(cols, model.kernel.reshape(4, 6).T).transpose(1, 2).flatten(1)
+    expected = bf16_matmul(h + c[:, :8], model.classifier.weight.T, model.classifier.bias)
+    assert torch.equal(em(x), expected)
