@@ -157,6 +157,19 @@ def _pattern(op: Op, arr: ArrayConfig, cfg: FlexiSAGACost, masks: bool, opts: di
     return SparsePattern.from_mask(w, R, C)
 
 
+def _patterns(op: Op, arr: ArrayConfig, cfg: FlexiSAGACost, masks: bool, opts: dict) -> list:
+    """The SparsePattern (or None: dense) of each of the op's ``batch`` products: one entry standing for
+    all of them, except a grouped convolution traced from an emulated model, whose groups each have
+    their own mask (columns g·N .. (g+1)·N of its K × C_out weight)."""
+    w = op.weight
+    grouped = masks and op.static and opts["sparse"] and op.batch > 1 and w is not None
+    if not (grouped and tuple(w.shape) == (op.k, op.batch * op.n)):
+        return [_pattern(op, arr, cfg, masks, opts)]
+    R, C = arr.rows, arr.cols
+    groups = w.unflatten(1, (op.batch, op.n)).unbind(1)
+    return [SparsePattern.from_mask(g, R, C) if int((g == 0).sum()) >= min(R, C, op.k, op.n) else None for g in groups]
+
+
 def _traffic(M, K, N, cfg, dataflow, p):
     """(executed MACs, SRAM words, DRAM words, decoded elements) of one product (§4.4)."""
     R, C = cfg.rows, cfg.cols
@@ -207,23 +220,35 @@ def estimate(
         if op.macs == 0:
             rows.append(Row.of(op, "array", 0, {}))
             continue
-        p = _pattern(op, arr, cfg, masks, opts)
+        ps = _patterns(op, arr, cfg, masks, opts)
+        b = op.batch // len(ps)  # products each entry of ps stands for
+        sparse = any(p is not None for p in ps)
         forced = opts["dataflow"]
-        if forced is not None and p is None:
+        if forced is not None and not sparse:
             forced = _DENSE_OF.get(forced, forced)
-        candidates = [forced] if forced else (DATAFLOWS if p is not None else DENSE)
+        candidates = [forced] if forced else (DATAFLOWS if sparse else DENSE)
         best = None
-        for candidate in candidates:
-            cycles = (
-                gemm_cycles(op.m, op.k, op.n, arr.rows, arr.cols, candidate, fold_overhead=cfg.fold_overhead)
-                if candidate in DENSE
+        for candidate in candidates:  # one dataflow for the whole op
+            dense = gemm_cycles(
+                op.m,
+                op.k,
+                op.n,
+                arr.rows,
+                arr.cols,
+                _DENSE_OF.get(candidate, candidate),
+                fold_overhead=cfg.fold_overhead,
+            )
+            cycles = sum(
+                dense
+                if candidate in DENSE or p is None
                 else sparse_gemm_cycles(op.m, p, candidate, fold_overhead=cfg.fold_overhead)
+                for p in ps
             )
             if best is None or cycles < best[1]:  # ties keep the earlier one (§4.3 order)
                 best = (candidate, cycles)
         name, cycles = best
-        macs, sram, dram, decoded = _traffic(op.m, op.k, op.n, arr, name, p)
-        b = op.batch
+        traffic = [_traffic(op.m, op.k, op.n, arr, name if p is not None else _DENSE_OF.get(name, name), p) for p in ps]
+        macs, sram, dram, decoded = (sum(t[i] for t in traffic) for i in range(4))
         energy = {
             "mac": b * macs * e_mac,
             "register_file": b * macs * cfg.rf_accesses_per_mac * cfg.e_rf_pj,

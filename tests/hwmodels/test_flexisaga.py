@@ -107,3 +107,27 @@ def test_bad_options():
         estimate(LAYER, "flexisaga", dataflow="zz")
     with pytest.raises(ValueError, match="vector"):
         estimate(LAYER, "flexisaga", vector="diag")
+
+
+def test_a_grouped_convolution_is_priced_with_each_groups_mask():
+    from hwmodels.systolic import DATAFLOWS, DENSE, SparsePattern, gemm_cycles, sparse_gemm_cycles
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(32, 64, 3, groups=2, bias=False))
+    x = torch.randn(1, 32, 10, 10)
+    em = emulate(model, "flexisaga", sparsity=0.5, accumulation="fast")
+    row = estimate(em, x, config=FLEXISAGA).rows[0]
+    # two products, M = 8·8 = 64 positions, K = 16·9 = 144, N = 32 each, on the 16x16 array; group g's
+    # mask is columns 32g .. 32g+31 of the (K, C_out) view; one dataflow for the layer
+    view = em[0].weight.detach().reshape(64, 144).T
+    groups = [SparsePattern.from_mask(view[:, 32 * g : 32 * (g + 1)], 16, 16) for g in range(2)]
+    alpha = FLEXISAGA.fold_overhead
+
+    def cycles(d):
+        if d in DENSE:
+            return 2 * gemm_cycles(64, 144, 32, 16, 16, d, fold_overhead=alpha)
+        return sum(sparse_gemm_cycles(64, p, d, fold_overhead=alpha) for p in groups)
+
+    assert row.cycles == min(cycles(d) for d in DATAFLOWS)
+    dense = estimate(emulate(model, "flexisaga", sparsity=0.0, accumulation="fast"), x, config=FLEXISAGA)
+    assert row.cycles < dense.rows[0].cycles  # the pruned vectors are skipped
