@@ -75,18 +75,24 @@ def t5():
     return _seeded(lambda: transformers.T5ForConditionalGeneration(config))
 
 
+_ENCODER_DECODER = dict(
+    d_model=64,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=128,
+    decoder_ffn_dim=128,
+)
+"""Two encoder and two decoder layers of width 64, 4 heads, FFN 128 (BART, Whisper)."""
+
+
 def bart():
     import transformers
 
     config = transformers.BartConfig(
         vocab_size=100,
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
+        **_ENCODER_DECODER,
         max_position_embeddings=64,
     )
     return _seeded(lambda: transformers.BartForConditionalGeneration(config))
@@ -99,13 +105,7 @@ def whisper():
     config = transformers.WhisperConfig(
         vocab_size=100,
         num_mel_bins=16,
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
+        **_ENCODER_DECODER,
         max_source_positions=16,
         max_target_positions=32,
         decoder_start_token_id=1,
