@@ -289,8 +289,9 @@ class PercentileObserver(MinMaxObserver):
 def observe_inputs(model: torch.nn.Module, batches, names, observer=MinMaxObserver) -> dict:
     """Run ``model`` on each batch (a tensor, tuple of args or dict of kwargs) under
     ``torch.no_grad()`` in eval mode (restored afterwards) and return ``{name: observer}`` of the
-    inputs seen by the submodules ``names``."""
-    observers = {name: observer() for name in names}
+    inputs seen by the submodules ``names`` (a dict ``{name: observer}`` gives the observers itself;
+    each has ``observe(x)``)."""
+    observers = dict(names) if isinstance(names, dict) else {name: observer() for name in names}
     modules = dict(model.named_modules())
     missing = [name for name in observers if name not in modules]
     if missing:

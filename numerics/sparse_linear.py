@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from numerics.conv import conv_as_gemm, copy_conv_attributes, is_depthwise, module_input
+from numerics.conv import conv_as_gemm, copy_conv_attributes, im2col, is_depthwise, module_geometry, module_input
 from numerics.emulation import in_reference_arithmetic
 from numerics.formats import fma_f32
 from numerics.heads import HEADS, head_rule
+from numerics.quant import observe_inputs
 from numerics.sparsity import (
     FLEXISAGA_16X16,
     CyclesFn,
@@ -148,10 +149,16 @@ class SparseLinear(nn.Module):
 
     @classmethod
     def from_linear(
-        cls, linear: nn.Linear, config: FlexiSAGAConfig = FLEXISAGA_16X16, *, cycles: CyclesFn | None = None
+        cls,
+        linear: nn.Linear,
+        config: FlexiSAGAConfig = FLEXISAGA_16X16,
+        *,
+        cycles: CyclesFn | None = None,
+        activation: torch.Tensor | None = None,
     ) -> tuple[SparseLinear, LayerSparsity]:
-        """Prune ``linear`` with ``config`` (its weight taken as W = weight.T, spec orientation)."""
-        mask, report = _prune(linear.weight.detach().T, config, cycles)
+        """Prune ``linear`` with ``config`` (its weight taken as W = weight.T, spec orientation);
+        ``activation``: its input features' norms, for ``criterion="activation"``."""
+        mask, report = _prune(linear.weight.detach().T, config, cycles, activation)
         module = cls(linear.weight, mask.T, linear.bias, config)
         return module, report
 
@@ -211,14 +218,20 @@ class SparseConv(nn.Module):
 
     @classmethod
     def from_conv(
-        cls, conv: nn.Module, config: FlexiSAGAConfig = FLEXISAGA_16X16, *, cycles: CyclesFn | None = None
+        cls,
+        conv: nn.Module,
+        config: FlexiSAGAConfig = FLEXISAGA_16X16,
+        *,
+        cycles: CyclesFn | None = None,
+        activation: torch.Tensor | None = None,
     ) -> tuple[SparseConv, LayerSparsity | None]:
-        """Prune ``conv`` with ``config`` (None as the report of a depthwise convolution, kept dense)."""
+        """Prune ``conv`` with ``config`` (None as the report of a depthwise convolution, kept dense);
+        ``activation``: the norms of its im2col columns' K features, for ``criterion="activation"``."""
         if is_depthwise(conv):
             return cls(conv, torch.ones_like(conv.weight, dtype=torch.bool), config), None
         c_out = conv.weight.shape[0]
         view = conv.weight.detach().reshape(c_out, -1).T  # (K, C_out)
-        mask, report = _prune(view, config, cycles)
+        mask, report = _prune(view, config, cycles, activation)
         return cls(conv, mask.T.reshape(conv.weight.shape), config), report
 
     @property
@@ -250,7 +263,7 @@ class SparseConv(nn.Module):
         )
 
 
-def _prune(view: torch.Tensor, config: FlexiSAGAConfig, cycles) -> tuple[torch.Tensor, LayerSparsity]:
+def _prune(view: torch.Tensor, config: FlexiSAGAConfig, cycles, activation=None) -> tuple[torch.Tensor, LayerSparsity]:
     """The mask of a (K, N) weight view pruned with ``config`` (scored in FP32), and its report."""
     result = prune_layer(
         view.float(),
@@ -260,6 +273,7 @@ def _prune(view: torch.Tensor, config: FlexiSAGAConfig, cycles) -> tuple[torch.T
         criterion=config.criterion,
         cycles=cycles,
         auto_tokens=config.auto_tokens,
+        activation=activation,
     )
     element = (~result.mask).sum().item() / result.mask.numel()
     report = LayerSparsity(
@@ -282,6 +296,38 @@ PRUNED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 """The layer types FlexiSAGA prunes (exact types: FC and CONV operators, spec §2.3)."""
 
 
+class FeatureNorms:
+    """Observer of a layer's input: the L2 norm ||X_k|| of each GEMM input feature k over every row seen
+    (a Linear's last dimension; a convolution's im2col columns, summed over its groups), in float64."""
+
+    def __init__(self, layer: nn.Module):
+        self.layer = layer
+        self.squares = None
+
+    def observe(self, x: torch.Tensor) -> None:
+        if isinstance(self.layer, nn.Linear):
+            rows = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
+            squares = rows.square().sum(0)
+        else:
+            batched = x if x.dim() == len(self.layer.kernel_size) + 2 else x.unsqueeze(0)
+            batched = module_input(self.layer, batched.detach().to(torch.float64))
+            cols, _ = im2col(batched, tuple(self.layer.kernel_size), module_geometry(self.layer))
+            squares = cols.square().sum((0, 1))
+        self.squares = squares if self.squares is None else self.squares + squares
+
+    def norms(self) -> torch.Tensor:
+        if self.squares is None:
+            raise ValueError("calibrate_with ran no batch through this layer: no activation statistics")
+        return self.squares.sqrt()
+
+
+def input_norms(model: nn.Module, layers: dict[str, nn.Module], batches) -> dict[str, torch.Tensor]:
+    """``{name: ||X_k||}`` of the named layers' inputs while ``model`` runs ``batches`` (each a tensor,
+    tuple of arguments or dict of keyword arguments), in eval mode without gradients."""
+    observers = observe_inputs(model, batches, {name: FeatureNorms(layer) for name, layer in layers.items()})
+    return {name: obs.norms() for name, obs in observers.items()}
+
+
 def sparsify_(
     model: nn.Module,
     *,
@@ -295,6 +341,7 @@ def sparsify_(
     cycles: CyclesFn | None = None,
     auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
     config: FlexiSAGAConfig | None = None,
+    calibrate_with=None,
 ) -> dict[str, LayerSparsity]:
     """Replace, in place, every ``nn.Linear`` of ``model`` by a :class:`SparseLinear` and every
     ``nn.Conv1d``/``nn.Conv2d`` by a :class:`SparseConv`.
@@ -307,7 +354,9 @@ def sparsify_(
     dot-separated parts (default :data:`DENSE_BY_DEFAULT`; ``heads=()`` prunes every layer). Depthwise
     convolutions run on the array unpruned. ``vector="auto"`` needs ``cycles`` (see
     :data:`numerics.sparsity.CyclesFn`) and compares at M = ``auto_tokens``. ``config``, a whole
-    :class:`FlexiSAGAConfig`, replaces the individual array and pruning options. Returns
+    :class:`FlexiSAGAConfig`, replaces the individual array and pruning options. ``criterion="activation"``
+    needs ``calibrate_with``: batches (tensors, tuples of arguments or dicts of keyword arguments) the dense
+    model runs once to measure each layer's input feature norms (:class:`FeatureNorms`). Returns
     ``{qualified name: LayerSparsity}`` of the pruned layers. Options are checked before anything changes.
     """
     if not isinstance(model, nn.Module):
@@ -328,6 +377,11 @@ def sparsify_(
         raise TypeError(f"config must be a FlexiSAGAConfig, got {type(config).__name__}")
     if config.vector == "auto" and not callable(cycles):
         raise ValueError("cycles must be a callable (weight, m, rows, cols) -> int when vector='auto'")
+    if (config.criterion == "activation") != (calibrate_with is not None):
+        raise ValueError(
+            "criterion='activation' needs calibrate_with (batches to measure input activations), "
+            "and calibrate_with is only used by criterion='activation'"
+        )
     rule = head_rule(heads)
     slots = [
         (parent, child_name, f"{name}.{child_name}" if name else child_name, child)
@@ -336,16 +390,22 @@ def sparsify_(
         if type(child) in PRUNED_LAYERS
     ]
     dense = {id(child) for _, _, full, child in slots if rule(full, child)}  # under any name
+    norms = {}
+    if calibrate_with is not None:  # one pass of the dense model: every pruned layer's input statistics
+        layers = {full: child for _, _, full, child in slots if id(child) not in dense}
+        first = {}
+        for full, child in layers.items():  # a shared layer observed under one name
+            first.setdefault(id(child), full)
+        by_id = input_norms(model, {full: layers[full] for full in first.values()}, calibrate_with)
+        norms = {id(layers[full]): value for full, value in by_id.items()}
     report: dict[str, LayerSparsity] = {}
     replaced: dict[int, nn.Module] = {}  # a layer shared by two parents is pruned once
     for parent, child_name, full, child in slots:
         if id(child) in dense:
             continue
         if id(child) not in replaced:
-            if type(child) is nn.Linear:
-                replaced[id(child)], layer = SparseLinear.from_linear(child, config, cycles=cycles)
-            else:
-                replaced[id(child)], layer = SparseConv.from_conv(child, config, cycles=cycles)
+            make = SparseLinear.from_linear if type(child) is nn.Linear else SparseConv.from_conv
+            replaced[id(child)], layer = make(child, config, cycles=cycles, activation=norms.get(id(child)))
             if layer is not None:
                 report[full] = layer
         setattr(parent, child_name, replaced[id(child)])

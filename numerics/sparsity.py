@@ -34,7 +34,7 @@ from numerics.formats import fma_f32
 from numerics.validation import check_padded
 
 VECTORS = ("row", "col", "channel", "auto")
-CRITERIA = ("l2", "l1")
+CRITERIA = ("l2", "l1", "activation")
 DTYPES = ("float32", "int32")
 ACCUMULATIONS = ("sequential", "fast")
 
@@ -111,7 +111,8 @@ class FlexiSAGAConfig:
     sparsity: float = 0.5
     """Fraction of the pruning vectors zeroed in each layer, in [0, 1). Assumption."""
     criterion: str = "l2"
-    """Vector score, ``"l2"`` or ``"l1"`` norm in float64. Assumption: magnitude pruning."""
+    """Vector score: ``"l2"`` or ``"l1"`` norm in float64 (assumption: magnitude pruning), or
+    ``"activation"``, weights scaled by the input features' norms over calibration data."""
     word_bits: int = 32
     """Bits of one memory word and one stored weight value (summary)."""
     freq_hz: float = 1e9
@@ -179,18 +180,46 @@ def _pad_to(t: torch.Tensor, bk: int, bn: int) -> torch.Tensor:
     return F.pad(t, (0, -n % bn, 0, -k % bk))
 
 
-def vector_scores(weight: torch.Tensor, tile=(16, 16), vector: str = "row", criterion: str = "l2") -> torch.Tensor:
+def check_activation(activation, k: int, criterion: str) -> torch.Tensor | None:
+    """The input activation norms ``criterion="activation"`` needs: a finite, non-negative (K,) tensor
+    (float64); None for the other criteria, which take none."""
+    if criterion != "activation":
+        if activation is not None:
+            raise ValueError(f"activation norms are used by criterion='activation' only, not {criterion!r}")
+        return None
+    if activation is None:
+        raise ValueError(
+            "criterion='activation' needs the input activation norms ||X_k|| of the layer, a (K,) tensor "
+            "(emulate(..., criterion='activation', calibrate_with=batches) gathers them)"
+        )
+    if not isinstance(activation, torch.Tensor) or tuple(activation.shape) != (k,):
+        raise ValueError(f"activation must be a tensor of shape ({k},), got {getattr(activation, 'shape', activation)}")
+    a = activation.detach().to(torch.float64)
+    if not bool(torch.isfinite(a).all()) or bool((a < 0).any()):
+        raise ValueError("activation norms must be finite and >= 0")
+    return a
+
+
+def vector_scores(
+    weight: torch.Tensor, tile=(16, 16), vector: str = "row", criterion: str = "l2", activation=None
+) -> torch.Tensor:
     """Float64 score of each pruning vector, as a grid ``(ceil(K/bk), ceil(N/bn))``.
 
     The grid's row-major position is the vector's flat index, which breaks ties. Its block is 1×C
-    for ``"row"``, R×1 for ``"col"`` and K×1 for ``"channel"``.
+    for ``"row"``, R×1 for ``"col"`` and K×1 for ``"channel"``. ``"l2"``/``"l1"``: the vector's norm.
+    ``"activation"``: the L2 norm of |W[k, n]|·||X_k|| over the vector, ``activation`` holding the norms
+    ||X_k|| of the layer's input features over calibration data (Wanda's per-weight score, arXiv
+    2306.11695, aggregated per vector; for a row vector it is ||X_k||·||W_vector||): a small weight on
+    a feature of large magnitude can carry a large share of the output.
     """
     weight = _check_matrix("weight", weight)
     tile = check_tile(tile)
     _check_choice("vector", vector, ("row", "col", "channel"))
     _check_choice("criterion", criterion, CRITERIA)
+    a = check_activation(activation, weight.shape[0], criterion)
     bk, bn = _vector_block(tuple(weight.shape), tile, vector)
-    w = _pad_to(weight.to(torch.float64), bk, bn)
+    w = weight.to(torch.float64) if a is None else weight.to(torch.float64) * a[:, None]
+    w = _pad_to(w, bk, bn)
     blocks = w.reshape(w.shape[0] // bk, bk, w.shape[1] // bn, bn)
     if criterion == "l1":
         return blocks.abs().sum(dim=(1, 3))
@@ -221,13 +250,14 @@ def prune_layer(
     criterion: str = "l2",
     cycles: CyclesFn | None = None,
     auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
+    activation: torch.Tensor | None = None,
 ) -> PruneResult:
     """Structured pruning of a ``(K, N)`` weight; :func:`prune` with the bookkeeping.
 
     Steps (spec §2.3): score every tile-aligned vector (:func:`vector_scores`), sort by
     (score, flat index) ascending, zero the first ``pruned_count(sparsity, V)``. ``"auto"`` prunes
     ``"row"`` and ``"col"`` and keeps the one for which ``cycles(pruned, auto_tokens, R, C)`` is
-    lower, ``"row"`` on a tie.
+    lower, ``"row"`` on a tie. ``activation``: the (K,) input norms ``criterion="activation"`` scores with.
     """
     weight = _check_matrix("weight", weight)
     sparsity = check_sparsity(sparsity)
@@ -235,6 +265,7 @@ def prune_layer(
     _check_choice("vector", vector, VECTORS)
     _check_choice("criterion", criterion, CRITERIA)
     auto_tokens = _check_positive_int("auto_tokens", auto_tokens)
+    check_activation(activation, weight.shape[0], criterion)
     if weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
         raise ValueError("weight must be finite to be pruned (its scores would be NaN)")
     if vector == "auto":
@@ -243,12 +274,12 @@ def prune_layer(
                 "cycles must be a callable (weight, m, rows, cols) -> int when "
                 "vector='auto' (the spec §4.2 cost model, e.g. from hwmodels)"
             )
-        row = prune_layer(weight, sparsity, tile=tile, vector="row", criterion=criterion)
-        col = prune_layer(weight, sparsity, tile=tile, vector="col", criterion=criterion)
+        row = prune_layer(weight, sparsity, tile=tile, vector="row", criterion=criterion, activation=activation)
+        col = prune_layer(weight, sparsity, tile=tile, vector="col", criterion=criterion, activation=activation)
         if cycles(col.weight, auto_tokens, *tile) < cycles(row.weight, auto_tokens, *tile):
             return col
         return row
-    scores = vector_scores(weight, tile, vector, criterion)
+    scores = vector_scores(weight, tile, vector, criterion, activation)
     n_total = scores.numel()
     n_pruned = pruned_count(sparsity, n_total)
     order = torch.argsort(scores.flatten(), stable=True)  # stable: ties by flat index
@@ -270,6 +301,7 @@ def prune(
     criterion: str = "l2",
     cycles: CyclesFn | None = None,
     auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
+    activation: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune whole tile-aligned vectors of ``weight`` (K, N); return ``(pruned_weight, mask)``.
 
@@ -278,7 +310,14 @@ def prune(
     input is not modified; at sparsity 0 the result equals it bit for bit. See :func:`prune_layer`.
     """
     result = prune_layer(
-        weight, sparsity, tile=tile, vector=vector, criterion=criterion, cycles=cycles, auto_tokens=auto_tokens
+        weight,
+        sparsity,
+        tile=tile,
+        vector=vector,
+        criterion=criterion,
+        cycles=cycles,
+        auto_tokens=auto_tokens,
+        activation=activation,
     )
     return result.weight, result.mask
 

@@ -34,7 +34,7 @@ class FlexiSAGAOptions(TargetOptions):
 
     RENAMED = {"skip": "heads"}
 
-    COST = ("sparsity", "tile", "vector", "criterion", "heads", "cycles", "auto_tokens")
+    COST = ("sparsity", "tile", "vector", "criterion", "heads", "cycles", "auto_tokens", "calibrate_with")
     ACCURACY_ONLY = {
         "accumulation": "the PE order is the hardware's; 'fast' only computes it with torch.matmul",
         "fused_mac": "one rounding or two per MAC: the same MAC per cycle",
@@ -49,8 +49,10 @@ class FlexiSAGAOptions(TargetOptions):
     """Pruning vector: ``"row"``, ``"col"``, ``"channel"`` or ``"auto"``. Moves cost: which sparse
     dataflow can skip."""
     criterion: str = FLEXISAGA_16X16.criterion
-    """Vector score, ``"l2"`` or ``"l1"``. Moves cost through the masks: which vectors go, which the
-    sparse dataflows see where it changes how they fall across tiles (sWS folds, edge tiles)."""
+    """Vector score: ``"l2"`` or ``"l1"`` (the weights' norm), or ``"activation"`` (weights scaled by their
+    input features' norms over ``calibrate_with``; :func:`numerics.sparsity.vector_scores`). Moves cost
+    through the masks: which vectors go, which the sparse dataflows see where it changes how they fall
+    across tiles (sWS folds, edge tiles)."""
     accumulation: str = FLEXISAGA_16X16.accumulation
     """``"sequential"`` (bit-exact PE order) or ``"fast"`` (``torch.matmul``)."""
     fused_mac: bool = FLEXISAGA_16X16.fused_mac
@@ -62,10 +64,19 @@ class FlexiSAGAOptions(TargetOptions):
     """``cycles(pruned_weight_kn, m, rows, cols) -> int`` for ``vector="auto"``; None: the cost model's."""
     auto_tokens: int = FLEXISAGA_16X16.auto_tokens
     """M at which ``vector="auto"`` compares cycle counts. Moves cost: the orientation chosen."""
+    calibrate_with: object = None
+    """Batches (each a tensor, tuple or dict of forward arguments) the dense model runs to measure each
+    layer's input feature norms; required by, and only used by, ``criterion="activation"``. Moves cost
+    through the masks, as ``criterion``."""
 
     def __post_init__(self):
         self.array  # noqa: B018  (check_tile and FlexiSAGAConfig check tile, sparsity, vector, criterion, ...)
         check_heads(self.heads)
+        if (self.criterion == "activation") != (self.calibrate_with is not None):
+            raise ValueError(
+                "criterion='activation' needs calibrate_with (batches to measure input activations), "
+                "and calibrate_with is only used by criterion='activation'"
+            )
         if self.cycles is not None and not callable(self.cycles):
             raise ValueError(f"cycles must be None or a callable (weight, m, rows, cols) -> int; got {self.cycles!r}")
 
@@ -103,6 +114,7 @@ def prepare(model: nn.Module, options: FlexiSAGAOptions):
         model,
         config=options.array,
         heads=options.heads,
+        calibrate_with=options.calibrate_with,
         cycles=options.cycles_function() if options.vector == "auto" else None,
     )
     model.emulation.details["sparsity"] = report

@@ -135,6 +135,7 @@ ALTERNATIVES = {
         "fused_mac": True,
         "heads": ("*.intermediate.*",),
         "auto_tokens": 1,
+        "calibrate_with": [TOKENS[:1, :3]],  # one sequence of 3 tokens: other input norms, other masks
         "cycles": "flipped",
     },
 }
@@ -157,10 +158,11 @@ BASE = {
     ("flexisaga", None): {"accumulation": "fast"},
     ("flexisaga", "cycles"): {"vector": "auto"},  # cycles and auto_tokens act through vector="auto"
     ("flexisaga", "auto_tokens"): {"vector": "auto", "cycles": _rows_from_64_tokens},
+    ("flexisaga", "calibrate_with"): {"criterion": "activation", "calibrate_with": [TOKENS]},
     ("hastily", "resample_noise"): {},
     ("atleus", "resample_noise"): {"noise": 0.02},
 }
-COST_OPTIONS = {("flexisaga", "criterion"): {"dataflow": "sws"}}
+COST_OPTIONS = {("flexisaga", "criterion"): {"dataflow": "sws"}, ("flexisaga", "calibrate_with"): {"dataflow": "sws"}}
 """Where an option's effect on cost shows: criterion changes which vectors go, which only the per-tile
 fold count of sWS sees when every tile is full."""
 

@@ -1,9 +1,11 @@
 """FlexiSAGA drop-in layers: SparseLinear and flexisaga_model (spec flexisaga.md §2.2-2.3)."""
 
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from numerics.sparse_linear import LayerSparsity, SparseLinear, flexisaga_model
@@ -151,3 +153,41 @@ def test_invalid_inputs_to_layers():
         SparseLinear(torch.ones(2, 2, dtype=torch.int32), torch.ones(2, 2, dtype=torch.bool), None)
     with pytest.raises(ValueError, match="dtype"):
         SparseLinear(torch.ones(2, 2), torch.ones(2, 2, dtype=torch.bool), None, FlexiSAGAConfig(dtype="int32"))
+
+
+def test_activation_criterion_measures_each_layers_inputs_on_the_calibration_batches():
+    from numerics.sparse_linear import sparsify_
+    from numerics.sparsity import vector_scores
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    batches = [torch.randn(5, 8) * torch.tensor([20.0, 1, 1, 1, 1, 1, 1, 1]), torch.randn(3, 8)]
+    # the inputs each Linear sees, computed here with the dense model
+    x0 = torch.cat(batches)
+    x2 = torch.relu(model[0](x0)).detach()
+    norms = [x0.double().norm(dim=0), x2.double().norm(dim=0)]
+    pruned = copy.deepcopy(model)
+    report = sparsify_(pruned, sparsity=0.5, tile=(4, 4), criterion="activation", calibrate_with=batches, heads=())
+    for i, a in zip((0, 2), norms):
+        scores = vector_scores(model[i].weight.detach().T, (4, 4), "row", "activation", a).flatten()
+        gone = set(torch.argsort(scores, stable=True)[: report[str(i)].vectors_pruned].tolist())
+        kept = pruned[i].mask.T[:, ::4]  # (K, N/4): each row vector's first element
+        assert set((~kept).flatten().nonzero().flatten().tolist()) == gone
+    # feature 0 of the first layer's input is 20x larger: none of its vectors goes
+    assert pruned[0].mask.T[0].all()
+    with pytest.raises(ValueError, match="needs calibrate_with"):
+        sparsify_(copy.deepcopy(model), criterion="activation")
+    with pytest.raises(ValueError, match="only used by criterion='activation'"):
+        sparsify_(copy.deepcopy(model), calibrate_with=batches)
+
+
+def test_activation_criterion_on_a_convolution_uses_its_im2col_features():
+    from numerics.sparse_linear import FeatureNorms
+
+    torch.manual_seed(1)
+    conv = nn.Conv2d(2, 4, 3, padding=1)
+    x = torch.randn(2, 2, 5, 5)
+    obs = FeatureNorms(conv)
+    obs.observe(x)
+    cols = F.unfold(x, 3, padding=1)  # (N, C*9, L), the GEMM's K = 18 features
+    torch.testing.assert_close(obs.norms(), cols.double().square().sum((0, 2)).sqrt(), rtol=1e-12, atol=0)

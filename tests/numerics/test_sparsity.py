@@ -499,3 +499,41 @@ def test_a_tile_that_would_pad_a_weight_to_billions_of_elements_is_refused():
     with pytest.raises(ValueError, match=r"4x4 weight on 65536x65536 blocks would be padded.*tile no larger"):
         encode_bitmap(w, (65536, 65536))
     assert prune_layer(w, 0.5, tile=(65536, 65536)).vectors_total == 4  # 1x65536 row vectors: small enough
+
+
+# ------------------------------------------------------------------ activation-aware criterion
+
+
+def test_activation_scores_scale_each_row_by_its_input_norm():
+    from numerics.sparsity import vector_scores
+
+    # W (K=2, N=4), tile (2, 2): row vectors of 2 along N; ||X_0|| = 10, ||X_1|| = 1
+    w = torch.tensor([[0.1, 0.2, 3.0, 0.0], [1.0, 1.0, 0.3, 0.4]], dtype=torch.float64)
+    a = torch.tensor([10.0, 1.0])
+    got = vector_scores(w, (2, 2), "row", "activation", a)
+    # row 0: 10·sqrt(0.01 + 0.04) = 10·0.2236.. ; 10·3 = 30; row 1: sqrt(2) ; sqrt(0.09 + 0.16) = 0.5
+    want = torch.tensor([[10 * math.sqrt(0.05), 30.0], [math.sqrt(2.0), 0.5]], dtype=torch.float64)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    # column vectors (R = 2 along K): the L2 norm of |W[k, n]|·||X_k|| over the column
+    col = vector_scores(w, (2, 2), "col", "activation", a)
+    torch.testing.assert_close(col[0, 0], torch.tensor(math.sqrt(1.0 + 1.0), dtype=torch.float64))
+    # the weight criterion would prune the first row vector last of row 0's; activation prunes row 1's
+    kept_l2 = prune(w, 0.25, tile=(2, 2))[1]
+    kept_act = prune(w, 0.25, tile=(2, 2), criterion="activation", activation=a)[1]
+    assert not kept_l2[0, :2].any() and kept_l2[1].all()
+    assert kept_act[0].all() and not kept_act[1, 2:].any()
+
+
+@pytest.mark.parametrize(
+    "criterion, activation, match",
+    [
+        ("activation", None, "needs the input activation norms"),
+        ("activation", torch.ones(3), r"shape \(2,\)"),
+        ("activation", torch.tensor([1.0, float("nan")]), "finite"),
+        ("activation", torch.tensor([1.0, -1.0]), ">= 0"),
+        ("l2", torch.ones(2), "criterion='activation' only"),
+    ],
+)
+def test_activation_norms_are_checked(criterion, activation, match):
+    with pytest.raises(ValueError, match=match):
+        prune(torch.ones(2, 4), 0.5, tile=(2, 2), criterion=criterion, activation=activation)
