@@ -22,6 +22,7 @@ from numerics.emulation import in_reference_arithmetic
 from numerics.formats import fma_f32
 from numerics.heads import HEADS, head_rule
 from numerics.quant import observe_inputs
+from numerics.reconstruct import check_damping, reconstruct_
 from numerics.sparsity import (
     FLEXISAGA_16X16,
     CyclesFn,
@@ -342,6 +343,8 @@ def sparsify_(
     auto_tokens: int = FLEXISAGA_16X16.auto_tokens,
     config: FlexiSAGAConfig | None = None,
     calibrate_with=None,
+    reconstruct: bool = False,
+    damping: float = 0.01,
 ) -> dict[str, LayerSparsity]:
     """Replace, in place, every ``nn.Linear`` of ``model`` by a :class:`SparseLinear` and every
     ``nn.Conv1d``/``nn.Conv2d`` by a :class:`SparseConv`.
@@ -356,7 +359,10 @@ def sparsify_(
     :data:`numerics.sparsity.CyclesFn`) and compares at M = ``auto_tokens``. ``config``, a whole
     :class:`FlexiSAGAConfig`, replaces the individual array and pruning options. ``criterion="activation"``
     needs ``calibrate_with``: batches (tensors, tuples of arguments or dicts of keyword arguments) the dense
-    model runs once to measure each layer's input feature norms (:class:`FeatureNorms`). Returns
+    model runs once to measure each layer's input feature norms (:class:`FeatureNorms`). ``reconstruct=True``
+    (needs ``calibrate_with`` too) then refits each pruned Linear's and groups = 1 convolution's kept weights,
+    in order, to the dense layer's output (:func:`numerics.reconstruct.reconstruct_`, ridge ``damping``
+    relative to the mean input energy). Returns
     ``{qualified name: LayerSparsity}`` of the pruned layers. Options are checked before anything changes.
     """
     if not isinstance(model, nn.Module):
@@ -377,11 +383,9 @@ def sparsify_(
         raise TypeError(f"config must be a FlexiSAGAConfig, got {type(config).__name__}")
     if config.vector == "auto" and not callable(cycles):
         raise ValueError("cycles must be a callable (weight, m, rows, cols) -> int when vector='auto'")
-    if (config.criterion == "activation") != (calibrate_with is not None):
-        raise ValueError(
-            "criterion='activation' needs calibrate_with (batches to measure input activations), "
-            "and calibrate_with is only used by criterion='activation'"
-        )
+    check_calibration(config.criterion, reconstruct, calibrate_with)
+    check_damping(damping)
+    dense_model = copy.deepcopy(model) if reconstruct else None
     rule = head_rule(heads)
     slots = [
         (parent, child_name, f"{name}.{child_name}" if name else child_name, child)
@@ -391,7 +395,7 @@ def sparsify_(
     ]
     dense = {id(child) for _, _, full, child in slots if rule(full, child)}  # under any name
     norms = {}
-    if calibrate_with is not None:  # one pass of the dense model: every pruned layer's input statistics
+    if config.criterion == "activation":  # one pass of the dense model: every pruned layer's input norms
         layers = {full: child for _, _, full, child in slots if id(child) not in dense}
         first = {}
         for full, child in layers.items():  # a shared layer observed under one name
@@ -409,4 +413,23 @@ def sparsify_(
             if layer is not None:
                 report[full] = layer
         setattr(parent, child_name, replaced[id(child)])
+    if reconstruct:
+        refit = [name for name in report if getattr(model.get_submodule(name), "geometry", None) is None
+                 or model.get_submodule(name).geometry.groups == 1]  # fmt: skip
+        reconstruct_(model, dense_model, refit, calibrate_with, damping=damping)
     return report
+
+
+def check_calibration(criterion: str, reconstruct, calibrate_with) -> None:
+    """ValueError unless ``calibrate_with`` is given exactly when it is used: by ``criterion="activation"``
+    or ``reconstruct=True``."""
+    if not isinstance(reconstruct, bool):
+        raise ValueError(f"reconstruct must be True or False, got {reconstruct!r}")
+    needed = criterion == "activation" or reconstruct
+    if needed and calibrate_with is None:
+        raise ValueError(
+            "criterion='activation' and reconstruct=True need calibrate_with: batches (tensors, tuples or "
+            "dicts of forward arguments) to measure the layers' inputs"
+        )
+    if not needed and calibrate_with is not None:
+        raise ValueError("calibrate_with is only used by criterion='activation' or reconstruct=True")

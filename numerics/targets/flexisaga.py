@@ -22,8 +22,9 @@ from torch import nn
 
 from numerics.handlers import keep_on_host, standard_swaps, static_product_handlers, uncovered_handlers
 from numerics.heads import check_heads
+from numerics.reconstruct import check_damping
 from numerics.registry import TargetOptions, get_target, register_target
-from numerics.sparse_linear import DENSE_BY_DEFAULT, sparsify_
+from numerics.sparse_linear import DENSE_BY_DEFAULT, check_calibration, sparsify_
 from numerics.sparsity import FLEXISAGA_16X16, FlexiSAGAConfig, check_tile
 
 
@@ -38,6 +39,8 @@ class FlexiSAGAOptions(TargetOptions):
     ACCURACY_ONLY = {
         "accumulation": "the PE order is the hardware's; 'fast' only computes it with torch.matmul",
         "fused_mac": "one rounding or two per MAC: the same MAC per cycle",
+        "reconstruct": "refits the kept weights' values; the masks, and so the skipped vectors, are unchanged",
+        "damping": "the ridge of the refit: weight values only",
     }
 
     sparsity: float = FLEXISAGA_16X16.sparsity
@@ -65,18 +68,20 @@ class FlexiSAGAOptions(TargetOptions):
     auto_tokens: int = FLEXISAGA_16X16.auto_tokens
     """M at which ``vector="auto"`` compares cycle counts. Moves cost: the orientation chosen."""
     calibrate_with: object = None
-    """Batches (each a tensor, tuple or dict of forward arguments) the dense model runs to measure each
-    layer's input feature norms; required by, and only used by, ``criterion="activation"``. Moves cost
-    through the masks, as ``criterion``."""
+    """Batches (each a tensor, tuple or dict of forward arguments) the model runs to measure each layer's
+    inputs; required by, and only used by, ``criterion="activation"`` (input feature norms) and
+    ``reconstruct=True``. Moves cost through the masks, as ``criterion``."""
+    reconstruct: bool = False
+    """Refit each pruned layer's kept weights, in order, to the dense layer's output on ``calibrate_with``
+    (damped least squares per output column on its kept inputs: :mod:`numerics.reconstruct`)."""
+    damping: float = 0.01
+    """The refit's ridge, relative to the mean input energy mean(diag(XᵀX))."""
 
     def __post_init__(self):
         self.array  # noqa: B018  (check_tile and FlexiSAGAConfig check tile, sparsity, vector, criterion, ...)
         check_heads(self.heads)
-        if (self.criterion == "activation") != (self.calibrate_with is not None):
-            raise ValueError(
-                "criterion='activation' needs calibrate_with (batches to measure input activations), "
-                "and calibrate_with is only used by criterion='activation'"
-            )
+        check_calibration(self.criterion, self.reconstruct, self.calibrate_with)
+        check_damping(self.damping)
         if self.cycles is not None and not callable(self.cycles):
             raise ValueError(f"cycles must be None or a callable (weight, m, rows, cols) -> int; got {self.cycles!r}")
 
@@ -115,6 +120,8 @@ def prepare(model: nn.Module, options: FlexiSAGAOptions):
         config=options.array,
         heads=options.heads,
         calibrate_with=options.calibrate_with,
+        reconstruct=options.reconstruct,
+        damping=options.damping,
         cycles=options.cycles_function() if options.vector == "auto" else None,
     )
     model.emulation.details["sparsity"] = report

@@ -136,6 +136,8 @@ ALTERNATIVES = {
         "heads": ("*.intermediate.*",),
         "auto_tokens": 1,
         "calibrate_with": [TOKENS[:1, :3]],  # one sequence of 3 tokens: other input norms, other masks
+        "reconstruct": True,
+        "damping": 0.5,
         "cycles": "flipped",
     },
 }
@@ -159,6 +161,8 @@ BASE = {
     ("flexisaga", "cycles"): {"vector": "auto"},  # cycles and auto_tokens act through vector="auto"
     ("flexisaga", "auto_tokens"): {"vector": "auto", "cycles": _rows_from_64_tokens},
     ("flexisaga", "calibrate_with"): {"criterion": "activation", "calibrate_with": [TOKENS]},
+    ("flexisaga", "reconstruct"): {"calibrate_with": [TOKENS], "criterion": "activation"},
+    ("flexisaga", "damping"): {"calibrate_with": [TOKENS], "reconstruct": True},
     ("hastily", "resample_noise"): {},
     ("atleus", "resample_noise"): {"noise": 0.02},
 }

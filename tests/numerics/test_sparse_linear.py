@@ -175,9 +175,9 @@ def test_activation_criterion_measures_each_layers_inputs_on_the_calibration_bat
         assert set((~kept).flatten().nonzero().flatten().tolist()) == gone
     # feature 0 of the first layer's input is 20x larger: none of its vectors goes
     assert pruned[0].mask.T[0].all()
-    with pytest.raises(ValueError, match="needs calibrate_with"):
+    with pytest.raises(ValueError, match="need calibrate_with"):
         sparsify_(copy.deepcopy(model), criterion="activation")
-    with pytest.raises(ValueError, match="only used by criterion='activation'"):
+    with pytest.raises(ValueError, match="only used by criterion='activation' or reconstruct=True"):
         sparsify_(copy.deepcopy(model), calibrate_with=batches)
 
 
