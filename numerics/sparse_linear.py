@@ -23,6 +23,7 @@ from numerics.formats import fma_f32
 from numerics.heads import HEADS, head_rule
 from numerics.quant import observe_inputs
 from numerics.reconstruct import check_damping, reconstruct_
+from numerics.recovery import Recovery, recover  # noqa: F401  (public here: the pruning workflow's last step)
 from numerics.sparsity import (
     FLEXISAGA_16X16,
     CyclesFn,
