@@ -84,18 +84,40 @@ def split_options(target: str, options: dict) -> tuple[dict, dict]:
                 f"{', '.join(sorted(emu_names)) or 'none'} (hardware)"
                 + (f"; {', '.join(sorted(cost_names))} (cost model)" if cost_names else "")
             )
-    return ({k: v for k, v in options.items() if k in emu_names}, {k: v for k, v in options.items() if k in cost_names})
+    emu = {k: v for k, v in options.items() if k in emu_names}
+    if target == "flexisaga" and "calibrate_with" not in emu:
+        if emu.get("criterion") == "activation" or emu.get("reconstruct") is True:
+            emu["calibrate_with"] = CORPUS  # measured on the shipped corpus, not on the sentences scored
+    return emu, {k: v for k, v in options.items() if k in cost_names}
+
+
+CORPUS = "corpus"
+"""The value of ``calibrate_with`` that stands for the shipped corpus (:func:`numerics.corpus.load_corpus`,
+292 everyday sentences, none of them in the study's set), encoded with the subject's tokenizer in batches
+of 64 sentences. FlexiSAGA runs that need calibration data and name none get it."""
+
+
+def calibration_batches(subject, value):
+    """``value``, or the subject's encoding of the shipped corpus for :data:`CORPUS`."""
+    if not (isinstance(value, str) and value == CORPUS):
+        return value
+    if subject.encode is None:
+        raise ValueError(f"calibrate_with={CORPUS} needs a text model with a tokenizer; {subject.name} has none")
+    from numerics.corpus import load_corpus
+
+    corpus = load_corpus()
+    return [subject.encode(corpus[i : i + 64]) for i in range(0, len(corpus), 64)]
 
 
 def check_run(target: str, options: dict) -> None:
     """Every name and value of one run, checked without running it: the typed hardware options are
     built, and the cost model prices an empty workload with all the options. A ValueError names the
     option and what it allows."""
-    emu, _ = split_options(target, options)
+    emu, cost = split_options(target, options)
     try:
         get_target(target).make_options(**emu)
         if target in COST_TARGETS:
-            estimate(Workload(()), target, **options)
+            estimate(Workload(()), target, **emu, **cost)
     except TypeError as error:  # a value of the wrong type is a bad value of the plan
         raise ValueError(f"{target}: {error}") from error
 
@@ -257,6 +279,8 @@ class Subject:
     the first image)."""
     unit: str = "sentence"
     """What one input of ``batch`` is: ``"sentence"`` or ``"image"``."""
+    encode: Callable[[list[str]], dict] | None = dataclasses.field(default=None, compare=False, repr=False)
+    """The text model's tokenizer as ``encode(sentences) -> forward keyword arguments`` (None for images)."""
 
     @property
     def count(self) -> int:
@@ -428,7 +452,7 @@ def _calibrate_batch_norm(model: nn.Module, images: torch.Tensor) -> None:
 def _subject(name: str, model: nn.Module, encode: Callable[[list[str]], dict], sentences) -> Subject:
     sentences = sentences if sentences is not None else load_sentences()
     longest = max(sentences, key=lambda s: encode([s])["input_ids"].shape[-1])
-    return Subject(name, model, encode(sentences), encode([longest]))
+    return Subject(name, model, encode(sentences), encode([longest]), encode=encode)
 
 
 def _transformers(what: str):
@@ -516,7 +540,10 @@ def run_study(
         start = time.perf_counter()
         key = (run.target, repr(sorted(emu.items())))
         if key not in cache:
-            emulated = emulate(model, run.target, **emu)
+            data = calibration_batches(subject, emu.get("calibrate_with"))
+            if data is not None:
+                data = [{k: v.to(device) for k, v in b.items()} if isinstance(b, dict) else b for b in data]
+            emulated = emulate(model, run.target, **{**emu, **({"calibrate_with": data} if data is not None else {})})
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", UnemulatedWarning)  # recorded in the result instead
                 _, out = readout(emulated(**batch), batch)

@@ -406,3 +406,25 @@ def test_a_run_records_what_its_emulation_did_not_cover(capsys):
     results = study.run_study(subject, [study.Run("softex", {}), study.Run("hastily", {})])
     assert results[0].unemulated == {"silu": 1}  # SoftEx has no SiLU datapath; one MLP
     assert results[0].to_dict()["unemulated"] == {"silu": 1} and results[1].unemulated == {}
+
+
+def test_flexisaga_runs_that_need_calibration_get_the_shipped_corpus():
+    pytest.importorskip("transformers")
+    runs = study.plan(["fp32"], ["flexisaga.reconstruct=true"], ["flexisaga.criterion=l2,activation"])
+    assert [r.options for r in runs[1:]] == [
+        {"reconstruct": True, "criterion": "l2"},
+        {"reconstruct": True, "criterion": "activation"},
+    ]
+    emu, _ = study.split_options("flexisaga", runs[2].options)
+    assert emu["calibrate_with"] == study.CORPUS  # filled in: neither run named calibration data
+    subject = study.tiny_subject()
+    batches = study.calibration_batches(subject, study.CORPUS)
+    from numerics.corpus import load_corpus
+
+    assert sum(len(b["input_ids"]) for b in batches) == len(load_corpus()) == 292
+    assert not set(load_corpus()) & set(study.load_sentences())  # calibration never sees what is scored
+    results = study.run_study(subject, runs)
+    assert results[2].metrics["mean_cosine"] < 1 and results[2].cycles > 0
+    image = study.image_subject("resnet18", images=1, size=32)
+    with pytest.raises(ValueError, match="needs a text model"):
+        study.calibration_batches(image, study.CORPUS)
