@@ -22,7 +22,7 @@ from torch import nn
 from numerics.conv import im2col, module_geometry, module_input
 from numerics.emulation import reference_arithmetic
 
-__all__ = ["reconstruct_", "check_damping"]
+__all__ = ["reconstruct_", "check_damping", "gemm_rows", "padding_mask", "run_batches"]
 
 
 def check_damping(damping) -> float:
@@ -32,8 +32,10 @@ def check_damping(damping) -> float:
     return float(damping)
 
 
-def _rows(layer: nn.Module, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """The GEMM input rows (M, K) of ``layer`` for its input ``x``, float64."""
+def gemm_rows(layer: nn.Module, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """The GEMM input rows (M, K) of ``layer`` (a Linear or a convolution) for its input ``x``, float64:
+    a Linear's tokens, without those ``keep`` (B, L) marks as padding; a convolution's im2col rows, its
+    groups' rows stacked."""
     if isinstance(layer, nn.Linear) or hasattr(layer, "in_features"):
         if keep is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(keep.shape):
             x = x[keep]
@@ -42,7 +44,14 @@ def _rows(layer: nn.Module, x: torch.Tensor, keep: torch.Tensor | None) -> torch
     cols, _ = im2col(
         module_input(layer, batched.detach().to(torch.float64)), tuple(layer.kernel_size), module_geometry(layer)
     )
-    return cols[0]  # groups == 1
+    return cols.reshape(-1, cols.shape[-1])
+
+
+def padding_mask(batch) -> torch.Tensor | None:
+    """The real tokens (B, L) of a batch given as a dict with an ``attention_mask``, else None."""
+    if isinstance(batch, dict) and batch.get("attention_mask") is not None:
+        return batch["attention_mask"].bool()
+    return None
 
 
 class _Reached(Exception):
@@ -58,7 +67,8 @@ def _capture(store: dict, key: str):
 
 
 def _run(net: nn.Module, batch) -> None:
-    """Run ``net`` on one batch up to the hooked layer."""
+    """Run ``net`` on one batch (a tensor, tuple of arguments or dict of keyword arguments), up to the
+    hooked layer when one raises :class:`_Reached`."""
     try:
         if isinstance(batch, dict):
             net(**batch)
@@ -68,6 +78,22 @@ def _run(net: nn.Module, batch) -> None:
             net(batch)
     except _Reached:
         pass
+
+
+def run_batches(model: nn.Module, batches, before=None) -> None:
+    """Run ``model`` on every batch in eval mode without gradients (each module's mode restored after),
+    calling ``before(batch)`` first."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                if before is not None:
+                    before(batch)
+                _run(model, batch)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
 
 
 def _gram(model: nn.Module, name: str, batches, partner: nn.Module | None = None):
@@ -83,14 +109,14 @@ def _gram(model: nn.Module, name: str, batches, partner: nn.Module | None = None
     try:
         with torch.no_grad(), reference_arithmetic():
             for batch in batches:
-                keep = batch["attention_mask"].bool() if isinstance(batch, dict) and "attention_mask" in batch else None
+                keep = padding_mask(batch)
                 seen.clear()
                 for net in (model, partner) if partner is not None else (model,):
                     _run(net, batch)
                 if "x" not in seen:
                     raise ValueError(f"calibrate_with batches do not reach {name!r}: nothing to reconstruct from")
-                x = _rows(layer, seen["x"], keep)
-                p = _rows(layer, seen["p"], keep) if other is not None else x
+                x = gemm_rows(layer, seen["x"], keep)
+                p = gemm_rows(layer, seen["p"], keep) if other is not None else x
                 xtx = x.T @ x if xtx is None else xtx + x.T @ x
                 xtp = x.T @ p if xtp is None else xtp + x.T @ p
     finally:

@@ -17,12 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from numerics.conv import conv_as_gemm, copy_conv_attributes, im2col, is_depthwise, module_geometry, module_input
+from numerics.conv import conv_as_gemm, copy_conv_attributes, is_depthwise, module_input
 from numerics.emulation import in_reference_arithmetic
 from numerics.formats import fma_f32
 from numerics.heads import HEADS, head_rule
-from numerics.quant import observe_inputs
-from numerics.reconstruct import check_damping, reconstruct_
+from numerics.reconstruct import check_damping, gemm_rows, padding_mask, reconstruct_, run_batches
 from numerics.recovery import Recovery, recover  # noqa: F401  (public here: the pruning workflow's last step)
 from numerics.sparsity import (
     FLEXISAGA_16X16,
@@ -300,21 +299,15 @@ PRUNED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 class FeatureNorms:
     """Observer of a layer's input: the L2 norm ||X_k|| of each GEMM input feature k over every row seen
-    (a Linear's last dimension; a convolution's im2col columns, summed over its groups), in float64."""
+    (a Linear's tokens, padding excluded when ``keep`` marks it; a convolution's im2col rows, its groups'
+    stacked), in float64."""
 
     def __init__(self, layer: nn.Module):
         self.layer = layer
         self.squares = None
 
-    def observe(self, x: torch.Tensor) -> None:
-        if isinstance(self.layer, nn.Linear):
-            rows = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
-            squares = rows.square().sum(0)
-        else:
-            batched = x if x.dim() == len(self.layer.kernel_size) + 2 else x.unsqueeze(0)
-            batched = module_input(self.layer, batched.detach().to(torch.float64))
-            cols, _ = im2col(batched, tuple(self.layer.kernel_size), module_geometry(self.layer))
-            squares = cols.square().sum((0, 1))
+    def observe(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        squares = gemm_rows(self.layer, x, keep).square().sum(0)
         self.squares = squares if self.squares is None else self.squares + squares
 
     def norms(self) -> torch.Tensor:
@@ -325,8 +318,19 @@ class FeatureNorms:
 
 def input_norms(model: nn.Module, layers: dict[str, nn.Module], batches) -> dict[str, torch.Tensor]:
     """``{name: ||X_k||}`` of the named layers' inputs while ``model`` runs ``batches`` (each a tensor,
-    tuple of arguments or dict of keyword arguments), in eval mode without gradients."""
-    observers = observe_inputs(model, batches, {name: FeatureNorms(layer) for name, layer in layers.items()})
+    tuple of arguments or dict of keyword arguments; padding tokens excluded through ``attention_mask``),
+    in eval mode without gradients, in one pass."""
+    observers = {name: FeatureNorms(layer) for name, layer in layers.items()}
+    state: dict = {}
+    hooks = [
+        layer.register_forward_pre_hook(lambda _m, args, obs=observers[name]: obs.observe(args[0], state.get("keep")))
+        for name, layer in layers.items()
+    ]
+    try:
+        run_batches(model, batches, before=lambda batch: state.__setitem__("keep", padding_mask(batch)))
+    finally:
+        for hook in hooks:
+            hook.remove()
     return {name: obs.norms() for name, obs in observers.items()}
 
 

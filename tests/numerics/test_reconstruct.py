@@ -95,3 +95,31 @@ def test_padding_rows_do_not_count():
 def test_damping_is_checked(damping):
     with pytest.raises(ValueError, match="damping"):
         check_damping(damping)
+
+
+def test_a_convolution_is_refitted_on_its_im2col_rows():
+    import torch.nn.functional as F
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False))
+    x = torch.randn(2, 3, 6, 6)
+    pruned = copy.deepcopy(model)
+    sparsify_(pruned, sparsity=0.5, tile=(4, 4), heads=(), calibrate_with=[x], reconstruct=True)
+    cols = F.unfold(x, 3, padding=1).transpose(1, 2).reshape(-1, 27).double()  # (2·36, K = 27)
+    w = model[0].weight.detach().double().reshape(8, 27).T
+    mask = pruned[0].mask.reshape(8, 27).T
+    want = _refit_by_hand(cols, cols, w, mask, 0.01)
+    got = pruned[0].weight.detach().double().reshape(8, 27).T
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_activation_norms_leave_padding_out():
+    from numerics.sparse_linear import input_norms
+
+    torch.manual_seed(4)
+    model = Tokens()
+    ids = torch.randint(1, 20, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    norms = input_norms(model, {"proj": model.proj}, [{"input_ids": ids, "attention_mask": mask}])
+    real = model.embed(ids)[mask.bool()].detach().double()  # 7 real tokens of 10
+    torch.testing.assert_close(norms["proj"], real.norm(dim=0), rtol=1e-12, atol=0)
