@@ -286,6 +286,32 @@ class PercentileObserver(MinMaxObserver):
         return self._abs
 
 
+def call_with(model, batch):
+    """``model`` called on one batch: a tensor, a tuple or list of arguments, or a dict of keyword
+    arguments (the forms every ``calibrate_with`` takes)."""
+    if isinstance(batch, dict):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+def run_batches(model: torch.nn.Module, batches, before=None) -> None:
+    """Run ``model`` on every batch on inference activations (eval mode: no dropout; no gradients), each
+    module's mode restored after, calling ``before(batch)`` first."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                if before is not None:
+                    before(batch)
+                call_with(model, batch)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
 def observe_inputs(model: torch.nn.Module, batches, names, observer=MinMaxObserver) -> dict:
     """Run ``model`` on each batch (a tensor, tuple of args or dict of kwargs) under
     ``torch.no_grad()`` in eval mode (restored afterwards) and return ``{name: observer}`` of the
@@ -300,20 +326,9 @@ def observe_inputs(model: torch.nn.Module, batches, names, observer=MinMaxObserv
         modules[name].register_forward_pre_hook(lambda _m, args, obs=obs: obs.observe(args[0]))
         for name, obs in observers.items()
     ]
-    training = {m: m.training for m in model.modules()}
-    model.eval()  # calibrate on inference activations (no dropout), then restore each module's mode
     try:
-        with torch.no_grad():
-            for batch in batches:
-                if isinstance(batch, dict):
-                    model(**batch)
-                elif isinstance(batch, (tuple, list)):
-                    model(*batch)
-                else:
-                    model(batch)
+        run_batches(model, batches)
     finally:
         for h in hooks:
             h.remove()
-        for module, mode in training.items():
-            module.training = mode
     return observers

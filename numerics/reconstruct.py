@@ -21,8 +21,9 @@ from torch import nn
 
 from numerics.conv import im2col, module_geometry, module_input
 from numerics.emulation import reference_arithmetic
+from numerics.quant import call_with
 
-__all__ = ["reconstruct_", "check_damping", "gemm_rows", "padding_mask", "run_batches"]
+__all__ = ["reconstruct_", "check_damping", "gemm_rows", "padding_mask"]
 
 
 def check_damping(damping) -> float:
@@ -67,33 +68,11 @@ def _capture(store: dict, key: str):
 
 
 def _run(net: nn.Module, batch) -> None:
-    """Run ``net`` on one batch (a tensor, tuple of arguments or dict of keyword arguments), up to the
-    hooked layer when one raises :class:`_Reached`."""
+    """Run ``net`` on one batch, up to the hooked layer (whose hook raises :class:`_Reached`)."""
     try:
-        if isinstance(batch, dict):
-            net(**batch)
-        elif isinstance(batch, (tuple, list)):
-            net(*batch)
-        else:
-            net(batch)
+        call_with(net, batch)
     except _Reached:
         pass
-
-
-def run_batches(model: nn.Module, batches, before=None) -> None:
-    """Run ``model`` on every batch in eval mode without gradients (each module's mode restored after),
-    calling ``before(batch)`` first."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                if before is not None:
-                    before(batch)
-                _run(model, batch)
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
 
 
 def _gram(model: nn.Module, name: str, batches, partner: nn.Module | None = None):
@@ -106,12 +85,16 @@ def _gram(model: nn.Module, name: str, batches, partner: nn.Module | None = None
     if other is not None:
         hooks.append(other.register_forward_pre_hook(_capture(seen, "p")))
     xtx = xtp = None
+    nets = (model, partner) if partner is not None else (model,)
+    modes = {m: m.training for net in nets for m in net.modules()}
     try:
+        for net in nets:
+            net.eval()  # inference activations: no dropout
         with torch.no_grad(), reference_arithmetic():
             for batch in batches:
                 keep = padding_mask(batch)
                 seen.clear()
-                for net in (model, partner) if partner is not None else (model,):
+                for net in nets:
                     _run(net, batch)
                 if "x" not in seen:
                     raise ValueError(f"calibrate_with batches do not reach {name!r}: nothing to reconstruct from")
@@ -122,6 +105,8 @@ def _gram(model: nn.Module, name: str, batches, partner: nn.Module | None = None
     finally:
         for h in hooks:
             h.remove()
+        for m, mode in modes.items():
+            m.training = mode
     if xtx is None:
         raise ValueError(f"calibrate_with ran no batch through {name!r}: nothing to reconstruct from")
     return xtx, xtp

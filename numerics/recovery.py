@@ -13,6 +13,8 @@ import time
 import torch
 from torch import nn
 
+from numerics.quant import call_with
+
 __all__ = ["recover", "Recovery"]
 
 
@@ -48,14 +50,6 @@ def _loss(student_out, teacher_out, batch) -> torch.Tensor:
         keep = mask.bool()
         s, t = s[keep], t[keep]
     return (s - t).square().mean() / t.square().mean().clamp_min(1e-12)
-
-
-def _call(model: nn.Module, batch):
-    if isinstance(batch, dict):
-        return model(**batch)
-    if isinstance(batch, (tuple, list)):
-        return model(*batch)
-    return model(batch)
 
 
 def recover(
@@ -111,8 +105,8 @@ def recover(
                 sequence = torch.randperm(len(batches), generator=order).tolist()
             batch = batches[sequence.pop()]
             with torch.no_grad():
-                target = _call(teacher, batch)
-            loss = _loss(_call(student, batch), target, batch)
+                target = call_with(teacher, batch)
+            loss = _loss(call_with(student, batch), target, batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -21,7 +21,8 @@ from numerics.conv import conv_as_gemm, copy_conv_attributes, is_depthwise, modu
 from numerics.emulation import in_reference_arithmetic
 from numerics.formats import fma_f32
 from numerics.heads import HEADS, head_rule
-from numerics.reconstruct import check_damping, gemm_rows, padding_mask, reconstruct_, run_batches
+from numerics.quant import run_batches
+from numerics.reconstruct import check_damping, gemm_rows, padding_mask, reconstruct_
 from numerics.recovery import Recovery, recover  # noqa: F401  (public here: the pruning workflow's last step)
 from numerics.sparsity import (
     FLEXISAGA_16X16,

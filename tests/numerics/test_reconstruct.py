@@ -123,3 +123,15 @@ def test_activation_norms_leave_padding_out():
     norms = input_norms(model, {"proj": model.proj}, [{"input_ids": ids, "attention_mask": mask}])
     real = model.embed(ids)[mask.bool()].detach().double()  # 7 real tokens of 10
     torch.testing.assert_close(norms["proj"], real.norm(dim=0), rtol=1e-12, atol=0)
+
+
+def test_reconstruction_sees_inference_activations_and_restores_modes():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Dropout(0.5), nn.Linear(8, 8, bias=False)).train()
+    batches = [torch.randn(32, 8)]
+    pruned = copy.deepcopy(model)
+    sparsify_(pruned, sparsity=0.5, tile=(4, 4), heads=(), calibrate_with=batches, reconstruct=True)
+    x = batches[0].double()  # dropout off: the rows are the inputs themselves
+    want = _refit_by_hand(x, x, model[1].weight.detach().double().T, pruned[1].mask.T, 0.01)
+    np.testing.assert_allclose(pruned[1].weight.detach().double().T.numpy(), want, rtol=1e-5, atol=1e-6)
+    assert pruned.training and pruned[0].training
