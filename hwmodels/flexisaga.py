@@ -210,6 +210,11 @@ def estimate(
     check_choice("non_gemm", opts["non_gemm"], (True, False))
     arr = hardware.array
     masks = workload.hardware is not None  # traced from an emulated model: its masks are in the weights
+    if not masks and not hardware.uniform:
+        raise ValueError(
+            "per-layer sparsity needs the emulated model's masks: estimate the model (or an emulated copy), "
+            "not a bare workload"
+        )
     e_mac = MAC_ENERGY_PJ[arr.dtype] * cfg.energy_scale
     rows = []
     for op in workload.ops:

@@ -10,6 +10,7 @@ result returns in the model's dtype.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -28,6 +29,7 @@ from numerics.sparsity import (
     FLEXISAGA_16X16,
     CyclesFn,
     FlexiSAGAConfig,
+    check_sparsity,
     check_tile,
     prune_layer,
     sparse_gemm,
@@ -351,6 +353,7 @@ def sparsify_(
     calibrate_with=None,
     reconstruct: bool = False,
     damping: float = 0.01,
+    layer_sparsity=None,
 ) -> dict[str, LayerSparsity]:
     """Replace, in place, every ``nn.Linear`` of ``model`` by a :class:`SparseLinear` and every
     ``nn.Conv1d``/``nn.Conv2d`` by a :class:`SparseConv`.
@@ -368,7 +371,9 @@ def sparsify_(
     model runs once to measure each layer's input feature norms (:class:`FeatureNorms`). ``reconstruct=True``
     (needs ``calibrate_with`` too) then refits each pruned Linear's and groups = 1 convolution's kept weights,
     in order, to the dense layer's output (:func:`numerics.reconstruct.reconstruct_`, ridge ``damping``
-    relative to the mean input energy). Returns
+    relative to the mean input energy). ``layer_sparsity`` (a dict ``{pattern: sparsity}`` or a callable
+    ``(name, module) -> sparsity``, :func:`layer_sparsity_rule`) sets each layer's sparsity instead of
+    ``sparsity``. Returns
     ``{qualified name: LayerSparsity}`` of the pruned layers. Options are checked before anything changes.
     """
     if not isinstance(model, nn.Module):
@@ -390,6 +395,7 @@ def sparsify_(
     if config.vector == "auto" and not callable(cycles):
         raise ValueError("cycles must be a callable (weight, m, rows, cols) -> int when vector='auto'")
     check_calibration(config.criterion, reconstruct, calibrate_with)
+    per_layer = None if layer_sparsity is None else layer_sparsity_rule(layer_sparsity)
     check_damping(damping)
     dense_model = copy.deepcopy(model) if reconstruct else None
     rule = head_rule(heads)
@@ -415,7 +421,8 @@ def sparsify_(
             continue
         if id(child) not in replaced:
             make = SparseLinear.from_linear if type(child) is nn.Linear else SparseConv.from_conv
-            replaced[id(child)], layer = make(child, config, cycles=cycles, activation=norms.get(id(child)))
+            layer_config = config if per_layer is None else dataclasses.replace(config, sparsity=per_layer(full, child))
+            replaced[id(child)], layer = make(child, layer_config, cycles=cycles, activation=norms.get(id(child)))
             if layer is not None:
                 report[full] = layer
         setattr(parent, child_name, replaced[id(child)])
@@ -424,6 +431,29 @@ def sparsify_(
                  or model.get_submodule(name).geometry.groups == 1]  # fmt: skip
         reconstruct_(model, dense_model, refit, calibrate_with, damping=damping)
     return report
+
+
+def layer_sparsity_rule(spec) -> Callable[[str, nn.Module], float]:
+    """Per-layer sparsity as ``rule(name, module) -> float``: ``spec`` is a dict ``{pattern: sparsity}``
+    (fnmatch patterns against the qualified name and each of its dot-separated parts; the first matching
+    pattern wins; a layer no pattern matches stays dense) or a callable ``(name, module) -> sparsity``.
+    Every value is checked to lie in [0, 1)."""
+    if callable(spec):
+
+        def rule(name: str, module: nn.Module) -> float:
+            return check_sparsity(spec(name, module))
+
+        return rule
+    if not isinstance(spec, dict) or not all(isinstance(k, str) for k in spec):
+        raise ValueError(f"per-layer sparsity must be a dict {{pattern: sparsity}} or a callable, got {spec!r}")
+    for value in spec.values():
+        check_sparsity(value)
+    rules = [(head_rule((pattern,)), value) for pattern, value in spec.items()]
+
+    def by_pattern(name: str, module: nn.Module) -> float:
+        return next((float(value) for match, value in rules if match(name, module)), 0.0)
+
+    return by_pattern
 
 
 def check_calibration(criterion: str, reconstruct, calibrate_with) -> None:

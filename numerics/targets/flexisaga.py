@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import numbers
 
 from torch import nn
 
@@ -24,7 +25,7 @@ from numerics.handlers import keep_on_host, standard_swaps, static_product_handl
 from numerics.heads import check_heads
 from numerics.reconstruct import check_damping
 from numerics.registry import TargetOptions, get_target, register_target
-from numerics.sparse_linear import DENSE_BY_DEFAULT, check_calibration, sparsify_
+from numerics.sparse_linear import DENSE_BY_DEFAULT, check_calibration, layer_sparsity_rule, sparsify_
 from numerics.sparsity import FLEXISAGA_16X16, FlexiSAGAConfig, check_tile
 
 
@@ -43,8 +44,10 @@ class FlexiSAGAOptions(TargetOptions):
         "damping": "the ridge of the refit: weight values only",
     }
 
-    sparsity: float = FLEXISAGA_16X16.sparsity
-    """Fraction of each layer's pruning vectors zeroed, in [0, 1). Moves cost: the sparse dataflows
+    sparsity: object = FLEXISAGA_16X16.sparsity
+    """Fraction of each layer's pruning vectors zeroed, in [0, 1); or per layer, a dict ``{pattern:
+    sparsity}`` (first matching pattern wins, unmatched layers stay dense) or a callable ``(name, module)
+    -> sparsity`` (:func:`numerics.sparse_linear.layer_sparsity_rule`). Moves cost: the sparse dataflows
     skip the pruned vectors."""
     tile: tuple = FLEXISAGA_16X16.tile
     """(rows, cols) of the PE array; pruning vectors are aligned to it. Moves cost: array size."""
@@ -80,6 +83,8 @@ class FlexiSAGAOptions(TargetOptions):
     def __post_init__(self):
         self.array  # noqa: B018  (check_tile and FlexiSAGAConfig check tile, sparsity, vector, criterion, ...)
         check_heads(self.heads)
+        if not self.uniform:
+            layer_sparsity_rule(self.sparsity)  # checks a dict's patterns and values
         check_calibration(self.criterion, self.reconstruct, self.calibrate_with)
         check_damping(self.damping)
         if self.cycles is not None and not callable(self.cycles):
@@ -93,13 +98,18 @@ class FlexiSAGAOptions(TargetOptions):
             FLEXISAGA_16X16,
             rows=rows,
             cols=cols,
-            sparsity=self.sparsity,
+            sparsity=self.sparsity if self.uniform else 0.0,  # per-layer values: the pruner's
             vector=self.vector,
             criterion=self.criterion,
             accumulation=self.accumulation,
             fused_mac=self.fused_mac,
             auto_tokens=self.auto_tokens,
         )
+
+    @property
+    def uniform(self) -> bool:
+        """True when ``sparsity`` is one number for every layer."""
+        return isinstance(self.sparsity, numbers.Real) and not isinstance(self.sparsity, bool)
 
     def cycles_function(self):
         """The cycle count ``vector="auto"`` compares: ``cycles`` or the cost model's."""
@@ -119,6 +129,7 @@ def prepare(model: nn.Module, options: FlexiSAGAOptions):
         model,
         config=options.array,
         heads=options.heads,
+        layer_sparsity=None if options.uniform else options.sparsity,
         calibrate_with=options.calibrate_with,
         reconstruct=options.reconstruct,
         damping=options.damping,

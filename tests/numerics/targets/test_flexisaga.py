@@ -153,3 +153,31 @@ def test_minilm_keeps_its_embeddings_with_activation_pruning_and_reconstruction(
         cosine = (embed(em, batch) * embed(model, batch)).sum(-1)
     # measured: mean 0.891, min 0.700 (one-shot activation pruning alone: 0.798)
     assert cosine.mean() > 0.85
+
+
+def test_per_layer_sparsity_by_pattern_or_function():
+    from hwmodels import estimate
+    from hwmodels.workload import trace
+
+    model = TinyTransformer()  # qkv 32->96, out 32->32, ff.0 32->64, ff.2 64->32
+    tokens = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(0))
+    em = emulate(model, "flexisaga", sparsity={"ff.*": 0.5, "qkv": 0.25}, tile=(8, 8), accumulation="fast")
+    report = em.emulation.details["sparsity"]
+    # row vectors of 8 along N: K·N/8 vectors per layer; "out" matches no pattern and stays dense
+    assert {name: (r.vectors_total, r.vectors_pruned) for name, r in report.items()} == {
+        "qkv": (32 * 12, 96),  # floor(0.25 · 384)
+        "out": (32 * 4, 0),
+        "ff.0": (32 * 8, 128),  # floor(0.5 · 256)
+        "ff.2": (64 * 4, 128),
+    }
+    by_width = emulate(model, "flexisaga", sparsity=lambda name, m: 0.5 if m.in_features == 64 else 0.0, tile=(8, 8))
+    assert [r.vectors_pruned for r in by_width.emulation.details["sparsity"].values()] == [0, 0, 0, 128]
+    dense = emulate(model, "flexisaga", sparsity=0.0, tile=(8, 8))
+    assert estimate(em, tokens).total_cycles < estimate(dense, tokens).total_cycles
+    with pytest.raises(ValueError, match="needs the emulated model's masks"):
+        estimate(trace(model, tokens), "flexisaga", sparsity={"*": 0.5})
+    for bad in ({"ff.*": 1.0}, {3: 0.5}, [0.5]):
+        with pytest.raises(ValueError, match="sparsity"):
+            emulate(model, "flexisaga", sparsity=bad)
+    with pytest.raises(ValueError, match="sparsity"):
+        emulate(model, "flexisaga", sparsity=lambda name, m: 1.5)
