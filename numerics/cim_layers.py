@@ -32,6 +32,7 @@ from numerics.emulation import in_reference_arithmetic
 from numerics.handlers import straight_through
 from numerics.heads import HEADS, HeadRule, head_rule, is_head
 from numerics.quant import M8F8, QuantConfig, WeightQuant, observe_inputs, quantize_input, quantize_weight
+from numerics.redmule import bf16_matmul
 from numerics.uclm import HASTILY_UCLM, UCLMConfig
 from numerics.uclm import softmax as uclm_softmax
 from numerics.validation import check_choice, check_type
@@ -184,8 +185,11 @@ class CrossbarLinear(torch.nn.Module):
         lora_rank: int = 0,
         lora_alpha: float = 32.0,
         lora_fused: bool = False,
+        lora_dtype: str = "float32",
     ):
         super().__init__()
+        check_choice("lora_dtype", lora_dtype, ("float32", "bfloat16"))
+        self.lora_dtype = lora_dtype
         w = linear.weight.detach().t().to(torch.float64)  # (K, N)
         self.wq = quantize_weight(
             w,
@@ -252,7 +256,13 @@ class CrossbarLinear(torch.nn.Module):
             y = y + self.bias
         if self.lora_scale:
             b = self.lora_b if self.lora_mask is None else self.lora_b * self.lora_mask
-            y = y + self.lora_scale * ((x @ self.lora_a.t()) @ b.t())
+            if self.lora_dtype == "bfloat16":  # the branch's two products on a BF16 systolic tier
+                with torch.no_grad():
+                    branch = bf16_matmul(bf16_matmul(x, self.lora_a.t()), b.t()).to(x.dtype)
+                branch = straight_through(branch, lambda: (x @ self.lora_a.t()) @ b.t(), x, self.lora_a, self.lora_b)
+            else:
+                branch = (x @ self.lora_a.t()) @ b.t()
+            y = y + self.lora_scale * branch
         return y
 
     def extra_repr(self) -> str:
@@ -459,7 +469,8 @@ def _static_layers(model: torch.nn.Module, heads) -> list[tuple[str, str]]:
 def _on_crossbars(layer: torch.nn.Module, bits: int, crossbar, quant, **options) -> torch.nn.Module:
     if isinstance(layer, torch.nn.Linear):
         return CrossbarLinear(layer, bits, crossbar, quant, **options)
-    options.pop("lora_rank", None), options.pop("lora_fused", None)  # LoRA sits on W_Q and W_V only
+    for name in ("lora_rank", "lora_fused", "lora_dtype"):  # LoRA sits on W_Q and W_V only
+        options.pop(name, None)
     return CrossbarConv(layer, bits, crossbar, quant, **options)
 
 
@@ -544,6 +555,7 @@ def atleus_(
     lora_alpha: float = 32.0,
     calibrate_with=None,
     heads=HEADS,
+    lora_dtype: str = "float32",
 ) -> dict[str, int]:
     """Put ``model``'s static-weight Linears and convolutions on Atleus' ReRAM crossbars, in place
     (atleus.md §2.1, §2.4): Q/K/V/O at ``quant.mha_weight_bits``, FFN linears and convolutions at
@@ -552,7 +564,8 @@ def atleus_(
     a dict of CrossbarConfig noise fields; ``seed`` fixes the chip instance, ``resample_noise`` redraws
     every forward. The crossbar weights are frozen (buffers). ``lora_rank`` > 0 adds LoRA on W_Q and
     W_V (the Q and V thirds of a fused Q/K/V projection) and freezes every other parameter, as the
-    paper's fine-tuning does; without LoRA the other parameters keep their ``requires_grad``.
+    paper's fine-tuning does (the branches' products in ``lora_dtype``: the systolic tier's format);
+    without LoRA the other parameters keep their ``requires_grad``.
     Returns counts of what was swapped (``"mha"``, ``"ffn"``, ``"lora"``, ``"conv"``)."""
     check_type("quant", quant, QuantConfig)
     check_type("crossbar", crossbar, CrossbarConfig)
@@ -580,6 +593,7 @@ def atleus_(
             lora_rank=lora_rank if lora_leaf(name) or fused else 0,
             lora_alpha=lora_alpha,
             lora_fused=fused,
+            lora_dtype=lora_dtype,
         )
 
     _replace(model, names, make)

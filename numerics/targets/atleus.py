@@ -180,6 +180,7 @@ def prepare(model: nn.Module, options: AtleusOptions):
         lora_alpha=options.lora_alpha,
         calibrate_with=options.calibrate_with,
         heads=options.heads,
+        lora_dtype=options.sa_dtype,  # the LoRA branches run on the systolic tier
     )
     model.emulation.swapped.update(
         {

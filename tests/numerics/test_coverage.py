@@ -270,3 +270,22 @@ def test_atleus_runs_functional_products_on_the_systolic_tier():
     c = bf16_matmul(cols, model.kernel.reshape(4, 6).T).transpose(1, 2).flatten(1)
     expected = bf16_matmul(h + c[:, :8], model.classifier.weight.T, model.classifier.bias)
     assert torch.equal(em(x), expected)
+
+
+@pytest.mark.parametrize("sa_dtype", ["bfloat16", "float32"])
+def test_atleus_lora_branches_run_on_the_systolic_tier(sa_dtype):
+    model = tiny_gpt2(layers=1, d=32, heads=2, vocab=50, positions=16)
+    em = emulate(model, "atleus", lora_rank=4, sa_dtype=sa_dtype)
+    c_attn = em.transformer.h[0].attn.c_attn
+    with torch.no_grad():
+        c_attn.lora_b.normal_(generator=torch.Generator().manual_seed(6))
+        x = torch.randn(2, 5, 32, generator=G)
+        b = c_attn.lora_b * c_attn.lora_mask
+        if sa_dtype == "bfloat16":
+            branch = bf16_matmul(bf16_matmul(x, c_attn.lora_a.t()), b.t())
+        else:
+            branch = (x @ c_attn.lora_a.t()) @ b.t()
+        c_attn.lora_scale, scale = 0.0, c_attn.lora_scale
+        crossbar_only = c_attn(x)
+        c_attn.lora_scale = scale
+        assert torch.equal(c_attn(x), crossbar_only + scale * branch)
