@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from numerics.conv import conv_as_gemm, copy_conv_attributes, module_input, weight_matrices
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, crossbar_matmul
 from numerics.emulation import in_reference_arithmetic
-from numerics.handlers import straight_through
+from numerics.handlers import straight_through, swap_record
 from numerics.heads import HEADS, HeadRule, head_rule, is_head
 from numerics.quant import M8F8, QuantConfig, WeightQuant, observe_inputs, quantize_input, quantize_weight
 from numerics.redmule import bf16_matmul
@@ -171,6 +171,8 @@ class CrossbarLinear(torch.nn.Module):
     """Its internal float products are part of the emulation: ``emulate()`` leaves them alone."""
     emulated_kind = "linear"
     """What one call counts as in ``model.emulation.counts``."""
+    replaces = "Linear"
+    """The layer kind it stands in for (``model.emulation.swapped``)."""
 
     def __init__(
         self,
@@ -285,6 +287,8 @@ class CrossbarConv(torch.nn.Module):
     """Its internal products are part of the emulation: ``emulate()`` leaves them alone."""
     emulated_kind = "conv"
     """What one call counts as in ``model.emulation.counts``."""
+    replaces = "Conv"
+    """The layer kind it stands in for (``model.emulation.swapped``)."""
 
     def __init__(self, conv: torch.nn.Module, bits: int, crossbar: CrossbarConfig, quant: QuantConfig, **linear):
         super().__init__()
@@ -475,11 +479,8 @@ def _on_crossbars(layer: torch.nn.Module, bits: int, crossbar, quant, **options)
 
 
 def _swap_counts(model: torch.nn.Module) -> dict[str, int]:
-    return {
-        "linear": sum(isinstance(m, CrossbarLinear) for m in model.modules())
-        - sum(len(m.gemms) for m in model.modules() if isinstance(m, CrossbarConv)),
-        "conv": sum(isinstance(m, CrossbarConv) for m in model.modules()),
-    }
+    record = swap_record(model)
+    return {"linear": record["Linear -> CrossbarLinear"], "conv": record["Conv -> CrossbarConv"]}
 
 
 def _observe(model, names, calibrate_with, bits) -> dict[str, float]:

@@ -109,15 +109,18 @@ class Emulation:
         """``config`` as a dict."""
         return self.config.as_dict()
 
+    def _record(self):
+        """The pass of this emulation running in this thread, else this record itself."""
+        call = _CALL.get()
+        return call if call is not None and call.emulation is self else self
+
     def count(self, kind: str, n: int = 1) -> None:
         """Count an emulated operation in the pass running in this thread (``counts`` when none runs)."""
-        call = _CALL.get()
-        (call.counts if call is not None and call.emulation is self else self.counts)[kind] += n
+        self._record().counts[kind] += n
 
     def note_unemulated(self, kind: str, n: int = 1) -> None:
         """Record an operation the hardware runs but the emulation leaves in the model's arithmetic."""
-        call = _CALL.get()
-        (call.unemulated if call is not None and call.emulation is self else self.unemulated)[kind] += n
+        self._record().unemulated[kind] += n
 
     def _finish(self, call: _Call) -> None:
         self.counts, self.unemulated = call.counts, call.unemulated  # the last finished pass, swapped in whole
@@ -221,8 +224,14 @@ class _Entry:
         return out
 
     def _run(self, call: _Call, method, args, kwargs):
-        if not getattr(self.module, HOST_ATTRIBUTE, False):
-            return method(*args, **kwargs)
+        return method(*args, **kwargs)
+
+
+class _OnHost(_Entry):
+    """The forward of a module the target keeps off its accelerator (:data:`HOST_ATTRIBUTE`): handlers
+    see :func:`on_host` inside it."""
+
+    def _run(self, call: _Call, method, args, kwargs):
         token = _HOST.set(True)
         try:
             return method(*args, **kwargs)
@@ -243,16 +252,27 @@ class _SelfEmulating(_Entry):
             _CALL.reset(token)
 
 
-def _install_entries(model: nn.Module, emulation: Emulation) -> None:
-    """Wrap the forward of every module of ``model`` (not inside a module that emulates itself) and the
-    root's ``generate``."""
+def outer_modules(model: nn.Module):
+    """``(module, emulates_itself)`` for every module of ``model`` that is not inside a module that emulates
+    itself (whose own submodules are part of its emulation)."""
     inside: set[int] = set()
     for module in model.modules():
         if id(module) in inside:
             continue
-        if getattr(type(module), "emulates_itself", False):
+        itself = getattr(type(module), "emulates_itself", False)
+        if itself:
             inside.update(id(m) for m in module.modules())
+        yield module, itself
+
+
+def _install_entries(model: nn.Module, emulation: Emulation) -> None:
+    """Wrap the forward of every module of ``model`` (not inside a module that emulates itself) and the
+    root's ``generate``; which kind of entry is decided here, once, not on every call."""
+    for module, itself in outer_modules(model):
+        if itself:
             module.forward = _SelfEmulating(module, emulation)
+        elif getattr(module, HOST_ATTRIBUTE, False):
+            module.forward = _OnHost(module, emulation)
         else:
             module.forward = _Entry(module, emulation)
     if callable(getattr(type(model), "generate", None)):  # one pass over a whole generation

@@ -52,6 +52,7 @@ __all__ = [
     "StaticProducts",
     "static_product_handlers",
     "conv_handler",
+    "swap_record",
 ]
 
 Handler = Callable[..., Any]
@@ -414,3 +415,14 @@ class conv_handler:  # noqa: N801  (a class, so it pickles)
                 lambda cols, w, b: self.product(em, cols, w, b),
             )
         return straight_through(y.to(x.dtype), lambda: func(*args, **kwargs), x, weight, bias)
+
+
+def swap_record(model: nn.Module) -> collections.Counter:
+    """``{"Linear -> CrossbarLinear": n, ...}``: the modules of ``model`` that emulate themselves (outermost
+    only: a crossbar convolution's per-group Linears are part of it), by the layer kind they replace (their
+    class attribute ``replaces``)."""
+    from numerics.emulation import outer_modules
+
+    return collections.Counter(
+        f"{type(m).replaces} -> {type(m).__name__}" for m, itself in outer_modules(model) if itself
+    )

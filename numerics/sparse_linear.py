@@ -128,6 +128,8 @@ class SparseLinear(nn.Module):
     """Its internal products are part of the emulation: ``emulate()`` leaves them alone."""
     emulated_kind = "linear"
     """What one call counts as in ``model.emulation.counts``."""
+    replaces = "Linear"
+    """The layer kind it stands in for (``model.emulation.swapped``)."""
 
     def __init__(
         self,
@@ -208,6 +210,8 @@ class SparseConv(nn.Module):
     """Its internal products are part of the emulation: ``emulate()`` leaves them alone."""
     emulated_kind = "conv"
     """What one call counts as in ``model.emulation.counts``."""
+    replaces = "Conv"
+    """The layer kind it stands in for (``model.emulation.swapped``)."""
 
     def __init__(self, conv: nn.Module, mask: torch.Tensor, config: FlexiSAGAConfig = FLEXISAGA_16X16):
         super().__init__()

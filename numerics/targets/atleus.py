@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 
@@ -42,6 +41,7 @@ from numerics.handlers import (
     safe_softmax,
     sdpa_call,
     standard_swaps,
+    swap_record,
 )
 from numerics.heads import HEADS, check_heads
 from numerics.quant import QuantConfig
@@ -182,13 +182,7 @@ def prepare(model: nn.Module, options: AtleusOptions):
         heads=options.heads,
         lora_dtype=options.sa_dtype,  # the LoRA branches run on the systolic tier
     )
-    model.emulation.swapped.update(
-        {
-            "Linear -> CrossbarLinear": counts["mha"] + counts["ffn"] - counts["conv"],
-            "Conv -> CrossbarConv": counts["conv"],
-        }
-    )
-    model.emulation.swapped += collections.Counter()  # drops zero counts
+    model.emulation.swapped.update(swap_record(model))
     model.emulation.details["layers"] = counts
     handlers = dynamic_operand_handlers(_systolic_softmax, _product, _sdpa)
     # what is not on the crossbars (heads, functional products) runs on the systolic tier

@@ -15,13 +15,12 @@ target's cost model (``hwmodels.flexisaga.auto_cycles``) unless ``cycles`` is gi
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import numbers
 
 from torch import nn
 
-from numerics.handlers import keep_on_host, standard_swaps, static_product_handlers, uncovered_handlers
+from numerics.handlers import keep_on_host, standard_swaps, static_product_handlers, swap_record, uncovered_handlers
 from numerics.heads import check_heads
 from numerics.reconstruct import check_damping
 from numerics.registry import TargetOptions, get_target, register_target
@@ -136,10 +135,6 @@ def prepare(model: nn.Module, options: FlexiSAGAOptions):
         cycles=options.cycles_function() if options.vector == "auto" else None,
     )
     model.emulation.details["sparsity"] = report
-    kinds = collections.Counter(type(m).__name__ for m in model.modules())
-    model.emulation.swapped.update(
-        {"Linear -> SparseLinear": kinds["SparseLinear"], "Conv -> SparseConv": kinds["SparseConv"]}
-    )
-    model.emulation.swapped += collections.Counter()  # drops zero counts
+    model.emulation.swapped.update(swap_record(model))
     keep_on_host(model, options.heads)
     return {**uncovered_handlers(), **static_product_handlers()}

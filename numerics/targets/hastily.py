@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 
 import torch
@@ -42,6 +41,7 @@ from numerics.handlers import (
     standard_swaps,
     static_product_handlers,
     straight_through,
+    swap_record,
     uncovered_handlers,
 )
 from numerics.heads import HEADS, check_heads
@@ -140,17 +140,14 @@ def _product(em: Emulation, a, b, bias):
 )
 def prepare(model: nn.Module, options: HastilyOptions):
     model.emulation.swapped.update(standard_swaps(model))
-    counts = hastily_(
+    hastily_(
         model,
         crossbar=options.effective_crossbar,
         weight_granularity=options.weight_granularity,
         calibrate_with=options.calibrate_with,
         heads=options.heads,
     )
-    model.emulation.swapped.update(
-        {"Linear -> CrossbarLinear": counts["linear"], "Conv -> CrossbarConv": counts["conv"]}
-    )
-    model.emulation.swapped += collections.Counter()  # drops zero counts
+    model.emulation.swapped.update(swap_record(model))
     keep_on_host(model, options.heads)
     handlers = {**uncovered_handlers(), **static_product_handlers()}
     if options.attention:
