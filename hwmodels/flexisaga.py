@@ -151,8 +151,13 @@ def _pattern(op: Op, arr: ArrayConfig, cfg: FlexiSAGACost, masks: bool, opts: di
     w = op.weight
     if w is None or op.batch != 1 or tuple(w.shape) != (op.k, op.n):
         return None
-    # a skippable vector needs at least min(R, C, K, N) zeros; fewer cannot change any count
-    if op.weight_zero_fraction * w.numel() < min(R, C, op.k, op.n):
+    return _mask_pattern(w, R, C, op.weight_zero_fraction * w.numel())
+
+
+def _mask_pattern(w, R: int, C: int, zeros):
+    """The SparsePattern of a (K, N) weight with ``zeros`` zero elements, or None when there are fewer than
+    min(R, C, K, N): a skippable vector needs that many, so fewer cannot change any count."""
+    if zeros < min(R, C, *w.shape):
         return None
     return SparsePattern.from_mask(w, R, C)
 
@@ -165,9 +170,8 @@ def _patterns(op: Op, arr: ArrayConfig, cfg: FlexiSAGACost, masks: bool, opts: d
     grouped = masks and op.static and opts["sparse"] and op.batch > 1 and w is not None
     if not (grouped and tuple(w.shape) == (op.k, op.batch * op.n)):
         return [_pattern(op, arr, cfg, masks, opts)]
-    R, C = arr.rows, arr.cols
     groups = w.unflatten(1, (op.batch, op.n)).unbind(1)
-    return [SparsePattern.from_mask(g, R, C) if int((g == 0).sum()) >= min(R, C, op.k, op.n) else None for g in groups]
+    return [_mask_pattern(g, arr.rows, arr.cols, int((g == 0).sum())) for g in groups]
 
 
 def _traffic(M, K, N, cfg, dataflow, p):

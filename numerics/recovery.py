@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from numerics.quant import call_with
+from numerics.reconstruct import padding_mask
 
 __all__ = ["recover", "Recovery"]
 
@@ -45,9 +46,8 @@ def _loss(student_out, teacher_out, batch) -> torch.Tensor:
     """Mean squared error between the two hidden states over real tokens (``attention_mask``), scaled by
     the teacher's mean square (a loss of 1 is as far as predicting zeros)."""
     s, t = _hidden(student_out).float(), _hidden(teacher_out).float()
-    mask = batch.get("attention_mask") if isinstance(batch, dict) else None
-    if mask is not None and s.dim() == 3 and tuple(s.shape[:2]) == tuple(mask.shape):
-        keep = mask.bool()
+    keep = padding_mask(batch)
+    if keep is not None and s.dim() == 3 and tuple(s.shape[:2]) == tuple(keep.shape):
         s, t = s[keep], t[keep]
     return (s - t).square().mean() / t.square().mean().clamp_min(1e-12)
 
