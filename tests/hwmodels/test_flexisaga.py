@@ -131,3 +131,20 @@ def test_a_grouped_convolution_is_priced_with_each_groups_mask():
     assert row.cycles == min(cycles(d) for d in DATAFLOWS)
     dense = estimate(emulate(model, "flexisaga", sparsity=0.0, accumulation="fast"), x, config=FLEXISAGA)
     assert row.cycles < dense.rows[0].cycles  # the pruned vectors are skipped
+
+
+def test_a_weight_is_priced_sparse_from_min_r_c_k_n_zeros():
+    # 16x16 array, a 16 -> 16 Linear: a skippable row vector of W = weight.T needs 16 zeros
+    torch.manual_seed(1)
+    x = torch.randn(1, 32, 16)
+
+    def priced(zeros):
+        layer = torch.nn.Linear(16, 16, bias=False)
+        with torch.no_grad():
+            layer.weight[:zeros, 0] = 0  # W[0, :zeros] = 0: row k = 0 of W
+        em = emulate(torch.nn.Sequential(layer), "flexisaga", sparsity=0.0, accumulation="fast", heads=())
+        row = estimate(em, x, config=FLEXISAGA, dataflow="sos").rows[0]  # sOS skips zero k-steps
+        return row.cycles, row.energy_j
+
+    # a whole zero row is skipped; 15 zeros skip nothing and are priced dense (no metadata traffic either)
+    assert priced(16)[0] < priced(15)[0] and priced(15) == priced(0)
