@@ -141,7 +141,7 @@ class Report:
             "freq_hz": self.freq_hz,
             "seconds": self.seconds,
             "energy_j": self.energy_j,
-            "options": {k: _plain(v) for k, v in self.options.items()},
+            "options": {k: plain(v) for k, v in self.options.items()},
             "ops_by_unit": self.ops_by_unit(),
             "energy_by_component": self.energy_by_component(),
             "notes": list(self.notes),
@@ -199,13 +199,15 @@ class Report:
         return "\n".join(lines)
 
 
-def _plain(value):
+def plain(value):
+    """``value`` as JSON-ready data: dataclasses as dicts of their fields, tuples as lists, anything else
+    unknown as its repr."""
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if hasattr(value, "__dataclass_fields__"):
-        return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
+        return {k: plain(getattr(value, k)) for k in value.__dataclass_fields__}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     return repr(value)
