@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-edgenum
-EXTRAS := dev,models,notebooks,docs
+EXTRAS := dev,models,notebooks,docs,cluster,explore
 
 .PHONY: test lint docs study install bench clean
 

@@ -4,6 +4,7 @@ checked, names and values, against the emulation and the cost model before anyth
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Iterable
 
 from numerics.registry import get_target
@@ -64,8 +65,9 @@ def check_run(target: str, options: dict) -> None:
         get_target(target).make_options(**emu)
         if target in COST_TARGETS:
             estimate(Workload(()), target, **emu, **cost)
-    except TypeError as error:  # a value of the wrong type is a bad value of the plan
-        raise ValueError(f"{target}: {error}") from error
+    except (TypeError, ValueError) as error:  # a value of the wrong type is a bad value of the plan too
+        message = str(error)
+        raise ValueError(message if message.startswith(f"{target}") else f"{target}: {message}") from error
 
 
 def parse_value(text: str):
@@ -108,10 +110,16 @@ class Run:
 
 
 def plan(
-    targets: Iterable[str] = DEFAULT_TARGETS, settings: Iterable[str] = (), sweeps: Iterable[str] = ()
+    targets: Iterable[str] = DEFAULT_TARGETS,
+    settings: Iterable[str] = (),
+    sweeps: Iterable[str] = (),
+    *,
+    grid: bool = False,
 ) -> list[Run]:
     """The runs of a study: every target with the fixed ``settings`` ("target.option=value"),
     then one run per value of each sweep ("target.option=v1,v2,...", on top of the settings).
+    With ``grid``, the sweeps of one target combine: one run per element of their Cartesian product
+    (``atleus.adc_bits=4,6`` and ``atleus.quant=M8F4,M4F8`` give four runs).
 
     Unknown targets, options and values, and bad syntax, raise ValueError before anything runs."""
     targets, sweeps = list(targets), list(sweeps)
@@ -126,9 +134,21 @@ def plan(
     for target, options in fixed.items():
         check_run(target, options)  # checked even when no run of `target` follows
     runs = [Run(t, dict(fixed.get(t, {}))) for t in targets]
+    axes: dict[str, list[tuple[str, list]]] = {}  # grid: target -> [(option, values), ...], in order given
     for text in sweeps:
         target, option, values = parse_assignment(text)
-        runs += [Run(target, {**fixed.get(target, {}), option: v}) for v in values]
+        if not grid:
+            runs += [Run(target, {**fixed.get(target, {}), option: v}) for v in values]
+        elif any(option == o for o, _ in axes.get(target, [])):
+            raise ValueError(f"{target}.{option} is swept twice; a grid takes each option once")
+        else:
+            axes.setdefault(target, []).append((option, values))
+    for target, swept in axes.items():
+        names = [option for option, _ in swept]
+        runs += [
+            Run(target, {**fixed.get(target, {}), **dict(zip(names, values))})
+            for values in itertools.product(*(values for _, values in swept))
+        ]
     unique = []
     for run in runs:
         check_run(run.target, run.options)  # names and values, against emulation and cost model

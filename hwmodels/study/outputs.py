@@ -1,10 +1,12 @@
-"""A study's outputs: the text table, ``study.csv``, ``study.json`` and the accuracy/energy plot."""
+"""A study's outputs: the text table, ``study.csv``, ``study.json`` and the accuracy/cost plot."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
 from pathlib import Path
 
 from .metrics import pareto_front
@@ -19,33 +21,51 @@ _METRIC_HEADINGS = {
 }
 
 
-def pareto_flags(results: list[Result]) -> list[bool]:
-    """Whether each result is on the accuracy/energy Pareto front (runs with a cost only)."""
-    costed = [i for i, r in enumerate(results) if r.energy_j is not None]
-    front = {
-        costed[i] for i in pareto_front([results[i].energy_j for i in costed], [results[i].accuracy for i in costed])
-    }
-    return [i in front for i in range(len(results))]
+COSTS = {
+    "energy": ("energy_j", 1e6, "energy per inference (uJ, log scale)"),
+    "latency": ("seconds", 1e3, "latency per inference (ms, log scale)"),
+    "cycles": ("cycles", 1, "cycles per inference (log scale)"),
+}
+"""The cost axes a study's Pareto front can be drawn against: name -> (Result field, display scale, label)."""
 
 
-def format_table(results: list[Result]) -> str:
-    """The study as a fixed-width text table (also valid Markdown)."""
-    metrics = list(results[0].metrics) if results else []
+def cost_of(result: Result, cost: str = "energy") -> float | None:
+    """``result``'s cost on the axis ``cost`` of :data:`COSTS` (None: no cost model, or a failed run)."""
+    if cost not in COSTS:
+        raise ValueError(f"unknown cost {cost!r}; one of {', '.join(COSTS)}")
+    return getattr(result, COSTS[cost][0]) if result.ok else None
+
+
+def pareto_flags(results: list[Result], cost: str = "energy") -> list[bool]:
+    """Whether each result is on the accuracy/``cost`` Pareto front (finished runs with a cost only)."""
+    costed = [i for i, r in enumerate(results) if cost_of(r, cost) is not None]
+    front = pareto_front([cost_of(results[i], cost) for i in costed], [results[i].accuracy for i in costed])
+    return [i in {costed[j] for j in front} for i in range(len(results))]
+
+
+def _metrics(results: list[Result]) -> list[str]:
+    return next((list(r.metrics) for r in results if r.ok), [])
+
+
+def format_table(results: list[Result], cost: str = "energy") -> str:
+    """The study as a fixed-width text table (also valid Markdown); a failed run's row gives its error."""
+    metrics = _metrics(results)
     head = (
         ["target", "options"]
         + [_METRIC_HEADINGS.get(m, m) for m in metrics]
         + ["cycles", "latency ms", "energy uJ", "Pareto", "emul. s"]
     )
     rows = []
-    for result, pareto in zip(results, pareto_flags(results)):
+    for result, pareto in zip(results, pareto_flags(results, cost)):
+        label = result.run.label if result.ok else f"{result.run.label} -- failed: {_short(result.error)}"
         costed = result.energy_j is not None
         rows.append(
-            [result.run.target, result.run.label]
-            + [f"{result.metrics[m]:.5f}" for m in metrics]
+            [result.run.target, label]
+            + [f"{result.metrics[m]:.5f}" if result.ok else "-" for m in metrics]
             + (
                 [f"{result.cycles:,}", f"{result.seconds * 1e3:.4g}", f"{result.energy_j * 1e6:.4g}"]
                 if costed
-                else ["n/a"] * 3
+                else ["n/a" if result.ok else "-"] * 3
             )
             + ["*" if pareto else "", f"{result.emulation_s:.1f}"]
         )
@@ -59,55 +79,96 @@ def format_table(results: list[Result]) -> str:
     return "\n".join([line(head), rule] + [line(r) for r in rows])
 
 
-def write_outputs(subject: Subject, results: list[Result], out_dir: str | Path, *, plot: bool = True) -> dict:
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def write_outputs(
+    subject: Subject,
+    results: list[Result],
+    out_dir: str | Path,
+    *,
+    plot: bool = True,
+    planned: int | None = None,
+    cost: str = "energy",
+) -> dict:
     """Write ``study.csv``, ``study.json`` and (with matplotlib) ``study.png`` into ``out_dir``;
-    returns {kind: path}."""
+    returns {kind: path}.
+
+    The files are written beside their final names and then renamed, all three after all are written:
+    a failure while writing leaves the previous set whole. Wall times are not in them (the log
+    ``runs.jsonl`` of a :class:`~hwmodels.study.store.ResultStore` has them), so the same study gives
+    the same files. ``planned``: the runs of the whole plan, when ``results`` are the first of them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    flags = pareto_flags(results)
+    flags = pareto_flags(results, cost)
+    planned = len(results) if planned is None else planned
     data = {
         "model": subject.name,
         f"{subject.unit}s": subject.count,  # "sentences" or "images"
         "cost_per_inference": subject.describe_inference(),
+        "planned_runs": planned,
+        "finished_runs": len(results),
+        "failed_runs": sum(not r.ok for r in results),
+        "complete": len(results) == planned,
         "results": [{**r.to_dict(), "pareto": f} for r, f in zip(results, flags)],
     }
-    paths = {"json": out / "study.json", "csv": out / "study.csv"}
-    paths["json"].write_text(json.dumps(data, indent=2))
-    metrics = list(results[0].metrics) if results else []
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["target", "options"] + metrics + ["cycles", "latency_s", "energy_j", "pareto", "emulation_s"])
-        for r, flag in zip(results, flags):
-            writer.writerow(
-                [r.run.target, r.run.label]
-                + [repr(r.metrics[m]) for m in metrics]
-                + [
-                    "" if r.cycles is None else r.cycles,
-                    "" if r.seconds is None else repr(r.seconds),
-                    "" if r.energy_j is None else repr(r.energy_j),
-                    flag,
-                    f"{r.emulation_s:.3f}",
-                ]
+    texts = {"json": json.dumps(data, indent=2) + "\n", "csv": _csv(results, flags)}
+    paths = {kind: out / f"study.{kind}" for kind in texts}
+    temporaries = {}
+    try:
+        for kind, text in texts.items():
+            temporaries[kind] = out / f".study.tmp.{kind}"
+            temporaries[kind].write_text(text)
+        if plot and any(cost_of(r, cost) is not None for r in results):
+            paths["png"] = out / "study.png"
+            temporaries["png"] = plot_study(
+                results, out / ".study.tmp.png", title=f"{subject.name}: accuracy vs {cost}", cost=cost
             )
-    if plot:
-        paths["png"] = plot_study(results, out / "study.png", title=f"{subject.name}: accuracy vs energy")
+        for kind, temporary in temporaries.items():
+            os.replace(temporary, paths[kind])
+    finally:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
     return paths
 
 
-def plot_study(results: list[Result], path: str | Path, title: str = "") -> Path:
-    """Headline accuracy against energy per inference (log x), the Pareto front highlighted;
-    runs without a cost model appear as a horizontal reference line."""
+def _csv(results: list[Result], flags: list[bool]) -> str:
+    metrics = _metrics(results)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["target", "options"] + metrics + ["cycles", "latency_s", "energy_j", "pareto", "error"])
+    for r, flag in zip(results, flags):
+        writer.writerow(
+            [r.run.target, r.run.label]
+            + [repr(r.metrics[m]) if r.ok else "" for m in metrics]
+            + [
+                "" if r.cycles is None else r.cycles,
+                "" if r.seconds is None else repr(r.seconds),
+                "" if r.energy_j is None else repr(r.energy_j),
+                flag,
+                r.error or "",
+            ]
+        )
+    return text.getvalue()
+
+
+def plot_study(results: list[Result], path: str | Path, title: str = "", cost: str = "energy") -> Path:
+    """Headline accuracy against ``cost`` per inference (:data:`COSTS`, log x), the Pareto front
+    highlighted; runs without a cost model appear as a horizontal reference line, failed runs not at all."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    metric = next(iter(results[0].metrics))
+    results = [r for r in results if r.ok]
+    metric = _metrics(results)[0]
+    scale, xlabel = COSTS[cost][1:]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     colours = {t: f"C{i}" for i, t in enumerate(dict.fromkeys(r.run.target for r in results))}
-    costed = [r for r in results if r.energy_j is not None]
+    costed = [r for r in results if cost_of(r, cost) is not None]
     for r in results:
-        if r.energy_j is None:
+        if cost_of(r, cost) is None:
             ax.axhline(r.accuracy, color="grey", linestyle=":", linewidth=1)
             ax.annotate(
                 f"{r.run.target} (no cost model)",
@@ -119,10 +180,11 @@ def plot_study(results: list[Result], path: str | Path, title: str = "") -> Path
                 color="grey",
                 ha="right",
             )
-    front = [costed[i] for i in pareto_front([r.energy_j * 1e6 for r in costed], [r.accuracy for r in costed])]
+    x = {id(r): cost_of(r, cost) * scale for r in costed}
+    front = [costed[i] for i in pareto_front([x[id(r)] for r in costed], [r.accuracy for r in costed])]
     if front:
         ax.step(
-            [r.energy_j * 1e6 for r in front],
+            [x[id(r)] for r in front],
             [r.accuracy for r in front],
             where="post",
             color="black",
@@ -133,17 +195,17 @@ def plot_study(results: list[Result], path: str | Path, title: str = "") -> Path
     for r in costed:
         on_front = r in front
         ax.scatter(
-            r.energy_j * 1e6,
+            x[id(r)],
             r.accuracy,
             s=60 if on_front else 30,
             color=colours[r.run.target],
             edgecolors="black" if on_front else "none",
             zorder=3,
         )
-    for r, (dx, dy) in zip(costed, _label_offsets([(math.log10(r.energy_j), r.accuracy) for r in costed])):
+    for r, (dx, dy) in zip(costed, _label_offsets([(math.log10(x[id(r)]), r.accuracy) for r in costed])):
         ax.annotate(
             r.run.label if r.run.label != "defaults" else r.run.target,
-            (r.energy_j * 1e6, r.accuracy),
+            (x[id(r)], r.accuracy),
             textcoords="offset points",
             xytext=(dx, dy),
             fontsize=7,
@@ -153,7 +215,7 @@ def plot_study(results: list[Result], path: str | Path, title: str = "") -> Path
         if any(r.run.target == target for r in costed):
             ax.scatter([], [], color=colour, label=target)
     ax.set_xscale("log")
-    ax.set_xlabel("energy per inference (uJ, log scale)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{metric.replace('_', ' ')} vs FP32")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)

