@@ -23,6 +23,8 @@ run's names and values are checked when the plan is built, before anything runs.
     print(format_table(results))
 """
 
+from .errors import StudyError
+from .executors import DaskCluster, Executor, LocalPool, Sequential
 from .metrics import accuracy, pareto_front, readout, spearman
 from .options import (
     CORPUS,
@@ -36,14 +38,16 @@ from .options import (
     plan,
     split_options,
 )
-from .outputs import format_table, pareto_flags, plot_study, write_outputs
-from .runner import Result, calibration_batches, progress_bar, run_study
+from .outputs import COSTS, cost_of, format_table, pareto_flags, plot_study, write_outputs
+from .runner import Bench, Result, RunFailed, calibration_batches, check_device, progress_bar, run_study
+from .store import ResultStore, run_key
 from .subjects import (
     CALIBRATION_IMAGES,
     IMAGE_MODELS,
     SENTENCES_PATH,
     HashTokenizer,
     Subject,
+    SubjectSpec,
     default_subject,
     image_subject,
     load_sentences,
@@ -55,6 +59,19 @@ from .subjects import (
 __all__ = [
     "CALIBRATION_IMAGES",
     "CORPUS",
+    "COSTS",
+    "Bench",
+    "DaskCluster",
+    "Executor",
+    "LocalPool",
+    "ResultStore",
+    "RunFailed",
+    "Sequential",
+    "StudyError",
+    "SubjectSpec",
+    "check_device",
+    "cost_of",
+    "run_key",
     "DEFAULT_TARGETS",
     "IMAGE_MODELS",
     "SENTENCES_PATH",

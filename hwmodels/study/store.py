@@ -84,6 +84,8 @@ class ResultStore:
         for line in lines:
             if "error" not in line["result"]:
                 self._results[line["key"]] = Result.from_dict(line["result"], line.get("seconds", 0.0))
+                if not runs and line["key"] not in self._order:  # an open plan (a search): earlier runs first
+                    self._order.append(line["key"])
         self._summarise(final=False)
 
     def _previous(self) -> list[dict]:
