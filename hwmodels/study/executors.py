@@ -150,15 +150,26 @@ def execute(spec: SubjectSpec, run: Run, device: str) -> tuple[Result, dict]:
     return _BENCHES[key].attempt(run), _info(start)
 
 
-_RSS_PER_MB = 2**20 if sys.platform == "darwin" else 2**10  # ru_maxrss is bytes on macOS, KiB on Linux
-
-
 def _info(start: float) -> dict:
     return {
         "seconds": round(time.perf_counter() - start, 3),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / _RSS_PER_MB, 1),
+        "peak_rss_mb": round(peak_memory_mb(), 1),
     }
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory in MB: Linux's VmHWM (ru_maxrss would report the peak of the
+    process a spawned worker was forked from), else ru_maxrss (bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def _spec(subject, executor: str) -> SubjectSpec:

@@ -61,6 +61,22 @@ def test_plan_adds_sweeps_on_top_of_settings_without_duplicates():
     ]
 
 
+def test_a_grid_combines_the_sweeps_of_each_target():
+    sweeps = ["atleus.adc_bits=4,6", "hastily.adc_bits=5", "atleus.quant=M8F4,M4F8"]
+    runs = study.plan([], ["atleus.lora_rank=2"], sweeps, grid=True)
+    assert runs == [  # 2 x 2 for atleus, on top of its setting; 1 for hastily
+        study.Run("atleus", {"lora_rank": 2, "adc_bits": 4, "quant": "M8F4"}),
+        study.Run("atleus", {"lora_rank": 2, "adc_bits": 4, "quant": "M4F8"}),
+        study.Run("atleus", {"lora_rank": 2, "adc_bits": 6, "quant": "M8F4"}),
+        study.Run("atleus", {"lora_rank": 2, "adc_bits": 6, "quant": "M4F8"}),
+        study.Run("hastily", {"adc_bits": 5}),
+    ]
+    assert len(study.plan([], sweeps=sweeps)) == 2 + 1 + 2  # without --grid: one option at a time, in order
+    assert study.plan([], sweeps=sweeps)[2] == study.Run("hastily", {"adc_bits": 5})
+    with pytest.raises(ValueError, match="atleus.adc_bits is swept twice"):
+        study.plan([], sweeps=["atleus.adc_bits=4", "atleus.adc_bits=6"], grid=True)
+
+
 def test_options_go_to_emulation_or_cost_model():
     # hardware options go to emulate (the cost model prices the emulated model); cost-only ones to estimate
     emu, cost = study.split_options("flexisaga", {"sparsity": 0.75, "criterion": "l1", "dataflow": "os"})
@@ -81,6 +97,7 @@ def test_options_go_to_emulation_or_cost_model():
         ("flexisaga.sparsity=0.5,1.0", r"sparsity must be a real number in \[0, 1\), got 1.0"),
         ("softex.voltage=0.8,0.7", r"voltage must be one of \[0.8, 0.55\], got 0.7"),
         ("atleus.adc_bits=6.0", r"atleus: adc_bits must be an int, got 6.0"),
+        ("hastily.adc_bits=6,0", r"^hastily: adc_bits"),  # the message names the target
     ],
 )
 def test_a_bad_value_fails_when_the_plan_is_built(sweep, match):
