@@ -249,7 +249,10 @@ def _explore(args: argparse.Namespace, emit) -> int:
             executor.close()
     paths = store.close()
     front = [r for r, flag in zip(results, pareto_flags(results, args.objective)) if flag]
-    print(f"\n{subject.name}, {args.target}: Pareto front of accuracy vs {args.objective} ({len(results)} trials)\n")
+    print(
+        f"\n{subject.name}, {args.target}: Pareto front of accuracy vs {args.objective} "
+        f"({args.trials} trials, {len(results)} distinct runs)\n"
+    )
     print(format_table(front, cost=args.objective))
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     return 0

