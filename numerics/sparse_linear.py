@@ -26,11 +26,13 @@ from numerics.quant import run_batches
 from numerics.reconstruct import check_damping, gemm_rows, padding_mask, reconstruct_
 from numerics.recovery import Recovery, recover  # noqa: F401  (public here: the pruning workflow's last step)
 from numerics.sparsity import (
+    ALLOCATIONS,
     FLEXISAGA_16X16,
     CyclesFn,
     FlexiSAGAConfig,
     check_sparsity,
     check_tile,
+    global_allocation,
     prune_layer,
     sparse_gemm,
     stored_elements,
@@ -164,7 +166,7 @@ class SparseLinear(nn.Module):
     ) -> tuple[SparseLinear, LayerSparsity]:
         """Prune ``linear`` with ``config`` (its weight taken as W = weight.T, spec orientation);
         ``activation``: its input features' norms, for ``criterion="activation"``."""
-        mask, report = _prune(linear.weight.detach().T, config, cycles, activation)
+        mask, report = _prune(gemm_view(linear), config, cycles, activation)
         module = cls(linear.weight, mask.T, linear.bias, config)
         return module, report
 
@@ -237,9 +239,7 @@ class SparseConv(nn.Module):
         ``activation``: the norms of its im2col columns' K features, for ``criterion="activation"``."""
         if is_depthwise(conv):
             return cls(conv, torch.ones_like(conv.weight, dtype=torch.bool), config), None
-        c_out = conv.weight.shape[0]
-        view = conv.weight.detach().reshape(c_out, -1).T  # (K, C_out)
-        mask, report = _prune(view, config, cycles, activation)
+        mask, report = _prune(gemm_view(conv), config, cycles, activation)
         return cls(conv, mask.T.reshape(conv.weight.shape), config), report
 
     @property
@@ -269,6 +269,12 @@ class SparseConv(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel={tuple(self.weight.shape[2:])}, stride={g.stride}, "
             f"padding={g.padding}, groups={g.groups}, sparsity={self.sparsity:.4f}, vector={self.config.vector!r}"
         )
+
+
+def gemm_view(layer: nn.Module) -> torch.Tensor:
+    """The ``(K, N)`` weight a layer's GEMM multiplies, as pruned: a Linear's ``weight.T`` (spec orientation),
+    a convolution's ``(C_in/G·kh·kw, C_out)`` im2col view."""
+    return layer.weight.detach().reshape(layer.weight.shape[0], -1).T
 
 
 def _prune(view: torch.Tensor, config: FlexiSAGAConfig, cycles, activation=None) -> tuple[torch.Tensor, LayerSparsity]:
@@ -358,6 +364,7 @@ def sparsify_(
     reconstruct: bool = False,
     damping: float = 0.01,
     layer_sparsity=None,
+    allocation: str = "uniform",
 ) -> dict[str, LayerSparsity]:
     """Replace, in place, every ``nn.Linear`` of ``model`` by a :class:`SparseLinear` and every
     ``nn.Conv1d``/``nn.Conv2d`` by a :class:`SparseConv`.
@@ -377,8 +384,10 @@ def sparsify_(
     in order, to the dense layer's output (:func:`numerics.reconstruct.reconstruct_`, ridge ``damping``
     relative to the mean input energy). ``layer_sparsity`` (a dict ``{pattern: sparsity}`` or a callable
     ``(name, module) -> sparsity``, :func:`layer_sparsity_rule`) sets each layer's sparsity instead of
-    ``sparsity``. Returns
-    ``{qualified name: LayerSparsity}`` of the pruned layers. Options are checked before anything changes.
+    ``sparsity``. ``allocation="global"`` keeps ``sparsity`` over all the pruned layers' vectors together
+    and shares it out by :func:`numerics.sparsity.global_allocation` (less where a layer's weight sits in
+    few vectors). Returns ``{qualified name: LayerSparsity}`` of the pruned layers. Options are checked
+    before anything changes.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -400,6 +409,7 @@ def sparsify_(
         raise ValueError("cycles must be a callable (weight, m, rows, cols) -> int when vector='auto'")
     check_calibration(config.criterion, reconstruct, calibrate_with)
     per_layer = None if layer_sparsity is None else layer_sparsity_rule(layer_sparsity)
+    check_allocation(allocation, layer_sparsity)
     check_damping(damping)
     dense_model = copy.deepcopy(model) if reconstruct else None
     rule = head_rule(heads)
@@ -418,6 +428,8 @@ def sparsify_(
             first.setdefault(id(child), full)
         by_id = input_norms(model, {full: layers[full] for full in first.values()}, calibrate_with)
         norms = {id(layers[full]): value for full, value in by_id.items()}
+    if allocation == "global":
+        per_layer = _global_rule(slots, dense, config, cycles, norms)
     report: dict[str, LayerSparsity] = {}
     replaced: dict[int, nn.Module] = {}  # a layer shared by two parents is pruned once
     for parent, child_name, full, child in slots:
@@ -435,6 +447,31 @@ def sparsify_(
                  or model.get_submodule(name).geometry.groups == 1]  # fmt: skip
         reconstruct_(model, dense_model, refit, calibrate_with, damping=damping)
     return report
+
+
+def check_allocation(allocation, layer_sparsity=None) -> str:
+    """``allocation`` if it is one of :data:`numerics.sparsity.ALLOCATIONS` and fits ``layer_sparsity``."""
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}; got {allocation!r}")
+    if allocation == "global" and layer_sparsity is not None:
+        raise ValueError("allocation='global' shares one sparsity among the layers; per-layer sparsity sets them")
+    return allocation
+
+
+def _global_rule(slots, dense: set, config: FlexiSAGAConfig, cycles, norms: dict) -> Callable[[str, nn.Module], float]:
+    """The per-layer rule of ``allocation="global"`` over the layers of ``slots`` that are pruned (not in
+    ``dense``, not depthwise), each in its orientation (``"auto"`` resolved at the uniform sparsity)."""
+    layers = {}
+    for _, _, _, child in slots:
+        if id(child) in dense or id(child) in layers or (type(child) is not nn.Linear and is_depthwise(child)):
+            continue
+        view, activation = gemm_view(child).float(), norms.get(id(child))
+        vector = config.vector
+        if vector == "auto":
+            vector = _prune(view, config, cycles, activation)[1].vector
+        layers[id(child)] = (view, vector, activation)
+    shares = global_allocation(layers, config.sparsity, tile=config.tile, criterion=config.criterion)
+    return lambda name, module: shares[id(module)]
 
 
 def layer_sparsity_rule(spec) -> Callable[[str, nn.Module], float]:

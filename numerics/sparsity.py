@@ -35,6 +35,11 @@ from numerics.validation import check_padded
 
 VECTORS = ("row", "col", "channel", "auto")
 CRITERIA = ("l2", "l1", "activation")
+ALLOCATIONS = ("uniform", "global")
+"""How a model's sparsity is shared among its layers: the same in each, or by :func:`global_allocation`."""
+GLOBAL_CAP = 0.9
+"""The most of one layer's vectors :func:`global_allocation` prunes (assumption: a layer with nothing left
+would cut the model; 0.9 leaves every layer a tenth of its vectors)."""
 DTYPES = ("float32", "int32")
 ACCUMULATIONS = ("sequential", "fast")
 
@@ -224,6 +229,51 @@ def vector_scores(
     if criterion == "l1":
         return blocks.abs().sum(dim=(1, 3))
     return blocks.square().sum(dim=(1, 3)).sqrt()
+
+
+def global_allocation(layers: dict, sparsity: float, *, tile=(16, 16), criterion: str = "l2", cap=GLOBAL_CAP) -> dict:
+    """Per-layer sparsities that prune ``floor(sparsity · V)`` of the V pruning vectors of all ``layers``
+    together, least important first.
+
+    ``layers`` maps a name to ``(weight, vector, activation)``: the layer's ``(K, N)`` weight view, its
+    orientation (``"row"``, ``"col"`` or ``"channel"``) and, for ``criterion="activation"``, its input
+    feature norms. A vector's importance is its share of its layer's squared scores,
+    ``score² / Σ_layer score²`` (:func:`vector_scores`): the fraction of the layer's output energy it
+    carries, so layers compare on one scale and a layer whose weight is spread over few vectors is pruned
+    less. Vectors are taken in ascending importance (ties: layer order, then flat index), skipping a layer
+    once ``cap`` of its vectors are taken. Returns ``{name: s}`` with ``pruned_count(s, V_layer)`` equal to
+    the vectors taken from the layer."""
+    sparsity = check_sparsity(sparsity)
+    if isinstance(cap, bool) or not isinstance(cap, numbers.Real) or not 0 < cap < 1:
+        raise ValueError(f"cap must be a number in (0, 1), got {cap!r}")
+    if not layers:
+        return {}
+    shares, owners, totals = [], [], []
+    for index, (weight, vector, activation) in enumerate(layers.values()):
+        if vector not in ("row", "col", "channel"):
+            raise ValueError(
+                f"vector must be row, col or channel here (auto is resolved per layer first); got {vector!r}"
+            )
+        squares = vector_scores(weight, tile, vector, criterion, activation).flatten().square()
+        total = squares.sum()
+        shares.append(squares / total if total > 0 else squares)
+        owners.append(torch.full_like(squares, index, dtype=torch.long))
+        totals.append(squares.numel())
+    share, owner = torch.cat(shares).cpu(), torch.cat(owners).cpu()
+    order = torch.argsort(share, stable=True)  # stable: ties by layer order, then flat index
+    limits = [math.floor(cap * v) for v in totals]
+    budget = pruned_count(sparsity, sum(totals))
+    if budget > sum(limits):
+        raise ValueError(f"sparsity {sparsity} exceeds what the cap {cap} allows over these layers")
+    taken = [0] * len(totals)
+    for layer in owner[order].tolist():
+        if budget == 0:
+            break
+        if taken[layer] < limits[layer]:
+            taken[layer] += 1
+            budget -= 1
+    # halfway between two counts, so that floor(s · V) gives the count back whatever the float's rounding
+    return {name: (n + 0.5) / v if n else 0.0 for name, n, v in zip(layers, taken, totals)}
 
 
 class PruneResult(NamedTuple):

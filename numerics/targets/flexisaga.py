@@ -24,7 +24,13 @@ from numerics.handlers import keep_on_host, standard_swaps, static_product_handl
 from numerics.heads import check_heads
 from numerics.reconstruct import check_damping
 from numerics.registry import TargetOptions, get_target, register_target
-from numerics.sparse_linear import DENSE_BY_DEFAULT, check_calibration, layer_sparsity_rule, sparsify_
+from numerics.sparse_linear import (
+    DENSE_BY_DEFAULT,
+    check_allocation,
+    check_calibration,
+    layer_sparsity_rule,
+    sparsify_,
+)
 from numerics.sparsity import FLEXISAGA_16X16, FlexiSAGAConfig, check_tile
 
 
@@ -35,7 +41,17 @@ class FlexiSAGAOptions(TargetOptions):
 
     RENAMED = {"skip": "heads"}
 
-    COST = ("sparsity", "tile", "vector", "criterion", "heads", "cycles", "auto_tokens", "calibrate_with")
+    COST = (
+        "sparsity",
+        "tile",
+        "vector",
+        "criterion",
+        "heads",
+        "cycles",
+        "auto_tokens",
+        "calibrate_with",
+        "allocation",
+    )
     ACCURACY_ONLY = {
         "accumulation": "the PE order is the hardware's; 'fast' only computes it with torch.matmul",
         "fused_mac": "one rounding or two per MAC: the same MAC per cycle",
@@ -78,6 +94,11 @@ class FlexiSAGAOptions(TargetOptions):
     (damped least squares per output column on its kept inputs: :mod:`numerics.reconstruct`)."""
     damping: float = 0.01
     """The refit's ridge, relative to the mean input energy mean(diag(XᵀX))."""
+    allocation: str = "uniform"
+    """How a number ``sparsity`` is shared among the layers: ``"uniform"``, each layer at ``sparsity``;
+    ``"global"``, ``sparsity`` of all the pruned layers' vectors together, fewer pruned where a layer's
+    weight (times its inputs' norms, with ``criterion="activation"``) sits in few vectors
+    (:func:`numerics.sparsity.global_allocation`). Moves cost through the masks."""
 
     def __post_init__(self):
         self.array  # noqa: B018  (check_tile and FlexiSAGAConfig check tile, sparsity, vector, criterion, ...)
@@ -86,6 +107,7 @@ class FlexiSAGAOptions(TargetOptions):
             layer_sparsity_rule(self.sparsity)  # checks a dict's patterns and values
         check_calibration(self.criterion, self.reconstruct, self.calibrate_with)
         check_damping(self.damping)
+        check_allocation(self.allocation, None if self.uniform else self.sparsity)
         if self.cycles is not None and not callable(self.cycles):
             raise ValueError(f"cycles must be None or a callable (weight, m, rows, cols) -> int; got {self.cycles!r}")
 
@@ -107,8 +129,13 @@ class FlexiSAGAOptions(TargetOptions):
 
     @property
     def uniform(self) -> bool:
-        """True when ``sparsity`` is one number for every layer."""
+        """True when ``sparsity`` is one number (each layer's, or with ``allocation="global"`` the whole's)."""
         return isinstance(self.sparsity, numbers.Real) and not isinstance(self.sparsity, bool)
+
+    @property
+    def same_in_every_layer(self) -> bool:
+        """True when every layer is pruned at one sparsity (a bare workload can be priced)."""
+        return self.uniform and self.allocation == "uniform"
 
     def cycles_function(self):
         """The cycle count ``vector="auto"`` compares: ``cycles`` or the cost model's."""
@@ -132,6 +159,7 @@ def prepare(model: nn.Module, options: FlexiSAGAOptions):
         calibrate_with=options.calibrate_with,
         reconstruct=options.reconstruct,
         damping=options.damping,
+        allocation=options.allocation,
         cycles=options.cycles_function() if options.vector == "auto" else None,
     )
     model.emulation.details["sparsity"] = report

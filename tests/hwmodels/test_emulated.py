@@ -139,6 +139,7 @@ ALTERNATIVES = {
         "reconstruct": True,
         "damping": 0.5,
         "cycles": "flipped",
+        "allocation": "global",
     },
 }
 """A non-default value for every option of every target."""

@@ -19,6 +19,7 @@ from numerics.sparsity import (
     FlexiSAGAConfig,
     decode_bitmap,
     encode_bitmap,
+    global_allocation,
     metadata_bits,
     prune,
     prune_layer,
@@ -537,3 +538,33 @@ def test_activation_scores_scale_each_row_by_its_input_norm():
 def test_activation_norms_are_checked(criterion, activation, match):
     with pytest.raises(ValueError, match=match):
         prune(torch.ones(2, 4), 0.5, tile=(2, 2), criterion=criterion, activation=activation)
+
+
+def test_global_allocation_prunes_the_least_share_of_any_layer_first():
+    # tile (2, 2), row vectors of 2. Layer a: rows [3, 4] and [0, 1], squared scores 25 and 1, shares
+    # 25/26 and 1/26. Layer b: rows [2, 0], [2, 0], [1, 0], [1, 0], squared 4, 4, 1, 1, shares 0.4, 0.4,
+    # 0.1, 0.1. Sparsity 0.7 of 6 vectors: floor(4.2) = 4 go, ascending share: a[1] (0.038), b[2], b[3]
+    # (0.1 each), then a[0] (0.96) and b[0] (0.4) compete: a's cap is floor(0.9 · 2) = 1, so b[0].
+    a = torch.tensor([[3.0, 4.0], [0.0, 1.0]])
+    b = torch.tensor([[2.0, 0.0], [2.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    shares = global_allocation({"a": (a, "row", None), "b": (b, "row", None)}, 0.7, tile=(2, 2))
+    assert shares == {"a": 1.5 / 2, "b": 3.5 / 4}
+    assert pruned_count(shares["a"], 2) == 1 and pruned_count(shares["b"], 4) == 3
+    # uniform 0.7 would prune floor(1.4) + floor(2.8) = 1 + 2 = 3 vectors, not 4
+    assert global_allocation({"a": (a, "row", None), "b": (b, "row", None)}, 0.0, tile=(2, 2)) == {"a": 0.0, "b": 0.0}
+    # activation norms move the shares: b's first feature 10x larger keeps b[0] and b[1]
+    norms = torch.tensor([1.0, 1.0, 0.1, 0.1])
+    assert global_allocation({"b": (b, "row", norms)}, 0.5, tile=(2, 2), criterion="activation") == {"b": 2.5 / 4}
+
+
+def test_global_allocation_rejects_what_it_cannot_do():
+    a = torch.ones(4, 4)
+    with pytest.raises(ValueError, match="exceeds what the cap 0.5 allows"):
+        global_allocation({"a": (a, "row", None)}, 0.75, tile=(2, 2), cap=0.5)
+    with pytest.raises(ValueError, match="auto is resolved per layer first"):
+        global_allocation({"a": (a, "auto", None)}, 0.5, tile=(2, 2))
+    for cap in (0, 1, True, "0.5"):
+        with pytest.raises(ValueError, match="cap must be a number in"):
+            global_allocation({"a": (a, "row", None)}, 0.5, tile=(2, 2), cap=cap)
+    with pytest.raises(ValueError, match="sparsity"):
+        global_allocation({"a": (a, "row", None)}, 1.0, tile=(2, 2))

@@ -181,3 +181,29 @@ def test_per_layer_sparsity_by_pattern_or_function():
             emulate(model, "flexisaga", sparsity=bad)
     with pytest.raises(ValueError, match="sparsity"):
         emulate(model, "flexisaga", sparsity=lambda name, m: 1.5)
+
+
+def test_global_allocation_keeps_the_overall_sparsity_and_prunes_where_little_is_carried():
+    from hwmodels import estimate
+    from hwmodels.workload import trace
+
+    model = TinyTransformer()  # qkv 32->96, out 32->32, ff.0 32->64, ff.2 64->32: 384 + 128 + 256 + 256 vectors
+    with torch.no_grad():  # concentrate out's weight in 4 of its 32 input features: little to prune there
+        model.out.weight.mul_(0.01)[:, :4] *= 1000.0
+    options = dict(sparsity=0.5, tile=(8, 8), accumulation="fast")
+    uniform = emulate(model, "flexisaga", **options).emulation.details["sparsity"]
+    shared = emulate(model, "flexisaga", allocation="global", **options).emulation.details["sparsity"]
+    total = sum(r.vectors_total for r in shared.values())
+    assert total == 1024 and sum(r.vectors_pruned for r in shared.values()) == 512  # floor(0.5 · 1024)
+    assert sum(r.vectors_pruned for r in uniform.values()) == 192 + 64 + 128 + 128 == 512
+    # out's 28 scaled-down input rows (4 vectors of 8 each) carry about 1e-8 of its energy each: all 112 go
+    # before any vector of another layer; its 4 large rows stay. Uniform takes floor(0.5 · 128) = 64 of out.
+    assert shared["out"].vectors_pruned == 28 * 4 and uniform["out"].vectors_pruned == 64
+    assert all(shared[n].vectors_pruned <= math.floor(0.9 * shared[n].vectors_total) for n in shared)  # the cap
+    tokens = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="allocation='global'"):
+        estimate(trace(model, tokens), "flexisaga", sparsity=0.5, allocation="global")
+    with pytest.raises(ValueError, match="allocation must be one of uniform, global; got 'layer'"):
+        emulate(model, "flexisaga", allocation="layer")
+    with pytest.raises(ValueError, match="per-layer sparsity sets them"):
+        emulate(model, "flexisaga", sparsity={"ff.*": 0.5}, allocation="global")
