@@ -214,7 +214,7 @@ def estimate(
     check_choice("non_gemm", opts["non_gemm"], (True, False))
     arr = hardware.array
     masks = workload.hardware is not None  # traced from an emulated model: its masks are in the weights
-    if not masks and not hardware.same_in_every_layer:
+    if not masks and not hardware.same_in_every_layer and any(op.kind == "matmul" for op in workload.ops):
         raise ValueError(
             "per-layer sparsity (a dict, a function, or allocation='global') needs the emulated model's masks: "
             "estimate the model (or an emulated copy), not a bare workload"

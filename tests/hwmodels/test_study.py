@@ -77,6 +77,11 @@ def test_a_grid_combines_the_sweeps_of_each_target():
         study.plan([], sweeps=["atleus.adc_bits=4", "atleus.adc_bits=6"], grid=True)
 
 
+def test_a_plan_takes_options_only_an_emulated_model_can_price():
+    runs = study.plan([], ["flexisaga.criterion=activation"], ["flexisaga.allocation=uniform,global"])
+    assert [r.options["allocation"] for r in runs] == ["uniform", "global"]
+
+
 def test_options_go_to_emulation_or_cost_model():
     # hardware options go to emulate (the cost model prices the emulated model); cost-only ones to estimate
     emu, cost = study.split_options("flexisaga", {"sparsity": 0.75, "criterion": "l1", "dataflow": "os"})
