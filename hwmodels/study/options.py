@@ -52,7 +52,7 @@ def split_options(target: str, options: dict) -> tuple[dict, dict]:
 
 CORPUS = "corpus"
 """The value of ``calibrate_with`` that stands for the shipped corpus (:func:`numerics.corpus.load_corpus`,
-292 everyday sentences, none of them in the study's set), encoded with the subject's tokenizer in batches
+3,798 everyday sentences, none of them in the study's set), encoded with the subject's tokenizer in batches
 of 64 sentences. FlexiSAGA runs that need calibration data and name none get it."""
 
 

@@ -426,7 +426,7 @@ def test_flexisaga_runs_that_need_calibration_get_the_shipped_corpus():
     batches = study.calibration_batches(subject, study.CORPUS)
     from numerics.corpus import load_corpus
 
-    assert sum(len(b["input_ids"]) for b in batches) == len(load_corpus()) == 292
+    assert sum(len(b["input_ids"]) for b in batches) == len(load_corpus()) == 292 + 3506
     assert not set(load_corpus()) & set(study.load_sentences())  # calibration never sees what is scored
     results = study.run_study(subject, runs)
     assert results[2].metrics["mean_cosine"] < 1 and results[2].cycles > 0
