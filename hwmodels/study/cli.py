@@ -187,7 +187,7 @@ def _study(args: argparse.Namespace, emit) -> int:
     start = time.perf_counter()
     try:
         results = run_study(
-            spec if not isinstance(executor, Sequential) else subject,
+            subject if isinstance(executor, Sequential) else spec,  # workers rebuild it from its description
             runs,
             device=args.device,
             progress=progress_bar(),
@@ -202,8 +202,7 @@ def _study(args: argparse.Namespace, emit) -> int:
         emit(f"edgenum study: error: {failure} (--fail-fast); the finished runs are in {args.out}")
         return 1
     finally:
-        if isinstance(executor, DaskCluster):
-            executor.close()
+        executor.close()
     paths = store.close()
     print(
         f"\n{subject.name}: accuracy vs FP32 on {subject.describe()}; "
@@ -230,7 +229,7 @@ def _explore(args: argparse.Namespace, emit) -> int:
     emit(f"{subject.name}: {subject.describe()}, {args.trials} trials of {args.target} on {args.device}")
     try:
         results = exploring.explore(
-            spec if not isinstance(executor, Sequential) else subject,
+            subject if isinstance(executor, Sequential) else spec,  # workers rebuild it from its description
             args.target,
             dimensions,
             fixed=fixed,
@@ -245,8 +244,7 @@ def _explore(args: argparse.Namespace, emit) -> int:
     except KeyboardInterrupt:
         return _interrupted(store, args.trials, emit)
     finally:
-        if isinstance(executor, DaskCluster):
-            executor.close()
+        executor.close()
     paths = store.close()
     front = [r for r, flag in zip(results, pareto_flags(results, args.objective)) if flag]
     print(

@@ -40,6 +40,9 @@ class Executor:
     def results(self, subject: Subject | SubjectSpec, pending: Pending, device) -> Finished:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the executor holds (a cluster connection); nothing by default."""
+
 
 class Sequential(Executor):
     """One run after another in this process (the default). The prepared subject is kept between
