@@ -61,10 +61,17 @@ def golden_min(loss: Callable[[float], float], lo: float, hi: float, iters: int 
     return (a + b) / 2
 
 
-def integer_min(loss: Callable[[int], float], lo: int, hi: int, iters: int = 30) -> int:
-    """Argmin of a unimodal `loss` over the integers of [lo, hi]; ties go to the smaller one."""
-    x = golden_min(lambda v: loss(round(v)), lo, hi, iters)
-    candidates = sorted({max(lo, min(hi, math.floor(x) + k)) for k in (-1, 0, 1, 2)})
+def integer_min(loss: Callable[[int], float], lo: int, hi: int, iters: int = 30, grid: int = 48) -> int:
+    """Argmin of `loss` over the integers of [lo, hi]; ties go to the smaller one.
+
+    A geometric grid of `grid` points first finds the basin, then golden section refines between
+    the best grid point's neighbours: a loss that is flat over part of the range (a pipeline stage
+    bound by something else) would mislead golden section alone."""
+    points = sorted({round(lo * (hi / lo) ** (i / (grid - 1))) for i in range(grid)} | {lo, hi})
+    best = min(range(len(points)), key=lambda i: (loss(points[i]), points[i]))
+    a, b = points[max(best - 1, 0)], points[min(best + 1, len(points) - 1)]
+    x = golden_min(lambda v: loss(round(v)), a, b, iters)
+    candidates = sorted({max(a, min(b, math.floor(x) + k)) for k in (-1, 0, 1, 2)} | {points[best]})
     return min(candidates, key=lambda v: (loss(v), v))
 
 
@@ -190,7 +197,7 @@ GROUPS: tuple[Group, ...] = (
         ("mvm_cycles",),
         ("hastily.bert_base_tops", "hastily.bert_large_tops"),
         "8 (one cycle per input bit) to 2000 cycles",
-        "integer golden section",
+        "geometric grid of 48 points, then integer golden section around the best",
         _int_scalar("mvm_cycles", 8, 2000),
     ),
     Group(
@@ -198,7 +205,7 @@ GROUPS: tuple[Group, ...] = (
         ("exp_vfu_cycles",),
         ("hastily.puma_tops",),
         "1 to 200 cycles per element-lane",
-        "integer golden section",
+        "geometric grid of 48 points, then integer golden section around the best",
         _int_scalar("exp_vfu_cycles", 1, 200),
     ),
     Group(

@@ -71,7 +71,10 @@ FLEXISAGA_PAPER = "Müller, Lübeck et al., arXiv 2506.01566, abstract (flexisag
 LONG_VECTOR = "one row of 2^20 elements (assumption: 'up to' is the long-vector asymptote, softex.md §6.3)"
 BERT_512 = "batch 1, sequence 512 (assumption: length not stated; BERT's maximum)"
 HASTILY_FULL = "pipelined, LUT exponential, multi-core softmax (full HASTILY); 1 GHz (assumed clock)"
-PUMA = "PUMA: VFU exponential, one-core softmax, not pipelined (hastily.md §4, §5.1)"
+PUMA = (
+    "PUMA: VFU exponential, one-core softmax, otherwise identical to HASTILY, row pipelining included "
+    "(hastily.md §5.1; pipelining is a separate ablation, §5.2)"
+)
 ROBERTA_STEP = "RoBERTa-base, batch 1, sequence 384 (SQuAD-style; assumption)"
 ATLEUS_STEP = "one LoRA fine-tuning step, M8F8 unless stated, pipelined (assumption: the paper's focus)"
 CNN_SPARSITY = (

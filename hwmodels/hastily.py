@@ -16,7 +16,12 @@ Per-row costs (one token row; heads and sequences run in parallel on their own U
   ⌈l_c/W⌉·(max + sub + mul + add + div) + T_exp + 2·Σ t_level over ⌈log2 C⌉ tree levels, with
   T_exp = ⌈l_c/W⌉·(n/d extraction + shift) + 4·⌈l_c/128⌉ (LUT) or ⌈l_c/W⌉·c_exp (VFU).
 - LayerNorm 8 VFU ops per element, GELU and other activations `gelu_vfu_cycles` /
-  `exp_vfu_cycles`, element-wise 1, data movement over the 512-bit bus.
+  `exp_vfu_cycles`, element-wise 1, data movement over the 512-bit bus. Vector work stays on the
+  cores holding its row: the ⌈n/W⌉ vector steps of a row are spread over the ⌈P·Q/16⌉ cores of the
+  product that made it, like that product's partial-sum adds (hastily.md §4: "all work is pipelined
+  row by row" on the cores; a row before any product is on one core). Exchanging a LayerNorm's mean
+  and variance between those cores is not priced, as the spec prices a LayerNorm row as 8 VFU ops
+  per element only.
 Pipelined (default): ops inside the repeated blocks form a row-by-row pipeline,
 T = ⌈b/2⌉·(N_layers + min(b, 2))·l·T_stage with T_stage the slowest per-row op (paper:
 (N + 1)·l·T at b = 1; the b = 2 overlap is a reconstruction; batch 4 repeats batch 2).
@@ -176,7 +181,7 @@ class _Model:
         """(per-row cycles, one-off write cycles, per-row pJ by component, write pJ, UCLMs)."""
         cfg, W, xb = self.cfg, self.cfg.vfu_lanes, self.crossbar
         P, Q = ceil_div(op.k, xb.rows), ceil_div(op.n, xb.cols)
-        cores = ceil_div(P * Q, cfg.uclms_per_core)
+        cores = self.cores(op)
         adds = (P - 1) * ceil_div(op.n, W)
         per_row = self.mvm_cycles + ceil_div(adds, cores) * cfg.vfu_op_cycles
         transfers = ceil_div(op.k, cfg.bus_bytes) + ceil_div(op.n, cfg.bus_bytes)
@@ -191,6 +196,11 @@ class _Model:
             write_cycles = min(op.k, xb.rows) * cfg.kv_row_cycles
             write_pj = op.batch * op.k * Q * xb.slices * cfg.e_kv_row_pj  # a bit-plane row per array
         return per_row, write_cycles, energy, write_pj, op.batch * P * Q
+
+    def cores(self, op: Op) -> int:
+        """Cores holding one instance of a product's W, and so its partial sums and outputs."""
+        xb = self.crossbar
+        return ceil_div(ceil_div(op.k, xb.rows) * ceil_div(op.n, xb.cols), self.cfg.uclms_per_core)
 
     def softmax_row(self, length: int):
         """(cycles, pJ by component) of one softmax row of `length` elements."""
@@ -215,8 +225,9 @@ class _Model:
         energy["bus"] = 2 * (C - 1) * cfg.e_bus_pj  # partial max and sum up the tree, results down
         return vfu + lookups + tree, energy
 
-    def vector_row(self, op: Op):
-        """(cycles, unit, pJ by component) of one row of a non-product op on the VFU or bus."""
+    def vector_row(self, op: Op, owners: int):
+        """(cycles, unit, pJ by component) of one row of a non-product op on the VFU or bus; its
+        ⌈n/W⌉ vector steps are spread over the `owners` cores holding the row."""
         cfg = self.cfg
         steps = ceil_div(op.n, cfg.vfu_lanes)
         if op.kind == "move":
@@ -227,7 +238,7 @@ class _Model:
             "gelu": cfg.gelu_vfu_cycles,
             "activation": cfg.exp_vfu_cycles,
         }.get(op.kind, cfg.vfu_op_cycles)
-        return steps * per_lane, "vfu", {"vfu": steps * per_lane * cfg.e_vfu_pj}
+        return ceil_div(steps, owners) * per_lane, "vfu", {"vfu": steps * per_lane * cfg.e_vfu_pj}
 
 
 def estimate(workload: Workload, *, hardware: HastilyOptions, config: HastilyConfig | None = None, **options) -> Report:
@@ -238,6 +249,7 @@ def estimate(workload: Workload, *, hardware: HastilyOptions, config: HastilyCon
     check_choice("pipelining", opts["pipelining"], (True, False))
     model, pipelined = _Model(cfg, opts, hardware), opts["pipelining"]
     rows, stage, outside, uclms = [], 0, 0, 0
+    owners = 1  # cores holding the current rows: those of the last product's outputs
     notes = extrapolation_note(model.crossbar.adc_bits)
     workload, host = off_chip(workload, hardware.heads)
     if host:
@@ -246,6 +258,7 @@ def estimate(workload: Workload, *, hardware: HastilyOptions, config: HastilyCon
         scale = lambda d, k=1: {c: v * k for c, v in d.items()}  # noqa: E731
         if op.kind == "matmul":
             per_row, write, energy, write_pj, blocks = model.product(op)
+            owners = model.cores(op)
             uclms += blocks
             components = {**scale(energy, op.m), "kv_write": write_pj}
             busy = write + op.m * per_row
@@ -263,8 +276,8 @@ def estimate(workload: Workload, *, hardware: HastilyOptions, config: HastilyCon
             unit = "vfu+lut" if opts["exp"] == "lut" else "vfu"
             rows.append(Row.of(op, unit, busy, components))
         else:
-            per_row, unit, energy = model.vector_row(op)
-            busy, in_pipe = op.rows * per_row, per_row
+            per_row, unit, energy = model.vector_row(op, owners)
+            busy, in_pipe = op.m * per_row, per_row  # instances (heads) on their own cores, in parallel
             rows.append(Row.of(op, unit, busy, scale(energy, op.rows)))
         if pipelined and op.layer is not None:
             stage = max(stage, in_pipe)

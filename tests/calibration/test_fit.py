@@ -17,6 +17,8 @@ def test_golden_and_integer_search():
     assert fit.integer_min(lambda v: abs(v - 37.4), 1, 200) == 37
     assert fit.integer_min(lambda v: abs(v - 37.5), 1, 200) == 37  # tie: the smaller one
     assert fit.integer_min(lambda v: v, 8, 2000) == 8  # a flat or falling loss ends at the bound
+    # flat up to 64, then a basin at 70: golden section alone settles in the flat stretch
+    assert fit.integer_min(lambda v: 1.0 if v <= 64 else abs(v - 70) / 10, 8, 2000) == 70
 
 
 def test_every_fitted_constant_is_fitted_or_explained():

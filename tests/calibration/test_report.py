@@ -22,8 +22,24 @@ def test_report_lists_every_figure(tmp_path, capsys):
     by_key = dict(zip((f.key for f in FIGURES), rows))
     assert by_key["softex.area"]["model"] == "n/a" and by_key["softex.area"]["note"] == "no area model"
     assert by_key["softex.vit_throughput"]["fitted"] == "yes"
-    assert by_key["hastily.bert_base_tops"]["fitted"] == "rejected"
+    assert by_key["hastily.bert_base_tops"]["fitted"] == "yes"
     assert by_key["atleus.bits_slope"]["fitted"] == "no"
+
+
+def test_a_rejected_fit_is_reported_with_its_best_value():
+    fitted = {
+        "_rejected": {
+            "hastily: mvm_cycles": {
+                "best": {"mvm_cycles": 8},
+                "errors": {"hastily.bert_base_tops": -0.5, "hastily.bert_large_tops": -0.6},
+                "searched": "8 to 2000 cycles",
+            }
+        }
+    }
+    status, note = report._fit_status("hastily.bert_large_tops", fitted)
+    assert status == "rejected"
+    assert note == "no mvm_cycles in 8 to 2000 cycles reproduces it (best mvm_cycles = 8: -60.0%); defaults kept"
+    assert report._fit_status("hastily.bert_large_tops", {}) == ("no", "fit group not in fitted.json (run --refit)")
 
 
 def test_checks():

@@ -74,10 +74,26 @@ def test_softmax_row_golden(length, options, per_row):
     assert row.cycles == 3 * per_row
 
 
+def test_vector_work_runs_on_the_cores_holding_its_row():
+    ffn = Op("matmul", "addmm", S + "intermediate.dense", 1, 128, 768, 3072, True)
+    gelu = Op("gelu", "gelu", S + "intermediate.act", 1, 128, 0, 3072)
+    scale = Op("elementwise", "scale", S + "attention.self", 12, 128, 0, 128)
+    alone = estimate(Workload((NORM, gelu)), "hastily", config=HASTILY, pipelining=False).rows
+    # no product before them: one core, ⌈768/64⌉·8 = 96 and ⌈3072/64⌉·14 = 672 cycles per row
+    assert [row.cycles for row in alone] == [128 * 96, 128 * 672]
+    after = estimate(Workload((ffn, gelu, QK, scale)), "hastily", config=HASTILY, pipelining=False).rows
+    # FFN: P = 12, Q = 48, 576 UCLMs on 36 cores; GELU's 48 vector steps over them: ⌈48/36⌉·14 = 28
+    assert after[1].cycles == 128 * 28
+    # each head's QKᵀ (P = 1, Q = 2) sits on one core; the 12 heads scale their rows in parallel: 2·1
+    assert after[3].cycles == 128 * 2
+    assert after[3].components["vfu"] == pytest.approx(12 * 128 * 2 * 1.7e-12)  # energy counts every head
+    assert alone[1].components == after[1].components  # where it runs changes time, not energy
+
+
 def test_pipeline_golden():
     workload = Workload((LINEAR, SOFTMAX, NORM))
-    # per-row: 390 (product), 20 (softmax row of 128), ⌈768/64⌉·8 = 96 (LayerNorm)
-    assert estimate(workload, "hastily", config=HASTILY, pipelining=False).total_cycles == 128 * (390 + 20 + 96)
+    # per-row: 390 (product), 20 (softmax row of 128), LayerNorm on the product's 9 cores: ⌈12/9⌉·8 = 16
+    assert estimate(workload, "hastily", config=HASTILY, pipelining=False).total_cycles == 128 * (390 + 20 + 16)
     # (N + 1)·l·T_stage with N = 1 layer, l = 128, T_stage = 390
     assert estimate(workload, "hastily", config=HASTILY).total_cycles == 2 * 128 * 390
     two = Workload((LINEAR, SOFTMAX, NORM), batch=2)  # same 128 rows = 2 sequences of 64
