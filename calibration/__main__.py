@@ -1,8 +1,9 @@
-"""python -m calibration [--refit] [--out DIR]
+"""python -m calibration [--refit] [--loo] [--out DIR]
 
 Prints every published figure beside the cost model's value and writes the table as
 report.csv and report.md (default: beside this file). --refit first refits the free constants
-and rewrites hwmodels/fitted.json.
+and rewrites hwmodels/fitted.json; --loo then refits each target once per fitted figure, without
+that figure, and keeps how well the model predicts it in calibration/loo.json (a few minutes).
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import fit, report
+from . import fit, loo, report
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m calibration", description=__doc__.split("\n\n")[1])
     parser.add_argument("--refit", action="store_true", help="refit and rewrite hwmodels/fitted.json first")
+    parser.add_argument("--loo", action="store_true", help="leave-one-out: refit without each figure, then report")
     parser.add_argument(
         "--out",
         default=str(Path(__file__).parent),
@@ -24,6 +26,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.refit:
         fit.write_fitted()
+    if args.loo:
+        loo.write(loo.run())
     lines = report.lines()
     print(report.to_text(lines), end="")
     out = Path(args.out)

@@ -155,6 +155,10 @@ NOT_EVALUABLE = {
 """Figure key -> why the cost model cannot evaluate it."""
 
 
+BY_CONSTRUCTION = frozenset({"softex.softmax_speedup", "softex.gelu_speedup"})
+"""Figures a cost constant is derived from directly (not fitted): the model reproduces them exactly and
+predicts nothing by doing so."""
+
 NOTES = {
     "softex.softmax_speedup": "reproduced by construction: the software baseline's per-element cost is "
     "set from this figure (sw_softmax_ratio, softex.md §6.3)",
@@ -194,6 +198,10 @@ NOT_EVALUABLE = {
 """Figure key -> why the cost model cannot evaluate it."""
 
 
+BY_CONSTRUCTION = frozenset({"softex.softmax_speedup", "softex.gelu_speedup"})
+"""Figures a cost constant is derived from directly (not fitted): the model reproduces them exactly and
+predicts nothing by doing so."""
+
 NOTES = {
     "softex.softmax_speedup": "reproduced by construction: the software baseline's per-element cost is "
     "set from this figure (sw_softmax_ratio, softex.md §6.3)",
@@ -210,6 +218,18 @@ NOTES = {
     "quantitative Atleus figure to fit the digital-side constants to",
 }
 """Remarks on how a figure's model value comes about, shown in the report."""
+
+
+def check(figure, model: float) -> str:
+    """A model value against a published figure: "holds"/"fails" for bounds and ranges, else the
+    relative error model/published − 1 ("+1.2%")."""
+    if figure.relation == "<":
+        return "holds" if model < figure.value else "fails"
+    if figure.relation == ">":
+        return "holds" if model > figure.value else "fails"
+    if figure.relation == "range":
+        return "holds" if figure.value <= model <= figure.high else "fails"
+    return f"{model / figure.value - 1:+.1%}"
 
 
 def evaluate(key: str, configs: dict | None = None) -> float:

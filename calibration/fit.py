@@ -90,7 +90,8 @@ class Group:
     method: str
     """How the values are found."""
     solve: Callable
-    """solve(config, loss) -> {field: value}: loss(config) is the group's loss at a config."""
+    """solve(config, loss, figures) -> {field: value}: loss(config) is the group's loss at a config
+    over `figures`, the group's figures in use (all of them, or all but a held-out one)."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def _loss(target: str, keys: tuple[str, ...]):
 def _log_scalar(name: str, lo: float, hi: float):
     """Solve for one positive float constant on a log scale."""
 
-    def solve(config, loss):
+    def solve(config, loss, figures):
         x = golden_min(lambda t: loss(dataclasses.replace(config, **{name: math.exp(t)})), math.log(lo), math.log(hi))
         return {name: _round(math.exp(x))}
 
@@ -127,23 +128,29 @@ def _log_scalar(name: str, lo: float, hi: float):
 
 
 def _int_scalar(name: str, lo: int, hi: int):
-    def solve(config, loss):
+    def solve(config, loss, figures):
         return {name: integer_min(lambda v: loss(dataclasses.replace(config, **{name: v})), lo, hi)}
 
     return solve
 
 
-def _softex_powers(config, loss):
-    """Ratio x = P_softex/P_cores from the two energy ratios (they depend on nothing else), then
+def _softex_powers(config, loss, figures):
+    """Ratio x = P_softex/P_cores from the energy ratios in use (they depend on nothing else), then
     a common scale of all three powers from the efficiency (energy is linear in it); the ratio
-    of RedMulE to core power keeps its documented default."""
-    ratio_keys = ("softex.softmax_energy", "softex.gelu_energy")
-    ratio_loss = _loss("softex", ratio_keys)
+    of RedMulE to core power keeps its documented default, as do x without an energy ratio and
+    the scale without the efficiency."""
+    ratio_keys = tuple(k for k in ("softex.softmax_energy", "softex.gelu_energy") if k in figures)
     base = config.cores_power_w
-    with_ratio = lambda t: dataclasses.replace(config, softex_power_w=base * math.exp(t))  # noqa: E731
-    x = math.exp(golden_min(lambda t: ratio_loss(with_ratio(t)), math.log(0.25), math.log(4)))
+    x = config.softex_power_w / base
+    if ratio_keys:
+        ratio_loss = _loss("softex", ratio_keys)
+        with_ratio = lambda t: dataclasses.replace(config, softex_power_w=base * math.exp(t))  # noqa: E731
+        x = math.exp(golden_min(lambda t: ratio_loss(with_ratio(t)), math.log(0.25), math.log(4)))
     trial = dataclasses.replace(config, softex_power_w=base * x)
-    scale = evaluate("softex.vit_efficiency", {**DEFAULTS, "softex": trial}) / BY_KEY["softex.vit_efficiency"].value
+    scale = 1.0
+    if "softex.vit_efficiency" in figures:
+        efficiency = evaluate("softex.vit_efficiency", {**DEFAULTS, "softex": trial})
+        scale = efficiency / BY_KEY["softex.vit_efficiency"].value
     return {
         "redmule_power_w": _round(config.redmule_power_w * scale),
         "cores_power_w": _round(base * scale),
@@ -151,7 +158,7 @@ def _softex_powers(config, loss):
     }
 
 
-def _flexisaga_overhead_and_skip(config, loss):
+def _flexisaga_overhead_and_skip(config, loss, figures):
     """η by golden section for each fold overhead α on a coarse grid, then around the best α."""
     R, C = FlexiSAGAOptions().array.tile  # the figures' array: the default hardware
 
@@ -239,19 +246,37 @@ UNFITTED = {
 """FITTED constants no group fits, and why (they keep their documented defaults)."""
 
 
-def fit() -> list[GroupResult]:
-    """Fit every group in order, from the spec defaults."""
+def fit(exclude: frozenset[str] = frozenset(), targets: tuple[str, ...] | None = None) -> list[GroupResult]:
+    """Fit every group (of `targets`, default all) in order, from the spec defaults, without the
+    figures in `exclude`. A group left with no figure is not fitted: its constants keep their
+    defaults (its result has no values and no errors)."""
     configs, results = dict(DEFAULTS), []
     for group in GROUPS:
+        if targets is not None and group.target not in targets:
+            continue
+        figures = tuple(k for k in group.figures if k not in exclude)
+        if not figures:
+            results.append(GroupResult(group, {}, {}))
+            continue
         base = configs[group.target]
-        values = group.solve(base, _loss(group.target, group.figures))
+        values = group.solve(base, _loss(group.target, figures), figures)
         trial = {**configs, group.target: dataclasses.replace(base, **values)}
-        errors = {k: rel_error(evaluate(k, trial), BY_KEY[k].value) for k in group.figures}
+        errors = {k: rel_error(evaluate(k, trial), BY_KEY[k].value) for k in figures}
         result = GroupResult(group, values, errors)
         if result.accepted:
             configs = trial
         results.append(result)
     return results
+
+
+def configs_of(results: list[GroupResult], start: dict | None = None) -> dict:
+    """{target: config}: `start` (default: the spec defaults) with the accepted fits applied."""
+    configs = dict(DEFAULTS if start is None else start)
+    for result in results:
+        if result.accepted and result.values:
+            target = result.group.target
+            configs[target] = dataclasses.replace(configs[target], **result.values)
+    return configs
 
 
 def fitted_json(results: list[GroupResult]) -> str:

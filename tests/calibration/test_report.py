@@ -5,6 +5,7 @@ import io
 
 from calibration import report
 from calibration.__main__ import main
+from calibration.evaluate import check
 from calibration.published import FIGURES, Figure
 
 
@@ -16,7 +17,8 @@ def test_report_lists_every_figure(tmp_path, capsys):
         (f.target, f.measures, f.published) for f in FIGURES
     ]
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8").splitlines()
-    assert len(markdown) == 2 + len(FIGURES)
+    fitted = sum(line["fitted"] == "yes" for line in rows)
+    assert len(markdown) == 2 + len(FIGURES) + 5 + fitted  # residuals, a blank line, a sentence, a blank, a table
     for figure in FIGURES:
         assert figure.measures[:52] in printed
     by_key = dict(zip((f.key for f in FIGURES), rows))
@@ -46,8 +48,8 @@ def test_checks():
     base = dict(
         key="atleus.x", target="atleus", measures="m", value=1.0, unit="", workload="w", condition="c", source="s"
     )
-    assert report._check(Figure(**base, relation="<"), 0.5) == "holds"
-    assert report._check(Figure(**base, relation="<"), 1.0) == "fails"
-    assert report._check(Figure(**base, relation=">"), 1.5) == "holds"
-    assert report._check(Figure(**base, relation="range", high=2.0), 2.5) == "fails"
-    assert report._check(Figure(**base), 1.25) == "+25.0%"
+    assert check(Figure(**base, relation="<"), 0.5) == "holds"
+    assert check(Figure(**base, relation="<"), 1.0) == "fails"
+    assert check(Figure(**base, relation=">"), 1.5) == "holds"
+    assert check(Figure(**base, relation="range", high=2.0), 2.5) == "fails"
+    assert check(Figure(**base), 1.25) == "+25.0%"
