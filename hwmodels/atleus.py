@@ -426,9 +426,10 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
         per_stage = [(p + c) / B for (bw, _, _), (p, c) in stage_ns.items() if bw == backward]
         if not per_stage:
             return 0.0
-        if opts["pipelining"]:
-            return (layers * max(B, 4) + min(B, 4) - 1) * max(per_stage)
-        return B * sum(per_stage)
+        in_sequence = B * sum(per_stage)
+        if opts["pipelining"]:  # never slower than the same stages in sequence: the better schedule
+            return min((layers * max(B, 4) + min(B, 4) - 1) * max(per_stage), in_sequence)
+        return in_sequence
 
     total_ns = outside_ns + makespan(False) + (makespan(True) if finetune else 0.0)
     extra, notes = {}, extrapolation_note(model.crossbar.adc_bits)

@@ -24,7 +24,8 @@ Per-row costs (one token row; heads and sequences run in parallel on their own U
   per element only.
 Pipelined (default): ops inside the repeated blocks form a row-by-row pipeline,
 T = ⌈b/2⌉·(N_layers + min(b, 2))·l·T_stage with T_stage the slowest per-row op (paper:
-(N + 1)·l·T at b = 1; the b = 2 overlap is a reconstruction; batch 4 repeats batch 2).
+(N + 1)·l·T at b = 1; the b = 2 overlap is a reconstruction; batch 4 repeats batch 2), or the ops
+in sequence if that is faster (the better schedule is taken).
 Not pipelined (PUMA-style): every op runs over all its rows in sequence, and a score matrix
 larger than the 32 MB of shared memory spills to DRAM.
 """
@@ -288,7 +289,9 @@ def estimate(workload: Workload, *, hardware: HastilyOptions, config: HastilyCon
         b = workload.batch
         static_rows = [op.m for op in workload.ops if op.static and op.layer is not None]
         tokens = (max(static_rows) if static_rows else max((op.m for op in workload.ops), default=0)) // b
-        total = ceil_div(b, 2) * (layers + min(b, 2)) * tokens * stage + outside
+        in_sequence = sum(row.cycles for row in rows)
+        # never slower than the same ops in sequence: the better schedule is taken
+        total = min(ceil_div(b, 2) * (layers + min(b, 2)) * tokens * stage + outside, in_sequence)
     else:
         total = outside
     if uclms > cfg.uclms:

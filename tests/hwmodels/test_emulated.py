@@ -77,7 +77,7 @@ def test_an_emulated_model_is_priced_as_emulated():
     em = emulate(model, "hastily", adc_bits=5)
     report = estimate(em, tokens)
     assert report.target == "hastily" and report.options["adc_bits"] == 5
-    assert estimate(em, tokens, pipelining=False).total_cycles != report.total_cycles  # cost-only options add
+    assert estimate(em, tokens, exp="vfu").total_cycles != report.total_cycles  # cost-only options add
     assert estimate(em, "hastily", tokens).to_dict() == report.to_dict()
     assert estimate(trace(em, tokens)).to_dict() == report.to_dict()  # the workload carries the hardware
     with pytest.raises(ValueError, match=r"emulated with adc_bits=5; emulate it again.*adc_bits=7"):

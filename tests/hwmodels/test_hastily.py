@@ -91,13 +91,19 @@ def test_vector_work_runs_on_the_cores_holding_its_row():
 
 
 def test_pipeline_golden():
-    workload = Workload((LINEAR, SOFTMAX, NORM))
-    # per-row: 390 (product), 20 (softmax row of 128), LayerNorm on the product's 9 cores: ⌈12/9⌉·8 = 16
-    assert estimate(workload, "hastily", config=HASTILY, pipelining=False).total_cycles == 128 * (390 + 20 + 16)
-    # (N + 1)·l·T_stage with N = 1 layer, l = 128, T_stage = 390
-    assert estimate(workload, "hastily", config=HASTILY).total_cycles == 2 * 128 * 390
-    two = Workload((LINEAR, SOFTMAX, NORM), batch=2)  # same 128 rows = 2 sequences of 64
+    key, value = (dataclasses.replace(LINEAR, scope=S + f"attention.self.{x}") for x in ("key", "value"))
+    ops = (LINEAR, key, value, SOFTMAX, NORM)
+    # per row: 390 per product, 20 (softmax row of 128), LayerNorm on the product's 9 cores: ⌈12/9⌉·8 = 16
+    assert estimate(Workload(ops), "hastily", config=HASTILY, pipelining=False).total_cycles == 128 * (
+        3 * 390 + 20 + 16
+    )
+    # (N + 1)·l·T_stage with N = 1 layer, l = 128, T_stage = 390: 99,840 < 156,928 in sequence
+    assert estimate(Workload(ops), "hastily", config=HASTILY).total_cycles == 2 * 128 * 390
+    two = Workload(ops, batch=2)  # same 128 rows = 2 sequences of 64
     assert estimate(two, "hastily", config=HASTILY).total_cycles == (1 + 2) * 64 * 390
+    # one product per layer: the pipeline's 2·128·390 = 99,840 exceeds 128·(390 + 20 + 16) = 54,528
+    # in sequence, and the better schedule is taken
+    assert estimate(Workload((LINEAR, SOFTMAX, NORM)), "hastily", config=HASTILY).total_cycles == 128 * 426
 
 
 def test_spill_only_without_pipelining():
