@@ -100,7 +100,7 @@ def _translate_legacy(target: str, module, options: dict) -> dict:
     return out
 
 
-def estimate(workload, target=None, *inputs, forward_kwargs: dict | None = None, **options) -> Report:
+def estimate(workload, target=None, *inputs, forward_kwargs: dict | None = None, blocks=None, **options) -> Report:
     """Cycles and energy of ``workload`` on ``target`` ("softex", "hastily", "atleus", "flexisaga").
 
     ``workload`` is a Workload, or an nn.Module followed by its positional inputs (and
@@ -109,7 +109,7 @@ def estimate(workload, target=None, *inputs, forward_kwargs: dict | None = None,
     come from ``model.emulation``; only cost-model options may be added. Options are the target's
     hardware options (the same as ``emulate``'s), the cost model's behaviour options and any field of
     its cost-constant dataclass (or ``config=`` a whole one); an unknown option or a bad value raises
-    ValueError naming it.
+    ValueError naming it. ``blocks`` names a model's repeated blocks for the trace (``trace``).
     """
     if target is not None and not isinstance(target, str):
         if not isinstance(workload, torch.nn.Module):
@@ -126,9 +126,9 @@ def estimate(workload, target=None, *inputs, forward_kwargs: dict | None = None,
             # emulated with the same options, so both see the same masks
             described = hardware(target, **options)
             workload = emulate(workload, target, **described[0].as_dict())
-        workload = trace(workload, *inputs, **(forward_kwargs or {}))
-    elif inputs or forward_kwargs:
-        raise TypeError("model inputs are accepted only when the first argument is an nn.Module")
+        workload = trace(workload, *inputs, blocks=blocks, **(forward_kwargs or {}))
+    elif inputs or forward_kwargs or blocks is not None:
+        raise TypeError("model inputs and blocks are accepted only when the first argument is an nn.Module")
     if not isinstance(workload, Workload):
         raise TypeError(f"workload must be a Workload or an nn.Module, got {type(workload).__name__}")
     if target is None:

@@ -15,6 +15,14 @@ the mask (if any), the softmax and the product with V. Activation modules writte
 formulas (e.g. GPT-2's tanh GELU, any module class whose name contains "GELU") are recorded as
 one GELU op over their output: the ops come from the dispatcher, the module only groups them.
 
+Repeated blocks (the layers the cost models pipeline) come from the model's structure: the children
+of an ``nn.ModuleList`` or ``nn.Sequential`` whose children all share one class are candidates, and an
+op belongs to the innermost candidate around it that runs at least two matrix products (so a
+bottleneck of three convolution modules is one block, not three). Blocks are numbered in execution
+order, encoder and decoder blocks apart. ``trace(..., blocks=[patterns])`` names them instead
+(``fnmatch`` patterns of module names). A model without such blocks, and workloads built by hand,
+take an op's block from the first number in its scope.
+
 An emulated model (``numerics.nn.emulate``) is traced in reference arithmetic
 (``numerics.emulation.reference_arithmetic``): the trace records the model's operations, never the
 emulator's internals, and the workload carries the emulated target and its typed options
@@ -24,6 +32,7 @@ emulator's internals, and the workload carries the emulated target and its typed
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import re
 import threading
@@ -161,6 +170,8 @@ _FREE = {
 }
 _FUSED_MODULE_PATTERN = re.compile("gelu", re.IGNORECASE)
 _LAYER_PATTERN = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
+FROM_SCOPE = -1
+"""``Op.block`` of an op built by hand: its block is the first number in its scope."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +204,9 @@ class Op:
     weight: torch.Tensor | None = field(default=None, compare=False, repr=False)
     """The static operand as used (a view of the parameter, not a copy), else None. It is K×N,
     except for grouped convolutions (K × all output channels)."""
+    block: int | None = FROM_SCOPE
+    """Repeated block running the op, numbered in execution order (set by ``trace`` from the model's
+    structure); None outside every block; FROM_SCOPE (default): the first number in ``scope``."""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -204,6 +218,10 @@ class Op:
             raise ValueError(f"k must be >= 0, got {self.k}")
         if self.weight is not None and not self.static:
             raise ValueError("weight is given only for static operands (static=True)")
+        if self.block is not None and (isinstance(self.block, bool) or not isinstance(self.block, int)):
+            raise ValueError(f"block must be an int or None, got {self.block!r}")
+        if self.block is not None and self.block < FROM_SCOPE:
+            raise ValueError(f"block must be >= 0, None or FROM_SCOPE, got {self.block}")
 
     @cached_property
     def weight_zero_fraction(self) -> float:
@@ -236,7 +254,10 @@ class Op:
 
     @property
     def layer(self) -> int | None:
-        """Index of the repeated block running the op (first numeric scope component), if any."""
+        """Index of the repeated block running the op, if any: ``block``, or for an op built by hand
+        the first numeric component of its scope."""
+        if self.block != FROM_SCOPE:
+            return self.block
         match = _LAYER_PATTERN.search(self.scope)
         return int(match.group(1)) if match else None
 
@@ -514,17 +535,51 @@ class _Unfused(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def trace(model, *inputs, execute_products: bool = False, **kwargs) -> Workload:
+def _repeated(modules: dict) -> list[str]:
+    """Names of the children of containers whose children all share one class."""
+    out = []
+    for name, mod in modules.items():
+        if isinstance(mod, (torch.nn.ModuleList, torch.nn.Sequential)):
+            children = list(mod.named_children())
+            if children and len({type(child) for _, child in children}) == 1:
+                out += [f"{name}.{child}" if name else child for child, _ in children]
+    return out
+
+
+def _blocks(ops: list[Op], candidates: list[str], min_products: int) -> list[Op]:
+    """`ops` with ``block`` set: the innermost candidate around each op's scope running at least
+    `min_products` products, numbered in order of first execution."""
+    inside = lambda scope, c: scope == c or scope.startswith(c + ".")  # noqa: E731
+    products = Counter(c for op in ops if op.kind == "matmul" for c in candidates if inside(op.scope, c))
+    kept = [c for c in candidates if products[c] >= min_products]
+    if not kept:  # no repeated structure (a plain MLP): the scope rule, as for ops built by hand
+        return ops
+    numbers: dict[str, int] = {}
+    out = []
+    for op in ops:
+        around = [c for c in kept if inside(op.scope, c)]
+        block = max(around, key=len) if around else None
+        if block is not None:
+            numbers.setdefault(block, len(numbers))
+        out.append(dataclasses.replace(op, block=None if block is None else numbers[block]))
+    return out
+
+
+def trace(model, *inputs, execute_products: bool = False, blocks=None, **kwargs) -> Workload:
     """Run `model(*inputs, **kwargs)` once (no grad) and return the executed operations.
 
-    `model` is any callable; when it is an `nn.Module`, its parameters mark static weights and
-    its submodule names give each op a scope. Products are not computed unless
+    `model` is any callable; when it is an `nn.Module`, its parameters mark static weights, its
+    submodule names give each op a scope and its structure the repeated blocks (the module
+    docstring; `blocks`: a list of ``fnmatch`` patterns of module names overrides them, e.g.
+    ``["encoder.layer.*"]``). Products are not computed unless
     `execute_products=True` (see the module docstring). The model is left unchanged. An emulated
     model is traced in reference arithmetic (its own operations; the stored weights of modules that
     emulate themselves are static weights) and the workload records its target and options.
     """
     if not callable(model):
         raise TypeError(f"model must be callable (an nn.Module), got {type(model).__name__}")
+    if blocks is not None and (isinstance(blocks, str) or not all(isinstance(b, str) for b in blocks)):
+        raise TypeError(f"blocks must be a list of module-name patterns, got {blocks!r}")
     modules = dict(model.named_modules()) if isinstance(model, torch.nn.Module) else {}
     names = {id(mod): name for name, mod in modules.items()}
     fused = {id(mod) for mod in modules.values() if _FUSED_MODULE_PATTERN.search(type(mod).__name__)}
@@ -561,8 +616,16 @@ def trace(model, *inputs, execute_products: bool = False, **kwargs) -> Workload:
     finally:
         for handle in handles:
             handle.remove()
+    ops = recorder.ops
+    if modules and blocks is None:
+        ops = _blocks(ops, _repeated(modules), min_products=2)
+    elif modules:
+        named = [name for name in modules if name and any(fnmatch.fnmatchcase(name, b) for b in blocks)]
+        if not named:
+            raise ValueError(f"blocks {list(blocks)} match no module of {type(model).__name__}")
+        ops = _blocks(ops, named, min_products=0)
     return Workload(
-        tuple(recorder.ops),
+        tuple(ops),
         batch=batch,
         name=type(model).__name__,
         target=getattr(emulation, "target", None),

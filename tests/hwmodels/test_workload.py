@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from hwmodels import estimate
 from hwmodels.workload import Op, Workload, trace
 
 transformers = pytest.importorskip("transformers")
@@ -188,3 +189,98 @@ def test_fused_attention_fast_paths_are_traced_as_their_products():
     mha = torch.nn.MultiheadAttention(64, 4, batch_first=True).eval()
     with torch.no_grad():
         assert trace(mha, x, x, x).macs() == 245_760 + 81_920 + 25_600
+
+
+class _Conv(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+class _Bottleneck(torch.nn.Module):
+    """Three convolution modules in a Sequential of one class: one block, not three."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.layer = torch.nn.Sequential(_Conv(c), _Conv(c), _Conv(c))
+
+    def forward(self, x):
+        return x + self.layer(x)
+
+
+class _Listed(torch.nn.Module):
+    """Four bottlenecks in two stages, Hugging Face style: stages.S.layers.L."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.stages = torch.nn.ModuleList(
+            torch.nn.ModuleDict({"layers": torch.nn.Sequential(_Bottleneck(c), _Bottleneck(c))}) for _ in range(2)
+        )
+
+    def forward(self, x):
+        for stage in self.stages:
+            x = stage["layers"](x)
+        return x
+
+
+class _Named(torch.nn.Module):
+    """The same four bottlenecks, torchvision style: layer1.0, layer1.1, layer2.0, layer2.1."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.layer1 = torch.nn.Sequential(_Bottleneck(c), _Bottleneck(c))
+        self.layer2 = torch.nn.Sequential(_Bottleneck(c), _Bottleneck(c))
+
+    def forward(self, x):
+        return self.layer2(self.layer1(x))
+
+
+def test_blocks_come_from_the_structure_not_the_naming():
+    x = torch.randn(1, 8, 6, 6)
+    listed, named = _Listed(), _Named()
+    named.load_state_dict(
+        {
+            k.replace("stages.0.layers", "layer1").replace("stages.1.layers", "layer2"): v
+            for k, v in listed.state_dict().items()
+        }
+    )
+    a, b = trace(listed, x), trace(named, x)
+    # four bottlenecks of three convolutions each; the first number of the scope would give 2 and 1 blocks
+    assert a.layers() == b.layers() == [0, 1, 2, 3]
+    assert [op.layer for op in a.ops if op.kind == "matmul"] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    for target in ("hastily", "atleus"):
+        assert estimate(a, target).total_cycles == estimate(b, target).total_cycles
+
+
+def test_encoder_and_decoder_blocks_are_apart():
+    model = torch.nn.Transformer(
+        d_model=16, nhead=2, num_encoder_layers=2, num_decoder_layers=3, dim_feedforward=32, batch_first=True
+    )
+    w = trace(model.eval(), torch.randn(1, 5, 16), torch.randn(1, 4, 16))
+    assert w.layers() == [0, 1, 2, 3, 4]  # 2 encoder + 3 decoder layers, not max(2, 3)
+    by_block = {}
+    for op in w.ops:
+        if op.layer is not None:
+            by_block.setdefault(op.layer, set()).add(op.scope.split(".layers.")[0])
+    assert by_block == {0: {"encoder"}, 1: {"encoder"}, 2: {"decoder"}, 3: {"decoder"}, 4: {"decoder"}}
+
+
+def test_blocks_can_be_named_and_hand_built_ops_use_the_scope():
+    x = torch.randn(1, 8, 6, 6)
+    w = trace(_Named(), x, blocks=["layer?"])  # the two stages as blocks instead of the four bottlenecks
+    assert w.layers() == [0, 1]
+    assert estimate(_Named(), "hastily", x, blocks=["layer?"]).total_cycles == estimate(w, "hastily").total_cycles
+    with pytest.raises(ValueError, match="match no module"):
+        trace(_Named(), x, blocks=["encoder.*"])
+    with pytest.raises(TypeError, match="list of module-name patterns"):
+        trace(_Named(), x, blocks="layer?")
+    with pytest.raises(TypeError, match="blocks are accepted only"):
+        estimate(w, "hastily", blocks=["layer?"])
+    assert Op("norm", "n", "decoder.layers.3.norm", 1, 4, 0, 8).layer == 3  # built by hand: from the scope
+    assert Op("norm", "n", "decoder.layers.3.norm", 1, 4, 0, 8, block=None).layer is None
+    for bad in (True, -2, 1.0):
+        with pytest.raises(ValueError, match="block must be"):
+            Op("norm", "n", "", 1, 4, 0, 8, block=bad)
