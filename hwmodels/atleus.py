@@ -212,6 +212,12 @@ class _Model:
         at_bits = dataclasses.replace(self.crossbar, weight_bits=self.weight_bits(op))
         return op.batch * at_bits.crossbars(op.k, op.n)
 
+    @property
+    def token_ns(self) -> float:
+        """One token through a crossbar: b_x input bits of t_xbar, then the digital S&A/dequant."""
+        cfg = self.cfg
+        return self.crossbar.input_bits * cfg.t_xbar_ns + cfg.t_dig_cycles * 1e9 / cfg.digital_freq_hz
+
     def reram(self, op: Op, replication: int):
         """(ns for all tokens, pJ by component) of a static product on ReRAM."""
         cfg, bar = self.cfg, self.crossbar
@@ -332,7 +338,7 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
         if stage_xb:
             rho[slowest] = 1 + max(0, cfg.crossbars - used) // stage_xb
 
-    rows, stage_ns, outside_ns = [], {}, 0.0
+    rows, stage_ns, outside_ns, on_crossbars = [], {}, 0.0, set()
     hbm_values = 0
     to_cycles = lambda ns: math.ceil(ns / model.ns_per_cycle)  # noqa: E731
 
@@ -346,8 +352,14 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
         parallel, chain = stage_ns.get(key, (0.0, 0.0))
         if unit == "reram" and not chained:
             parallel = max(parallel, ns)  # S1: Q, K, V read the same input in parallel
+        elif unit == "reram" and key in on_crossbars:
+            # a further matrix chained in the stage streams each token on as it arrives: one more
+            # token latency per sequence (atleus.md §4.6), not its whole time again
+            chain += workload.batch * model.token_ns
         else:
             chain += ns
+        if unit == "reram":
+            on_crossbars.add(key)
         stage_ns[key] = (parallel, chain)
 
     for i, op in enumerate(ops):
