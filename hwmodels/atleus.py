@@ -159,10 +159,14 @@ OPTIONS = {
     "replication": 1,
     "backward_on": "reram",
     "mapping": "heterogeneous",
+    "causal_skip": True,
 }
 """Behaviour options: mode="inference"|"finetune"; pipelining; replication (int ≥ 1 or "auto": spare
 crossbars to the slowest ReRAM stage); backward_on="reram"|"systolic"; mapping="heterogeneous"|
-"systolic_only" (static weights streamed from HBM to the systolic tier, a 3D-TPU-like baseline)."""
+"systolic_only" (static weights streamed from HBM to the systolic tier, a 3D-TPU-like baseline);
+causal_skip: the Q·Kᵀ and A·V of causal attention (``Op.causal``, found by the trace) do half the
+work, as every score above the diagonal is masked (atleus.md §4: "halved with causal_skip";
+assumption: on by default, as a scheduler skips the masked tiles; the softmax is not halved)."""
 
 PAPER_LORA_RANK = 32
 """LoRA rank of the paper's fine-tuning (atleus.md §2.4); what the deprecated ``lora=True`` means."""
@@ -314,6 +318,7 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
     check_choice("backward_on", opts["backward_on"], ("reram", "systolic"))
     check_choice("mapping", opts["mapping"], ("heterogeneous", "systolic_only"))
     check_choice("pipelining", opts["pipelining"], (True, False))
+    check_choice("causal_skip", opts["causal_skip"], (True, False))
     replication = opts["replication"]
     if replication != "auto" and (isinstance(replication, bool) or not isinstance(replication, int) or replication < 1):
         raise ValueError(f'replication must be an int >= 1 or "auto", got {replication!r}')
@@ -392,6 +397,8 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
                     )
         elif op.kind == "matmul":
             ns, energy = model.systolic_product(op.batch, op.m, op.k, op.n, weight_from_hbm=op.static)
+            if op.causal and opts["causal_skip"]:
+                ns, energy = ns / 2, {k: v / 2 for k, v in energy.items()}
             if (
                 not op.static
                 and op.layer is not None

@@ -207,6 +207,9 @@ class Op:
     block: int | None = FROM_SCOPE
     """Repeated block running the op, numbered in execution order (set by ``trace`` from the model's
     structure); None outside every block; FROM_SCOPE (default): the first number in ``scope``."""
+    causal: bool = False
+    """True for the Q·Kᵀ, softmax and A·V of causal attention: every score above the diagonal is
+    masked, so half of the work can be skipped (Atleus' ``causal_skip``)."""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -386,6 +389,7 @@ class _Recorder(TorchDispatchMode):
         self.scopes: list[str] = [""]
         self.suppress = 0
         self._zeros: dict[tuple, torch.Tensor] = {}
+        self._causal_next: tuple | None = None  # (batch, m, k) of the A·V after a causal eager softmax
 
     # -- module grouping -------------------------------------------------------------------
     def enter(self, name: str, fused: bool):
@@ -417,6 +421,9 @@ class _Recorder(TorchDispatchMode):
 
     def _append_product(self, name, batch, m, k, w, groups=1):
         static = self._is_static(w)
+        causal = not static and self._causal_next == (batch, m, k)
+        if causal:
+            self._causal_next = None
         self.ops.append(
             Op(
                 "matmul",
@@ -428,6 +435,7 @@ class _Recorder(TorchDispatchMode):
                 w.shape[-1] // groups,
                 static,
                 w.detach() if static else None,
+                causal=causal,
             )
         )
 
@@ -453,7 +461,7 @@ class _Recorder(TorchDispatchMode):
         elif base in _CONVS:
             self._conv(name, args, out)
         elif base in _SDPA:
-            self._attention(name, args, kwargs)
+            self._attention(name, func, args, kwargs)
         elif base in _SOFTMAX:
             self._softmax(name, args[0], args[1])
         elif base in _NORMS:
@@ -490,25 +498,35 @@ class _Recorder(TorchDispatchMode):
         matrix = w.reshape(c_out, k).t()  # K × C_out, a view of the parameter
         self._append_product(name, groups, out.numel() // c_out, k, matrix, groups)
 
-    def _attention(self, name, args, kwargs):
+    def _attention(self, name, func, args, kwargs):
+        bound = {**dict(zip((a.name for a in func._schema.arguments), args)), **kwargs}
         q, key, v = args[0], args[1], args[2]
         seq_q, e, seq_k, e_v = q.shape[-2], q.shape[-1], key.shape[-2], v.shape[-1]
         batch = q.numel() // max(seq_q * e, 1)
         scope = self.scopes[-1]
-        self.ops.append(Op("matmul", name + "/qk", scope, batch, seq_q, e, seq_k))
+        mask = bound.get("attn_mask", bound.get("attn_bias"))
+        causal = bool(bound.get("is_causal", False)) or (mask is not None and _masks_the_future(mask))
+        self.ops.append(Op("matmul", name + "/qk", scope, batch, seq_q, e, seq_k, causal=causal))
         self.ops.append(Op("elementwise", name + "/scale", scope, batch, seq_q, 0, seq_k))
-        mask = kwargs.get("attn_mask", args[5] if len(args) > 5 else None)
         if mask is not None:
             self.ops.append(Op("elementwise", name + "/mask", scope, batch, seq_q, 0, seq_k))
-        self.ops.append(Op("softmax", name + "/softmax", scope, batch, seq_q, 0, seq_k))
-        self.ops.append(Op("matmul", name + "/av", scope, batch, seq_q, seq_k, e_v))
+        self.ops.append(Op("softmax", name + "/softmax", scope, batch, seq_q, 0, seq_k, causal=causal))
+        self.ops.append(Op("matmul", name + "/av", scope, batch, seq_q, seq_k, e_v, causal=causal))
 
     def _softmax(self, name, x, dim):
         dim = dim % max(x.dim(), 1)
         n = x.shape[dim] if x.dim() else 1
         if x.dim() >= 2 and dim == x.dim() - 1:
             m = x.shape[-2]
-            self._add("softmax", name, batch=x.numel() // max(m * n, 1), m=m, n=n)
+            batch = x.numel() // max(m * n, 1)
+            causal = _masks_the_future(x)  # eager attention: the scores already carry the mask
+            self._add("softmax", name, batch=batch, m=m, n=n, causal=causal)
+            if causal:  # the product that made these scores, and the next one that reads them
+                made = [i for i, op in enumerate(self.ops) if op.kind == "matmul" and not op.static]
+                made = [i for i in made if (self.ops[i].batch, self.ops[i].m, self.ops[i].n) == (batch, m, n)]
+                if made:
+                    self.ops[made[-1]] = dataclasses.replace(self.ops[made[-1]], causal=True)
+                self._causal_next = (batch, m, n)
         else:
             self._add("softmax", name, m=x.numel() // max(n, 1), n=n)
 
@@ -533,6 +551,24 @@ class _Unfused(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         return func(*args, **(kwargs or {}))
+
+
+MASKED = -1e4
+"""A score at or below this (after an additive mask: -inf, or the dtype's minimum as Hugging Face
+uses) counts as masked out; a boolean mask marks masked scores False."""
+
+
+def _masks_the_future(scores: torch.Tensor) -> bool:
+    """True if every position above the diagonal of the last two dimensions (aligned to the last
+    key, so a query attends to at most its own position) is masked out, and there is one."""
+    if scores.dim() < 2 or scores.is_meta:
+        return False
+    seq_q, seq_k = scores.shape[-2], scores.shape[-1]
+    future = torch.ones(seq_q, seq_k, dtype=torch.bool, device=scores.device).triu(seq_k - seq_q + 1)
+    if not future.any():
+        return False
+    masked = ~scores if scores.dtype == torch.bool else scores <= MASKED
+    return bool(masked[..., future].all())
 
 
 def _repeated(modules: dict) -> list[str]:

@@ -1,5 +1,7 @@
 """Atleus cost model: golden values computed by hand from atleus.md §4."""
 
+import dataclasses
+
 import pytest
 
 from hwmodels import estimate
@@ -149,3 +151,20 @@ def test_lora_runs_in_the_systolic_stage():
     assert with_lora.total_cycles == unpipelined.total_cycles
     lora_row = [row for row in with_lora.rows if row.name == "lora"][0]
     assert lora_row.unit == "systolic"
+
+
+def test_causal_attention_skips_half_the_products():
+    causal_qk, causal_av = (dataclasses.replace(op, causal=True) for op in (QK, AV))
+    full = estimate(Workload((QK, AV)), "atleus", config=EXACT).rows
+    half = estimate(Workload((causal_qk, causal_av)), "atleus", config=EXACT).rows
+    # 888 and 572 cycles (test_systolic_and_pipeline_golden), halved: every score above the diagonal is masked
+    assert [row.cycles for row in half] == [444, 286]
+    for a, b in zip(full, half):  # MACs and SRAM halve; A·V's outputs still all cross the TSVs
+        assert b.components == pytest.approx(
+            {k: v if k == "tsv" else v / 2 for k, v in a.components.items()}, rel=1e-12
+        )
+    assert "tsv" in half[1].components
+    kept = estimate(Workload((causal_qk, causal_av)), "atleus", config=EXACT, causal_skip=False).rows
+    assert [row.cycles for row in kept] == [888, 572]
+    with pytest.raises(ValueError, match="causal_skip"):
+        estimate(Workload((QK,)), "atleus", causal_skip="yes")

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hwmodels import estimate
 from hwmodels.workload import Op, Workload, trace
@@ -284,3 +285,49 @@ def test_blocks_can_be_named_and_hand_built_ops_use_the_scope():
     for bad in (True, -2, 1.0):
         with pytest.raises(ValueError, match="block must be"):
             Op("norm", "n", "", 1, 4, 0, 8, block=bad)
+
+
+class _Attend(torch.nn.Module):
+    """One attention over 4 queries and 6 keys, through SDPA or written out (eager)."""
+
+    def __init__(self, how, mask=None):
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+        self.how, self.mask = how, mask
+
+    def forward(self, q, k, v):
+        q = self.proj(q)
+        if self.how == "causal":
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.how == "sdpa":
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
+        scores = (q @ k.transpose(-1, -2)).masked_fill(self.mask, float("-inf"))
+        return scores.softmax(-1) @ v
+
+
+def _causal_flags(how, mask=None, queries=6):
+    q, k, v = torch.randn(1, 2, queries, 8), torch.randn(1, 2, 6, 8), torch.randn(1, 2, 6, 8)
+    w = trace(_Attend(how, mask), q, k, v)
+    return [(op.kind, op.causal) for op in w.ops if op.kind in ("matmul", "softmax")]
+
+
+def test_causal_attention_is_found_in_every_spelling():
+    future = torch.ones(6, 6, dtype=torch.bool).triu(1)  # True above the diagonal: a query's future
+    causal = [("matmul", False), ("matmul", True), ("softmax", True), ("matmul", True)]  # proj first
+    assert _causal_flags("causal") == causal
+    assert _causal_flags("sdpa", ~future) == causal  # boolean: True attends
+    assert _causal_flags("sdpa", torch.zeros(6, 6).masked_fill(future, float("-inf"))) == causal  # additive
+    assert _causal_flags("sdpa", torch.zeros(6, 6).masked_fill(future, torch.finfo(torch.float32).min)) == causal
+    assert _causal_flags("eager", future) == causal
+    # 4 new queries after 2 cached keys: the future starts 3 columns right of the diagonal
+    late = torch.ones(4, 6, dtype=torch.bool).triu(3)
+    assert _causal_flags("sdpa", ~late, queries=4) == causal
+    # torch's is_causal aligns to the first key and masks more: still no future position open
+    assert _causal_flags("sdpa", ~torch.ones(4, 6, dtype=torch.bool).triu(1), queries=4) == causal
+    # a padding mask (the last key masked for every query), or one future position left open, is not causal
+    padding = torch.ones(6, 6, dtype=torch.bool)
+    padding[:, -1] = False
+    assert not any(flag for _, flag in _causal_flags("sdpa", padding))
+    leaky = future.clone()
+    leaky[0, 5] = False
+    assert not any(flag for _, flag in _causal_flags("eager", leaky))
