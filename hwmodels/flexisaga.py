@@ -90,10 +90,12 @@ FLEXISAGA = FlexiSAGACost()
 """The cost constants of the spec (flexisaga.md §4)."""
 DEFAULT_CONFIG = FLEXISAGA
 
-OPTIONS = {"dataflow": None, "sparse": True, "non_gemm": True}
+OPTIONS = {"dataflow": None, "sparse": True, "non_gemm": True, "metadata": True, "decoder": True}
 """Behaviour options: dataflow (force one of the seven for every product; a sparse one falls
 back to its dense counterpart where no sparsity applies), sparse=False for dense dataflows only,
-non_gemm=False to leave the host ops out of the cycle count."""
+non_gemm=False to leave the host ops out of the cycle count; metadata=False loads only the nonzero
+weights (no bitmap words) and decoder=False drops the DecU's zero-injection energy (ablation 4 of
+flexisaga.md §5: what the format's overheads cost)."""
 
 LEGACY_OPTIONS = {
     "rows": (
@@ -174,8 +176,9 @@ def _patterns(op: Op, arr: ArrayConfig, cfg: FlexiSAGACost, masks: bool, opts: d
     return [_mask_pattern(g, arr.rows, arr.cols, int((g == 0).sum())) for g in groups]
 
 
-def _traffic(M, K, N, cfg, dataflow, p):
-    """(executed MACs, SRAM words, DRAM words, decoded elements) of one product (§4.4)."""
+def _traffic(M, K, N, cfg, dataflow, p, metadata=True):
+    """(executed MACs, SRAM words, DRAM words, decoded elements) of one product (§4.4); without
+    `metadata` the sparse weight loads carry no bitmap words."""
     R, C = cfg.rows, cfg.cols
     dense = dataflow in DENSE
     psums = M * N * (ceil_div(K, R) - 1)
@@ -199,7 +202,7 @@ def _traffic(M, K, N, cfg, dataflow, p):
         meta_bits = ceil_div(K, R) * ceil_div(N, C) * R + C * int(p.k_nz.sum())
         if dataflow != "sws":  # sOS and csOS do not load the X column of a skipped k
             x_loads = M * int(k_nz.sum())
-    w_words = p.nnz + ceil_div(meta_bits, cfg.word_bits)
+    w_words = p.nnz + (ceil_div(meta_bits, cfg.word_bits) if metadata else 0)
     return M * steps, x_loads + w_words * streams + stores, M * K + w_words + M * N, steps * streams
 
 
@@ -212,6 +215,8 @@ def estimate(
         opts["dataflow"] = normalize_dataflow(opts["dataflow"])
     check_choice("sparse", opts["sparse"], (True, False))
     check_choice("non_gemm", opts["non_gemm"], (True, False))
+    check_choice("metadata", opts["metadata"], (True, False))
+    check_choice("decoder", opts["decoder"], (True, False))
     arr = hardware.array
     masks = workload.hardware is not None  # traced from an emulated model: its masks are in the weights
     if not masks and not hardware.same_in_every_layer and any(op.kind == "matmul" for op in workload.ops):
@@ -256,14 +261,17 @@ def estimate(
             if best is None or cycles < best[1]:  # ties keep the earlier one (§4.3 order)
                 best = (candidate, cycles)
         name, cycles = best
-        traffic = [_traffic(op.m, op.k, op.n, arr, name if p is not None else _DENSE_OF.get(name, name), p) for p in ps]
+        traffic = [
+            _traffic(op.m, op.k, op.n, arr, name if p is not None else _DENSE_OF.get(name, name), p, opts["metadata"])
+            for p in ps
+        ]
         macs, sram, dram, decoded = (sum(t[i] for t in traffic) for i in range(4))
         energy = {
             "mac": b * macs * e_mac,
             "register_file": b * macs * cfg.rf_accesses_per_mac * cfg.e_rf_pj,
             "sram": b * sram * cfg.e_sram_pj,
             "dram": b * dram * cfg.e_dram_pj,
-            "decoder": b * decoded * cfg.e_dec_pj,
+            "decoder": b * decoded * cfg.e_dec_pj if opts["decoder"] else 0.0,
         }
         rows.append(
             Row.of(op, "array", b * cycles, energy, name=f"{op.name} [{name}]", operations=b * macs)

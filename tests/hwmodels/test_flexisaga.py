@@ -148,3 +148,24 @@ def test_a_weight_is_priced_sparse_from_min_r_c_k_n_zeros():
 
     # a whole zero row is skipped; 15 zeros skip nothing and are priced dense (no metadata traffic either)
     assert priced(16)[0] < priced(15)[0] and priced(15) == priced(0)
+
+
+def test_metadata_and_decoder_switches():
+    from hwmodels.workload import Op
+
+    op = Op("matmul", "addmm", "encoder.layer.0.output.dense", 1, 32, 32, 32, True)
+    options = dict(config=FLEXISAGA, sparsity=0.5, vector="row", dataflow="sOS", non_gemm=False)
+    (on,) = estimate(Workload((op,)), "flexisaga", **options).rows
+    (off,) = estimate(Workload((op,)), "flexisaga", metadata=False, **options).rows
+    (quiet,) = estimate(Workload((op,)), "flexisaga", decoder=False, **options).rows
+    # sOS bitmap (§4.4): ⌈32/16⌉·⌈32/16⌉·16 column bits + 16·Σ k_nz, every fold keeps 8 of 16 rows:
+    # 64 + 16·(4·8) = 576 bits = 18 words, loaded by ⌈32/16⌉ = 2 row streams and read once from DRAM
+    assert (on.components["sram"] - off.components["sram"]) == pytest.approx(2 * 18 * 5.0e-12, rel=1e-9)
+    assert (on.components["dram"] - off.components["dram"]) == pytest.approx(18 * 640.0e-12, rel=1e-9)
+    assert off.cycles == on.cycles and off.components["mac"] == on.components["mac"]
+    assert on.components["decoder"] > 0 and "decoder" not in quiet.components  # zero components are left out
+    assert {k: v for k, v in quiet.components.items() if k != "decoder"} == {
+        k: v for k, v in on.components.items() if k != "decoder"
+    }
+    with pytest.raises(ValueError, match="metadata"):
+        estimate(Workload((op,)), "flexisaga", metadata="off")
