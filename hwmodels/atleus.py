@@ -55,8 +55,9 @@ class AtleusConfig:
 
     FITTED = ("t_dig_cycles", "sa_cores", "sa_freq_hz", "e_dequant_pj", "e_vector_op_pj", "e_tsv_pj_per_bit")
 
-    reram_cores: int = 16
-    """ReRAM cores (paper)."""
+    reram_cores: int | str = 16
+    """ReRAM cores (paper), or "fit": as many crossbars as the workload's weights need (assumption,
+    atleus.md §7: the paper's 24,576 hold RoBERTa-base at M8F8 but not the 24-layer d = 1024 models)."""
     tiles_per_core: int = 16
     """ReRAM tiles per core (paper)."""
     crossbars_per_tile: int = 96
@@ -111,9 +112,10 @@ class AtleusConfig:
     """HBM2 bandwidth, one stack, bytes/s."""
 
     def __post_init__(self):
+        if self.reram_cores != "fit":
+            check_positive(self, "reram_cores", integer=True)
         check_positive(
             self,
-            "reram_cores",
             "tiles_per_core",
             "crossbars_per_tile",
             "sa_cores",
@@ -143,10 +145,12 @@ class AtleusConfig:
             "e_hbm_pj_per_bit",
         )
 
-    @property
-    def crossbars(self) -> int:
-        """Crossbars on the ReRAM tier (24,576 for the paper's configuration)."""
-        return self.reram_cores * self.tiles_per_core * self.crossbars_per_tile
+    def crossbars(self, needed: int = 0) -> int:
+        """Crossbars on the ReRAM tier (24,576 for the paper's configuration); with reram_cores="fit",
+        the `needed` ones in whole cores."""
+        per_core = self.tiles_per_core * self.crossbars_per_tile
+        cores = max(1, ceil_div(needed, per_core)) if self.reram_cores == "fit" else self.reram_cores
+        return cores * per_core
 
 
 ATLEUS = AtleusConfig()
@@ -341,7 +345,7 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
         slowest = max(by_stage, key=lambda s: max((model.reram(op, 1)[0] for op in by_stage[s]), default=0))
         stage_xb = sum(model.crossbars(op) for op in by_stage[slowest])
         if stage_xb:
-            rho[slowest] = 1 + max(0, cfg.crossbars - used) // stage_xb
+            rho[slowest] = 1 + max(0, cfg.crossbars(used) - used) // stage_xb
 
     rows, stage_ns, outside_ns, on_crossbars = [], {}, 0.0, set()
     hbm_values = 0
@@ -456,8 +460,11 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
         bits = 2 * hbm_values * _FORMAT_BITS[model.sa_dtype]  # written in forward, read in backward
         extra["hbm"] = bits * cfg.e_hbm_pj_per_bit * 1e-12
         total_ns += bits / 8 / cfg.hbm_bytes_per_s * 1e9
-    if used > cfg.crossbars:
-        notes.append(f"needs {used:,} crossbars, the ReRAM tier has {cfg.crossbars:,}: weights assumed resident")
+    if used > cfg.crossbars(used):
+        notes.append(f"needs {used:,} crossbars, the ReRAM tier has {cfg.crossbars():,}: weights assumed resident")
+    if cfg.reram_cores == "fit":
+        per_core = cfg.tiles_per_core * cfg.crossbars_per_tile
+        notes.append(f"ReRAM tier sized to the model: {cfg.crossbars(used) // per_core} cores, {used:,} crossbars used")
     if any(r != 1 for r in rho.values()):
         notes.append(f"crossbar replication per ReRAM stage: {rho}")
     return Report(

@@ -169,3 +169,17 @@ def test_causal_attention_skips_half_the_products():
     assert [row.cycles for row in kept] == [888, 572]
     with pytest.raises(ValueError, match="causal_skip"):
         estimate(Workload((QK,)), "atleus", causal_skip="yes")
+
+
+def test_a_reram_tier_sized_to_the_model():
+    big = Op("matmul", "addmm", S + "mlp.fc1", 1, 4, 8192, 8192, True)
+    # 8-bit FFN weights in 2-bit cells take 4 columns each: N_xb = ⌈8192/128⌉·⌈8192·4/128⌉ = 64·256 = 16,384
+    paper = estimate(Workload((big, big)), "atleus")  # 32,768 > 24,576 crossbars
+    assert any("needs 32,768 crossbars, the ReRAM tier has 24,576" in note for note in paper.notes)
+    fit = estimate(Workload((big, big)), "atleus", reram_cores="fit")
+    # 16 tiles × 96 crossbars = 1,536 per core: ⌈32,768/1,536⌉ = 22 cores
+    assert "ReRAM tier sized to the model: 22 cores, 32,768 crossbars used" in fit.notes
+    assert not any("assumed resident" in note for note in fit.notes)
+    assert fit.energy_j == paper.energy_j  # the pool's size changes where weights live, not the work
+    with pytest.raises(ValueError, match="reram_cores"):
+        AtleusConfig(reram_cores="all")
