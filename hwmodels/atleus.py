@@ -106,6 +106,19 @@ class AtleusConfig:
     """Link energy per bit per hop (1 mm), pJ (assumption)."""
     e_tsv_pj_per_bit: float = 0.03
     """TSV energy per bit per tier crossing, pJ (assumption; 0.01–0.05)."""
+    router_cycles: int = 3
+    """NoC router pipeline stages per hop (assumption: 3-stage routers)."""
+    link_cycles: int = 1
+    """NoC cycles per link traversal (assumption)."""
+    flit_bits: int = 128
+    """NoC flit width, bits (assumption)."""
+    tsv_cycles: int = 1
+    """NoC cycles per tier crossing through a TSV (assumption)."""
+    noc_freq_hz: float = 1e9
+    """NoC clock, Hz (assumption)."""
+    planar_crossing_hops: int = 2
+    """With mapping="planar", planar hops (router + 1 mm link each) that replace one tier crossing
+    (assumption: the two tiers side by side; the paper compares against no planar design)."""
     e_hbm_pj_per_bit: float = 3.9
     """HBM2 energy, pJ/bit (https://doi.org/10.1145/3123939.3124545)."""
     hbm_bytes_per_s: float = 256e9
@@ -124,9 +137,10 @@ class AtleusConfig:
             "vector_ops_per_element",
             "vector_elements_per_cycle",
             "noc_hops",
+            "flit_bits",
             integer=True,
         )
-        check_positive(self, "t_xbar_ns", "digital_freq_hz", "sa_freq_hz", "hbm_bytes_per_s")
+        check_positive(self, "t_xbar_ns", "digital_freq_hz", "sa_freq_hz", "hbm_bytes_per_s", "noc_freq_hz")
         check_non_negative(
             self,
             "t_dig_cycles",
@@ -143,6 +157,10 @@ class AtleusConfig:
             "e_link_pj_per_bit",
             "e_tsv_pj_per_bit",
             "e_hbm_pj_per_bit",
+            "router_cycles",
+            "link_cycles",
+            "tsv_cycles",
+            "planar_crossing_hops",
         )
 
     def crossbars(self, needed: int = 0) -> int:
@@ -167,7 +185,8 @@ OPTIONS = {
 }
 """Behaviour options: mode="inference"|"finetune"; pipelining; replication (int ≥ 1 or "auto": spare
 crossbars to the slowest ReRAM stage); backward_on="reram"|"systolic"; mapping="heterogeneous"|
-"systolic_only" (static weights streamed from HBM to the systolic tier, a 3D-TPU-like baseline);
+"planar" (the tiers side by side: every TSV crossing becomes planar hops)|"systolic_only" (static
+weights streamed from HBM to the systolic tier, a 3D-TPU-like baseline);
 causal_skip: the Q·Kᵀ and A·V of causal attention (``Op.causal``, found by the trace) do half the
 work, as every score above the diagonal is masked (atleus.md §4: "halved with causal_skip";
 assumption: on by default, as a scheduler skips the masked tiles; the softmax is not halved)."""
@@ -219,6 +238,23 @@ class _Model:
     def crossbars(self, op: Op) -> int:
         at_bits = dataclasses.replace(self.crossbar, weight_bits=self.weight_bits(op))
         return op.batch * at_bits.crossbars(op.k, op.n)
+
+    def transfer_ns(self, token_bits: int, crossing: bool, planar: bool) -> float:
+        """Latency of one token's output to the next stage: its flits behind noc_hops hops (router +
+        link each), plus a tier crossing (a TSV, or planar hops with mapping="planar")."""
+        cfg = self.cfg
+        hop = cfg.router_cycles + cfg.link_cycles
+        cycles = cfg.noc_hops * hop + ceil_div(token_bits, cfg.flit_bits)
+        if crossing:
+            cycles += cfg.planar_crossing_hops * hop if planar else cfg.tsv_cycles
+        return cycles * 1e9 / cfg.noc_freq_hz
+
+    def crossing_energy(self, bits: int, planar: bool) -> dict:
+        """pJ of `bits` crossing between the tiers: TSVs, or planar hops with mapping="planar"."""
+        cfg = self.cfg
+        if planar:
+            return {"noc": bits * cfg.planar_crossing_hops * (cfg.e_router_pj_per_bit + cfg.e_link_pj_per_bit)}
+        return {"tsv": bits * cfg.e_tsv_pj_per_bit}
 
     @property
     def token_ns(self) -> float:
@@ -320,7 +356,7 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
     opts, cfg = resolve("atleus", options, OPTIONS, ATLEUS, config)
     check_choice("mode", opts["mode"], ("inference", "finetune"))
     check_choice("backward_on", opts["backward_on"], ("reram", "systolic"))
-    check_choice("mapping", opts["mapping"], ("heterogeneous", "systolic_only"))
+    check_choice("mapping", opts["mapping"], ("heterogeneous", "planar", "systolic_only"))
     check_choice("pipelining", opts["pipelining"], (True, False))
     check_choice("causal_skip", opts["causal_skip"], (True, False))
     replication = opts["replication"]
@@ -332,7 +368,7 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
         op.static
         and op.layer is not None
         and layer_kind(op.scope, heads) is not None
-        and opts["mapping"] == "heterogeneous"
+        and opts["mapping"] != "systolic_only"
         for op in ops
     ]  # the Linears and convolutions emulation puts on crossbars; heads run on the systolic tier
     stages = _stages(ops)
@@ -347,13 +383,17 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
         if stage_xb:
             rho[slowest] = 1 + max(0, cfg.crossbars(used) - used) // stage_xb
 
-    rows, stage_ns, outside_ns, on_crossbars = [], {}, 0.0, set()
+    rows, stage_ns, outside_ns, on_crossbars, s1_sent = [], {}, 0.0, set(), {}
     hbm_values = 0
     to_cycles = lambda ns: math.ceil(ns / model.ns_per_cycle)  # noqa: E731
 
     def add(op, unit, ns, energy, index, *, name=None, operations=None, chained=False, backward=False, stage=None):
-        nonlocal outside_ns
         rows.append(Row.of(op, unit, to_cycles(ns), energy, name=name, operations=operations))
+        account(op, unit, ns, index, chained=chained, backward=backward, stage=stage)
+
+    def account(op, unit, ns, index, *, chained=False, backward=False, stage=None):
+        """Add `ns` of `op` on `unit` to its pipeline stage (or to the time outside the blocks)."""
+        nonlocal outside_ns
         if op.layer is None:
             outside_ns += ns
             return
@@ -361,6 +401,10 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
         parallel, chain = stage_ns.get(key, (0.0, 0.0))
         if unit == "reram" and not chained:
             parallel = max(parallel, ns)  # S1: Q, K, V read the same input in parallel
+        elif unit == "noc" and key[2] == 1:  # ... and send their outputs in parallel: the slowest counts
+            sent = s1_sent.get(key, 0.0)
+            chain += max(sent, ns) - sent
+            s1_sent[key] = max(sent, ns)
         elif unit == "reram" and key in on_crossbars:
             # a further matrix chained in the stage streams each token on as it arrives: one more
             # token latency per sequence (atleus.md §4.6), not its whole time again
@@ -371,12 +415,25 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
             on_crossbars.add(key)
         stage_ns[key] = (parallel, chain)
 
+    planar, b_x = opts["mapping"] == "planar", model.crossbar.input_bits
+
+    def cross(energy, op):
+        for key, value in model.crossing_energy(op.elements * b_x, planar).items():
+            energy[key] = energy.get(key, 0) + value
+
+    def transfer(op, i, crossing):
+        """The output's way to the next stage: one token's latency per sequence, in the stage (the
+        other tokens' flits stream behind the crossbar reads; their energy is in the op's row)."""
+        if op.layer is not None:
+            account(op, "noc", workload.batch * model.transfer_ns(op.batch * op.n * b_x, crossing, planar), i)
+
     for i, op in enumerate(ops):
         if on_reram[i]:
             ns, energy = model.reram(op, rho[stages[i]])
             if stages[i] == 1:
-                energy["tsv"] = op.elements * model.crossbar.input_bits * cfg.e_tsv_pj_per_bit
+                cross(energy, op)
             add(op, "reram", ns, energy, i, chained=stages[i] != 1)
+            transfer(op, i, crossing=stages[i] == 1)
             if finetune:
                 if opts["backward_on"] == "reram":  # transposed read at forward cost
                     add(op, "reram", ns, energy, i, name="backward dX", chained=True, backward=True)
@@ -409,8 +466,11 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
                 and stages[i] == 2
                 and i == max(j for j, o in enumerate(ops) if o.layer == op.layer and stages[j] == 2)
             ):
-                energy["tsv"] = op.elements * model.crossbar.input_bits * cfg.e_tsv_pj_per_bit  # back to ReRAM
-            add(op, "systolic", ns, energy, i)
+                cross(energy, op)  # back to ReRAM
+                add(op, "systolic", ns, energy, i)
+                transfer(op, i, crossing=True)
+            else:
+                add(op, "systolic", ns, energy, i)
             if finetune:
                 factor = 2 if not op.static else 1
                 add(

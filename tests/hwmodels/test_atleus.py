@@ -74,16 +74,38 @@ def test_systolic_and_pipeline_golden():
     # Q·Kᵀ: OS on 128×32: 1·4·(128+32+64−2) = 888; softmax 196,608·8/(32·16) = 3072;
     # A·V: OS 1·2·(128+32+128−2) = 572; FFN1/FFN2 102,410 each (chained in S4)
     assert cycles == [102_410, 888, 3072, 572, 102_410, 102_410]
-    # S1 = 102,410, S2 = 4,532; S4 chains FC2 behind FC1: 102,410 + one token latency (8·100 + 10 ns)
-    # = 103,220 (§4.6). B = 1, L = 1: the formula (1·4 + 1 − 1)·103,220 = 412,880 exceeds the stages
-    # in sequence, 102,410 + 4,532 + 103,220 = 210,162: the better schedule is taken
-    assert report.total_cycles == 210_162
+    # Each stage also waits for one token's output to reach the next (§4, NoC: 2 hops of a 3-stage router
+    # + 1-cycle link = 8 cycles, 128-bit flits, a TSV crossing 1 cycle, 1 GHz):
+    # Q → systolic tier: 768·8 bits = 48 flits + 8 + 1 = 57; A·V back: 12·64·8 = 48 flits + 8 + 1 = 57;
+    # FC1 → FC2: 3072·8 = 192 flits + 8 = 200; FC2 onwards: 48 + 8 = 56.
+    # S1 = 102,410 + 57 = 102,467; S2 = 4,532 + 57 = 4,589; S4 chains FC2 behind FC1 with one token
+    # latency (8·100 + 10 ns, §4.6): 102,410 + 200 + 810 + 56 = 103,476.
+    # B = 1, L = 1: the formula (1·4 + 1 − 1)·103,476 = 413,904 exceeds the stages in sequence,
+    # 102,467 + 4,589 + 103,476 = 210,532: the better schedule is taken
+    assert report.total_cycles == 210_532
     assert not any("replication" in note for note in report.notes)  # only a ρ ≠ 1 is noted
-    assert estimate(LAYER, "atleus", config=EXACT, pipelining=False).total_cycles == 210_162
-    four = Workload(LAYER.ops, batch=4)  # four sequences of 32 tokens: per sequence S1 = 25,602.5,
-    # S2 = 1,133, S4 = 25,602.5 + 810 = 26,412.5; (1·4 + 4 − 1)·26,412.5 = 184,887.5 < 4·53,148 in sequence
-    assert estimate(four, "atleus", config=EXACT).total_cycles == 184_888
-    assert estimate(four, "atleus", config=EXACT, pipelining=False).total_cycles == 212_592
+    assert estimate(LAYER, "atleus", config=EXACT, pipelining=False).total_cycles == 210_532
+    four = Workload(LAYER.ops, batch=4)  # four sequences of 32 tokens: per sequence S1 = 25,602.5 + 57,
+    # S2 = 1,133 + 57, S4 = 25,602.5 + 810 + 200 + 56 = 26,668.5; (1·4 + 4 − 1)·26,668.5 = 186,679.5
+    # < 4·(25,659.5 + 1,190 + 26,668.5) = 214,072 in sequence
+    assert estimate(four, "atleus", config=EXACT).total_cycles == 186_680
+    assert estimate(four, "atleus", config=EXACT, pipelining=False).total_cycles == 214_072
+
+
+def test_planar_mapping_replaces_the_tsvs():
+    tsv = estimate(LAYER, "atleus", config=EXACT)
+    planar = estimate(LAYER, "atleus", config=EXACT, mapping="planar")
+    # each of the two crossings becomes 2 planar hops: 8 cycles instead of the TSV's 1 → +7 ns each
+    assert planar.total_cycles == 210_532 + 2 * 7
+    q, av = planar.rows[0], planar.rows[3]
+    bits = 128 * 768 * 8  # Q's outputs; A·V's are 12·128·64·8, the same count
+    for row in (q, av):
+        assert "tsv" not in row.components
+    assert tsv.rows[0].components["tsv"] == pytest.approx(bits * 0.03e-12, rel=1e-12, abs=0)
+    planar_noc = bits * 2 * (0.08 + 0.075) * 1e-12  # router + 1 mm link per hop
+    assert q.components["noc"] - tsv.rows[0].components["noc"] == pytest.approx(planar_noc, rel=1e-12, abs=0)
+    assert av.components["noc"] == pytest.approx(planar_noc, rel=1e-12, abs=0)
+    assert planar.rows[0].unit == "reram"  # the weights stay on the crossbars
 
 
 def test_lora_branch():
@@ -142,13 +164,13 @@ def test_lora_runs_in_the_systolic_stage():
     q = Op("matmul", "addmm", S + "attn.q_proj", 1, 128, 768, 768, True)
     with_lora = estimate(Workload((q, QK, SOFTMAX, AV, FC1, FC2)), "atleus", config=EXACT, lora_rank=32)
     lora = [row.cycles for row in with_lora.rows if row.name == "lora"][0]
-    # S2 grows by the LoRA time (4,532 + lora ns) but stays below S4 = 103,220: the four-stage formula
-    # is unchanged at 4·103,220, still above the stages in sequence, which now add the LoRA time
-    assert 4532 + lora < 103_220
+    # S2 grows by the LoRA time (4,589 + lora ns) but stays below S4 = 103,476: the four-stage formula
+    # is unchanged at 4·103,476, still above the stages in sequence, which now add the LoRA time
+    assert 4589 + lora < 103_476
     unpipelined = estimate(
         Workload((q, QK, SOFTMAX, AV, FC1, FC2)), "atleus", config=EXACT, pipelining=False, lora_rank=32
     )
-    assert unpipelined.total_cycles == 210_162 + lora < 4 * 103_220
+    assert unpipelined.total_cycles == 210_532 + lora < 4 * 103_476
     assert with_lora.total_cycles == unpipelined.total_cycles
     lora_row = [row for row in with_lora.rows if row.name == "lora"][0]
     assert lora_row.unit == "systolic"
