@@ -172,50 +172,8 @@ NOTES = {
     "544 cycles. Without pipelining (hastily.md §4's 'PUMA-style' schedule) no exp_vfu_cycles reaches "
     "26 TOPS: 20.1 TOPS at 1 cycle, as the eight products of a layer alone take 8 MVMs per row",
     "hastily.speedup_over_puma": "the one-core VFU softmax row (544 cycles) against the 86-cycle HASTILY stage",
-    "atleus.reram_energy_share": _reram_share,
-    "atleus.bits_slope": _bits_slope,
-    "atleus.m8f4_vs_m4f8": lambda c: (
-        _atleus_energy(c, quant="M4F8").energy_j / _atleus_energy(c, quant="M8F4").energy_j
-    ),
-    "flexisaga.sparse_speedup_low": _flexisaga_speedup("mobilenet_v2"),
-    "flexisaga.sparse_speedup_high": _flexisaga_speedup("resnet50"),
-}
-"""Figure key -> function of {target: config} giving the model's value in the figure's unit."""
-
-NOT_EVALUABLE = {
-    "softex.area": "no area model",
-    "softex.exp_vs_glibc": "no scalar-exponential or glibc baseline in the cost model; setup not published",
-    "hastily.a40_tops": "GPU not modelled",
-    "hastily.a40_tops_per_w": "GPU not modelled",
-    "hastily.speedup_over_a40": "GPU not modelled",
-    "hastily.efficiency_over_a40": "GPU not modelled",
-    "atleus.speedup_over_gpu": "GPU baseline not modelled (model and per-model values not published)",
-    "atleus.efficiency_over_gpu": "GPU baseline not modelled (model and per-model values not published)",
-    "atleus.lora_accuracy_loss": "an accuracy figure: a numerics study, not a cost-model output",
-    "atleus.inference_lead": "HAIMA and 3D-TPU baselines not modelled",
-    "flexisaga.vs_platforms": "platforms, metric and numbers not published",
-}
-"""Figure key -> why the cost model cannot evaluate it."""
-
-
-BY_CONSTRUCTION = frozenset({"softex.softmax_speedup", "softex.gelu_speedup"})
-"""Figures a cost constant is derived from directly (not fitted): the model reproduces them exactly and
-predicts nothing by doing so."""
-
-NOTES = {
-    "softex.softmax_speedup": "reproduced by construction: the software baseline's per-element cost is "
-    "set from this figure (sw_softmax_ratio, softex.md §6.3)",
-    "softex.gelu_speedup": "reproduced by construction: the software baseline's per-element cost is "
-    "set from this figure (sw_gelu_ratio, softex.md §6.3)",
-    "hastily.bert_base_tops": "the pipeline stage is bound by GELU on one core's 64-lane VFU "
-    "(⌈3072/64⌉·14 = 672 cycles per row), not by the MVM",
-    "hastily.bert_large_tops": "the pipeline stage is bound by GELU on one core's 64-lane VFU "
-    "(⌈4096/64⌉·14 = 896 cycles per row), not by the MVM",
-    "hastily.puma_tops": "evaluated with the default mvm_cycles = 375, since no mvm_cycles reproduces the "
-    "HASTILY throughput; every op runs over all 512 rows in sequence",
-    "hastily.speedup_over_puma": "mostly the pipelining gain: both are bound by VFU work, not by softmax",
-    "atleus.reram_energy_share": "ReRAM (ADC-dominated, ISAAC energies) is 60 % of the step; no "
-    "quantitative Atleus figure to fit the digital-side constants to",
+    "atleus.reram_energy_share": "dX = dY·Wᵀ on the systolic tier (backward_on default); with it on the "
+    "crossbars (backward_on='reram') ReRAM is 0.60 of the step (ADC-dominated ISAAC energies)",
 }
 """Remarks on how a figure's model value comes about, shown in the report."""
 

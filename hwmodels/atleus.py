@@ -179,7 +179,7 @@ OPTIONS = {
     "mode": "inference",
     "pipelining": True,
     "replication": 1,
-    "backward_on": "reram",
+    "backward_on": "systolic",
     "mapping": "heterogeneous",
     "causal_skip": True,
 }

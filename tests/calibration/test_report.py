@@ -53,3 +53,14 @@ def test_checks():
     assert check(Figure(**base, relation=">"), 1.5) == "holds"
     assert check(Figure(**base, relation="range", high=2.0), 2.5) == "fails"
     assert check(Figure(**base), 1.25) == "+25.0%"
+
+
+def test_the_papers_qualitative_claims_hold():
+    """Every bound and range the papers state (ReRAM a minority of Atleus' energy, energy vs bits slope
+    below 1, M8F4 saving more than M4F8, HASTILY over PUMA within the abstract's range, ...) holds."""
+    lines = {line.figure.key: line for line in report.lines()}
+    bounds = [
+        key for key, line in lines.items() if line.figure.relation in ("<", ">", "range") and line.model is not None
+    ]
+    assert {"atleus.reram_energy_share", "atleus.bits_slope", "atleus.m8f4_vs_m4f8"} <= set(bounds)
+    assert {key: lines[key].error for key in bounds} == {key: "holds" for key in bounds}

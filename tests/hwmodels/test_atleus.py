@@ -205,3 +205,14 @@ def test_a_reram_tier_sized_to_the_model():
     assert fit.energy_j == paper.energy_j  # the pool's size changes where weights live, not the work
     with pytest.raises(ValueError, match="reram_cores"):
         AtleusConfig(reram_cores="all")
+
+
+def test_m8f4_saves_twice_what_m4f8_saves():
+    from tests.hwmodels.workloads import transformer_layer
+
+    layer = Workload(transformer_layer(16, d=128, heads=2, d_ff=512))
+    energy = {q: estimate(layer, "atleus", quant=q, mode="finetune").energy_j for q in ("M8F8", "M8F4", "M4F8")}
+    # the bit-dependent ReRAM work is ∝ crossbars ∝ weights: FFN 2·128·512 = 131,072 weights, attention
+    # 4·128² = 65,536, and halving either's bits halves its crossbars, so the FFN saving is twice the MHA's
+    ratio = (energy["M8F8"] - energy["M8F4"]) / (energy["M8F8"] - energy["M4F8"])
+    assert ratio == pytest.approx(2.0, rel=1e-9)

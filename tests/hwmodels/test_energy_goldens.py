@@ -54,16 +54,23 @@ def test_atleus_tsv_energy():
 def test_atleus_finetune_hbm_traffic():
     outside = Op("activation", "tanh", "pooler.activation", 1, 1, 0, 128)  # outside every block: not saved
     workload = Workload((*ATLEUS_LAYER, outside))
-    step = estimate(workload, "atleus", config=EXACT, mode="finetune")
+    # dX on the crossbars (backward_on="reram"): no weights streamed from HBM, only saved activations
+    step = estimate(workload, "atleus", config=EXACT, mode="finetune", backward_on="reram")
     # saved activations (atleus.md §4.7): S1 outputs 3·16·128 = 6,144, softmax 2·16·16 = 512, GELU 16·512 = 8,192
     # (not the LayerNorm, the O projection or FFN outputs, nor ops outside the blocks): 14,848 values
     values = 3 * 16 * 128 + 2 * 16 * 16 + 16 * 512
     bits = 2 * values * 16  # written in the forward pass, read in the backward, BF16 (sa_dtype default): 475,136
     assert step.extra_components == pj({"hbm": bits * 3.9})  # 3.9 pJ/bit HBM2 (atleus.md §4.2)
-    fp32 = estimate(workload, "atleus", config=EXACT, mode="finetune", sa_dtype="float32")
+    fp32 = estimate(workload, "atleus", config=EXACT, mode="finetune", backward_on="reram", sa_dtype="float32")
     assert fp32.extra_components == pj({"hbm": 2 * bits * 3.9})  # 32-bit values
     # time: 475,136 bits / 8 / 256 GB/s (one HBM2 stack) = 232 ns; at 128 GB/s 464 ns, 232 more
-    slow = estimate(workload, "atleus", config=dataclasses.replace(EXACT, hbm_bytes_per_s=128e9), mode="finetune")
+    slow = estimate(
+        workload,
+        "atleus",
+        config=dataclasses.replace(EXACT, hbm_bytes_per_s=128e9),
+        mode="finetune",
+        backward_on="reram",
+    )
     assert slow.total_cycles - step.total_cycles == 232
     assert estimate(workload, "atleus", config=EXACT).extra_components == {}  # inference saves nothing
 
