@@ -124,7 +124,7 @@ class SoftExConfig:
 
     def softmax_job(self, lanes: int) -> int:
         """Fixed cycles per softmax job at ``lanes`` lanes."""
-        return self.softmax_job_cycles + self.tree_level_cycles * (int(math.log2(lanes)) - 3)
+        return self.softmax_job_cycles + self.tree_level_cycles * (math.ceil(math.log2(lanes)) - 3)
 
     @property
     def sw_softmax_cycles(self) -> float:

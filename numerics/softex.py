@@ -64,9 +64,9 @@ _BLOCK = 1 << 21  # elements per block of rows: the intermediates of a block sta
 
 
 def check_lanes(lanes) -> int:
-    """``lanes`` after checking it is a power of two in [1, LANES_MAX] (the one lanes rule)."""
-    if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= LANES_MAX or lanes & (lanes - 1):
-        raise ValueError(f"lanes must be a power of two in [1, {LANES_MAX}]; got {lanes!r}")
+    """``lanes`` after checking it is an integer in [1, LANES_MAX] (the one lanes rule)."""
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= LANES_MAX:
+        raise ValueError(f"lanes must be an integer in [1, {LANES_MAX}]; got {lanes!r}")
     return lanes
 
 
@@ -154,9 +154,18 @@ def _beat_terms(beats: torch.Tensor, m_prev: torch.Tensor):
     # instead of NaN (spec 3.5). Rows with NaN or +Inf are discarded later.
     shift = _finite_shift(running)
     e = expp(beats - shift[:, None, :], dtype=torch.float32)
-    while e.shape[1] > 1:  # the recursive pairwise tree: adjacent lanes, level by level (in place)
-        e = torch.add(e[:, 0::2], e[:, 1::2], out=e[:, 0::2])
-    return running, changed, factor, e[:, 0]
+    return running, changed, factor, _tree(e)
+
+
+def _tree(e: torch.Tensor) -> torch.Tensor:
+    """The adder tree over dim 1 (spec 3.1 step 4): tree(first ⌈n/2⌉) + tree(last ⌊n/2⌋), in FP32."""
+    n = e.shape[1]
+    if n & (n - 1) == 0:  # a power of two: the halves pair adjacent lanes, level by level (in place)
+        while e.shape[1] > 1:
+            e = torch.add(e[:, 0::2], e[:, 1::2], out=e[:, 0::2])
+        return e[:, 0]
+    half = (n + 1) // 2
+    return _tree(e[:, :half]) + _tree(e[:, half:])
 
 
 def _finite_shift(m: torch.Tensor) -> torch.Tensor:
@@ -339,7 +348,7 @@ def softmax(
 ) -> torch.Tensor:
     """SoftEx softmax along ``dim``: bfloat16 in, bfloat16 out, bit-exact with the RTL datapath (spec 3).
 
-    ``lanes`` (V): elements per beat, a power of two in [1, 64]; a row whose length is not a multiple of V
+    ``lanes`` (V): elements per beat, an integer in [1, 64]; a row whose length is not a multiple of V
     ends with a masked partial beat. ``accumulators``: 1 (one FP32 accumulator, the golden model's order;
     default) or 4 (interleaved partial sums with a fused FMA, spec 3.2). Special values (spec 3.5): a row
     with NaN or +Inf gives NaN; -Inf entries give +0; an all -Inf row gives all +0.

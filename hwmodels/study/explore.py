@@ -26,7 +26,7 @@ from .store import ResultStore, run_key
 
 CHECKED_INTEGERS = 64
 """Int ranges up to this many values have every value checked before the search (a value a range
-contains may still be invalid, e.g. a lane count that is no power of two); longer ones their ends."""
+contains may still be invalid, e.g. SoftEx accumulators other than 1 and 4); longer ones their ends."""
 
 
 @dataclasses.dataclass(frozen=True)

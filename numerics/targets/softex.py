@@ -104,8 +104,8 @@ class SoftExOptions(TargetOptions):
     }
 
     lanes: int = 8
-    """SoftEx lanes V, a power of two in [1, 64] (RTL master: 8; gelu branch: 16). Moves cost:
-    softmax and GELU cycles scale with ⌈n/V⌉ and the adder tree adds cycles per level."""
+    """SoftEx lanes V, an integer in [1, 64] (RTL master: 8; gelu branch: 16). Moves cost:
+    softmax and GELU cycles scale with ⌈n/V⌉ and the adder tree adds cycles per level (⌈log2 V⌉)."""
     accumulators: int = 1
     """FP32 denominator accumulators: 1, or 4 interleaved partials (softex.md §3.2)."""
     gelu_terms: int = 4

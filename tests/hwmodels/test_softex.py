@@ -59,11 +59,13 @@ def test_lanes_change_job_cost():
     row = Workload((Op("softmax", "s", "", 1, 1, 0, 197),))
     # V = 16: 3·⌈197/16⌉ + 41 + 2 + 30 (programming of the only job)
     assert estimate(row, "softex", lanes=16).total_cycles == 3 * 13 + 43 + 30
+    # V = 12: 3·⌈197/12⌉ + 41 + 2·(⌈log2 12⌉ − 3) + 30: a tree of 12 lanes has 4 levels, like 16
+    assert estimate(row, "softex", lanes=12).total_cycles == 3 * 17 + 43 + 30
 
 
 def test_bad_config():
-    with pytest.raises(ValueError, match=r"lanes must be a power of two in \[1, 64\]; got 12"):
-        estimate(WORKLOAD, "softex", lanes=12)
+    with pytest.raises(ValueError, match=r"lanes must be an integer in \[1, 64\]; got 65"):
+        estimate(WORKLOAD, "softex", lanes=65)
     with pytest.raises(ValueError, match="gelu_terms"):
         estimate(WORKLOAD, "softex", gelu_terms=7)
     with pytest.raises(ValueError, match="redmule_utilisation"):

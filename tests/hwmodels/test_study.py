@@ -95,7 +95,7 @@ def test_options_go_to_emulation_or_cost_model():
 @pytest.mark.parametrize(
     "sweep,match",
     [
-        ("softex.lanes=16,3", r"lanes must be a power of two in \[1, 64\]; got 3"),
+        ("softex.lanes=16,65", r"lanes must be an integer in \[1, 64\]; got 65"),
         ("atleus.adc_bits=8,17", r"adc_bits must be in \[1, 16\], got 17"),
         ("atleus.quant=M8F8,M9F9", "quant must be a QuantConfig or one of M8F8, M8F4, M4F8, M4F4; got 'M9F9'"),
         ("hastily.adc_bits=6,0", r"adc_bits must be in \[1, 16\], got 0"),

@@ -41,7 +41,7 @@ MISTAKES = [
     (["--model", "no-such-org/no-such-model"], "models load offline"),  # a hub name: no network wait
     (["--model", "{tmp}"], "not a loadable model folder"),
     (["--set", "atleus.adc_bits=6.0"], "atleus: adc_bits must be an int, got 6.0"),
-    (["--sweep", "softex.lanes=16,3"], "softex: lanes must be a power of two"),
+    (["--sweep", "softex.lanes=16,65"], "softex: lanes must be an integer in [1, 64]"),
     (["--sweep", "hastily.adc_bits=6,0"], "hastily: "),
     (["--sweep", "atleus.adc=4"], "unknown option 'adc' for target 'atleus'"),
     (["--out", "{tmp}/a_file"], "--out: {tmp}/a_file is a file, not a folder"),

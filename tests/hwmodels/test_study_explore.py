@@ -47,8 +47,8 @@ def test_a_bad_range_is_refused(text, match):
 def test_every_value_of_a_short_int_range_is_checked_before_the_search():
     assert Dimension("lanes", low=1, high=4).checked == [1, 2, 3, 4]
     assert Dimension("x", low=1, high=1000).checked == [1, 1000]  # long ranges: their ends
-    with pytest.raises(study.StudyError, match="lanes=3 is not allowed: softex: lanes must be a power of two"):
-        parse_ranges("softex", ["lanes=1:8"])
+    with pytest.raises(study.StudyError, match="accumulators=2 is not allowed: softex: accumulators must be 1 or 4"):
+        parse_ranges("softex", ["accumulators=1:4"])
     with pytest.raises(study.StudyError, match="has no cost model"):
         parse_ranges("fp32", ["x=1:2"])
     with pytest.raises(study.StudyError, match="searched twice, or also set"):
@@ -111,7 +111,17 @@ def test_cli_explore_writes_trials_and_plots_the_front(tmp_path, capsys):
 
 
 def test_cli_explore_mistakes_are_one_error_line(tmp_path, capsys):
-    argv = ["explore", "--model", "tiny", "--target", "softex", "--range", "lanes=1:8", "--out", str(tmp_path / "o")]
+    argv = [
+        "explore",
+        "--model",
+        "tiny",
+        "--target",
+        "softex",
+        "--range",
+        "accumulators=1:4",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 2
-    assert capsys.readouterr().err.strip().startswith("edgenum explore: error: --range: lanes=3 is not allowed")
+    assert capsys.readouterr().err.strip().startswith("edgenum explore: error: --range: accumulators=2 is not allowed")
     assert not (tmp_path / "o").exists()

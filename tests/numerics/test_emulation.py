@@ -242,7 +242,7 @@ def test_a_sentence_does_not_depend_on_its_batch(target, options):
         ("atleus", {"lora_alpha": "big"}, ValueError, "lora_alpha must be a number"),
         ("atleus", {"resample_noise": "yes"}, ValueError, "resample_noise must be True or False"),
         ("flexisaga", {"heads": 5}, ValueError, "heads must be a callable"),
-        ("softex", {"lanes": True}, ValueError, "lanes must be a power of two"),
+        ("softex", {"lanes": True}, ValueError, "lanes must be an integer"),
         ("hastily", {"uclm": "fast"}, TypeError, "uclm must be a UCLMConfig"),
     ],
 )

@@ -106,7 +106,7 @@ ROW = st.tuples(
 
 
 @settings(max_examples=30)
-@given(row=ROW, lanes=st.sampled_from([8, 16, 8, 16, 1, 64]), accumulators=st.sampled_from([1, 4]))
+@given(row=ROW, lanes=st.sampled_from([8, 16, 8, 16, 1, 64, 3, 5, 6, 12, 63]), accumulators=st.sampled_from([1, 4]))
 def test_kernel_equals_reference(row, lanes, accumulators):
     seed, length, kind = row
     x = make_rows(seed, 2 if length > 1000 else 3, length, kind)
@@ -115,7 +115,7 @@ def test_kernel_equals_reference(row, lanes, accumulators):
 
 
 @settings(max_examples=25)
-@given(row=ROW, lanes=st.sampled_from([8, 16]), accumulators=st.sampled_from([1, 4]))
+@given(row=ROW, lanes=st.sampled_from([8, 16, 5, 12]), accumulators=st.sampled_from([1, 4]))
 def test_denominator_equals_reference(row, lanes, accumulators):
     seed, length, kind = row
     x = make_rows(seed, 2, min(length, 600), kind)
@@ -312,7 +312,7 @@ def test_rejects_non_bfloat16(bad):
     "kwargs,name",
     [
         ({"lanes": 0}, "lanes"),
-        ({"lanes": 3}, "lanes"),
+        ({"lanes": 65}, "lanes"),
         ({"lanes": 128}, "lanes"),
         ({"lanes": True}, "lanes"),
         ({"lanes": 8.0}, "lanes"),
@@ -406,3 +406,20 @@ def test_flush_subnormals_zeroes_exactly_the_subnormal_outputs():
     assert (bits_flushed[subnormal] == 0).all()
     with pytest.raises(ValueError, match="flush_subnormals"):
         softmax(x, flush_subnormals=1)
+
+
+@pytest.mark.parametrize("lanes", [3, 5, 6, 7, 12, 24, 63])
+def test_any_lane_count_equals_reference(lanes):
+    """Spec 3.1 step 4 for any V: tree(first ⌈n/2⌉) + tree(last ⌊n/2⌋), e.g. V = 5: ((e0+e1)+e2)+(e3+e4)."""
+    for seed, kind in enumerate(["normal", "wide", "ties", "rising"]):
+        x = make_rows(seed, 3, 197, kind)
+        assert codes(softmax(x, lanes=lanes)) == [ref.softmax_row(r, lanes, 1) for r in codes(x)]
+
+
+def test_an_odd_lane_count_adds_in_the_spec_tree_order():
+    # V = 5: ((e0+e1)+e2)+(e3+e4). Pairing level by level, ((e0+e1)+(e2+e3))+e4, rounds this row's FP32
+    # denominator one ulp higher (1.0001212358474731 instead of the reference's 1.0001211166381836)
+    x = torch.tensor([[0.0, -9.5625, -11.6875, -18.125, -10.0625]]).to(torch.bfloat16)
+    _, d = ref.accumulate_row([float(v) for v in x.float()[0]], 5, 1)
+    assert d == 1.0001211166381836
+    assert float(accumulate(x, lanes=5).denominator[0]) == d
