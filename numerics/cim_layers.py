@@ -53,6 +53,8 @@ __all__ = [
     "STATIC_LAYERS",
     "check_hastily_crossbar",
     "check_noise",
+    "check_noise_domain",
+    "NOISE_DOMAINS",
     "HASTILY_WEIGHT_GRANULARITIES",
 ]
 
@@ -188,6 +190,7 @@ class CrossbarLinear(torch.nn.Module):
         lora_alpha: float = 32.0,
         lora_fused: bool = False,
         lora_dtype: str = "float32",
+        weight_noise: float | None = None,
     ):
         super().__init__()
         check_choice("lora_dtype", lora_dtype, ("float32", "bfloat16"))
@@ -209,8 +212,9 @@ class CrossbarLinear(torch.nn.Module):
         self.input_granularity = quant.input_granularity
         self.input_scale: float | None = None  # per-tensor scale from calibration
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        if crossbar.has_randomness and seed is None:
+        if (crossbar.has_randomness or weight_noise is not None) and seed is None:
             raise ValueError("seed is required when the crossbar has noise or faults")
+        self.weight_noise = weight_noise  # σ_w of noise_domain="weight"; None: the crossbar product
         self.seed, self.resample_noise = seed, resample_noise
         self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.lora_scale = lora_alpha / lora_rank if lora_rank else 0.0
@@ -235,6 +239,18 @@ class CrossbarLinear(torch.nn.Module):
         """The dequantized weight W_deq, (in, out) = (K, N)."""
         return self.weight.t()
 
+    def _noisy_weight(self) -> torch.Tensor:
+        """W̃ = c·(Q − zp + σ_w·q_m·z), z ~ N(0, 1) per weight, as (out, in) (atleus.md §2.4,
+        ``noise_domain="weight"``): the noise in units of the largest code q_m = 2^(b−1) − 1."""
+        wq = self.wq
+        q = wq.codes.to(torch.float64)
+        if self.weight_noise:
+            z = torch.randn(q.shape, generator=self._generator_for_call(), dtype=torch.float64)
+            q = q + self.weight_noise * (2 ** (wq.bits - 1) - 1) * z
+        if wq.zero_points is not None:
+            q = q - wq.expand(wq.zero_points).to(torch.float64)
+        return (q * wq.expand(wq.scales)).to(torch.float32).t()
+
     def _generator_for_call(self):
         if self._generator is None:
             return None
@@ -250,9 +266,12 @@ class CrossbarLinear(torch.nn.Module):
         if self.input_granularity == "tensor":
             scale = self.input_scale if self.input_scale is not None else _absmax_scale(x, self.crossbar.input_bits)
         with torch.no_grad():
-            emulated = crossbar_linear(
-                x, self.wq, self.crossbar, input_scale=scale, generator=self._generator_for_call()
-            ).to(x.dtype)
+            if self.weight_noise is not None:  # the fast float mode: a noisy weight, no crossbar
+                emulated = F.linear(x, self._noisy_weight().to(x.device, x.dtype))
+            else:
+                emulated = crossbar_linear(
+                    x, self.wq, self.crossbar, input_scale=scale, generator=self._generator_for_call()
+                ).to(x.dtype)
         y = _StraightThrough.apply(x, self.weight, emulated)
         if self.bias is not None:
             y = y + self.bias
@@ -338,7 +357,8 @@ class CrossbarConv(torch.nn.Module):
         """The G products (G, M, N) of the im2col matrices ``cols`` (G, M, K)."""
         first = self.gemms[0]
         per_call_tensor_scale = first.input_granularity == "tensor" and first.input_scale is None
-        if len(self.gemms) == 1 or self.gemms[0].crossbar.has_randomness or per_call_tensor_scale:
+        noisy = first.crossbar.has_randomness or first.weight_noise is not None
+        if len(self.gemms) == 1 or noisy or per_call_tensor_scale:
             return torch.stack([layer(cols[i]) for i, layer in enumerate(self.gemms)])
         _check_finite(cols, f"the input of a crossbar convolution ({self.in_channels} -> {self.out_channels})")
         with torch.no_grad():
@@ -504,6 +524,26 @@ def check_hastily_crossbar(crossbar: CrossbarConfig) -> None:
         raise ValueError("crossbar.weight_bits and crossbar.input_bits must be 8 for HASTILY (INT8)")
 
 
+NOISE_DOMAINS = ("cell", "weight")
+"""Where Atleus' device noise is drawn: per cell inside the crossbar product, or per weight (fast)."""
+
+
+def check_noise_domain(domain, noise) -> float | None:
+    """σ_w for ``noise_domain="weight"`` (0.0 without noise), None for ``"cell"``; ValueError for other
+    domains, or for noise the weight domain cannot express (ADC noise, stuck-at faults)."""
+    if domain not in NOISE_DOMAINS:
+        raise ValueError(f"noise_domain must be one of {NOISE_DOMAINS}; got {domain!r}")
+    if domain == "cell":
+        return None
+    fields = check_noise(noise)
+    if set(fields) - {"cell_noise_std"}:
+        raise ValueError(
+            'noise_domain="weight" takes noise as one std of the weight (units of the largest code); '
+            f"{sorted(set(fields) - {'cell_noise_std'})} exist only in the cell domain"
+        )
+    return float(fields.get("cell_noise_std", 0.0))
+
+
 def check_noise(noise) -> dict:
     """The CrossbarConfig noise fields of the ``noise`` option: None, a cell-noise std (units of L)
     or a dict of noise fields; ValueError naming the allowed fields otherwise."""
@@ -557,20 +597,24 @@ def atleus_(
     calibrate_with=None,
     heads=HEADS,
     lora_dtype: str = "float32",
+    noise_domain: str = "cell",
 ) -> dict[str, int]:
     """Put ``model``'s static-weight Linears and convolutions on Atleus' ReRAM crossbars, in place
     (atleus.md §2.1, §2.4): Q/K/V/O at ``quant.mha_weight_bits``, FFN linears and convolutions at
     ``quant.ffn_weight_bits`` (assumption for convolutions), with crossbar-wise scales; ``heads``
     (:mod:`numerics.heads`) stay in the model's arithmetic. ``noise``: a cell-noise std (units of L) or
     a dict of CrossbarConfig noise fields; ``seed`` fixes the chip instance, ``resample_noise`` redraws
-    every forward. The crossbar weights are frozen (buffers). ``lora_rank`` > 0 adds LoRA on W_Q and
+    every forward. ``noise_domain="weight"``: the fast float mode instead, W̃ = c·(Q + σ_w·q_m·z) and a
+    float product (no input quantization, no ADC), ``noise`` = σ_w. The crossbar weights are frozen
+    (buffers). ``lora_rank`` > 0 adds LoRA on W_Q and
     W_V (the Q and V thirds of a fused Q/K/V projection) and freezes every other parameter, as the
     paper's fine-tuning does (the branches' products in ``lora_dtype``: the systolic tier's format);
     without LoRA the other parameters keep their ``requires_grad``.
     Returns counts of what was swapped (``"mha"``, ``"ffn"``, ``"lora"``, ``"conv"``)."""
     check_type("quant", quant, QuantConfig)
     check_type("crossbar", crossbar, CrossbarConfig)
-    if noise is not None:
+    weight_noise = check_noise_domain(noise_domain, noise)
+    if noise is not None and weight_noise is None:
         crossbar = dataclasses.replace(crossbar, **check_noise(noise))
     if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 0:
         raise ValueError(f"lora_rank must be an int >= 0, got {lora_rank!r}")
@@ -595,6 +639,7 @@ def atleus_(
             lora_alpha=lora_alpha,
             lora_fused=fused,
             lora_dtype=lora_dtype,
+            weight_noise=weight_noise,
         )
 
     _replace(model, names, make)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from numerics import quant as quant_presets
-from numerics.cim_layers import atleus_, check_noise
+from numerics.cim_layers import atleus_, check_noise, check_noise_domain
 from numerics.conv import ConvFunctions
 from numerics.crossbar import ATLEUS_RERAM, CrossbarConfig
 from numerics.emulation import Emulation
@@ -65,6 +65,7 @@ class AtleusOptions(TargetOptions):
         "noise": "device non-idealities change the values read, not the reads, conversions or transfers",
         "seed": "selects the chip instance drawn for the noise",
         "resample_noise": "redraws the noise every forward pass; the hardware is the same",
+        "noise_domain": "how the emulation draws the noise (per cell, or per weight for speed), not the hardware",
         "lora_alpha": "the LoRA scale alpha/r is one multiply folded into the branch's output",
         "calibrate_with": CALIBRATION_DATA,
     }
@@ -86,6 +87,11 @@ class AtleusOptions(TargetOptions):
     """Seed of the chip instance (noise and faults)."""
     resample_noise: bool = False
     """Redraw the noise every forward pass instead of keeping one chip instance."""
+    noise_domain: str = "cell"
+    """``"cell"`` (default): the bit-exact crossbar product, noise on each cell's level. ``"weight"``: a
+    fast float mode for noise-aware fine-tuning (atleus.md §2.4): W̃ = c·(Q + σ_w·q_m·z), z ~ N(0, 1)
+    per weight, then a float product without input quantization or ADC; ``noise`` is σ_w, in units of
+    the largest code q_m (the spec suggests sweeping 0.01–0.02)."""
     lora_rank: int = 0
     """Rank of the LoRA branches on W_Q and W_V (0: none; the paper fine-tunes with 32). Moves cost:
     the branches run on the systolic tier."""
@@ -112,6 +118,7 @@ class AtleusOptions(TargetOptions):
                 f"({crossbar.input_bits}) describe the same input stream: make them equal"
             )
         check_noise(self.noise)
+        check_noise_domain(self.noise_domain, self.noise)
         check_int("seed", self.seed, 0, 2**63 - 1)
         if not isinstance(self.resample_noise, bool):
             raise ValueError(f"resample_noise must be True or False; got {self.resample_noise!r}")
@@ -176,6 +183,7 @@ def prepare(model: nn.Module, options: AtleusOptions):
         noise=options.noise,
         seed=options.seed,
         resample_noise=options.resample_noise,
+        noise_domain=options.noise_domain,
         lora_rank=options.lora_rank,
         lora_alpha=options.lora_alpha,
         calibrate_with=options.calibrate_with,

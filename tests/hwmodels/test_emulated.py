@@ -120,6 +120,7 @@ ALTERNATIVES = {
         "noise": 0.02,
         "seed": 5,
         "resample_noise": True,
+        "noise_domain": "weight",
         "lora_rank": 4,
         "lora_alpha": 8.0,
         "calibrate_with": [TOKENS],
