@@ -670,9 +670,12 @@ def sparse_gemm(x: torch.Tensor, weight, config: FlexiSAGAConfig = FLEXISAGA_16X
         for k in steps:  # wrapped products are < 2**31, so K < 2**32 terms cannot overflow int64
             acc += _wrap_int32(x64[:, k, None] * w64[k])
         return _wrap_int32(acc).int()
-    # Skipping W[k, n] is adding x·(+0) = ±0, which leaves acc (never -0) unchanged, unless
-    # X[:, k] holds inf or NaN: only those steps need the explicit mask.
-    masked = (~stored.all(1) & ~torch.isfinite(x).all(0)).tolist()
+    # Skipping W[k, n] is adding x·(+0) = ±0, which leaves acc unchanged while acc is never -0, unless
+    # X[:, k] holds inf or NaN: only those steps need the explicit mask. A fused MAC can make acc -0
+    # (a negative product below half the smallest subnormal, rounded once), which ±0 would turn into
+    # +0: with fused_mac every step with an unstored weight is masked.
+    unstored = ~stored.all(1)
+    masked = (unstored if config.fused_mac else unstored & ~torch.isfinite(x).all(0)).tolist()
     x_cols = x.T.contiguous()
     acc = torch.zeros(x.shape[0], weight.shape[1], dtype=torch.float32, device=x.device)
     for k in steps:

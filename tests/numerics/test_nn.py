@@ -76,7 +76,7 @@ def test_bad_calls_raise_clear_errors():
     with pytest.raises(ValueError, match="already emulated"):
         emulate(emulate(model, "fp32"), "softex")
     for bad in (
-        {"lanes": 3},
+        {"lanes": 65},
         {"lanes": 0},
         {"lanes": 128},
         {"accumulators": 2},

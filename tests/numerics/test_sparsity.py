@@ -430,6 +430,16 @@ def test_sequential_gemm_matches_reference_bit_for_bit(case, fused):
     assert [[f32_bits(v) for v in row] for row in got.tolist()] == [[f32_bits(v) for v in row] for row in want]
 
 
+def test_a_fused_mac_keeps_a_negative_zero_past_a_skipped_weight():
+    # fma(-23·2^-149, 2^-6, +0) = -23·2^-155 rounds to -0; the next step's weight in that column is not
+    # stored, so acc stays -0 (adding x·(+0) = +0 would give +0)
+    x = [[0.0, -3.2229864679470793e-44, 0.0]]
+    w = [[0.0, 0.0, 0.0, 0.0], [0.0, 0.015625, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    got = sparse_gemm(torch.tensor(x), torch.tensor(w), FlexiSAGAConfig(fused_mac=True))
+    assert [f32_bits(v) for v in got[0].tolist()] == [0, 0x8000_0000, 0, 0]
+    assert [f32_bits(v) for v in ref.gemm(x, w, fused_mac=True)[0]] == [0, 0x8000_0000, 0, 0]
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 4), seeds)
 def test_int32_gemm_wraps_like_reference(m, k, n, seed):
