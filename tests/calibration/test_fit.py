@@ -60,6 +60,8 @@ def test_softex_ratio_conditions_by_hand():
     # one row of 2^20: SoftEx 3·2^20/8 + 41 + 30 (programming) cycles; software 2^20·10.8·3/8, rounded up
     hw, sw = 3 * 2**20 // 8 + 41 + 30, math.ceil(2**20 * 10.8 * 3 / 8)
     assert evaluate("softex.softmax_speedup", DEFAULTS) == pytest.approx(sw / hw, rel=1e-12)
-    # energy = power × cycles: with P_softex = P_cores / 2 the energy ratio doubles
+    # energy = power × cycles: software at P_cores = 0.30 W; SoftEx busy at P_softex = 0.15 W and
+    # waiting for its programming (30 cycles) at the idle power 0.03 W
     half = dataclasses.replace(DEFAULTS["softex"], softex_power_w=0.15)
-    assert evaluate("softex.softmax_energy", {**DEFAULTS, "softex": half}) == pytest.approx(2 * sw / hw, rel=1e-12)
+    expected = sw * 0.30 / ((hw - 30) * 0.15 + 30 * 0.03)
+    assert evaluate("softex.softmax_energy", {**DEFAULTS, "softex": half}) == pytest.approx(expected, rel=1e-12)

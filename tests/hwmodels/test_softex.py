@@ -23,12 +23,14 @@ def test_golden_cycles_and_energy():
     assert report.total_cycles == 1_074_647
     assert report.seconds == pytest.approx(1_074_647 / 1.12e9, rel=1e-12)
     assert report.rows[1].cycles == 2364 * 116 + 30  # the spec's 116 cycles per row of 197
-    # energy = mode power at 0.8 V × mode time
+    # energy = mode power at 0.8 V × mode time; SoftEx waits the first job's 30 programming
+    # cycles in the idle mode (0.03 W)
     redmule = 6069 * 0.49 / 1.12e9
-    softex = (274_254 + 302_612) * 0.30 / 1.12e9
+    softex = (274_224 + 302_612) * 0.30 / 1.12e9
     cores = (302_592 + 151_296 + 37_824) * 0.30 / 1.12e9
+    idle = 30 * 0.03 / 1.12e9
     assert report.energy_by_component() == pytest.approx(
-        {"redmule": redmule, "softex": softex, "cores": cores}, rel=1e-12
+        {"redmule": redmule, "softex": softex, "cores": cores, "idle": idle}, rel=1e-12
     )
     assert report.ops_by_unit() == {"redmule": 128 * 64 * 128, "softex": 2364 * 197 + 605_184, "cores": 2 * 151_296}
 
@@ -63,6 +65,79 @@ def test_lanes_change_job_cost():
     assert estimate(row, "softex", lanes=12).total_cycles == 3 * 17 + 43 + 30
 
 
+def test_split_mode_jobs_and_programming_waits():
+    rows = Workload((Op("softmax", "s", "", 1, 2, 0, 197),))
+    # chunks of 64: 64, 64, 64, 5 elements = 8, 8, 8, 1 beats at V = 8
+    # ACC_ONLY: 8 + 22, 8 + 22, 8 + 22, 1 + 22 + 14 (the last inverts) = 30, 30, 30, 37 -> 127
+    # DIV_ONLY: 2·8 + 6 = 22, 22, 22, 2·1 + 6 = 8 -> 74; a row is 201 busy cycles
+    # waits for the 30-cycle programming after each job: 0, 0, 0, 0, 8, 8, 8, 22 -> 46 per row,
+    # none after the op's last job, plus the first job's 30: 30 + 2·46 − 22 = 100
+    report = estimate(rows, "softex", config=SOFTEX, softmax_chunk=64)
+    assert report.total_cycles == 2 * 201 + 100
+    assert report.rows[0].components["idle"] == pytest.approx(100 * 0.03 / 1.12e9, rel=1e-12)
+    assert report.rows[0].components["softex"] == pytest.approx(402 * 0.30 / 1.12e9, rel=1e-12)
+    # a chunk that holds the whole row is the unsplit job: 3·25 + 41 per row, then 30
+    assert estimate(rows, "softex", config=SOFTEX, softmax_chunk=197).total_cycles == 2 * 116 + 30
+
+
+def test_slot_spill_and_fill_beyond_the_two_slots():
+    rows = Workload((Op("softmax", "s", "", 1, 4, 0, 197),))
+    # 3 rows in flight, 2 slots: every job but a row's first fills its slot and spills another
+    # (1 beat each): ACC 30, 32, 32, 39 = 133; DIV 24, 24, 24, 10 = 82 -> 215 per row
+    # waits 0 ×4, 6, 6, 6, 20 -> 38 per row; 30 + 4·38 − 20 = 162
+    spilled = estimate(rows, "softex", config=SOFTEX, softmax_chunk=64, interleaved_rows=3)
+    assert spilled.total_cycles == 4 * 215 + 162
+    # two rows in flight fit the slots: no slot traffic (4·201 + 30 + 4·46 − 22)
+    for interleaved in (1, 2):
+        fits = estimate(rows, "softex", config=SOFTEX, softmax_chunk=64, interleaved_rows=interleaved)
+        assert fits.total_cycles == 4 * 201 + 192
+    # fewer rows than asked to interleave: only 2 are ever in flight
+    two = Workload((Op("softmax", "s", "", 1, 2, 0, 197),))
+    assert estimate(two, "softex", config=SOFTEX, softmax_chunk=64, interleaved_rows=3).total_cycles == 502
+
+
+ATTENTION = Workload(
+    (
+        Op("matmul", "qk", "attn", 4, 16, 8, 16),  # per head ⌈2048 / 172.8⌉ = 12 -> 48
+        Op("elementwise", "scale", "attn", 4, 16, 0, 16),  # 1024 · 2/8 = 256 -> 64 per head
+        Op("softmax", "softmax", "attn", 4, 16, 0, 16),  # 64 rows · (3·2 + 41) = 3008, + 30 -> 3038
+        Op("move", "clone", "attn", 4, 16, 0, 16),  # 256 -> 64 per head
+        Op("matmul", "av", "attn", 4, 16, 16, 8),  # 12 per head -> 48
+    )
+)
+
+
+def test_overlap_pipelines_attention_over_heads():
+    sequential = estimate(ATTENTION, "softex", config=SOFTEX)
+    assert sequential.total_cycles == 48 + 256 + 3038 + 256 + 48
+    overlapped = estimate(ATTENTION, "softex", config=SOFTEX, overlap=True)
+    # per head: RedMulE 12 + 12, cores 64 + 64, SoftEx 3008/4 = 752; one head runs the chain
+    # (904), three more cost the busiest unit (752 each), plus the first programming wait:
+    # 30 + 904 + 3·752 = 3190, saving 3646 − 3190 = 456
+    assert overlapped.total_cycles == 3190
+    assert [r.cycles for r in overlapped.rows] == [r.cycles for r in sequential.rows]  # busy cycles stay
+    # the base power runs once over the 456 overlapped cycles
+    saved_j = 456 * 0.03 / 1.12e9
+    assert overlapped.energy_j == pytest.approx(sequential.energy_j - saved_j, rel=1e-12)
+    assert overlapped.rows[2].components["softex"] == pytest.approx((3008 * 0.30 - 456 * 0.03) / 1.12e9, rel=1e-12)
+    assert overlapped.notes == ("overlap: attention pipelined over heads, 456 cycles saved",)
+
+
+def test_overlap_splits_core_ops_of_any_shape_over_the_heads():
+    # eager attention scales a flattened (1, 64, 16) view: the same 256 core cycles, 64 per head
+    flat = Workload(ATTENTION.ops[:1] + (Op("elementwise", "mul", "attn", 1, 64, 0, 16),) + ATTENTION.ops[2:])
+    assert estimate(flat, "softex", config=SOFTEX, overlap=True).total_cycles == 3190
+
+
+def test_overlap_needs_an_attention_over_heads():
+    # one head, or products that do not share the softmax's batch of heads, run as in sequence
+    one_head = Workload(tuple(Op(o.kind, o.name, o.scope, 1, o.m, o.k, o.n) for o in ATTENTION.ops))
+    mixed = Workload(ATTENTION.ops[:4] + (Op("matmul", "av", "attn", 2, 32, 16, 8),))
+    no_product_after = Workload(ATTENTION.ops[:4])
+    for w in (one_head, mixed, no_product_after):
+        assert estimate(w, "softex", overlap=True).total_cycles == estimate(w, "softex").total_cycles
+
+
 def test_bad_config():
     with pytest.raises(ValueError, match=r"lanes must be an integer in \[1, 64\]; got 65"):
         estimate(WORKLOAD, "softex", lanes=65)
@@ -72,3 +147,16 @@ def test_bad_config():
         SoftExConfig(redmule_utilisation=1.5)
     with pytest.raises(ValueError, match="voltage"):
         estimate(WORKLOAD, "softex", voltage=0.7)
+    for chunk in (0, 2.5, True, "64"):
+        with pytest.raises(ValueError, match="softmax_chunk must be a positive int"):
+            estimate(WORKLOAD, "softex", softmax_chunk=chunk)
+    with pytest.raises(ValueError, match="interleaved_rows must be a positive int"):
+        estimate(WORKLOAD, "softex", softmax_chunk=64, interleaved_rows=0)
+    with pytest.raises(ValueError, match="interleaved_rows > 1 needs softmax_chunk"):
+        estimate(WORKLOAD, "softex", interleaved_rows=3)
+    with pytest.raises(ValueError, match="overlap"):
+        estimate(WORKLOAD, "softex", overlap="yes")
+    with pytest.raises(ValueError, match="idle_power_w"):
+        estimate(WORKLOAD, "softex", idle_power_w=0.5)
+    with pytest.raises(ValueError, match="state_slots"):
+        SoftExConfig(state_slots=0)
