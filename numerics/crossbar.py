@@ -13,14 +13,18 @@ per array, two's complement, 6-bit ADC).
 
 When the configuration cannot clip (the ADC covers the largest possible column count and
 no noise or faults are enabled) the result is the exact integer product and is computed
-directly; otherwise every (input bit, weight slice) plane is computed as a float matmul of
-0/1 input planes with cell levels (exact: counts are small integers) and sent through the
+directly. A noise-free saturating ADC clips a conversion only where its count exceeds the top
+code, which cheap bounds decide (the column's stored level sum, the rows whose input bit is set):
+the exact product is computed once and corrected at those conversions only. Otherwise (noise,
+faults, a truncating ADC) every (input bit, weight slice) plane is computed as a float matmul
+of 0/1 input planes with cell levels (exact: counts are small integers) and sent through the
 ADC model.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -405,9 +409,12 @@ def _wrap(y: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def _exact_product(x: torch.Tensor, w: torch.Tensor, bound: int) -> torch.Tensor:
-    """Exact int64 ``x @ w`` (batched); float64 BLAS when every partial sum stays < 2**53."""
-    if bound < (1 << 53):
-        return torch.matmul(x.to(torch.float64), w.to(torch.float64)).round().to(torch.int64)
+    """Exact int64 ``x @ w`` (batched): float32 BLAS when every partial sum stays below 2**24 (in any
+    summation order) and float32 products are not rounded to TF32, float64 below 2**53, else int64."""
+    full_fp32 = x.device.type == "cpu" or torch.get_float32_matmul_precision() == "highest"
+    for dtype, limit in ((torch.float32, 1 << 24), (torch.float64, 1 << 53)):
+        if bound < limit and (dtype == torch.float64 or full_fp32):
+            return torch.matmul(x.to(dtype), w.to(dtype)).round().to(torch.int64)
     return torch.matmul(x.to(torch.int64), w.to(torch.int64))
 
 
@@ -431,6 +438,72 @@ def _cannot_clip(x2: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> boo
         return False
     live = torch.nn.functional.pad((x2 != 0).any(0), (0, n_blocks * config.rows - x2.shape[-1]))
     return int(live.view(n_blocks, config.rows).sum(-1).max()) * config.levels <= (1 << config.adc_bits) - 1
+
+
+# id(weight) -> (weak reference, (config, version), column sums); an entry leaves with its tensor
+_COLUMN_SUMS: dict[int, tuple] = {}
+
+
+def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> torch.Tensor:
+    """Stored level sum of every crossbar column, int64 ``(sets, P, N_pad * s)``: the largest count a
+    conversion of that column can see. Kept per weight tensor (and its version) and configuration,
+    since a layer multiplies by the same weights call after call."""
+    try:
+        key = (config, w._version)
+    except RuntimeError:  # an inference-mode tensor tracks no version: nothing to key a cache on
+        key = None
+    cached = _COLUMN_SUMS.get(id(w))
+    if key is not None and cached is not None and cached[0]() is w and cached[1] == key:
+        return cached[2]
+    rows, n_pad = config.rows, _padded_sizes(*w.shape, config)[1]
+    sums = []
+    for p in range(n_blocks):  # one row block at a time keeps the sliced levels small
+        levels = program_weights(w[p * rows : (p + 1) * rows], config).levels  # (S, 1, rows, N_pad, s)
+        sums.append(levels.sum(2).reshape(config.sets, n_pad * config.slices))
+    result = torch.stack(sums, 1).round().to(torch.int64)
+    if key is not None:
+        ident = id(w)
+        forget = weakref.ref(w, lambda _: _COLUMN_SUMS.pop(ident, None))
+        _COLUMN_SUMS[ident] = (forget, key, result)
+    return result
+
+
+def _corrected_blocks(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> torch.Tensor:
+    """Noise-free saturating conversions: per-block partials (M, P, N) as each block's exact product,
+    corrected where a conversion clips.
+
+    A conversion of input bit t of row m in block p on column c counts at most min(S_c, n_t·L), S_c
+    the column's stored level sum and n_t the block's rows whose input bit t is set; only where both
+    exceed the top code 2**adc_bits − 1 can it clip. Those counts are computed from the block's
+    programmed levels, and a count C above the top changes the digital value by −(C − top), or by
+    +(C − top) on a flipped column (which stores L − g and is un-flipped as L·n_t − v)."""
+    k, n = w.shape
+    rows, top, b_x = config.rows, (1 << config.adc_bits) - 1, config.input_bits
+    blocks = _exact_blocks(x2, w.to(torch.int64), config, n_blocks)
+    column_hot = _column_sums(w, config, n_blocks) > top  # (S, P, C)
+    sig_t = input_significance(config).to(device=x2.device, dtype=torch.float64)
+    sig_m = slice_significance(config).to(device=x2.device, dtype=torch.float64)
+    for p in column_hot.any(-1).any(0).nonzero().flatten().tolist():
+        u = torch.remainder(x2[:, p * rows : (p + 1) * rows], 1 << b_x)  # (M, rows')
+        bits = (u[:, None, :] >> torch.arange(b_x, device=u.device)[:, None]) & 1  # (M, b_x, rows')
+        m_idx, t_idx = (bits.sum(-1) * config.levels > top).nonzero(as_tuple=True)
+        if not m_idx.numel():
+            continue
+        prog = program_weights(w[p * rows : (p + 1) * rows], config)
+        cols = column_hot[:, p].any(0).nonzero().flatten()
+        levels = prog.levels[:, 0].flatten(-2)[..., cols]  # (S, rows, C')
+        planes = torch.nn.functional.pad(bits[m_idx, t_idx], (0, rows - u.shape[-1])).to(torch.float64)
+        excess = (torch.matmul(planes, levels) - top).clamp(min=0)  # (S, R, C')
+        flipped = prog.flipped[:, 0].flatten(-2)[:, None, cols]
+        delta = torch.where(flipped, excess, -excess) * sig_t[t_idx][:, None]
+        per_cell = torch.zeros(
+            excess.shape[:-1] + (prog.flipped.shape[-2] * config.slices,), dtype=torch.float64, device=x2.device
+        )
+        per_cell[..., cols] = delta
+        y = torch.matmul(per_cell.unflatten(-1, (-1, config.slices)), sig_m)  # (S, R, N_pad)
+        y = (y[0] - y[1] if config.sets == 2 else y[0])[:, :n]
+        blocks[:, p].index_add_(0, m_idx, y.round().to(torch.int64))
+    return blocks
 
 
 def _clipping_blocks(x2, prog: ProgrammedWeights, config: CrossbarConfig, adc_noise):
@@ -515,6 +588,8 @@ def crossbar_matmul(
     n_blocks, n_pad = _padded_sizes(k, n, config)
     if not config.can_clip or _cannot_clip(x2, config, n_blocks):
         blocks = _exact_blocks(x2, w_int.to(torch.int64), config, n_blocks)
+    elif not config.has_randomness and config.adc_mode == "saturate":
+        blocks = _corrected_blocks(x2, w_int, config, n_blocks)
     else:
         prog = program_weights(w_int, config, generator=generator)
         adc_noise = None

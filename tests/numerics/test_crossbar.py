@@ -409,9 +409,65 @@ def test_a_block_with_fewer_live_rows_than_the_adc_top_skips_the_conversions(mon
     x[0, 63] = 1
     assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == [[63, 63]]  # 64 clipped to the top code
     assert crossbar_matmul_ref(x.tolist(), w.tolist(), HASTILY_SRAM) == [[63, 63]]
-    monkeypatch.setattr(xb, "_clipping_blocks", lambda *a: pytest.fail("converted a block that cannot clip"))
+    monkeypatch.setattr(xb, "_corrected_blocks", lambda *a: pytest.fail("corrected a block that cannot clip"))
     x[0, 63] = 0
     assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == [[63, 63]]
     x[0, 63] = 1
     with pytest.raises(pytest.fail.Exception):
         crossbar_matmul(x, w, HASTILY_SRAM)
+
+
+def test_noise_free_saturation_corrects_only_hot_columns_and_rows(monkeypatch):
+    # HASTILY (top 63): all 64 rows drive input bits 0..7 of x = -1 (two's complement 0xFF); column 0
+    # holds 64 weights -1 (every slice sums to 64 > 63: hot), column 1 has one weight 0 (sums 63: cold)
+    w = torch.full((64, 2), -1, dtype=torch.int64)
+    w[5, 1] = 0
+    x = torch.full((1, 64), -1, dtype=torch.int64)
+    converted = []
+    monkeypatch.setattr(xb, "_clipping_blocks", lambda *a: converted.append(a) or pytest.fail("converted planes"))
+    # column 0: every one of the 8x8 (input bit, slice) conversions counts 64 and reads 63; the value
+    # is sum_t sum_m sig_t sig_m 63 = (-128 + 127)·(-128 + 127)·63 = 63, not the exact 64
+    # column 1: counts 63 or 0, no clipping: the exact product 63·(-1)·(-1) = 63
+    assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == [[63, 63]]
+    assert crossbar_matmul_ref(x.tolist(), w.tolist(), HASTILY_SRAM) == [[63, 63]]
+    # one input row not driving bit 7: bit 7 counts 63 on column 0 and clips nowhere
+    x[0, 9] = 127
+    ref = crossbar_matmul_ref(x.tolist(), w.tolist(), HASTILY_SRAM)
+    assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == ref
+    assert not converted
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cfg=configs(clipping=True),
+    k=st.integers(1, 60),
+    n=st.integers(1, 8),
+    m=st.integers(1, 3),
+    seed=st.integers(0, 2**31),
+    corner=st.sampled_from(["low", "high"]),
+)
+def test_codes_near_the_range_ends_match_the_reference(cfg, k, n, m, seed, corner):
+    # codes within 2 of one end of their range set the same high bits on most rows and columns: many
+    # conversions clip, and the saturating kernel must correct each one
+    g = torch.Generator().manual_seed(seed)
+    (xlo, xhi), (wlo, whi) = cfg.input_range, cfg.weight_range
+    near = (lambda lo, hi: lo) if corner == "low" else (lambda lo, hi: hi - 2)
+    x = near(xlo, xhi) + torch.randint(0, 3, (m, k), generator=g)
+    w = near(wlo, whi) + torch.randint(0, 3, (k, n), generator=g)
+    y = crossbar_matmul(x, w, cfg, partials=True)
+    assert y.tolist() == crossbar_matmul_ref(x.tolist(), w.tolist(), cfg, partials=True)
+
+
+def test_column_sums_follow_the_weight_tensor_and_its_version():
+    w = torch.full((64, 1), -1, dtype=torch.int64)
+    w[0, 0] = 0
+    x = torch.full((1, 64), -1, dtype=torch.int64)
+    assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == [[63]]  # exact 63·1: no column can clip
+    w[0, 0] = -1  # in place: the column is hot now, the cached sums must not survive the change
+    assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == [[63]]  # clipped, not the exact 64
+    x[0, 0] = 1  # rows drive bits differently, sums as before
+    ref = crossbar_matmul_ref(x.tolist(), w.tolist(), HASTILY_SRAM)
+    assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == ref
+    with torch.inference_mode():  # tensors without a version counter are never cached
+        wi = torch.full((64, 1), -1, dtype=torch.int64)
+        assert crossbar_matmul(x, wi, HASTILY_SRAM).tolist() == ref
