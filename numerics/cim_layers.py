@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from numerics.conv import conv_as_gemm, copy_conv_attributes, module_input, weight_matrices
-from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, crossbar_matmul
+from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, crossbar_matmul, wrap_accumulator
 from numerics.emulation import in_reference_arithmetic
 from numerics.handlers import straight_through, swap_record
 from numerics.heads import HEADS, HeadRule, head_rule, is_head
@@ -107,10 +107,20 @@ def crossbar_linear(
     """
     cfg = dataclasses.replace(crossbar, weight_bits=wq.bits)
     x_int, s_x = quantize_input(x, cfg.input_bits, scale=input_scale)
+    k, n = wq.codes.shape
+    if _column_scales_sum_exactly(wq, cfg.input_bits):
+        # Σ_p c_j·P_p[j] = c_j·Σ_p P_p[j] exactly: the blocks' integer sum (one GEMM), unwrapped
+        total = crossbar_matmul(
+            x_int, wq.codes.to(x_int.device), dataclasses.replace(cfg, accumulator_bits=64), generator=generator
+        ).to(torch.float64)
+        cols = torch.arange(n, device=x.device) // wq.block_cols
+        if wq.zero_points is not None:
+            zp = wq.zero_points[0].to(x.device)[cols]
+            total = total - zp * x_int.sum(-1, keepdim=True).to(torch.float64)
+        return (total * wq.scales[0].to(x.device)[cols] * s_x).to(torch.float32)
     parts = crossbar_matmul(x_int, wq.codes.to(x_int.device), cfg, generator=generator, partials=True).to(
         torch.float64
     )  # (..., P, N)
-    k, n = wq.codes.shape
     n_blocks = parts.shape[-2]
     # Scale block of each crossbar row block p (block_rows is a multiple of rows, or K).
     rows_idx = torch.arange(n_blocks, device=x.device) * cfg.rows // wq.block_rows
@@ -123,6 +133,18 @@ def crossbar_linear(
         parts = parts - zp * xsum.unsqueeze(-1).to(torch.float64)
     y = (parts * c).sum(-2) * s_x
     return y.to(torch.float32)
+
+
+def _column_scales_sum_exactly(wq: WeightQuant, input_bits: int) -> bool:
+    """True when one scale (and zero point) per column covers all of K, the scales are float32 values
+    (at most 24 significant bits) and every |Σ (P − zp·Σx)| over any set of row blocks stays below
+    2^29: then each c_j·(integer) is exact in float64, so the float64 sum over the blocks equals c_j
+    times the blocks' integer sum, bit for bit."""
+    k = wq.codes.shape[0]
+    if wq.block_rows < k or not torch.equal(wq.scales, wq.scales.to(torch.float32).to(wq.scales.dtype)):
+        return False
+    zp = 0 if wq.zero_points is None else int(wq.zero_points.abs().max())
+    return k * ((1 << (input_bits - 1)) - 1) * ((1 << (wq.bits - 1)) + zp) < (1 << 29)
 
 
 def stacked_crossbar_linear(
@@ -403,16 +425,23 @@ def _int8_matrices(t: torch.Tensor, live: torch.Tensor | None = None):
 
 def crossbar_product(a_int: torch.Tensor, b_int: torch.Tensor, crossbar: CrossbarConfig) -> torch.Tensor:
     """``a_int @ b_int`` (int64) with ``b_int`` written into the arrays as weights, batched over
-    the leading dimensions. Each batch entry is a different "weight", so the arrays are written
-    once per entry: one crossbar product per entry (a loop over matrices, not elements)."""
+    the leading dimensions. Each batch entry is a different "weight" in arrays of its own: the
+    entries' row blocks are stacked into one crossbar product (each conversion sees one row block of
+    one entry), and each entry sums and wraps its own blocks, bit for bit the separate products."""
     batch = torch.broadcast_shapes(a_int.shape[:-2], b_int.shape[:-2])
     shape = (*batch, a_int.shape[-2], b_int.shape[-1])
     if 0 in shape or a_int.shape[-1] == 0:  # nothing to write or nothing to read: an empty or zero product
         return torch.zeros(shape, dtype=torch.int64, device=a_int.device)
-    a3 = a_int.expand(*batch, *a_int.shape[-2:]).reshape(-1, *a_int.shape[-2:])
-    b3 = b_int.expand(*batch, *b_int.shape[-2:]).reshape(-1, *b_int.shape[-2:])
-    out = torch.stack([crossbar_matmul(ai, bi, crossbar) for ai, bi in zip(a3, b3)])
-    return out.view(shape)
+    m, k = a_int.shape[-2:]
+    a3 = a_int.expand(*batch, m, k).reshape(-1, m, k)
+    b3 = b_int.expand(*batch, k, shape[-1]).reshape(-1, k, shape[-1])
+    g, blocks = a3.shape[0], -(-k // crossbar.rows)
+    pad = blocks * crossbar.rows - k
+    stacked_a = F.pad(a3, (0, pad)).transpose(0, 1).reshape(m, g * blocks * crossbar.rows)
+    stacked_b = F.pad(b3, (0, 0, 0, pad)).reshape(g * blocks * crossbar.rows, shape[-1])
+    parts = crossbar_matmul(stacked_a, stacked_b, crossbar, partials=True)  # (M, G*P, N)
+    out = wrap_accumulator(parts.view(m, g, blocks, -1).sum(2), crossbar.accumulator_bits)
+    return out.transpose(0, 1).reshape(shape)
 
 
 def int8_crossbar_product(a: torch.Tensor, b: torch.Tensor, crossbar: CrossbarConfig) -> torch.Tensor:

@@ -41,6 +41,7 @@ __all__ = [
     "ProgrammedWeights",
     "adc_convert",
     "crossbar_matmul",
+    "wrap_accumulator",
     "input_planes",
     "input_significance",
     "program_weights",
@@ -400,7 +401,7 @@ def program_weights(
 
 
 # ---------------------------------------------------------------------- matmul
-def _wrap(y: torch.Tensor, bits: int) -> torch.Tensor:
+def wrap_accumulator(y: torch.Tensor, bits: int) -> torch.Tensor:
     """Two's-complement wrap of int64 values to ``bits``."""
     if bits >= 64:
         return y
@@ -414,8 +415,14 @@ def _exact_product(x: torch.Tensor, w: torch.Tensor, bound: int) -> torch.Tensor
     full_fp32 = x.device.type == "cpu" or torch.get_float32_matmul_precision() == "highest"
     for dtype, limit in ((torch.float32, 1 << 24), (torch.float64, 1 << 53)):
         if bound < limit and (dtype == torch.float64 or full_fp32):
-            return torch.matmul(x.to(dtype), w.to(dtype)).round().to(torch.int64)
+            return torch.matmul(x.to(dtype), w.to(dtype)).to(torch.int64)  # integral: every sum is exact
     return torch.matmul(x.to(torch.int64), w.to(torch.int64))
+
+
+def _product_bound(k: int, config: CrossbarConfig) -> int:
+    """Largest |sum| of any k products of an input code and a weight code."""
+    x_max = (1 << config.input_bits) - 1 if config.input_encoding == "unsigned" else 1 << (config.input_bits - 1)
+    return k * x_max * (1 << (config.weight_bits - 1))
 
 
 def _exact_blocks(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int):
@@ -424,8 +431,7 @@ def _exact_blocks(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_b
     pad = n_blocks * config.rows - k
     xb = torch.nn.functional.pad(x2, (0, pad)).unflatten(-1, (n_blocks, config.rows)).transpose(0, 1)
     wb = torch.nn.functional.pad(w, (0, 0, 0, pad)).unflatten(0, (n_blocks, config.rows))
-    bound = config.rows * (1 << (config.input_bits + config.weight_bits))
-    return _exact_product(xb, wb, bound).transpose(0, 1)
+    return _exact_product(xb, wb, _product_bound(config.rows, config)).transpose(0, 1)
 
 
 def _cannot_clip(x2: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> bool:
@@ -456,11 +462,12 @@ def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> torc
     if key is not None and cached is not None and cached[0]() is w and cached[1] == key:
         return cached[2]
     rows, n_pad = config.rows, _padded_sizes(*w.shape, config)[1]
+    step = max(1, _CHUNK_ELEMENTS // (config.sets * rows * n_pad * config.slices))  # blocks per pass
     sums = []
-    for p in range(n_blocks):  # one row block at a time keeps the sliced levels small
-        levels = program_weights(w[p * rows : (p + 1) * rows], config).levels  # (S, 1, rows, N_pad, s)
-        sums.append(levels.sum(2).reshape(config.sets, n_pad * config.slices))
-    result = torch.stack(sums, 1).round().to(torch.int64)
+    for p in range(0, n_blocks, step):  # a few row blocks at a time keep the sliced levels small
+        levels = program_weights(w[p * rows : (p + step) * rows], config).levels  # (S, P', rows, N_pad, s)
+        sums.append(levels.sum(2).flatten(-2))
+    result = torch.cat(sums, 1).round().to(torch.int64)
     if key is not None:
         ident = id(w)
         forget = weakref.ref(w, lambda _: _COLUMN_SUMS.pop(ident, None))
@@ -468,9 +475,9 @@ def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> torc
     return result
 
 
-def _corrected_blocks(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> torch.Tensor:
-    """Noise-free saturating conversions: per-block partials (M, P, N) as each block's exact product,
-    corrected where a conversion clips.
+def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int):
+    """Noise-free saturating conversions: ``out`` holds the exact product, per block (M, P, N) or summed
+    over the blocks (M, N); add in place what the conversions that clip take away.
 
     A conversion of input bit t of row m in block p on column c counts at most min(S_c, n_t·L), S_c
     the column's stored level sum and n_t the block's rows whose input bit t is set; only where both
@@ -479,20 +486,23 @@ def _corrected_blocks(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig,
     +(C − top) on a flipped column (which stores L − g and is un-flipped as L·n_t − v)."""
     k, n = w.shape
     rows, top, b_x = config.rows, (1 << config.adc_bits) - 1, config.input_bits
-    blocks = _exact_blocks(x2, w.to(torch.int64), config, n_blocks)
     column_hot = _column_sums(w, config, n_blocks) > top  # (S, P, C)
     sig_t = input_significance(config).to(device=x2.device, dtype=torch.float64)
     sig_m = slice_significance(config).to(device=x2.device, dtype=torch.float64)
-    for p in column_hot.any(-1).any(0).nonzero().flatten().tolist():
-        u = torch.remainder(x2[:, p * rows : (p + 1) * rows], 1 << b_x)  # (M, rows')
-        bits = (u[:, None, :] >> torch.arange(b_x, device=u.device)[:, None]) & 1  # (M, b_x, rows')
-        m_idx, t_idx = (bits.sum(-1) * config.levels > top).nonzero(as_tuple=True)
-        if not m_idx.numel():
-            continue
+    hot = column_hot.any(-1).any(0).nonzero().flatten()
+    if not hot.numel():
+        return
+    u = torch.remainder(torch.nn.functional.pad(x2, (0, n_blocks * rows - k)), 1 << b_x)
+    u = u.view(-1, n_blocks, rows)[:, hot]  # (M, H, rows): inputs of the blocks with a hot column
+    driven = torch.stack([((u >> t) & 1).sum(-1) for t in range(b_x)], -1)  # (M, H, b_x) rows per bit
+    candidates = driven * config.levels > top
+    for h in candidates.any(-1).any(0).nonzero().flatten().tolist():
+        p = int(hot[h])
+        m_idx, t_idx = candidates[:, h].nonzero(as_tuple=True)
         prog = program_weights(w[p * rows : (p + 1) * rows], config)
         cols = column_hot[:, p].any(0).nonzero().flatten()
         levels = prog.levels[:, 0].flatten(-2)[..., cols]  # (S, rows, C')
-        planes = torch.nn.functional.pad(bits[m_idx, t_idx], (0, rows - u.shape[-1])).to(torch.float64)
+        planes = ((u[m_idx, h] >> t_idx[:, None]) & 1).to(torch.float64)  # (R, rows)
         excess = (torch.matmul(planes, levels) - top).clamp(min=0)  # (S, R, C')
         flipped = prog.flipped[:, 0].flatten(-2)[:, None, cols]
         delta = torch.where(flipped, excess, -excess) * sig_t[t_idx][:, None]
@@ -502,8 +512,7 @@ def _corrected_blocks(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig,
         per_cell[..., cols] = delta
         y = torch.matmul(per_cell.unflatten(-1, (-1, config.slices)), sig_m)  # (S, R, N_pad)
         y = (y[0] - y[1] if config.sets == 2 else y[0])[:, :n]
-        blocks[:, p].index_add_(0, m_idx, y.round().to(torch.int64))
-    return blocks
+        (out[:, p] if out.dim() == 3 else out).index_add_(0, m_idx, y.round().to(torch.int64))
 
 
 def _clipping_blocks(x2, prog: ProgrammedWeights, config: CrossbarConfig, adc_noise):
@@ -586,18 +595,25 @@ def crossbar_matmul(
     batch = x_int.shape[:-1]
     x2 = x_int.reshape(-1, k).to(torch.int64)
     n_blocks, n_pad = _padded_sizes(k, n, config)
-    if not config.can_clip or _cannot_clip(x2, config, n_blocks):
-        blocks = _exact_blocks(x2, w_int.to(torch.int64), config, n_blocks)
-    elif not config.has_randomness and config.adc_mode == "saturate":
-        blocks = _corrected_blocks(x2, w_int, config, n_blocks)
-    else:
-        prog = program_weights(w_int, config, generator=generator)
-        adc_noise = None
-        if config.adc_noise_std > 0:
-            shape = (config.sets, x2.shape[0], n_blocks, config.input_bits, n_pad * config.slices)
-            z = _draw(torch.randn, shape, generator, x2.device)
-            adc_noise = _physical_to_canonical(z, n_pad, config).flatten(-2).transpose(1, 2)
-        blocks = _clipping_blocks(x2, prog, config, adc_noise)[..., :n]
+    exact = not config.can_clip or _cannot_clip(x2, config, n_blocks)
+    if exact or (not config.has_randomness and config.adc_mode == "saturate"):
+        w64 = w_int.to(torch.int64)
+        # the blocks' integer sum is the whole product: one GEMM unless the blocks are asked for
+        out = (
+            _exact_blocks(x2, w64, config, n_blocks) if partials else _exact_product(x2, w64, _product_bound(k, config))
+        )
+        if not exact:
+            _correct_clipping(out, x2, w_int, config, n_blocks)
+        if partials:
+            return out.reshape(*batch, n_blocks, n)
+        return wrap_accumulator(out, config.accumulator_bits).reshape(*batch, n)
+    prog = program_weights(w_int, config, generator=generator)
+    adc_noise = None
+    if config.adc_noise_std > 0:
+        shape = (config.sets, x2.shape[0], n_blocks, config.input_bits, n_pad * config.slices)
+        z = _draw(torch.randn, shape, generator, x2.device)
+        adc_noise = _physical_to_canonical(z, n_pad, config).flatten(-2).transpose(1, 2)
+    blocks = _clipping_blocks(x2, prog, config, adc_noise)[..., :n]
     if partials:
         return blocks.reshape(*batch, n_blocks, n)
-    return _wrap(blocks.sum(dim=1), config.accumulator_bits).reshape(*batch, n)
+    return wrap_accumulator(blocks.sum(dim=1), config.accumulator_bits).reshape(*batch, n)

@@ -5,13 +5,16 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from numerics.cim_layers import CrossbarLinear, crossbar_linear, hastily_attention
-from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM
+from numerics.cim_layers import CrossbarLinear, crossbar_linear, crossbar_product, hastily_attention
+from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, crossbar_matmul
 from numerics.nn import emulate
 from numerics.quant import QuantConfig, quantize_input, quantize_weight
 from numerics.uclm import softmax as uclm_softmax
 from tests.models import SENTENCES, embed, minilm
+from tests.numerics.reference_crossbar import crossbar_matmul_ref
 
 transformers = pytest.importorskip("transformers")
 
@@ -194,3 +197,87 @@ def test_minilm_embeddings_close_to_fp32(target, threshold):
     with torch.no_grad():
         ref, out = embed(model, batch), embed(emulate(model, target), batch)
     assert (out * ref).sum(-1).min() > threshold
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    preset=st.sampled_from(["hastily", "atleus_no_flip"]),
+    batch=st.sampled_from([(1,), (3,), (2, 2)]),
+    m=st.integers(1, 5),
+    k=st.integers(1, 150),
+    n=st.integers(1, 6),
+    accumulator_bits=st.sampled_from([12, 32]),
+    near_min=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
+def test_batched_product_is_each_entry_on_its_own_arrays(preset, batch, m, k, n, accumulator_bits, near_min, seed):
+    # the entries' row blocks are stacked into one product: each entry must still be its own crossbar
+    # product, clipping and accumulator wrap included (codes near the minimum set most bits: many clips)
+    base = HASTILY_SRAM if preset == "hastily" else dataclasses.replace(ATLEUS_RERAM, flip_columns=False)
+    cfg = dataclasses.replace(base, adc_bits=5, accumulator_bits=accumulator_bits)
+    g = torch.Generator().manual_seed(seed)
+    (xlo, xhi), (wlo, whi) = cfg.input_range, cfg.weight_range
+    if near_min:
+        a = xlo + torch.randint(0, 3, (*batch, m, k), generator=g)
+        b = wlo + torch.randint(0, 3, (*batch, k, n), generator=g)
+    else:
+        a = torch.randint(xlo, xhi + 1, (*batch, m, k), generator=g)
+        b = torch.randint(wlo, whi + 1, (*batch, k, n), generator=g)
+    got = crossbar_product(a, b, cfg)
+    flat_a, flat_b = a.reshape(-1, m, k), b.reshape(-1, k, n)
+    separate = torch.stack([crossbar_matmul(ai, bi, cfg) for ai, bi in zip(flat_a, flat_b)]).view(got.shape)
+    assert torch.equal(got, separate)
+    first = crossbar_matmul_ref(flat_a[0].tolist(), flat_b[0].tolist(), cfg)
+    assert got.reshape(-1, m, n)[0].tolist() == first
+
+
+def test_batched_product_broadcasts_a_shared_operand():
+    a = torch.randint(-128, 128, (1, 4, 70), generator=torch.Generator().manual_seed(0))
+    b = torch.full((3, 70, 2), -1)
+    got = crossbar_product(a, b, HASTILY_SRAM)
+    assert got.shape == (3, 4, 2)
+    assert torch.equal(got, crossbar_matmul(a[0], b[0], HASTILY_SRAM).expand(3, 4, 2))
+
+
+def _linear_by_blocks(x, wq, cfg, generator=None):
+    """hastily.md §2.2 / atleus.md §2.1 step 6 spelled out: y_j = float32(s_x·Σ_p c[p, j]·(P_p[j] −
+    zp[p, j]·Σ_{i∈p} x_i)), the sum in float64 over increasing p."""
+    cfg = dataclasses.replace(cfg, weight_bits=wq.bits)
+    x_int, s_x = quantize_input(x, cfg.input_bits)
+    parts = crossbar_matmul(x_int, wq.codes, cfg, partials=True, generator=generator).to(torch.float64)
+    k, n = wq.codes.shape
+    total = torch.zeros(parts.shape[:-2] + (n,), dtype=torch.float64)
+    for p in range(parts.shape[-2]):
+        c = wq.scales[p * cfg.rows // wq.block_rows, torch.arange(n) // wq.block_cols]
+        part = parts[..., p, :]
+        if wq.zero_points is not None:
+            zp = wq.zero_points[p * cfg.rows // wq.block_rows, torch.arange(n) // wq.block_cols]
+            part = part - zp * x_int[..., p * cfg.rows : (p + 1) * cfg.rows].sum(-1, keepdim=True)
+        total = total + c * part
+    return (total * s_x).to(torch.float32)
+
+
+@pytest.mark.parametrize("granularity", ["channel", "tensor", "crossbar", "row_block"])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("preset", ["hastily", "atleus"])
+def test_linear_equals_the_per_block_formula(granularity, symmetric, preset):
+    # one scale per column over all of K lets the layer sum the blocks as integers first; the result
+    # must be the per-block float64 formula bit for bit, clipping included (6-bit ADC, codes near -128)
+    g = torch.Generator().manual_seed(3)
+    cfg = HASTILY_SRAM if preset == "hastily" else dataclasses.replace(ATLEUS_RERAM, flip_columns=False, adc_bits=7)
+    cfg = dataclasses.replace(cfg, accumulator_bits=16)  # a layer's float64 sum never wraps (§2.2)
+    x = torch.randn(2, 5, 200, generator=g)
+    x[0] = -1.0  # every code -127: high input bits set on every row
+    w = torch.randn(200, 70, generator=g)
+    w[:, :3] = -0.01  # a few all-negative columns
+    wq = quantize_weight(w, 8, granularity=granularity, symmetric=symmetric, crossbar=cfg)
+    got = crossbar_linear(x, wq, cfg)
+    assert torch.equal(got, _linear_by_blocks(x, wq, cfg))
+
+
+def test_linear_keeps_per_block_sums_for_scales_wider_than_float32():
+    g = torch.Generator().manual_seed(4)
+    x, w = torch.randn(3, 150, generator=g), torch.randn(150, 9, generator=g)
+    wq = quantize_weight(w, 8, granularity="channel", crossbar=HASTILY_SRAM)
+    wide = dataclasses.replace(wq, scales=wq.scales * (1 + 2**-40))  # not float32 values any more
+    assert torch.equal(crossbar_linear(x, wide, HASTILY_SRAM), _linear_by_blocks(x, wide, HASTILY_SRAM))

@@ -41,6 +41,7 @@ def configs(draw, clipping: bool):
         weight_encoding=enc,
         flip_columns=draw(st.booleans()),
         input_encoding=draw(st.sampled_from(["twos_complement", "unsigned"])),
+        accumulator_bits=draw(st.sampled_from([8, 12, 32])),  # narrow ones wrap the block sum
     )
 
 
@@ -66,8 +67,12 @@ def test_wide_adc_equals_integer_matmul(cfg, k, n, batch, seed):
     x, w = random_codes(cfg, batch, k, n, seed)
     expected = x.to(torch.int64) @ w.to(torch.int64)
     assert not cfg.can_clip
-    y = crossbar_matmul(x, w, cfg)
+    y = crossbar_matmul(x, w, dataclasses.replace(cfg, accumulator_bits=64))  # nothing wraps
     assert y.dtype == torch.int64 and torch.equal(y, expected)
+    # a narrower accumulator keeps the low bits, two's complement
+    half = 1 << (cfg.accumulator_bits - 1)
+    wrapped = torch.remainder(expected + half, 2 * half) - half
+    assert torch.equal(crossbar_matmul(x, w, cfg), wrapped)
     # The bit-plane path (taken when clipping is possible) is exact here too.
     prog = program_weights(w, cfg)
     planes = xb._clipping_blocks(x.reshape(-1, k).to(torch.int64), prog, cfg, None)[..., :n]
@@ -409,7 +414,7 @@ def test_a_block_with_fewer_live_rows_than_the_adc_top_skips_the_conversions(mon
     x[0, 63] = 1
     assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == [[63, 63]]  # 64 clipped to the top code
     assert crossbar_matmul_ref(x.tolist(), w.tolist(), HASTILY_SRAM) == [[63, 63]]
-    monkeypatch.setattr(xb, "_corrected_blocks", lambda *a: pytest.fail("corrected a block that cannot clip"))
+    monkeypatch.setattr(xb, "_correct_clipping", lambda *a: pytest.fail("corrected a block that cannot clip"))
     x[0, 63] = 0
     assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == [[63, 63]]
     x[0, 63] = 1
@@ -456,6 +461,8 @@ def test_codes_near_the_range_ends_match_the_reference(cfg, k, n, m, seed, corne
     w = near(wlo, whi) + torch.randint(0, 3, (k, n), generator=g)
     y = crossbar_matmul(x, w, cfg, partials=True)
     assert y.tolist() == crossbar_matmul_ref(x.tolist(), w.tolist(), cfg, partials=True)
+    # the summed product comes from one GEMM plus the same corrections, then the accumulator wrap
+    assert crossbar_matmul(x, w, cfg).tolist() == crossbar_matmul_ref(x.tolist(), w.tolist(), cfg)
 
 
 def test_column_sums_follow_the_weight_tensor_and_its_version():
