@@ -131,8 +131,16 @@ def crossbar_linear(
         xsum = F.pad(x_int, (0, pad)).unflatten(-1, (n_blocks, cfg.rows)).sum(-1)
         zp = wq.zero_points.to(x.device)[rows_idx][:, cols_idx]
         parts = parts - zp * xsum.unsqueeze(-1).to(torch.float64)
-    y = (parts * c).sum(-2) * s_x
-    return y.to(torch.float32)
+    return (_scaled_block_sum(parts, c) * s_x).to(torch.float32)
+
+
+def _scaled_block_sum(parts: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Σ_p c[p]·parts[..., p, :] in float64, added in increasing p (a tensor sum over p may pair the
+    terms differently once P is large)."""
+    total = parts[..., 0, :] * c[..., 0, :]
+    for p in range(1, parts.shape[-2]):
+        total = total + parts[..., p, :] * c[..., p, :]
+    return total
 
 
 def _column_scales_sum_exactly(wq: WeightQuant, input_bits: int) -> bool:
@@ -171,7 +179,7 @@ def stacked_crossbar_linear(
         xsum = F.pad(x_int, (0, pad)).unflatten(-1, (blocks, cfg.rows)).sum(-1)  # (G, M, P)
         zp = torch.stack([wq.zero_points.to(x.device)[rows_idx][:, cols_idx] for wq in wqs])
         parts = parts - zp[:, None] * xsum.unsqueeze(-1).to(torch.float64)
-    return ((parts * c[:, None]).sum(-2) * s_x).to(torch.float32)
+    return (_scaled_block_sum(parts, c[:, None]) * s_x).to(torch.float32)
 
 
 class _StraightThrough(torch.autograd.Function):

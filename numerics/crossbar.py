@@ -446,33 +446,35 @@ def _cannot_clip(x2: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> boo
     return int(live.view(n_blocks, config.rows).sum(-1).max()) * config.levels <= (1 << config.adc_bits) - 1
 
 
-# id(weight) -> (weak reference, (config, version), column sums); an entry leaves with its tensor
+# id(weight) -> (weak reference, (config, version), column sums or None once seen); an entry leaves
+# with its tensor
 _COLUMN_SUMS: dict[int, tuple] = {}
 
 
-def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> torch.Tensor:
+def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> torch.Tensor | None:
     """Stored level sum of every crossbar column, int64 ``(sets, P, N_pad * s)``: the largest count a
-    conversion of that column can see. Kept per weight tensor (and its version) and configuration,
-    since a layer multiplies by the same weights call after call."""
+    conversion of that column can see. Computed the second time a weight tensor (same version and
+    configuration) is multiplied, and kept: a layer's weights come back call after call, an
+    attention's K or V never does. None until then."""
     try:
         key = (config, w._version)
     except RuntimeError:  # an inference-mode tensor tracks no version: nothing to key a cache on
-        key = None
+        return None
     cached = _COLUMN_SUMS.get(id(w))
-    if key is not None and cached is not None and cached[0]() is w and cached[1] == key:
-        return cached[2]
-    rows, n_pad = config.rows, _padded_sizes(*w.shape, config)[1]
-    step = max(1, _CHUNK_ELEMENTS // (config.sets * rows * n_pad * config.slices))  # blocks per pass
-    sums = []
-    for p in range(0, n_blocks, step):  # a few row blocks at a time keep the sliced levels small
-        levels = program_weights(w[p * rows : (p + step) * rows], config).levels  # (S, P', rows, N_pad, s)
-        sums.append(levels.sum(2).flatten(-2))
-    result = torch.cat(sums, 1).round().to(torch.int64)
-    if key is not None:
+    if cached is None or cached[0]() is not w or cached[1] != key:
         ident = id(w)
         forget = weakref.ref(w, lambda _: _COLUMN_SUMS.pop(ident, None))
-        _COLUMN_SUMS[ident] = (forget, key, result)
-    return result
+        _COLUMN_SUMS[ident] = (forget, key, None)
+        return None
+    if cached[2] is None:
+        rows, n_pad = config.rows, _padded_sizes(*w.shape, config)[1]
+        step = max(1, _CHUNK_ELEMENTS // (config.sets * rows * n_pad * config.slices))  # blocks per pass
+        sums = []
+        for p in range(0, n_blocks, step):  # a few row blocks at a time keep the sliced levels small
+            levels = program_weights(w[p * rows : (p + step) * rows], config).levels  # (S, P', rows, N_pad, s)
+            sums.append(levels.sum(2).flatten(-2))
+        _COLUMN_SUMS[id(w)] = (cached[0], key, torch.cat(sums, 1).round().to(torch.int64))
+    return _COLUMN_SUMS[id(w)][2]
 
 
 def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int):
@@ -481,34 +483,35 @@ def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, conf
 
     A conversion of input bit t of row m in block p on column c counts at most min(S_c, n_t·L), S_c
     the column's stored level sum and n_t the block's rows whose input bit t is set; only where both
-    exceed the top code 2**adc_bits − 1 can it clip. Those counts are computed from the block's
+    exceed the top code 2**adc_bits − 1 can it clip. Blocks without such a column are skipped when the
+    column sums are known (:func:`_column_sums`). The candidates' counts are computed from the block's
     programmed levels, and a count C above the top changes the digital value by −(C − top), or by
     +(C − top) on a flipped column (which stores L − g and is un-flipped as L·n_t − v)."""
     k, n = w.shape
     rows, top, b_x = config.rows, (1 << config.adc_bits) - 1, config.input_bits
-    column_hot = _column_sums(w, config, n_blocks) > top  # (S, P, C)
-    sig_t = input_significance(config).to(device=x2.device, dtype=torch.float64)
-    sig_m = slice_significance(config).to(device=x2.device, dtype=torch.float64)
-    hot = column_hot.any(-1).any(0).nonzero().flatten()
+    sums = _column_sums(w, config, n_blocks)
+    hot = torch.arange(n_blocks, device=x2.device) if sums is None else (sums > top).any(-1).any(0).nonzero().flatten()
     if not hot.numel():
         return
+    sig_t = input_significance(config).to(device=x2.device, dtype=torch.float64)
+    sig_m = slice_significance(config).to(device=x2.device, dtype=torch.float64)
     u = torch.remainder(torch.nn.functional.pad(x2, (0, n_blocks * rows - k)), 1 << b_x)
-    u = u.view(-1, n_blocks, rows)[:, hot]  # (M, H, rows): inputs of the blocks with a hot column
+    u = u.view(-1, n_blocks, rows)[:, hot]  # (M, H, rows): inputs of the blocks that may clip
     driven = torch.stack([((u >> t) & 1).sum(-1) for t in range(b_x)], -1)  # (M, H, b_x) rows per bit
     candidates = driven * config.levels > top
     for h in candidates.any(-1).any(0).nonzero().flatten().tolist():
         p = int(hot[h])
-        m_idx, t_idx = candidates[:, h].nonzero(as_tuple=True)
         prog = program_weights(w[p * rows : (p + 1) * rows], config)
-        cols = column_hot[:, p].any(0).nonzero().flatten()
-        levels = prog.levels[:, 0].flatten(-2)[..., cols]  # (S, rows, C')
+        levels = prog.levels[:, 0].flatten(-2)  # (S, rows, C)
+        cols = (levels.sum(1) > top).any(0).nonzero().flatten()
+        if not cols.numel():
+            continue
+        m_idx, t_idx = candidates[:, h].nonzero(as_tuple=True)
         planes = ((u[m_idx, h] >> t_idx[:, None]) & 1).to(torch.float64)  # (R, rows)
-        excess = (torch.matmul(planes, levels) - top).clamp(min=0)  # (S, R, C')
+        excess = (torch.matmul(planes, levels[..., cols]) - top).clamp(min=0)  # (S, R, C')
         flipped = prog.flipped[:, 0].flatten(-2)[:, None, cols]
         delta = torch.where(flipped, excess, -excess) * sig_t[t_idx][:, None]
-        per_cell = torch.zeros(
-            excess.shape[:-1] + (prog.flipped.shape[-2] * config.slices,), dtype=torch.float64, device=x2.device
-        )
+        per_cell = torch.zeros(excess.shape[:-1] + (levels.shape[-1],), dtype=torch.float64, device=x2.device)
         per_cell[..., cols] = delta
         y = torch.matmul(per_cell.unflatten(-1, (-1, config.slices)), sig_m)  # (S, R, N_pad)
         y = (y[0] - y[1] if config.sets == 2 else y[0])[:, :n]

@@ -281,3 +281,17 @@ def test_linear_keeps_per_block_sums_for_scales_wider_than_float32():
     wq = quantize_weight(w, 8, granularity="channel", crossbar=HASTILY_SRAM)
     wide = dataclasses.replace(wq, scales=wq.scales * (1 + 2**-40))  # not float32 values any more
     assert torch.equal(crossbar_linear(x, wide, HASTILY_SRAM), _linear_by_blocks(x, wide, HASTILY_SRAM))
+
+
+def test_block_sum_runs_in_increasing_p():
+    # atleus.md §2.1 step 6: the float64 sum of c·P_p over the row blocks in increasing p; a tensor
+    # reduction over 24 blocks pairs the terms differently and changes float64 bits
+    from numerics.cim_layers import _scaled_block_sum
+
+    g = torch.Generator().manual_seed(0)
+    parts = torch.randint(-(2**20), 2**20, (64, 24, 96), generator=g).to(torch.float64)
+    c = torch.rand(24, 96, generator=g, dtype=torch.float64)
+    expected = torch.zeros(64, 96, dtype=torch.float64)
+    for p in range(24):
+        expected = expected + parts[:, p] * c[p]
+    assert torch.equal(_scaled_block_sum(parts, c), expected)
