@@ -118,8 +118,8 @@ def crossbar_linear(
             zp = wq.zero_points[0].to(x.device)[cols]
             total = total - zp * x_int.sum(-1, keepdim=True).to(torch.float64)
         return (total * wq.scales[0].to(x.device)[cols] * s_x).to(torch.float32)
-    parts = crossbar_matmul(x_int, wq.codes.to(x_int.device), cfg, generator=generator, partials=True).to(
-        torch.float64
+    parts = crossbar_matmul(
+        x_int, wq.codes.to(x_int.device), cfg, generator=generator, partials=True, dtype=torch.float64
     )  # (..., P, N)
     n_blocks = parts.shape[-2]
     # Scale block of each crossbar row block p (block_rows is a multiple of rows, or K).

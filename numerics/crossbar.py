@@ -409,14 +409,15 @@ def wrap_accumulator(y: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.remainder(y + half, 1 << bits) - half
 
 
-def _exact_product(x: torch.Tensor, w: torch.Tensor, bound: int) -> torch.Tensor:
-    """Exact int64 ``x @ w`` (batched): float32 BLAS when every partial sum stays below 2**24 (in any
-    summation order) and float32 products are not rounded to TF32, float64 below 2**53, else int64."""
+def _exact_product(x: torch.Tensor, w: torch.Tensor, bound: int, out_dtype=torch.int64) -> torch.Tensor:
+    """Exact ``x @ w`` (batched) as ``out_dtype``: float32 BLAS when every partial sum stays below 2**24
+    (in any summation order) and float32 products are not rounded to TF32, float64 below 2**53, else
+    int64."""
     full_fp32 = x.device.type == "cpu" or torch.get_float32_matmul_precision() == "highest"
     for dtype, limit in ((torch.float32, 1 << 24), (torch.float64, 1 << 53)):
         if bound < limit and (dtype == torch.float64 or full_fp32):
-            return torch.matmul(x.to(dtype), w.to(dtype)).to(torch.int64)  # integral: every sum is exact
-    return torch.matmul(x.to(torch.int64), w.to(torch.int64))
+            return torch.matmul(x.to(dtype), w.to(dtype)).to(out_dtype)  # integral: every sum is exact
+    return torch.matmul(x.to(torch.int64), w.to(torch.int64)).to(out_dtype)
 
 
 def _product_bound(k: int, config: CrossbarConfig) -> int:
@@ -425,13 +426,13 @@ def _product_bound(k: int, config: CrossbarConfig) -> int:
     return k * x_max * (1 << (config.weight_bits - 1))
 
 
-def _exact_blocks(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int):
+def _exact_blocks(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int, dtype=torch.int64):
     """Noise-free, non-clipping per-block partials (M, P, N): each block's exact product."""
     k = w.shape[0]
     pad = n_blocks * config.rows - k
     xb = torch.nn.functional.pad(x2, (0, pad)).unflatten(-1, (n_blocks, config.rows)).transpose(0, 1)
     wb = torch.nn.functional.pad(w, (0, 0, 0, pad)).unflatten(0, (n_blocks, config.rows))
-    return _exact_product(xb, wb, _product_bound(config.rows, config)).transpose(0, 1)
+    return _exact_product(xb, wb, _product_bound(config.rows, config), dtype).transpose(0, 1)
 
 
 def _cannot_clip(x2: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> bool:
@@ -497,6 +498,7 @@ def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, conf
     sig_m = slice_significance(config).to(device=x2.device, dtype=torch.float64)
     u = torch.remainder(torch.nn.functional.pad(x2, (0, n_blocks * rows - k)), 1 << b_x)
     u = u.view(-1, n_blocks, rows)[:, hot]  # (M, H, rows): inputs of the blocks that may clip
+    u = u.to(torch.uint8 if b_x <= 8 else torch.int32)  # narrow codes: the bit counts touch less memory
     driven = torch.stack([((u >> t) & 1).sum(-1) for t in range(b_x)], -1)  # (M, H, b_x) rows per bit
     candidates = driven * config.levels > top
     for h in candidates.any(-1).any(0).nonzero().flatten().tolist():
@@ -507,7 +509,7 @@ def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, conf
         if not cols.numel():
             continue
         m_idx, t_idx = candidates[:, h].nonzero(as_tuple=True)
-        planes = ((u[m_idx, h] >> t_idx[:, None]) & 1).to(torch.float64)  # (R, rows)
+        planes = ((u[m_idx, h].to(torch.int64) >> t_idx[:, None]) & 1).to(torch.float64)  # (R, rows)
         excess = (torch.matmul(planes, levels[..., cols]) - top).clamp(min=0)  # (S, R, C')
         flipped = prog.flipped[:, 0].flatten(-2)[:, None, cols]
         delta = torch.where(flipped, excess, -excess) * sig_t[t_idx][:, None]
@@ -515,7 +517,7 @@ def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, conf
         per_cell[..., cols] = delta
         y = torch.matmul(per_cell.unflatten(-1, (-1, config.slices)), sig_m)  # (S, R, N_pad)
         y = (y[0] - y[1] if config.sets == 2 else y[0])[:, :n]
-        (out[:, p] if out.dim() == 3 else out).index_add_(0, m_idx, y.round().to(torch.int64))
+        (out[:, p] if out.dim() == 3 else out).index_add_(0, m_idx, y.round().to(out.dtype))
 
 
 def _clipping_blocks(x2, prog: ProgrammedWeights, config: CrossbarConfig, adc_noise):
@@ -566,6 +568,7 @@ def crossbar_matmul(
     *,
     generator: torch.Generator | None = None,
     partials: bool = False,
+    dtype: torch.dtype = torch.int64,
 ) -> torch.Tensor:
     """Integer product ``x_int @ w_int`` as the crossbars compute it (atleus.md §2.3).
 
@@ -577,9 +580,12 @@ def crossbar_matmul(
             order (fault uniforms, cell normals, ADC normals ``(sets, ..., P, b_x, N_pad*s)``).
         partials: return the per-row-block results ``(..., P, N)`` (not wrapped) instead of
             their wrapped digital sum.
+        dtype: ``torch.int64`` or ``torch.float64`` (the same integers, exact: per-block results stay
+            below 2**53 for codes of at most 16 bits, and a wrapped sum fits ``accumulator_bits``), which
+            spares a conversion when the result feeds float arithmetic.
 
     Returns:
-        int64 tensor ``(..., N)`` (or ``(..., P, N)``) on ``x_int``'s device.
+        integer-valued tensor ``(..., N)`` (or ``(..., P, N)``) of ``dtype`` on ``x_int``'s device.
     """
     check_type("config", config, CrossbarConfig)
     _check_codes(x_int, "x_int", *config.input_range)
@@ -595,6 +601,10 @@ def crossbar_matmul(
         raise ValueError(f"w_int must be non-empty, got shape {(k, n)}")
     if config.has_randomness and generator is None:
         raise ValueError("generator is required when the config enables noise or faults")
+    if dtype not in (torch.int64, torch.float64):
+        raise ValueError(f"dtype must be torch.int64 or torch.float64, got {dtype}")
+    if dtype == torch.float64 and not partials and config.accumulator_bits > 53:
+        raise ValueError(f"a sum wrapped to accumulator_bits={config.accumulator_bits} may not fit float64 exactly")
     batch = x_int.shape[:-1]
     x2 = x_int.reshape(-1, k).to(torch.int64)
     n_blocks, n_pad = _padded_sizes(k, n, config)
@@ -602,14 +612,15 @@ def crossbar_matmul(
     if exact or (not config.has_randomness and config.adc_mode == "saturate"):
         w64 = w_int.to(torch.int64)
         # the blocks' integer sum is the whole product: one GEMM unless the blocks are asked for
-        out = (
-            _exact_blocks(x2, w64, config, n_blocks) if partials else _exact_product(x2, w64, _product_bound(k, config))
-        )
+        if partials:
+            out = _exact_blocks(x2, w64, config, n_blocks, dtype)
+        else:
+            out = _exact_product(x2, w64, _product_bound(k, config))
         if not exact:
             _correct_clipping(out, x2, w_int, config, n_blocks)
         if partials:
             return out.reshape(*batch, n_blocks, n)
-        return wrap_accumulator(out, config.accumulator_bits).reshape(*batch, n)
+        return wrap_accumulator(out, config.accumulator_bits).reshape(*batch, n).to(dtype)
     prog = program_weights(w_int, config, generator=generator)
     adc_noise = None
     if config.adc_noise_std > 0:
@@ -618,5 +629,5 @@ def crossbar_matmul(
         adc_noise = _physical_to_canonical(z, n_pad, config).flatten(-2).transpose(1, 2)
     blocks = _clipping_blocks(x2, prog, config, adc_noise)[..., :n]
     if partials:
-        return blocks.reshape(*batch, n_blocks, n)
-    return wrap_accumulator(blocks.sum(dim=1), config.accumulator_bits).reshape(*batch, n)
+        return blocks.reshape(*batch, n_blocks, n).to(dtype)
+    return wrap_accumulator(blocks.sum(dim=1), config.accumulator_bits).reshape(*batch, n).to(dtype)

@@ -490,3 +490,35 @@ def test_column_sums_leave_with_their_weight():
     assert len(xb._COLUMN_SUMS) == before + 1
     del w
     assert len(xb._COLUMN_SUMS) == before
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ATLEUS_RERAM,
+        HASTILY_SRAM,
+        dataclasses.replace(NOISY, flip_columns=False),
+        dataclasses.replace(HASTILY_SRAM, adc_mode="truncate"),
+    ],
+    ids=["exact", "corrected", "noisy", "truncate"],
+)
+@pytest.mark.parametrize("partials", [True, False])
+def test_float64_results_are_the_same_integers(cfg, partials):
+    x, w = random_codes(cfg, (5,), 150, 7, seed=2)
+    x[0] = cfg.input_range[0]  # a row of the most negative code: high bits set everywhere, clips
+    w[:, 0] = cfg.weight_range[0]
+
+    def run(dtype):
+        gen = torch.Generator().manual_seed(9) if cfg.has_randomness else None
+        return crossbar_matmul(x, w, cfg, generator=gen, partials=partials, dtype=dtype)
+
+    exact, as_float = run(torch.int64), run(torch.float64)
+    assert as_float.dtype == torch.float64 and torch.equal(as_float, exact.to(torch.float64))
+
+
+def test_bad_result_dtype():
+    x, w = torch.zeros(1, 4, dtype=torch.int64), torch.zeros(4, 2, dtype=torch.int64)
+    with pytest.raises(ValueError, match="dtype must be torch.int64 or torch.float64"):
+        crossbar_matmul(x, w, HASTILY_SRAM, dtype=torch.float32)
+    with pytest.raises(ValueError, match="accumulator_bits=64 may not fit float64"):
+        crossbar_matmul(x, w, dataclasses.replace(HASTILY_SRAM, accumulator_bits=64), dtype=torch.float64)
