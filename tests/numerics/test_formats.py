@@ -336,11 +336,17 @@ def test_fixed_point_q1_15_and_saturation():
 # --------------------------------------------------------------------------- lookup
 
 
-def test_lookup_gathers_by_code_across_chunks():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lookup_gathers_by_code_across_chunks(threads):
     table = torch.arange(65536, dtype=torch.int32) * 3 % 65521  # any function of the code
-    codes = torch.randint(0, 65536, (3, 40_000), generator=torch.Generator().manual_seed(0))
-    x = bits_to_bf16(codes).t()  # non-contiguous, more than one chunk
-    got = lookup(table, x)
+    codes = torch.randint(0, 65536, (3, 100_000), generator=torch.Generator().manual_seed(0))
+    x = bits_to_bf16(codes).t()  # non-contiguous, more than one chunk (one thread takes larger ones)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = lookup(table, x)
+    finally:
+        torch.set_num_threads(before)
     assert got.shape == x.shape and got.dtype == torch.int32
     assert torch.equal(got, (codes.t() * 3 % 65521).to(torch.int32))
     with pytest.raises(ValueError, match="65536"):
