@@ -233,7 +233,7 @@ def estimate(workload: Workload, *, hardware: SoftExOptions, config: SoftExConfi
             ("idle", cfg.idle_power_w),
         )
     }
-    V, rows, softmax_waits = hardware.lanes, [], {}
+    V, rows, on_softex = hardware.lanes, [], []  # on_softex: indices of the softmax ops SoftEx runs
 
     def row(op, unit, **cycles_by_mode):
         cycles = {mode: math.ceil(c) for mode, c in cycles_by_mode.items()}
@@ -251,7 +251,7 @@ def estimate(workload: Workload, *, hardware: SoftExOptions, config: SoftExConfi
             busy, wait = op.rows * sum(jobs), cfg.prog_cycles + op.rows * sum(gaps) - gaps[-1]
             if not op.rows:
                 busy = wait = 0
-            softmax_waits[len(rows)] = cfg.prog_cycles if op.rows else 0
+            on_softex.append(len(rows))
             rows.append(row(op, "softex", softex=busy * cfg.l1_contention, idle=wait))
         elif op.kind == "gelu" and opts["softex"]:
             n = op.elements
@@ -273,8 +273,9 @@ def estimate(workload: Workload, *, hardware: SoftExOptions, config: SoftExConfi
     total, notes = sum(r.cycles for r in rows), []
     if opts["overlap"]:
         saved = 0
-        for first, last, i in _attention_groups(workload.ops, softmax_waits):
-            group_saved = _pipeline_saving(rows[first : last + 1], workload.ops[first].batch, softmax_waits[i])
+        for first, last, i in _attention_groups(workload.ops, on_softex):
+            first_wait = cfg.prog_cycles if workload.ops[i].rows else 0
+            group_saved = _pipeline_saving(rows[first : last + 1], workload.ops[first].batch, first_wait)
             # the cluster's base power runs once over the overlapped cycles, not once per unit
             softex = rows[i].components["softex"] - group_saved * pj_per_cycle["idle"] * PJ
             rows[i] = dataclasses.replace(rows[i], components={**rows[i].components, "softex": softex})
@@ -292,11 +293,11 @@ def estimate(workload: Workload, *, hardware: SoftExOptions, config: SoftExConfi
     )
 
 
-def _attention_groups(ops, softmax_rows: dict):
+def _attention_groups(ops, softmax_indices: list[int]):
     """(first, last, softmax index) of each SoftEx softmax between two products, with only core
     ops between them and the products and softmax over the same batch of heads (the core ops'
     work splits evenly over the heads, whatever their shape)."""
-    for i in softmax_rows:
+    for i in softmax_indices:
         first, last = i - 1, i + 1
         while first >= 0 and ops[first].kind in ("elementwise", "move"):
             first -= 1

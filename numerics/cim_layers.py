@@ -163,15 +163,12 @@ def stacked_crossbar_linear(
     are stacked into one crossbar product, whose per-block partials are each group's own (a conversion
     sees one row block and one column). Bit for bit the G separate products; returns (G, M, N) float32."""
     cfg = dataclasses.replace(crossbar, weight_bits=wqs[0].bits)
-    g, m, k = x.shape
-    n = wqs[0].codes.shape[1]
-    blocks = -(-k // cfg.rows)
-    pad = blocks * cfg.rows - k
+    k, n = wqs[0].codes.shape
     x_int, s_x = quantize_input(x, cfg.input_bits, scale=input_scale)  # per row of each group
-    stacked_x = F.pad(x_int, (0, pad)).transpose(0, 1).reshape(m, g * blocks * cfg.rows)
-    stacked_w = torch.cat([F.pad(wq.codes.to(x.device), (0, 0, 0, pad)) for wq in wqs])
-    parts = crossbar_matmul(stacked_x, stacked_w, cfg, partials=True).to(torch.float64)  # (M, G*P, N)
-    parts = parts.view(m, g, blocks, n).transpose(0, 1)  # (G, M, P, N)
+    codes = torch.stack([wq.codes.to(x.device) for wq in wqs])
+    parts = _entry_partials(x_int, codes, cfg, torch.float64)  # (G, M, P, N)
+    blocks = parts.shape[2]
+    pad = blocks * cfg.rows - k
     rows_idx = torch.arange(blocks, device=x.device) * cfg.rows // wqs[0].block_rows
     cols_idx = torch.arange(n, device=x.device) // wqs[0].block_cols
     c = torch.stack([wq.scales.to(x.device)[rows_idx][:, cols_idx] for wq in wqs])  # (G, P, N)
@@ -180,6 +177,19 @@ def stacked_crossbar_linear(
         zp = torch.stack([wq.zero_points.to(x.device)[rows_idx][:, cols_idx] for wq in wqs])
         parts = parts - zp[:, None] * xsum.unsqueeze(-1).to(torch.float64)
     return (_scaled_block_sum(parts, c[:, None]) * s_x).to(torch.float32)
+
+
+def _entry_partials(a3: torch.Tensor, b3: torch.Tensor, crossbar: CrossbarConfig, dtype=torch.int64) -> torch.Tensor:
+    """Per-block partials (G, M, P, N) of G independent crossbar products ``a3[g] @ b3[g]`` (a3 (G, M, K),
+    b3 (G, K, N)) run as one: each entry's K is padded to whole row blocks and the entries' row blocks
+    are stacked, so each conversion sees one row block of one entry, as in separate arrays."""
+    g, m, k = a3.shape
+    blocks = -(-k // crossbar.rows)
+    pad = blocks * crossbar.rows - k
+    stacked_a = F.pad(a3, (0, pad)).transpose(0, 1).reshape(m, g * blocks * crossbar.rows)
+    stacked_b = F.pad(b3, (0, 0, 0, pad)).reshape(g * blocks * crossbar.rows, b3.shape[-1])
+    parts = crossbar_matmul(stacked_a, stacked_b, crossbar, partials=True, dtype=dtype)  # (M, G*P, N)
+    return parts.view(m, g, blocks, -1).transpose(0, 1)
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -443,13 +453,8 @@ def crossbar_product(a_int: torch.Tensor, b_int: torch.Tensor, crossbar: Crossba
     m, k = a_int.shape[-2:]
     a3 = a_int.expand(*batch, m, k).reshape(-1, m, k)
     b3 = b_int.expand(*batch, k, shape[-1]).reshape(-1, k, shape[-1])
-    g, blocks = a3.shape[0], -(-k // crossbar.rows)
-    pad = blocks * crossbar.rows - k
-    stacked_a = F.pad(a3, (0, pad)).transpose(0, 1).reshape(m, g * blocks * crossbar.rows)
-    stacked_b = F.pad(b3, (0, 0, 0, pad)).reshape(g * blocks * crossbar.rows, shape[-1])
-    parts = crossbar_matmul(stacked_a, stacked_b, crossbar, partials=True)  # (M, G*P, N)
-    out = wrap_accumulator(parts.view(m, g, blocks, -1).sum(2), crossbar.accumulator_bits)
-    return out.transpose(0, 1).reshape(shape)
+    parts = _entry_partials(a3, b3, crossbar)  # (G, M, P, N)
+    return wrap_accumulator(parts.sum(2), crossbar.accumulator_bits).reshape(shape)
 
 
 def int8_crossbar_product(a: torch.Tensor, b: torch.Tensor, crossbar: CrossbarConfig) -> torch.Tensor:
