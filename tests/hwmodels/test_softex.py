@@ -123,6 +123,20 @@ def test_overlap_pipelines_attention_over_heads():
     assert overlapped.notes == ("overlap: attention pipelined over heads, 456 cycles saved",)
 
 
+def test_overlap_with_redmule_the_busiest_unit_keeps_the_first_programming_wait():
+    # long products, short softmax rows: RedMulE sets the period, so the first job's 30-cycle wait is
+    # not hidden in SoftEx's share
+    ops = (
+        Op("matmul", "qk", "attn", 4, 64, 512, 8),  # per head ⌈262,144 / 172.8⌉ = 1518
+        Op("softmax", "softmax", "attn", 4, 64, 0, 8),  # 256 rows · (3·1 + 41) = 11,264, + 30 -> 11,294
+        Op("matmul", "av", "attn", 4, 64, 8, 512),  # per head 1518
+    )
+    report = estimate(Workload(ops), "softex", config=SOFTEX, overlap=True)
+    # per head: RedMulE 1518 + 1518 = 3036, SoftEx 11,264 / 4 = 2816; the chain of one head 5852, three
+    # more heads at RedMulE's 3036, plus the wait: 30 + 5852 + 3·3036 = 14,990 (sequential 23,438)
+    assert report.total_cycles == 14_990
+
+
 def test_overlap_splits_core_ops_of_any_shape_over_the_heads():
     # eager attention scales a flattened (1, 64, 16) view: the same 256 core cycles, 64 per head
     flat = Workload(ATTENTION.ops[:1] + (Op("elementwise", "mul", "attn", 1, 64, 0, 16),) + ATTENTION.ops[2:])
