@@ -1,8 +1,12 @@
 """FlexiSAGA sparse GEMM: PE-order kernel vs torch.matmul, and bitmap compression, by sparsity.
 
-python bench/sparse_gemm.py [--threads N]   (prints ratios; timings depend on the machine)
+python bench/sparse_gemm.py [--threads N] [--eager]   (prints ratios; timings depend on the machine)
+
+The PE-order column is the compiled kernel where a C compiler is found (numerics/pe_kernel.py), else
+the eager loop; --eager adds a column timing the eager loop itself (one call each: it is slow).
 """
 
+import os
 import pathlib
 import sys
 
@@ -10,26 +14,44 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from bench.timing import arguments, median_seconds, parse  # noqa: E402
+from numerics import pe_kernel  # noqa: E402
 from numerics.sparsity import FlexiSAGAConfig, encode_bitmap, prune, sparse_gemm  # noqa: E402
 
 
-def main(m=128, k=768, n=768, tile=(16, 16)):
-    args = parse(arguments(__doc__, repeats=3))
+def eager_seconds(fn) -> float:
+    old = os.environ.get("EDGENUM_PE_KERNEL")
+    os.environ["EDGENUM_PE_KERNEL"] = "eager"
+    try:
+        return median_seconds(fn, repeats=1, warmup=0)
+    finally:
+        os.environ.pop("EDGENUM_PE_KERNEL")
+        if old is not None:
+            os.environ["EDGENUM_PE_KERNEL"] = old
+
+
+def main(m=128, k=768, n=3072, tile=(16, 16)):
+    ap = arguments(__doc__, repeats=9)
+    ap.add_argument("--eager", action="store_true", help="also time the eager PE-order loop")
+    args = parse(ap)
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
     fused = FlexiSAGAConfig(fused_mac=True)
-    print(f"(M, K, N) = ({m}, {k}, {n}), tile {tile}, torch threads {torch.get_num_threads()}")
-    print("vector  sparsity  seq/matmul  fused/matmul  compression  DecU words/dense words")
+    kernel = "compiled kernel" if pe_kernel.available() else "eager loop (no C compiler)"
+    print(f"(M, K, N) = ({m}, {k}, {n}), tile {tile}, torch threads {torch.get_num_threads()}, PE order: {kernel}")
+    print("vector  sparsity  seq/matmul  fused/matmul" + ("  eager/matmul" if args.eager else "") + "  compression")
     for vector in ("row", "col"):
         for s in (0.0, 0.5, 0.75):
             pruned, _ = prune(w, s, tile=tile, vector=vector)
-            t_mm = median_seconds(lambda pruned=pruned: torch.matmul(x, pruned), repeats=args.repeats, warmup=1)
-            t_seq = median_seconds(lambda pruned=pruned: sparse_gemm(x, pruned), repeats=args.repeats, warmup=1)
-            t_fused = median_seconds(lambda pruned=pruned: sparse_gemm(x, pruned, fused), repeats=1, warmup=0)
+            t_mm = median_seconds(lambda pruned=pruned: torch.matmul(x, pruned), repeats=args.repeats)
+            t_seq = median_seconds(lambda pruned=pruned: sparse_gemm(x, pruned), repeats=args.repeats)
+            t_fused = median_seconds(lambda pruned=pruned: sparse_gemm(x, pruned, fused), repeats=args.repeats)
+            eager = (
+                f"  {eager_seconds(lambda pruned=pruned: sparse_gemm(x, pruned)) / t_mm:12.1f}" if args.eager else ""
+            )
             e = encode_bitmap(pruned, tile, vector=vector)
             print(
-                f"{vector:6}  {s:8.2f}  {t_seq / t_mm:10.1f}  {t_fused / t_mm:12.1f}  "
-                f"{e.compression_ratio:11.3f}  {e.decu_words / (k * n):10.3f}"
+                f"{vector:6}  {s:8.2f}  {t_seq / t_mm:10.2f}  {t_fused / t_mm:12.2f}{eager}"
+                f"  {e.compression_ratio:11.3f}"
             )
 
 

@@ -22,6 +22,7 @@ from numerics.conv import conv_as_gemm, copy_conv_attributes, is_depthwise, modu
 from numerics.emulation import in_reference_arithmetic
 from numerics.formats import fma_f32
 from numerics.heads import HEADS, head_rule
+from numerics.pe_kernel import pe_gemm
 from numerics.quant import run_batches
 from numerics.reconstruct import check_damping, gemm_rows, padding_mask, reconstruct_
 from numerics.recovery import Recovery, recover  # noqa: F401  (public here: the pruning workflow's last step)
@@ -103,6 +104,9 @@ def grouped_sequential_gemm(x: torch.Tensor, weight: torch.Tensor, config: Flexi
     masked where X is not finite)."""
     if config.accumulation == "fast":
         return torch.matmul(x, weight)
+    compiled = pe_gemm(x, weight, config.fused_mac)
+    if compiled is not None:
+        return compiled
     stored = stored_elements(weight)  # (G, K, N)
     steps = stored.any(-1).any(0).nonzero().flatten().tolist()
     masked = (~stored.all(-1).all(0) & ~torch.isfinite(x).all(1).all(0)).tolist()

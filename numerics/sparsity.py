@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from numerics.formats import fma_f32
+from numerics.pe_kernel import pe_gemm
 from numerics.validation import check_padded
 
 VECTORS = ("row", "col", "channel", "auto")
@@ -661,6 +662,9 @@ def sparse_gemm(x: torch.Tensor, weight, config: FlexiSAGAConfig = FLEXISAGA_16X
         raise ValueError(f"x is on {x.device} but weight is on {weight.device}")
     if config.dtype == "float32" and config.accumulation == "fast":
         return torch.matmul(x, weight)
+    compiled = pe_gemm(x[None], weight[None], config.fused_mac) if config.dtype == "float32" else None
+    if compiled is not None:
+        return compiled[0]
     weight = weight.contiguous()  # rows W[k] are read once per step
     stored = stored_elements(weight)
     steps = stored.any(1).nonzero().flatten().tolist()

@@ -1,0 +1,210 @@
+/* FlexiSAGA's PE-order float32 GEMM (docs/hardware/flexisaga.md, section 2.2), compiled at first use
+ * by numerics/pe_kernel.py, which also holds the step lists' layout and the reasons for this file.
+ *
+ * y[g] = x[g] . w[g] with x (G, M, K), w (G, K, N) and y (G, M, N), contiguous float32. A weight is
+ * stored unless its bits are those of +0 (the zero the decompression unit injects). Column block
+ * q = g*nb + b holds columns 16b .. 16b+15 of group g; its steps are the k where it stores any weight,
+ * increasing. Each output starts at +0 and, step by step, adds the product:
+ * acc = fl(acc + fl(x*w)), or fl(acc + x*w) with one rounding when fused. A step listed as ~k (negative)
+ * must leave acc unchanged where the weight is not stored; at every other step adding that product,
+ * x*(+0), is exact: acc is never -0 without a fused MAC, and x is finite.
+ *
+ * Bit-exactness rests on C's evaluation rules: compile with -ffp-contract=off and without -ffast-math,
+ * so that every + and * rounds once, in the order written. The floating-point environment is reset to
+ * the default (round to nearest even, subnormals kept) for the duration of a call.
+ */
+#include <fenv.h>
+#include <math.h>
+#include <sched.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MB 4     /* output rows per tile: 4 x 16 accumulators, 8 of 16 AVX registers (measured: 6 and 8 are slower) */
+#define NB 16    /* output columns per tile and per column block */
+#define CHUNK 4  /* tiles claimed at a time: small, so that a busy core holds little work back */
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8 load8(const float *p)
+{
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline v8 mac8(v8 acc, float x, v8 w, int fused)
+{
+    if (!fused)
+        return acc + x * w;
+    v8 r;
+    for (int c = 0; c < 8; c++)
+        r[c] = fmaf(x, w[c], acc[c]);
+    return r;
+}
+
+/* new where the weight w is stored (its bits are not all zero), old elsewhere */
+static inline v8 keep_stored(v8 old, v8 new, v8 w)
+{
+    v8i m = (v8i)w != (v8i){0};
+    return (v8)(((v8i)new & m) | ((v8i)old & ~m));
+}
+
+static inline int stored(const float *w)
+{
+    int32_t bits;
+    memcpy(&bits, w, sizeof bits);
+    return bits != 0;
+}
+
+/* How many of the 16 weights from w on are stored. */
+static inline int stored16(const float *w)
+{
+    v8i lo, hi;
+    memcpy(&lo, w, sizeof lo);
+    memcpy(&hi, w + 8, sizeof hi);
+    v8i minus = (lo != (v8i){0}) + (hi != (v8i){0}); /* -1 per stored weight */
+    int count = 0;
+    for (int c = 0; c < 8; c++)
+        count -= minus[c];
+    return count;
+}
+
+/* A full tile: MB rows of x from x0 (row stride ldx) by NB columns. The plain steps run in a tight loop
+ * that keeps the 2·MB accumulator vectors in registers; a masked step blends its sums with the old ones. */
+static inline __attribute__((always_inline)) void tile16(const float *x0, int64_t ldx, const float *w, int64_t n,
+                                                         const int32_t *steps, int64_t ns, int fused, float *y)
+{
+    v8 a[MB][2];
+    for (int r = 0; r < MB; r++)
+        a[r][0] = a[r][1] = (v8){0};
+    int64_t s = 0;
+    for (;;) {
+        for (; s < ns && steps[s] >= 0; s++) {
+            int64_t k = steps[s];
+            v8 w0 = load8(w + k * n), w1 = load8(w + k * n + 8);
+            for (int r = 0; r < MB; r++) {
+                float xv = x0[r * ldx + k];
+                a[r][0] = mac8(a[r][0], xv, w0, fused);
+                a[r][1] = mac8(a[r][1], xv, w1, fused);
+            }
+        }
+        if (s == ns)
+            break;
+        int64_t k = ~steps[s++];
+        v8 w0 = load8(w + k * n), w1 = load8(w + k * n + 8);
+        for (int r = 0; r < MB; r++) {
+            float xv = x0[r * ldx + k];
+            a[r][0] = keep_stored(a[r][0], mac8(a[r][0], xv, w0, fused), w0);
+            a[r][1] = keep_stored(a[r][1], mac8(a[r][1], xv, w1, fused), w1);
+        }
+    }
+    for (int r = 0; r < MB; r++) {
+        memcpy(y + r * n, &a[r][0], sizeof(v8));
+        memcpy(y + r * n + 8, &a[r][1], sizeof(v8));
+    }
+}
+
+/* An edge tile (rows < MB or cols < NB), element by element. */
+static void tile_edge(const float *x0, int64_t ldx, const float *w, int64_t n, const int32_t *steps, int64_t ns,
+                      int fused, float *y, int rows, int cols)
+{
+    float a[MB][NB] = {{0}};
+    for (int64_t s = 0; s < ns; s++) {
+        int32_t e = steps[s];
+        int64_t k = e < 0 ? ~e : e;
+        for (int r = 0; r < rows; r++) {
+            float xv = x0[r * ldx + k];
+            for (int c = 0; c < cols; c++) {
+                if (e < 0 && !stored(w + k * n + c))
+                    continue;
+                a[r][c] = fused ? fmaf(xv, w[k * n + c], a[r][c]) : a[r][c] + xv * w[k * n + c];
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        memcpy(y + r * n, a[r], cols * sizeof(float));
+}
+
+/* Lists the steps of column blocks q0 .. q1-1 into steps[q*K ..] and their number into counts[q],
+ * reading the weights row by row. finite is K flags of scratch, *finite_group the group they hold. */
+static void plan(int64_t q0, int64_t q1, int64_t M, int64_t K, int64_t N, const float *x, const float *w, int fused,
+                 int32_t *steps, int64_t *counts, uint8_t *finite, int64_t *finite_group)
+{
+    int64_t nb = (N + NB - 1) / NB;
+    for (int64_t q = q0; q < q1; q++)
+        counts[q] = 0;
+    for (int64_t k = 0; k < K; k++) {
+        for (int64_t q = q0; q < q1; q++) {
+            int64_t g = q / nb, n0 = q % nb * NB, cols = N - n0 < NB ? N - n0 : NB;
+            const float *wk = w + (g * K + k) * N + n0;
+            int count = cols == NB ? stored16(wk) : 0;
+            for (int64_t j = 0; cols < NB && j < cols; j++)
+                count += stored(wk + j);
+            if (count == 0)
+                continue;
+            int masked = count < cols && fused;
+            if (count < cols && !fused) {
+                if (*finite_group != g) { /* whether each column of x[g] is finite */
+                    memset(finite, 1, K);
+                    for (int64_t m = 0; m < M; m++)
+                        for (int64_t i = 0; i < K; i++)
+                            finite[i] &= isfinite(x[(g * M + m) * K + i]) != 0;
+                    *finite_group = g;
+                }
+                masked = !finite[k];
+            }
+            steps[q * K + counts[q]++] = masked ? ~(int32_t)k : (int32_t)k;
+        }
+    }
+}
+
+/* One worker: plans column blocks (plan_chunk at a time: the caller gives each thread one contiguous
+ * share of every weight row, read in memory order) until none is left, then computes tiles
+ * (CHUNK at a time) until none is left, waiting where a tile's block is still being planned. Several
+ * threads may run it at once on one problem: next[0] and next[1] hand out blocks and tiles, ready[q]
+ * (zeroed by the caller) says block q's steps are listed, and each output is written by one worker.
+ * finite is K bytes of scratch, one per worker. */
+void edgenum_pe_gemm_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float *x, const float *w, int32_t fused,
+                         int32_t *steps, int64_t *counts, uint8_t *ready, int64_t plan_chunk, uint8_t *finite, float *y,
+                         int64_t *next)
+{
+    fenv_t env;
+    fegetenv(&env);
+    fesetenv(FE_DFL_ENV);
+    int64_t nb = (N + NB - 1) / NB, mb = (M + MB - 1) / MB, blocks = G * nb, tiles = blocks * mb, finite_group = -1;
+    for (;;) {
+        int64_t q0 = __atomic_fetch_add(&next[0], plan_chunk, __ATOMIC_RELAXED);
+        if (q0 >= blocks)
+            break;
+        int64_t q1 = q0 + plan_chunk < blocks ? q0 + plan_chunk : blocks;
+        plan(q0, q1, M, K, N, x, w, fused, steps, counts, finite, &finite_group);
+        for (int64_t q = q0; q < q1; q++)
+            __atomic_store_n(&ready[q], 1, __ATOMIC_RELEASE);
+    }
+    for (;;) {
+        int64_t t0 = __atomic_fetch_add(&next[1], CHUNK, __ATOMIC_RELAXED);
+        if (t0 >= tiles)
+            break;
+        int64_t t1 = t0 + CHUNK < tiles ? t0 + CHUNK : tiles;
+        for (int64_t t = t0; t < t1; t++) {
+            int64_t i = t % mb, q = t / mb; /* tiles of one column block are consecutive: its weights stay cached */
+            int64_t g = q / nb, m0 = i * MB, n0 = q % nb * NB;
+            int rows = M - m0 < MB ? (int)(M - m0) : MB;
+            int cols = N - n0 < NB ? (int)(N - n0) : NB;
+            while (!__atomic_load_n(&ready[q], __ATOMIC_ACQUIRE))
+                sched_yield();
+            const float *xb = x + (g * M + m0) * K, *wb = w + g * K * N + n0;
+            const int32_t *sl = steps + q * K;
+            int64_t ns = counts[q];
+            float *yb = y + (g * M + m0) * N + n0;
+            if (rows < MB || cols < NB)
+                tile_edge(xb, K, wb, N, sl, ns, fused, yb, rows, cols);
+            else if (fused)
+                tile16(xb, K, wb, N, sl, ns, 1, yb);
+            else
+                tile16(xb, K, wb, N, sl, ns, 0, yb);
+        }
+    }
+    fesetenv(&env);
+}

@@ -1,0 +1,227 @@
+"""The compiled PE-order GEMM: bit for bit the spec's scalar reference and the eager loop, on full
+tiles and edges, with masked steps, subnormals and non-finite activations; threads; fallback; cache."""
+
+import contextlib
+import math
+import os
+import shutil
+import struct
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from numerics import pe_kernel
+from numerics.sparse_linear import grouped_sequential_gemm
+from numerics.sparsity import FlexiSAGAConfig, prune, sparse_gemm
+from tests.numerics import reference_sparsity as ref
+
+COMPILER = shutil.which(os.environ.get("CC") or "cc")
+needs_compiler = pytest.mark.skipif(COMPILER is None, reason="no C compiler here: the eager loop runs instead")
+
+
+@contextlib.contextmanager
+def kernel_mode(value: str):
+    old = os.environ.get("EDGENUM_PE_KERNEL")
+    os.environ["EDGENUM_PE_KERNEL"] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["EDGENUM_PE_KERNEL"]
+        else:
+            os.environ["EDGENUM_PE_KERNEL"] = old
+
+
+def bits(t: torch.Tensor) -> list:
+    return [[struct.unpack("<I", struct.pack("<f", v))[0] for v in row] for row in t.tolist()]
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit, NaN payloads aside (IEEE 754 leaves them to the hardware)."""
+    nan = a.isnan()
+    return torch.equal(nan, b.isnan()) and torch.equal(a[~nan].view(torch.int32), b[~nan].view(torch.int32))
+
+
+def eager(x, w, config):
+    with kernel_mode("eager"):
+        return sparse_gemm(x, w, config)
+
+
+@needs_compiler
+def test_the_kernel_is_built_where_a_compiler_is():
+    assert pe_kernel.available()
+    x, w = torch.ones(1, 4, 3), torch.ones(1, 3, 16)
+    assert pe_kernel.pe_gemm(x, w, fused=False).tolist() == [[[3.0] * 16] * 4]
+    assert pe_kernel.pe_gemm(x.double(), w.double(), fused=False) is None  # not the kernel's type
+
+
+finite = st.one_of(
+    st.floats(-(2.0**40), 2.0**40, width=32, allow_nan=False),
+    st.floats(-(2.0**-120), 2.0**-120, width=32),  # subnormal products and sums
+)
+weights = st.one_of(finite, st.just(0.0), st.just(-0.0))  # +0 is not stored, -0 is
+
+
+@st.composite
+def gemm_case(draw):
+    # up to 9 x 40 outputs: full 4 x 16 tiles and the edge tiles on both sides
+    m, k, n = draw(st.integers(1, 9)), draw(st.integers(1, 5)), draw(st.integers(1, 40))
+    x = draw(st.lists(st.lists(finite, min_size=k, max_size=k), min_size=m, max_size=m))
+    w = draw(st.lists(st.lists(weights, min_size=n, max_size=n), min_size=k, max_size=k))
+    return x, w
+
+
+@needs_compiler
+@settings(max_examples=40, deadline=None)
+@given(gemm_case(), st.booleans())
+def test_compiled_gemm_is_the_scalar_reference(case, fused):
+    x, w = case
+    got = sparse_gemm(torch.tensor(x), torch.tensor(w), FlexiSAGAConfig(fused_mac=fused))
+    assert bits(got) == bits(torch.tensor(ref.gemm(x, w, fused_mac=fused)))
+
+
+@needs_compiler
+@pytest.mark.parametrize("fused", [False, True])
+def test_compiled_gemm_is_the_scalar_reference_on_tiles_and_edges(fused):
+    # 9 x 37 outputs: two full 4-row tiles and an edge row, two full 16-column blocks and an edge of 5;
+    # magnitudes spread over 2^±20, so that another summation order rounds differently
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 7, generator=g) * 2.0 ** torch.randint(-20, 21, (9, 7), generator=g)
+    w = torch.randn(7, 37, generator=g) * 2.0 ** torch.randint(-20, 21, (7, 37), generator=g)
+    w[torch.rand(7, 37, generator=g) < 0.3] = 0.0
+    got = sparse_gemm(x, w, FlexiSAGAConfig(fused_mac=fused))
+    assert bits(got) == bits(torch.tensor(ref.gemm(x.tolist(), w.tolist(), fused_mac=fused)))
+    assert not torch.equal(got, (x.double() @ w.double()).float())  # the order shows in the bits
+
+
+@settings(max_examples=20, deadline=None)
+@given(gemm_case(), st.booleans())
+def test_eager_gemm_is_the_scalar_reference(case, fused):
+    x, w = case
+    got = eager(torch.tensor(x), torch.tensor(w), FlexiSAGAConfig(fused_mac=fused))
+    assert bits(got) == bits(torch.tensor(ref.gemm(x, w, fused_mac=fused)))
+
+
+@needs_compiler
+def test_a_fused_mac_keeps_negative_zero_past_a_masked_step_in_a_full_tile():
+    # fma(-23·2^-149, 2^-6, +0) rounds to -0 in column 1; step 2 stores only column 0 of the block,
+    # so column 1 must keep -0 (adding x·(+0) = +0 would give +0). 4 x 16: the vectorised tile.
+    x = torch.tensor([[0.0, -3.2229864679470793e-44, 1.0]]).repeat(4, 1)
+    w = torch.zeros(3, 16)
+    w[1, 1], w[2, 0] = 2.0**-6, 1.0
+    got = sparse_gemm(x, w, FlexiSAGAConfig(fused_mac=True))
+    assert got[:, 1].tolist() == [-0.0] * 4 and all(math.copysign(1, v) < 0 for v in got[:, 1].tolist())
+    assert got[:, 0].tolist() == [1.0] * 4
+
+
+@needs_compiler
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(1, 70),
+    st.integers(1, 90),
+    st.integers(1, 70),
+    st.sampled_from([0.0, 0.5, 0.9]),
+    st.sampled_from(["row", "col", "channel"]),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_compiled_gemm_is_the_eager_loop(m, k, n, sparsity, vector, fused, non_finite, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g) * 10.0 ** torch.randint(-30, 30, (m, k), generator=g)
+    if non_finite:  # inf and NaN activations meet unstored weights only in the eager loop's masked steps
+        x[torch.rand(m, k, generator=g) < 0.05] = math.inf
+        x[torch.rand(m, k, generator=g) < 0.05] = math.nan
+    w, _ = prune(torch.randn(k, n, generator=g), sparsity, tile=(4, 16), vector=vector)
+    config = FlexiSAGAConfig(fused_mac=fused)
+    assert same_bits(sparse_gemm(x, w, config), eager(x, w, config))
+
+
+@needs_compiler
+def test_grouped_gemm_is_the_eager_loop():
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(3, 21, 40, generator=g), torch.randn(3, 40, 18, generator=g)
+    w[torch.rand(w.shape, generator=g) < 0.5] = 0.0
+    for fused in (False, True):
+        config = FlexiSAGAConfig(fused_mac=fused)
+        got = grouped_sequential_gemm(x, w, config)
+        with kernel_mode("eager"):
+            want = grouped_sequential_gemm(x, w, config)
+        assert same_bits(got, want)
+
+
+@needs_compiler
+def test_threads_do_not_change_the_bits():
+    g = torch.Generator().manual_seed(2)
+    x, w = torch.randn(130, 300, generator=g), torch.randn(300, 170, generator=g)
+    assert 130 * 300 * 170 >= pe_kernel.SMALL  # large enough to be shared among threads
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = sparse_gemm(x, w)
+        torch.set_num_threads(3)
+        three = sparse_gemm(x, w)
+    finally:
+        torch.set_num_threads(threads)
+    assert same_bits(one, three) and same_bits(one, eager(x, w, FlexiSAGAConfig()))
+
+
+@needs_compiler
+def test_subnormals_survive_flush_denormal():
+    # 2^-70 · 2^-70 = 2^-140, a subnormal product; the PEs keep it whatever torch's flush setting is
+    x, w = torch.full((4, 2), 2.0**-70), torch.full((2, 16), 2.0**-70)
+    flushing = torch.set_flush_denormal(True)
+    try:
+        got = sparse_gemm(x, w)
+    finally:
+        torch.set_flush_denormal(False)
+    assert flushing, "this CPU cannot flush denormals"
+    assert got.unique().tolist() == [2.0**-139]
+
+
+def test_without_a_compiler_the_eager_loop_runs_after_one_warning(monkeypatch, tmp_path):
+    monkeypatch.setattr(pe_kernel, "_state", {})
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.delenv("EDGENUM_PE_KERNEL", raising=False)
+    x, w = torch.randn(5, 7), torch.randn(7, 20)
+    with pytest.warns(RuntimeWarning, match="CC to a C compiler"):
+        got = sparse_gemm(x, w)
+    assert torch.equal(got, eager(x, w, FlexiSAGAConfig()))
+    assert not pe_kernel.available()
+    monkeypatch.setattr(pe_kernel, "_state", {})
+    monkeypatch.setenv("EDGENUM_PE_KERNEL", "compiled")
+    with pytest.raises(RuntimeError, match="EDGENUM_PE_KERNEL=compiled"):
+        sparse_gemm(x, w)
+
+
+def test_a_failing_compiler_is_reported(monkeypatch, tmp_path):
+    fake = tmp_path / "cc"
+    fake.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exit 0\necho 'error: broken' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(pe_kernel, "_state", {})
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("EDGENUM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGENUM_PE_KERNEL", "compiled")
+    with pytest.raises(RuntimeError, match="error: broken"):
+        pe_kernel.available()
+    assert list((tmp_path / "cache").iterdir()) == []  # no half-written library left behind
+
+
+def test_mode_rejects_unknown_values(monkeypatch):
+    monkeypatch.setenv("EDGENUM_PE_KERNEL", "fast")
+    with pytest.raises(ValueError, match="EDGENUM_PE_KERNEL must be one of"):
+        sparse_gemm(torch.ones(2, 2), torch.ones(2, 2))
+
+
+@needs_compiler
+def test_a_built_kernel_is_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGENUM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(pe_kernel, "_state", {})
+    assert pe_kernel.available()
+    (built,) = tmp_path.iterdir()
+    stamp = built.stat().st_mtime_ns
+    monkeypatch.setattr(pe_kernel, "_state", {})
+    assert pe_kernel.available()
+    assert list(tmp_path.iterdir()) == [built] and built.stat().st_mtime_ns == stamp
