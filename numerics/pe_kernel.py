@@ -52,11 +52,18 @@ def mode() -> str:
 
 
 def cache_dir() -> Path:
-    """Where compiled kernels are kept."""
+    """Where compiled kernels are kept: ``$EDGENUM_CACHE_DIR``, else the user's cache folder, else (where
+    that cannot be written) a folder in the temporary directory."""
     if os.environ.get("EDGENUM_CACHE_DIR"):
         return Path(os.environ["EDGENUM_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edgenum"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgenum"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        if os.access(base, os.W_OK):
+            return base
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"edgenum-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 def _cpu_key() -> str:
@@ -73,10 +80,11 @@ def _compile(cc: str) -> Path:
     """Build the kernel (or find it built) and return the shared library's path."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     source = SOURCE.read_bytes()
+    folder = cache_dir()
     for arch in (("-march=native",), ()):
         key = hashlib.sha256(b"\0".join([source, cc.encode(), version.encode(), " ".join(FLAGS + arch).encode()]))
         key.update(_cpu_key().encode() + platform.machine().encode())
-        target = cache_dir() / f"pe_kernel-{key.hexdigest()[:16]}.so"
+        target = folder / f"pe_kernel-{key.hexdigest()[:16]}.so"
         if target.exists():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)

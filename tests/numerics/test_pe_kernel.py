@@ -225,3 +225,14 @@ def test_a_built_kernel_is_reused(monkeypatch, tmp_path):
     monkeypatch.setattr(pe_kernel, "_state", {})
     assert pe_kernel.available()
     assert list(tmp_path.iterdir()) == [built] and built.stat().st_mtime_ns == stamp
+
+
+def test_an_unwritable_cache_falls_back_to_the_temporary_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv("EDGENUM_CACHE_DIR", raising=False)
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the cache folder's parent should be
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    monkeypatch.setattr(pe_kernel.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert pe_kernel.cache_dir().parent == tmp_path / "tmp"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert pe_kernel.cache_dir() == tmp_path / "cache" / "edgenum"
