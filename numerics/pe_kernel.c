@@ -15,7 +15,6 @@
  */
 #include <fenv.h>
 #include <math.h>
-#include <sched.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -126,64 +125,55 @@ static void tile_edge(const float *x0, int64_t ldx, const float *w, int64_t n, c
         memcpy(y + r * n, a[r], cols * sizeof(float));
 }
 
-/* Lists the steps of column blocks q0 .. q1-1 into steps[q*K ..] and their number into counts[q],
- * reading the weights row by row. finite is K flags of scratch, *finite_group the group they hold. */
-static void plan(int64_t q0, int64_t q1, int64_t M, int64_t K, int64_t N, const float *x, const float *w, int fused,
-                 int32_t *steps, int64_t *counts, uint8_t *finite, int64_t *finite_group)
+/* Lists the steps of every column block q = g*nb + b into steps[q*K ..] and their number into counts[q].
+ * finite is K bytes of scratch. Single-threaded, before the workers: it reads the weights once, row by
+ * row in memory order, and no worker ever waits on another's share of it (on a busy core that share
+ * could be held back for a whole time slice). */
+void edgenum_pe_plan(int64_t G, int64_t M, int64_t K, int64_t N, const float *x, const float *w, int32_t fused,
+                     int32_t *steps, int64_t *counts, uint8_t *finite)
 {
     int64_t nb = (N + NB - 1) / NB;
-    for (int64_t q = q0; q < q1; q++)
-        counts[q] = 0;
-    for (int64_t k = 0; k < K; k++) {
-        for (int64_t q = q0; q < q1; q++) {
-            int64_t g = q / nb, n0 = q % nb * NB, cols = N - n0 < NB ? N - n0 : NB;
-            const float *wk = w + (g * K + k) * N + n0;
-            int count = cols == NB ? stored16(wk) : 0;
-            for (int64_t j = 0; cols < NB && j < cols; j++)
-                count += stored(wk + j);
-            if (count == 0)
-                continue;
-            int masked = count < cols && fused;
-            if (count < cols && !fused) {
-                if (*finite_group != g) { /* whether each column of x[g] is finite */
-                    memset(finite, 1, K);
-                    for (int64_t m = 0; m < M; m++)
-                        for (int64_t i = 0; i < K; i++)
-                            finite[i] &= isfinite(x[(g * M + m) * K + i]) != 0;
-                    *finite_group = g;
+    for (int64_t g = 0; g < G; g++) {
+        int have_finite = 0;
+        for (int64_t b = 0; b < nb; b++)
+            counts[g * nb + b] = 0;
+        for (int64_t k = 0; k < K; k++) {
+            const float *wk = w + (g * K + k) * N;
+            for (int64_t b = 0; b < nb; b++) {
+                int64_t n0 = b * NB, cols = N - n0 < NB ? N - n0 : NB, q = g * nb + b;
+                int count = cols == NB ? stored16(wk + n0) : 0;
+                for (int64_t j = 0; cols < NB && j < cols; j++)
+                    count += stored(wk + n0 + j);
+                if (count == 0)
+                    continue;
+                int masked = count < cols && fused;
+                if (count < cols && !fused) {
+                    if (!have_finite) { /* whether each column of x[g] is finite, once per group */
+                        memset(finite, 1, K);
+                        for (int64_t m = 0; m < M; m++)
+                            for (int64_t i = 0; i < K; i++)
+                                finite[i] &= isfinite(x[(g * M + m) * K + i]) != 0;
+                        have_finite = 1;
+                    }
+                    masked = !finite[k];
                 }
-                masked = !finite[k];
+                steps[q * K + counts[q]++] = masked ? ~(int32_t)k : (int32_t)k;
             }
-            steps[q * K + counts[q]++] = masked ? ~(int32_t)k : (int32_t)k;
         }
     }
 }
 
-/* One worker: plans column blocks (plan_chunk at a time: the caller gives each thread one contiguous
- * share of every weight row, read in memory order) until none is left, then computes tiles
- * (CHUNK at a time) until none is left, waiting where a tile's block is still being planned. Several
- * threads may run it at once on one problem: next[0] and next[1] hand out blocks and tiles, ready[q]
- * (zeroed by the caller) says block q's steps are listed, and each output is written by one worker.
- * finite is K bytes of scratch, one per worker. */
+/* One worker: claims tiles (CHUNK at a time) from *next until none is left. Several threads may run it
+ * at once on one problem; each output is written by the one worker that claimed its tile. */
 void edgenum_pe_gemm_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float *x, const float *w, int32_t fused,
-                         int32_t *steps, int64_t *counts, uint8_t *ready, int64_t plan_chunk, uint8_t *finite, float *y,
-                         int64_t *next)
+                         const int32_t *steps, const int64_t *counts, float *y, int64_t *next)
 {
     fenv_t env;
     fegetenv(&env);
     fesetenv(FE_DFL_ENV);
-    int64_t nb = (N + NB - 1) / NB, mb = (M + MB - 1) / MB, blocks = G * nb, tiles = blocks * mb, finite_group = -1;
+    int64_t nb = (N + NB - 1) / NB, mb = (M + MB - 1) / MB, tiles = G * nb * mb;
     for (;;) {
-        int64_t q0 = __atomic_fetch_add(&next[0], plan_chunk, __ATOMIC_RELAXED);
-        if (q0 >= blocks)
-            break;
-        int64_t q1 = q0 + plan_chunk < blocks ? q0 + plan_chunk : blocks;
-        plan(q0, q1, M, K, N, x, w, fused, steps, counts, finite, &finite_group);
-        for (int64_t q = q0; q < q1; q++)
-            __atomic_store_n(&ready[q], 1, __ATOMIC_RELEASE);
-    }
-    for (;;) {
-        int64_t t0 = __atomic_fetch_add(&next[1], CHUNK, __ATOMIC_RELAXED);
+        int64_t t0 = __atomic_fetch_add(next, CHUNK, __ATOMIC_RELAXED);
         if (t0 >= tiles)
             break;
         int64_t t1 = t0 + CHUNK < tiles ? t0 + CHUNK : tiles;
@@ -192,8 +182,6 @@ void edgenum_pe_gemm_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float
             int64_t g = q / nb, m0 = i * MB, n0 = q % nb * NB;
             int rows = M - m0 < MB ? (int)(M - m0) : MB;
             int cols = N - n0 < NB ? (int)(N - n0) : NB;
-            while (!__atomic_load_n(&ready[q], __ATOMIC_ACQUIRE))
-                sched_yield();
             const float *xb = x + (g * M + m0) * K, *wb = w + g * K * N + n0;
             const int32_t *sl = steps + q * K;
             int64_t ns = counts[q];

@@ -111,23 +111,10 @@ def _load() -> ctypes.CDLL | None:
                 raise RuntimeError(f"no C compiler {cc!r} on PATH")
             library = ctypes.CDLL(str(_compile(cc)))
             i64, i32, ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
-            library.edgenum_pe_gemm_f32.argtypes = [
-                i64,
-                i64,
-                i64,
-                i64,
-                ptr,
-                ptr,
-                i32,
-                ptr,
-                ptr,
-                ptr,
-                i64,
-                ptr,
-                ptr,
-                ptr,
-            ]
-            library.edgenum_pe_gemm_f32.restype = None
+            problem = [i64, i64, i64, i64, ptr, ptr, i32, ptr, ptr]
+            library.edgenum_pe_plan.argtypes = [*problem, ptr]
+            library.edgenum_pe_gemm_f32.argtypes = [*problem, ptr, ptr]
+            library.edgenum_pe_plan.restype = library.edgenum_pe_gemm_f32.restype = None
         except (OSError, RuntimeError, subprocess.SubprocessError) as error:
             if mode() == "compiled":
                 raise RuntimeError(
@@ -192,15 +179,12 @@ def pe_gemm(x: torch.Tensor, weight: torch.Tensor, fused: bool) -> torch.Tensor 
     threads = torch.get_num_threads() if m * n * max(k, 1) * g >= SMALL else 1
     steps = torch.empty(blocks * k, dtype=torch.int32)
     counts = torch.empty(blocks, dtype=torch.int64)
-    ready = torch.zeros(blocks, dtype=torch.uint8)
-    scratch = torch.empty(threads, k, dtype=torch.uint8)  # one row per worker
-    counters = torch.zeros(2, dtype=torch.int64)
-    shared = (g, m, k, n, x.data_ptr(), weight.data_ptr(), int(fused), steps.data_ptr(), counts.data_ptr())
-    shared += (ready.data_ptr(), -(-blocks // threads))
-    tail = (y.data_ptr(), counters.data_ptr())
-    helpers = [
-        _pool().submit(library.edgenum_pe_gemm_f32, *shared, scratch[i].data_ptr(), *tail) for i in range(1, threads)
-    ]
-    library.edgenum_pe_gemm_f32(*shared, scratch[0].data_ptr(), *tail)  # ctypes releases the GIL
+    problem = (g, m, k, n, x.data_ptr(), weight.data_ptr(), int(fused), steps.data_ptr(), counts.data_ptr())
+    scratch = torch.empty(k, dtype=torch.uint8)  # kept alive by this name while the kernel reads it
+    library.edgenum_pe_plan(*problem, scratch.data_ptr())
+    counter = torch.zeros(1, dtype=torch.int64)
+    args = (*problem, y.data_ptr(), counter.data_ptr())
+    helpers = [_pool().submit(library.edgenum_pe_gemm_f32, *args) for _ in range(threads - 1)]
+    library.edgenum_pe_gemm_f32(*args)  # ctypes releases the GIL: the helpers run alongside
     _join(helpers)
     return y
