@@ -73,12 +73,13 @@ def gemm_case(draw):
     return x, w
 
 
-@needs_compiler
-@settings(max_examples=40, deadline=None)
-@given(gemm_case(), st.booleans())
-def test_compiled_gemm_is_the_scalar_reference(case, fused):
+@pytest.mark.parametrize("kernel", [pytest.param("compiled", marks=needs_compiler), "eager"])
+@settings(max_examples=30, deadline=None)
+@given(case=gemm_case(), fused=st.booleans())
+def test_gemm_is_the_scalar_reference(kernel, case, fused):
     x, w = case
-    got = sparse_gemm(torch.tensor(x), torch.tensor(w), FlexiSAGAConfig(fused_mac=fused))
+    with kernel_mode(kernel):
+        got = sparse_gemm(torch.tensor(x), torch.tensor(w), FlexiSAGAConfig(fused_mac=fused))
     assert bits(got) == bits(torch.tensor(ref.gemm(x, w, fused_mac=fused)))
 
 
@@ -94,14 +95,6 @@ def test_compiled_gemm_is_the_scalar_reference_on_tiles_and_edges(fused):
     got = sparse_gemm(x, w, FlexiSAGAConfig(fused_mac=fused))
     assert bits(got) == bits(torch.tensor(ref.gemm(x.tolist(), w.tolist(), fused_mac=fused)))
     assert not torch.equal(got, (x.double() @ w.double()).float())  # the order shows in the bits
-
-
-@settings(max_examples=20, deadline=None)
-@given(gemm_case(), st.booleans())
-def test_eager_gemm_is_the_scalar_reference(case, fused):
-    x, w = case
-    got = eager(torch.tensor(x), torch.tensor(w), FlexiSAGAConfig(fused_mac=fused))
-    assert bits(got) == bits(torch.tensor(ref.gemm(x, w, fused_mac=fused)))
 
 
 @needs_compiler
