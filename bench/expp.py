@@ -1,4 +1,5 @@
-"""expp time / torch.exp time on the same 16M-element bfloat16 tensor, measured in the same run.
+"""expp time / torch.exp time on the same 16M-element bfloat16 tensors, measured in the same run, for
+inputs uniform in [-20, 0], N(0, 1) and N(0, 8^2).
 
 python bench/expp.py [--numel N] [--device cpu|cuda]
 """
@@ -18,17 +19,22 @@ def main() -> None:
     ap.add_argument("--numel", type=int, default=16 * 1024 * 1024)
     args = parse(ap)
     g = torch.Generator().manual_seed(0)
-    x = (torch.randn(args.numel, generator=g) * 8).to(torch.bfloat16).to(args.device)
-    expp_table(x.device)  # built once per device; not part of the per-call cost
-    t_exp = median_seconds(lambda: torch.exp(x), repeats=args.repeats)
-    t_expp = median_seconds(lambda: expp(x), repeats=args.repeats)
+    inputs = {
+        "uniform [-20, 0]": torch.rand(args.numel, generator=g) * -20,
+        "N(0, 1)": torch.randn(args.numel, generator=g),
+        "N(0, 8^2)": torch.randn(args.numel, generator=g) * 8,
+    }
+    expp_table(torch.device(args.device))  # built once per device; not part of the per-call cost
     print(
         f"device {args.device}, {args.numel:,} bfloat16 elements, {torch.get_num_threads()} threads, "
         f"median of {args.repeats}"
     )
-    print(f"torch.exp  {t_exp * 1e3:8.2f} ms")
-    print(f"expp       {t_expp * 1e3:8.2f} ms")
-    print(f"ratio expp / torch.exp = {t_expp / t_exp:.2f}")
+    print("inputs             torch.exp ms   expp ms   expp / torch.exp")
+    for name, values in inputs.items():
+        x = values.to(torch.bfloat16).to(args.device)
+        t_exp = median_seconds(lambda x=x: torch.exp(x), repeats=args.repeats)
+        t_expp = median_seconds(lambda x=x: expp(x), repeats=args.repeats)
+        print(f"{name:17}  {t_exp * 1e3:12.2f}  {t_expp * 1e3:8.2f}  {t_expp / t_exp:17.2f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 python bench/sparse_gemm.py [--threads N] [--eager]   (prints ratios; timings depend on the machine)
 
-The PE-order column is the compiled kernel where a C compiler is found (numerics/pe_kernel.py), else
+The PE-order column is the compiled kernel where a C compiler is found (numerics/kernels.py), else
 the eager loop; --eager adds a column timing the eager loop itself (one call each: it is slow).
 """
 
@@ -14,19 +14,19 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from bench.timing import arguments, median_seconds, parse  # noqa: E402
-from numerics import pe_kernel  # noqa: E402
+from numerics import kernels  # noqa: E402
 from numerics.sparsity import FlexiSAGAConfig, encode_bitmap, prune, sparse_gemm  # noqa: E402
 
 
 def eager_seconds(fn) -> float:
-    old = os.environ.get("EDGENUM_PE_KERNEL")
-    os.environ["EDGENUM_PE_KERNEL"] = "eager"
+    old = os.environ.get("EDGENUM_KERNELS")
+    os.environ["EDGENUM_KERNELS"] = "eager"
     try:
         return median_seconds(fn, repeats=1, warmup=0)
     finally:
-        os.environ.pop("EDGENUM_PE_KERNEL")
+        os.environ.pop("EDGENUM_KERNELS")
         if old is not None:
-            os.environ["EDGENUM_PE_KERNEL"] = old
+            os.environ["EDGENUM_KERNELS"] = old
 
 
 def main(m=128, k=768, n=3072, tile=(16, 16)):
@@ -36,7 +36,7 @@ def main(m=128, k=768, n=3072, tile=(16, 16)):
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
     fused = FlexiSAGAConfig(fused_mac=True)
-    kernel = "compiled kernel" if pe_kernel.available() else "eager loop (no C compiler)"
+    kernel = "compiled kernel" if kernels.available() else "eager loop (no C compiler)"
     print(f"(M, K, N) = ({m}, {k}, {n}), tile {tile}, torch threads {torch.get_num_threads()}, PE order: {kernel}")
     print("vector  sparsity  seq/matmul  fused/matmul" + ("  eager/matmul" if args.eager else "") + "  compression")
     for vector in ("row", "col"):

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from numerics import kernels
+
 __all__ = [
     "Rounding",
     "STOCHASTIC_BITS",
@@ -136,19 +138,24 @@ def bits_to_fp32(bits: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- elementwise functions of a code
 
-_LOOKUP_CHUNK = 1 << 14  # elements per lookup on CPU: the index chunk stays in cache and below torch's
-# parallel grain size, so no thread synchronisation per chunk (measured: 1x torch.exp at 16K, 3x-30x
-# slower at 64K-256K on 2 busy cores)
+_LOOKUP_CHUNK = 1 << 14  # elements per torch lookup on CPU where the compiled kernel is unavailable: the
+# index chunk stays in cache and below torch's parallel grain size, so no thread synchronisation per chunk
+# (measured: 1x torch.exp at 16K, 3x-30x slower at 64K-256K on 2 busy cores)
 _LOOKUP_CHUNK_ONE_THREAD = 1 << 17  # with one torch thread nothing synchronises: fewer, larger chunks
 # (measured on 16M codes: 1.15-1.37x torch.exp at 64K-256K against 1.7-1.8x at 16K)
 
 
 def lookup(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``table[code(x)]`` elementwise: any function of one bfloat16 input, tabulated over all 65,536
-    codes (``table`` 1-D, on ``x``'s device), evaluated as a gather. Shape of ``x``, dtype of ``table``."""
+    codes (``table`` 1-D, on ``x``'s device), evaluated as a gather (on the CPU by the compiled
+    :func:`numerics.kernels.lookup16` where available). Shape of ``x``, dtype of ``table``."""
     _require_dtype(x, (torch.bfloat16,))
     if table.shape != (65536,):
         raise ValueError(f"table must have shape (65536,); got {tuple(table.shape)}")
+    if x.device.type == "cpu":
+        compiled = kernels.lookup16(table, x.view(torch.uint16))
+        if compiled is not None:
+            return compiled
     flat = x.reshape(-1)
     out = torch.empty(flat.shape, dtype=table.dtype, device=x.device)
     if x.device.type != "cpu":

@@ -22,7 +22,7 @@ from numerics.conv import conv_as_gemm, copy_conv_attributes, is_depthwise, modu
 from numerics.emulation import in_reference_arithmetic
 from numerics.formats import fma_f32
 from numerics.heads import HEADS, head_rule
-from numerics.pe_kernel import pe_gemm
+from numerics.kernels import pe_gemm
 from numerics.quant import run_batches
 from numerics.reconstruct import check_damping, gemm_rows, padding_mask, reconstruct_
 from numerics.recovery import Recovery, recover  # noqa: F401  (public here: the pruning workflow's last step)

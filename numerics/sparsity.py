@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from numerics.formats import fma_f32
-from numerics.pe_kernel import pe_gemm
+from numerics.kernels import pe_gemm
 from numerics.validation import check_padded
 
 VECTORS = ("row", "col", "channel", "auto")

@@ -1,16 +1,23 @@
-"""FlexiSAGA's PE-order float32 GEMM as a compiled CPU kernel (``pe_kernel.c``).
+"""Compiled CPU kernels (``kernels.c``): FlexiSAGA's PE-order GEMM and bfloat16 table lookups.
 
-The PEs round every product and every partial sum in k order (``docs/hardware/flexisaga.md`` §2.2),
+**PE-order GEMM.** The PEs round every product and every partial sum in k order (``docs/hardware/flexisaga.md`` §2.2),
 so no reassociation is allowed: in eager torch that is one elementwise pass over the whole output
 per k, 12-25x a ``torch.matmul`` of the same shape. The C kernel keeps a 6 x 16 block of
 accumulators in registers across all of its k steps, skips the steps a column block does not store
-(so it gets faster with row-vector sparsity) and runs at about 1.3-2x ``torch.matmul``.
+(so it gets faster with row-vector sparsity) and runs at about 2-3x ``torch.matmul`` dense.
 
-It is compiled at first use with the system's C compiler (``$CC``, else ``cc``) into a cache folder
+**Lookups.** Every elementwise function of one bfloat16 input (expp, the GELU, the softmax's
+exponentials) is a gather from a 65,536-entry table. torch's ``index_select`` hands its threads work
+per call, and on a busy core a call's share can wait for a whole time slice; small calls avoid that
+but pay per call. The C loop hands out 32K codes at a time from a shared counter instead: a thread
+that is held back keeps little work from the others.
+
+**Building.** The kernels are
+compiled at first use with the system's C compiler (``$CC``, else ``cc``) into a cache folder
 (``$EDGENUM_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgenum``, else ``~/.cache/edgenum``), keyed by the
-source, the compiler and the CPU. Where nothing compiles, :func:`pe_gemm` returns ``None`` and the
-callers fall back to the eager loop, with one warning. ``EDGENUM_PE_KERNEL=eager`` never compiles;
-``EDGENUM_PE_KERNEL=compiled`` makes a failed compilation an error. Both paths give the same bits,
+source, the compiler and the CPU. Where nothing compiles, :func:`pe_gemm` and :func:`lookup16` return
+``None`` and the callers fall back to eager torch, after one warning. ``EDGENUM_KERNELS=eager`` never compiles;
+``EDGENUM_KERNELS=compiled`` makes a failed compilation an error. Both paths give the same bits,
 as the tests check against the scalar reference.
 """
 
@@ -30,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("pe_kernel.c")
+SOURCE = Path(__file__).with_name("kernels.c")
 COLUMN_BLOCK = 16
 """Output columns that share one list of steps (the kernel's tile width, ``NB`` in the C file)."""
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared")
@@ -38,16 +45,18 @@ FLAGS = ("-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared")
 MODES = ("auto", "eager", "compiled")
 SMALL = 1 << 18
 """Below this many multiply-adds a GEMM runs on the calling thread alone (handing out work costs more)."""
+LOOKUP_SMALL = 1 << 16
+"""Below this many codes a lookup runs on the calling thread alone."""
 
 _lock = threading.Lock()
 _state: dict = {}
 
 
 def mode() -> str:
-    """``$EDGENUM_PE_KERNEL``: ``"auto"`` (default), ``"eager"`` or ``"compiled"``."""
-    value = os.environ.get("EDGENUM_PE_KERNEL", "auto")
+    """``$EDGENUM_KERNELS``: ``"auto"`` (default), ``"eager"`` or ``"compiled"``."""
+    value = os.environ.get("EDGENUM_KERNELS", "auto")
     if value not in MODES:
-        raise ValueError(f"EDGENUM_PE_KERNEL must be one of {MODES}, got {value!r}")
+        raise ValueError(f"EDGENUM_KERNELS must be one of {MODES}, got {value!r}")
     return value
 
 
@@ -84,7 +93,7 @@ def _compile(cc: str) -> Path:
     for arch in (("-march=native",), ()):
         key = hashlib.sha256(b"\0".join([source, cc.encode(), version.encode(), " ".join(FLAGS + arch).encode()]))
         key.update(_cpu_key().encode() + platform.machine().encode())
-        target = folder / f"pe_kernel-{key.hexdigest()[:16]}.so"
+        target = folder / f"kernels-{key.hexdigest()[:16]}.so"
         if target.exists():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -115,14 +124,17 @@ def _load() -> ctypes.CDLL | None:
             library.edgenum_pe_plan.argtypes = [*problem, ptr]
             library.edgenum_pe_gemm_f32.argtypes = [*problem, ptr, ptr]
             library.edgenum_pe_plan.restype = library.edgenum_pe_gemm_f32.restype = None
+            library.edgenum_lookup16.argtypes = [ptr, i64, ptr, i32, ptr, ptr]
+            library.edgenum_lookup16.restype = None
         except (OSError, RuntimeError, subprocess.SubprocessError) as error:
             if mode() == "compiled":
                 raise RuntimeError(
-                    f"EDGENUM_PE_KERNEL=compiled, but the PE-order kernel is unavailable: {error}"
+                    f"EDGENUM_KERNELS=compiled, but the PE-order kernel is unavailable: {error}"
                 ) from error
             warnings.warn(
-                f"edgenum: the PE-order GEMM kernel is unavailable ({error}); FlexiSAGA's sequential GEMM runs "
-                "in eager torch, 10-25x slower. Set CC to a C compiler, or EDGENUM_PE_KERNEL=eager to silence this.",
+                f"edgenum: the compiled kernels are unavailable ({error}); FlexiSAGA's sequential GEMM (10-25x "
+                "slower) and bfloat16 lookups run in eager torch. Set CC to a C compiler, or EDGENUM_KERNELS=eager to "
+                "silence this.",
                 RuntimeWarning,
                 stacklevel=4,
             )
@@ -132,7 +144,7 @@ def _load() -> ctypes.CDLL | None:
 
 
 def available() -> bool:
-    """Whether :func:`pe_gemm` runs compiled here (compiles on first call)."""
+    """Whether the kernels run compiled here (compiles on first call)."""
     return mode() != "eager" and _load() is not None
 
 
@@ -157,6 +169,13 @@ def _join(helpers) -> None:
                 interrupted = error
     if interrupted is not None:
         raise interrupted
+
+
+def _run(function, args: tuple, threads: int) -> None:
+    """``function(*args)`` on this thread and ``threads - 1`` helpers, which share its work."""
+    helpers = [_pool().submit(function, *args) for _ in range(threads - 1)]
+    function(*args)  # ctypes releases the GIL: the helpers run alongside
+    _join(helpers)
 
 
 def pe_gemm(x: torch.Tensor, weight: torch.Tensor, fused: bool) -> torch.Tensor | None:
@@ -184,7 +203,32 @@ def pe_gemm(x: torch.Tensor, weight: torch.Tensor, fused: bool) -> torch.Tensor 
     library.edgenum_pe_plan(*problem, scratch.data_ptr())
     counter = torch.zeros(1, dtype=torch.int64)
     args = (*problem, y.data_ptr(), counter.data_ptr())
-    helpers = [_pool().submit(library.edgenum_pe_gemm_f32, *args) for _ in range(threads - 1)]
-    library.edgenum_pe_gemm_f32(*args)  # ctypes releases the GIL: the helpers run alongside
-    _join(helpers)
+    _run(library.edgenum_pe_gemm_f32, args, threads)
     return y
+
+
+def lookup16(table: torch.Tensor, codes: torch.Tensor) -> torch.Tensor | None:
+    """``table[codes]``: ``table`` (65536,) of a 2- or 4-byte dtype, ``codes`` a uint16 CPU tensor;
+    the result has the codes' shape and the table's dtype. None where the kernel is unavailable or the
+    tensors are not of that kind: the caller then gathers with torch."""
+    if (
+        codes.device.type != "cpu"
+        or table.device.type != "cpu"
+        or codes.dtype != torch.uint16
+        or table.element_size() not in (2, 4)
+        or mode() == "eager"
+    ):
+        return None
+    library = _load()
+    if library is None:
+        return None
+    codes, table = codes.contiguous(), table.contiguous()
+    out = torch.empty(codes.shape, dtype=table.dtype)
+    counter = torch.zeros(1, dtype=torch.int64)
+    args = (codes.data_ptr(), codes.numel(), table.data_ptr(), table.element_size(), out.data_ptr())
+    _run(
+        library.edgenum_lookup16,
+        (*args, counter.data_ptr()),
+        torch.get_num_threads() if codes.numel() >= LOOKUP_SMALL else 1,
+    )
+    return out

@@ -1,7 +1,7 @@
-/* FlexiSAGA's PE-order float32 GEMM (docs/hardware/flexisaga.md, section 2.2), compiled at first use
- * by numerics/pe_kernel.py, which also holds the step lists' layout and the reasons for this file.
+/* edgenum's compiled CPU kernels, built at first use by numerics/kernels.py (which says why each exists):
+ * FlexiSAGA's PE-order float32 GEMM and the lookup of a bfloat16 code's tabulated result.
  *
- * y[g] = x[g] . w[g] with x (G, M, K), w (G, K, N) and y (G, M, N), contiguous float32. A weight is
+ * PE-order GEMM (docs/hardware/flexisaga.md, section 2.2): y[g] = x[g] . w[g] with x (G, M, K), w (G, K, N) and y (G, M, N), contiguous float32. A weight is
  * stored unless its bits are those of +0 (the zero the decompression unit injects). Column block
  * q = g*nb + b holds columns 16b .. 16b+15 of group g; its steps are the k where it stores any weight,
  * increasing. Each output starts at +0 and, step by step, adds the product:
@@ -195,4 +195,29 @@ void edgenum_pe_gemm_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float
         }
     }
     fesetenv(&env);
+}
+
+/* Lookup: out[i] = table[codes[i]] for i in [0, n), with elements of `size` bytes (2 or 4). Workers claim
+ * LOOKUP_CHUNK codes at a time from *next, as the GEMM's workers claim tiles. */
+#define LOOKUP_CHUNK (1 << 15)
+
+void edgenum_lookup16(const uint16_t *codes, int64_t n, const void *table, int32_t size, void *out, int64_t *next)
+{
+    for (;;) {
+        int64_t i0 = __atomic_fetch_add(next, LOOKUP_CHUNK, __ATOMIC_RELAXED);
+        if (i0 >= n)
+            break;
+        int64_t i1 = i0 + LOOKUP_CHUNK < n ? i0 + LOOKUP_CHUNK : n;
+        if (size == 2) {
+            const uint16_t *t = table;
+            uint16_t *o = out;
+            for (int64_t i = i0; i < i1; i++)
+                o[i] = t[codes[i]];
+        } else {
+            const uint32_t *t = table;
+            uint32_t *o = out;
+            for (int64_t i = i0; i < i1; i++)
+                o[i] = t[codes[i]];
+        }
+    }
 }

@@ -1,5 +1,6 @@
-"""The compiled PE-order GEMM: bit for bit the spec's scalar reference and the eager loop, on full
-tiles and edges, with masked steps, subnormals and non-finite activations; threads; fallback; cache."""
+"""The compiled kernels. PE-order GEMM: bit for bit the spec's scalar reference and the eager loop, on
+full tiles and edges, with masked steps, subnormals and non-finite activations. Lookups: every code,
+strided inputs. Both: threads; fallback; build errors; cache."""
 
 import contextlib
 import math
@@ -12,7 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numerics import pe_kernel
+from numerics import kernels
+from numerics.formats import lookup
 from numerics.sparse_linear import grouped_sequential_gemm
 from numerics.sparsity import FlexiSAGAConfig, prune, sparse_gemm
 from tests.numerics import reference_sparsity as ref
@@ -23,15 +25,15 @@ needs_compiler = pytest.mark.skipif(COMPILER is None, reason="no C compiler here
 
 @contextlib.contextmanager
 def kernel_mode(value: str):
-    old = os.environ.get("EDGENUM_PE_KERNEL")
-    os.environ["EDGENUM_PE_KERNEL"] = value
+    old = os.environ.get("EDGENUM_KERNELS")
+    os.environ["EDGENUM_KERNELS"] = value
     try:
         yield
     finally:
         if old is None:
-            del os.environ["EDGENUM_PE_KERNEL"]
+            del os.environ["EDGENUM_KERNELS"]
         else:
-            os.environ["EDGENUM_PE_KERNEL"] = old
+            os.environ["EDGENUM_KERNELS"] = old
 
 
 def bits(t: torch.Tensor) -> list:
@@ -51,10 +53,10 @@ def eager(x, w, config):
 
 @needs_compiler
 def test_the_kernel_is_built_where_a_compiler_is():
-    assert pe_kernel.available()
+    assert kernels.available()
     x, w = torch.ones(1, 4, 3), torch.ones(1, 3, 16)
-    assert pe_kernel.pe_gemm(x, w, fused=False).tolist() == [[[3.0] * 16] * 4]
-    assert pe_kernel.pe_gemm(x.double(), w.double(), fused=False) is None  # not the kernel's type
+    assert kernels.pe_gemm(x, w, fused=False).tolist() == [[[3.0] * 16] * 4]
+    assert kernels.pe_gemm(x.double(), w.double(), fused=False) is None  # not the kernel's type
 
 
 finite = st.one_of(
@@ -149,7 +151,7 @@ def test_grouped_gemm_is_the_eager_loop():
 def test_threads_do_not_change_the_bits():
     g = torch.Generator().manual_seed(2)
     x, w = torch.randn(130, 300, generator=g), torch.randn(300, 170, generator=g)
-    assert 130 * 300 * 170 >= pe_kernel.SMALL  # large enough to be shared among threads
+    assert 130 * 300 * 170 >= kernels.SMALL  # large enough to be shared among threads
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -175,17 +177,17 @@ def test_subnormals_survive_flush_denormal():
 
 
 def test_without_a_compiler_the_eager_loop_runs_after_one_warning(monkeypatch, tmp_path):
-    monkeypatch.setattr(pe_kernel, "_state", {})
+    monkeypatch.setattr(kernels, "_state", {})
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    monkeypatch.delenv("EDGENUM_PE_KERNEL", raising=False)
+    monkeypatch.delenv("EDGENUM_KERNELS", raising=False)
     x, w = torch.randn(5, 7), torch.randn(7, 20)
     with pytest.warns(RuntimeWarning, match="CC to a C compiler"):
         got = sparse_gemm(x, w)
     assert torch.equal(got, eager(x, w, FlexiSAGAConfig()))
-    assert not pe_kernel.available()
-    monkeypatch.setattr(pe_kernel, "_state", {})
-    monkeypatch.setenv("EDGENUM_PE_KERNEL", "compiled")
-    with pytest.raises(RuntimeError, match="EDGENUM_PE_KERNEL=compiled"):
+    assert not kernels.available()
+    monkeypatch.setattr(kernels, "_state", {})
+    monkeypatch.setenv("EDGENUM_KERNELS", "compiled")
+    with pytest.raises(RuntimeError, match="EDGENUM_KERNELS=compiled"):
         sparse_gemm(x, w)
 
 
@@ -193,30 +195,30 @@ def test_a_failing_compiler_is_reported(monkeypatch, tmp_path):
     fake = tmp_path / "cc"
     fake.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exit 0\necho 'error: broken' >&2\nexit 1\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(pe_kernel, "_state", {})
+    monkeypatch.setattr(kernels, "_state", {})
     monkeypatch.setenv("CC", str(fake))
     monkeypatch.setenv("EDGENUM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("EDGENUM_PE_KERNEL", "compiled")
+    monkeypatch.setenv("EDGENUM_KERNELS", "compiled")
     with pytest.raises(RuntimeError, match="error: broken"):
-        pe_kernel.available()
+        kernels.available()
     assert list((tmp_path / "cache").iterdir()) == []  # no half-written library left behind
 
 
 def test_mode_rejects_unknown_values(monkeypatch):
-    monkeypatch.setenv("EDGENUM_PE_KERNEL", "fast")
-    with pytest.raises(ValueError, match="EDGENUM_PE_KERNEL must be one of"):
+    monkeypatch.setenv("EDGENUM_KERNELS", "fast")
+    with pytest.raises(ValueError, match="EDGENUM_KERNELS must be one of"):
         sparse_gemm(torch.ones(2, 2), torch.ones(2, 2))
 
 
 @needs_compiler
 def test_a_built_kernel_is_reused(monkeypatch, tmp_path):
     monkeypatch.setenv("EDGENUM_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(pe_kernel, "_state", {})
-    assert pe_kernel.available()
+    monkeypatch.setattr(kernels, "_state", {})
+    assert kernels.available()
     (built,) = tmp_path.iterdir()
     stamp = built.stat().st_mtime_ns
-    monkeypatch.setattr(pe_kernel, "_state", {})
-    assert pe_kernel.available()
+    monkeypatch.setattr(kernels, "_state", {})
+    assert kernels.available()
     assert list(tmp_path.iterdir()) == [built] and built.stat().st_mtime_ns == stamp
 
 
@@ -225,7 +227,42 @@ def test_an_unwritable_cache_falls_back_to_the_temporary_directory(monkeypatch, 
     blocked = tmp_path / "file"
     blocked.write_text("")  # a file where the cache folder's parent should be
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
-    monkeypatch.setattr(pe_kernel.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
-    assert pe_kernel.cache_dir().parent == tmp_path / "tmp"
+    monkeypatch.setattr(kernels.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert kernels.cache_dir().parent == tmp_path / "tmp"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert pe_kernel.cache_dir() == tmp_path / "cache" / "edgenum"
+    assert kernels.cache_dir() == tmp_path / "cache" / "edgenum"
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_compiled_lookup_is_the_torch_gather_on_every_code(dtype):
+    table = torch.randn(65536, generator=torch.Generator().manual_seed(4)).to(dtype)
+    codes = torch.arange(65536, dtype=torch.int32).flip(0).to(torch.uint16)  # every code, 0xFFFF first
+    got = kernels.lookup16(table, codes)
+    want = table[codes.to(torch.int64)]
+    as_int = torch.int16 if dtype == torch.bfloat16 else torch.int32
+    assert got.dtype == dtype and torch.equal(got.view(as_int), want.view(as_int))
+
+
+@needs_compiler
+def test_compiled_lookup_keeps_shapes_and_reads_strided_codes():
+    table = torch.arange(65536, dtype=torch.int32).to(torch.float32)  # table[c] = c: the result shows each code
+    x = torch.randn(70, 3000, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
+    for view in (x, x.T, x[:, ::7], x[3, 5], x[:0]):
+        got = lookup(table, view)
+        assert got.shape == view.shape
+        assert torch.equal(got, view.contiguous().view(torch.uint16).to(torch.int32).to(torch.float32))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = lookup(table, x)
+        torch.set_num_threads(3)
+        assert torch.equal(lookup(table, x), one)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_lookup16_leaves_other_kinds_to_torch():
+    codes = torch.zeros(4, dtype=torch.uint16)
+    assert kernels.lookup16(torch.zeros(65536, dtype=torch.float64), codes) is None  # 8-byte entries
+    assert kernels.lookup16(torch.zeros(65536), codes.view(torch.int16)) is None  # signed codes
