@@ -306,6 +306,15 @@ def test_quantize_rejects_bad_input_and_changes_nothing():
         (ValueError, "zero_point must hold integers", lambda: quantize(x, UINT8, 1.0, zero_point=0.5)),
         (ValueError, "only to rounding='stochastic'", lambda: quantize(x, INT8, 1.0, generator=torch.Generator())),
         (ValueError, "outside int4", lambda: dequantize(torch.tensor([8]), INT4, 1.0)),
+        # one bad value among per-channel and per-block scales, before and after expansion to x's shape
+        (ValueError, "finite and > 0", lambda: quantize(x, INT8, torch.tensor([1.0, 1.0, float("inf"), 1.0]), axis=0)),
+        (ValueError, "finite and > 0", lambda: quantize(x, INT8, torch.tensor([[1.0, 0.0]] * 4), axis=1, block_size=3)),
+        (
+            ValueError,
+            "finite and > 0",
+            lambda: dequantize(torch.zeros(4, 6, dtype=torch.int8), INT8, torch.tensor([1.0, -1.0, 1.0, 1.0]), axis=0),
+        ),
+        (TypeError, "scale must be real", lambda: quantize(x, INT8, torch.tensor(True))),
     ]
     for exc, msg, call in cases:
         with pytest.raises(exc, match=msg):
