@@ -221,3 +221,67 @@ void edgenum_lookup16(const uint16_t *codes, int64_t n, const void *table, int32
         }
     }
 }
+
+/* floor(num / den) for 0 <= num, 0 < den, num + den < 2^63 and a quotient below 2^20, given inv = 1.0 / den:
+ * num * inv has a relative error of at most 3 * 2^-53, under 2^-30 for such a quotient, so truncating it
+ * lands at most one away from the true floor, and one integer step each way makes it exact. */
+static inline int64_t small_quotient(int64_t num, int64_t den, double inv)
+{
+    int64_t q = (int64_t)((double)num * inv);
+    q -= q * den > num;
+    q += (q + 1) * den <= num;
+    return q;
+}
+
+/* small_quotient on n pairs, for the tests. */
+void edgenum_small_quotients(int64_t n, const int64_t *num, const int64_t *den, int64_t *out)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = small_quotient(num[i], den[i], 1.0 / (double)den[i]);
+}
+
+/* UCLM softmax codes (docs/hardware/hastily.md, section 2.4, er_mode "one"), row by row: x is (rows, length)
+ * float64 logits without NaN or +inf. Per row: top = max; a row whose top is -inf gets zero codes. Else per
+ * entry: t = clamp(floor((x - top) * c), -2^62, 2^62) (step 1; c = scale * log2(e) * 2^F, computed by the
+ * caller), n = t >> F, d = (t mod 2^F) >> (F - k), M = lut[d] << (P - 1 - lut_frac_bits), e = M >> -n if
+ * -n < P else 0 (step 2), S = the row's sum of e (step 3, exact) and the code floor((2 Q e + S) / (2 S)),
+ * or floor(Q e / S) (step 4). The caller ensures no int64 product can overflow. Workers claim rows. */
+void edgenum_uclm_softmax(int64_t rows, int64_t length, const double *x, double c, const int64_t *lut,
+                          int32_t frac_bits, int32_t index_bits, int32_t lut_frac_bits, int32_t exp_bits,
+                          int64_t out_max, int32_t half_up, int64_t *codes, int64_t *next)
+{
+    fenv_t env;
+    fegetenv(&env);
+    fesetenv(FE_DFL_ENV);
+    const double limit = 4611686018427387904.0; /* 2^62 */
+    int64_t f_mask = ((int64_t)1 << frac_bits) - 1, lift = exp_bits - 1 - lut_frac_bits;
+    for (;;) {
+        int64_t r = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
+        if (r >= rows)
+            break;
+        const double *xr = x + r * length;
+        int64_t *out = codes + r * length;
+        double top = -INFINITY;
+        for (int64_t j = 0; j < length; j++)
+            top = xr[j] > top ? xr[j] : top;
+        if (top == -INFINITY) {
+            memset(out, 0, length * sizeof *out);
+            continue;
+        }
+        int64_t total = 0;
+        for (int64_t j = 0; j < length; j++) {
+            double v = floor((xr[j] - top) * c);
+            v = v < -limit ? -limit : (v > limit ? limit : v);
+            int64_t t = (int64_t)v, n = t >> frac_bits;
+            int64_t m = lut[(t & f_mask) >> (frac_bits - index_bits)] << lift;
+            int64_t e = -n < exp_bits ? m >> -n : 0; /* n <= 0: the row maximum has t = 0 */
+            out[j] = e;
+            total += e;
+        }
+        int64_t den = half_up ? 2 * total : total;
+        double inv = 1.0 / (double)den; /* one division per row, not per entry: it would cost more than the rest */
+        for (int64_t j = 0; j < length; j++)
+            out[j] = small_quotient(half_up ? 2 * out_max * out[j] + total : out_max * out[j], den, inv);
+    }
+    fesetenv(&env);
+}

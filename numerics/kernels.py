@@ -1,10 +1,12 @@
-"""Compiled CPU kernels (``kernels.c``): FlexiSAGA's PE-order GEMM and bfloat16 table lookups.
+"""Compiled CPU kernels (``kernels.c``): FlexiSAGA's PE-order GEMM, bfloat16 table lookups and
+HASTILY's UCLM softmax.
 
-**PE-order GEMM.** The PEs round every product and every partial sum in k order (``docs/hardware/flexisaga.md`` §2.2),
-so no reassociation is allowed: in eager torch that is one elementwise pass over the whole output
-per k, 12-25x a ``torch.matmul`` of the same shape. The C kernel keeps a 6 x 16 block of
-accumulators in registers across all of its k steps, skips the steps a column block does not store
-(so it gets faster with row-vector sparsity) and runs at about 2-3x ``torch.matmul`` dense.
+**PE-order GEMM.** The PEs round every product and every partial sum in k order
+(``docs/hardware/flexisaga.md`` §2.2), so no reassociation is allowed: in eager torch that is one
+elementwise pass over the whole output per k, 12-25x a ``torch.matmul`` of the same shape. The C
+kernel keeps a 4 x 16 block of accumulators in registers across all of its k steps, skips the steps a
+column block does not store (so it gets faster with row-vector sparsity) and runs at about 2-3x
+``torch.matmul`` dense.
 
 **Lookups.** Every elementwise function of one bfloat16 input (expp, the GELU, the softmax's
 exponentials) is a gather from a 65,536-entry table. torch's ``index_select`` hands its threads work
@@ -12,13 +14,16 @@ per call, and on a busy core a call's share can wait for a whole time slice; sma
 but pay per call. The C loop hands out 32K codes at a time from a shared counter instead: a thread
 that is held back keeps little work from the others.
 
-**Building.** The kernels are
-compiled at first use with the system's C compiler (``$CC``, else ``cc``) into a cache folder
-(``$EDGENUM_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgenum``, else ``~/.cache/edgenum``), keyed by the
-source, the compiler and the CPU. Where nothing compiles, :func:`pe_gemm` and :func:`lookup16` return
-``None`` and the callers fall back to eager torch, after one warning. ``EDGENUM_KERNELS=eager`` never compiles;
-``EDGENUM_KERNELS=compiled`` makes a failed compilation an error. Both paths give the same bits,
-as the tests check against the scalar reference.
+**UCLM softmax.** Its fixed-point steps (``docs/hardware/hastily.md`` §2.4) are a dozen int64 passes
+over every logit in torch; the C loop does them per row in one pass plus the sum and the division.
+
+**Building.** The kernels are compiled at first use with the system's C compiler (``$CC``, else
+``cc``) into a cache folder (``$EDGENUM_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgenum``, else
+``~/.cache/edgenum``), keyed by the source, the compiler and the CPU. Where nothing compiles,
+:func:`pe_gemm`, :func:`lookup16` and :func:`uclm_softmax_codes` return ``None`` and the callers run
+eager torch, after one warning. ``EDGENUM_KERNELS=eager`` never compiles; ``EDGENUM_KERNELS=compiled``
+makes a failed compilation an error. Both paths give the same bits, as the tests check against the
+scalar references.
 """
 
 from __future__ import annotations
@@ -126,6 +131,11 @@ def _load() -> ctypes.CDLL | None:
             library.edgenum_pe_plan.restype = library.edgenum_pe_gemm_f32.restype = None
             library.edgenum_lookup16.argtypes = [ptr, i64, ptr, i32, ptr, ptr]
             library.edgenum_lookup16.restype = None
+            f64 = ctypes.c_double
+            library.edgenum_uclm_softmax.argtypes = [i64, i64, ptr, f64, ptr, i32, i32, i32, i32, i64, i32, ptr, ptr]
+            library.edgenum_uclm_softmax.restype = None
+            library.edgenum_small_quotients.argtypes = [i64, ptr, ptr, ptr]
+            library.edgenum_small_quotients.restype = None
         except (OSError, RuntimeError, subprocess.SubprocessError) as error:
             if mode() == "compiled":
                 raise RuntimeError(
@@ -232,3 +242,30 @@ def lookup16(table: torch.Tensor, codes: torch.Tensor) -> torch.Tensor | None:
         torch.get_num_threads() if codes.numel() >= LOOKUP_SMALL else 1,
     )
     return out
+
+
+def uclm_softmax_codes(x: torch.Tensor, c: float, lut: torch.Tensor, config) -> torch.Tensor | None:
+    """HASTILY's UCLM softmax codes along the last dimension of float64 logits ``x`` (no NaN, no +inf;
+    a row of -inf gives zeros), ``c`` = scale·log2(e)·2**frac_bits, ``lut`` the int64 table, ``config``
+    a :class:`numerics.uclm.UCLMConfig`. None where the kernel does not apply: not a CPU float64 tensor,
+    ``er_mode="linear"``, or widths whose int64 products could overflow; the caller computes it in torch."""
+    if x.device.type != "cpu" or x.dtype != torch.float64 or config.er_mode != "one" or mode() == "eager":
+        return None
+    if config.out_bits + config.exp_bits + 2 > 62:  # 2·Q·e + S must stay below 2**63
+        return None
+    library = _load()
+    if library is None:
+        return None
+    x = x.contiguous()
+    length = x.shape[-1] if x.dim() else 1
+    rows = x.numel() // length if length else 0
+    codes = torch.empty(x.shape, dtype=torch.int64)
+    if codes.numel() == 0:
+        return codes
+    lut = lut.to(torch.int64).contiguous()
+    counter = torch.zeros(1, dtype=torch.int64)
+    args = (rows, length, x.data_ptr(), c, lut.data_ptr(), config.frac_bits, config.index_bits)
+    args += (config.lut_frac_bits, config.exp_bits, config.out_max, int(config.div_rounding == "half_up"))
+    threads = torch.get_num_threads() if x.numel() >= LOOKUP_SMALL else 1
+    _run(library.edgenum_uclm_softmax, (*args, codes.data_ptr(), counter.data_ptr()), threads)
+    return codes

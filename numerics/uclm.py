@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from numerics import kernels
 from numerics.validation import check_int as _check_bits
 from numerics.validation import check_type
 
@@ -256,6 +257,11 @@ def softmax(
         _check_float_input(xs)
         if bool((xs == math.inf).any()):
             raise ValueError("x must not contain +inf (the row maximum would be infinite)")
+        c = scale * _LOG2E * 2.0**config.frac_bits
+        compiled = kernels.uclm_softmax_codes(xs.to(torch.float64), c, lut_table(config), config)
+        if compiled is not None:
+            codes = compiled.movedim(-1, dim)
+            return codes if return_codes else (codes.to(torch.float64) / config.out_max).to(torch.float32)
         top = xs.amax(dim=-1, keepdim=True)
         empty = top == -math.inf  # rows with no finite logit: zero codes
         if bool(empty.any()):

@@ -1,10 +1,12 @@
 """The compiled kernels. PE-order GEMM: bit for bit the spec's scalar reference and the eager loop, on
 full tiles and edges, with masked steps, subnormals and non-finite activations. Lookups: every code,
-strided inputs. Both: threads; fallback; build errors; cache."""
+strided inputs. UCLM softmax: the torch path on masked and empty rows (its scalar reference test is in
+test_uclm.py, run on both paths). All: threads; fallback; build errors; cache."""
 
-import contextlib
+import dataclasses
 import math
 import os
+import random
 import shutil
 import struct
 
@@ -13,27 +15,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numerics import kernels
+from numerics import kernels, uclm
 from numerics.formats import lookup
 from numerics.sparse_linear import grouped_sequential_gemm
 from numerics.sparsity import FlexiSAGAConfig, prune, sparse_gemm
+from numerics.uclm import HASTILY_UCLM
 from tests.numerics import reference_sparsity as ref
+from tests.numerics.kernel_modes import kernel_mode
 
 COMPILER = shutil.which(os.environ.get("CC") or "cc")
 needs_compiler = pytest.mark.skipif(COMPILER is None, reason="no C compiler here: the eager loop runs instead")
-
-
-@contextlib.contextmanager
-def kernel_mode(value: str):
-    old = os.environ.get("EDGENUM_KERNELS")
-    os.environ["EDGENUM_KERNELS"] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["EDGENUM_KERNELS"]
-        else:
-            os.environ["EDGENUM_KERNELS"] = old
 
 
 def bits(t: torch.Tensor) -> list:
@@ -266,3 +257,60 @@ def test_lookup16_leaves_other_kinds_to_torch():
     codes = torch.zeros(4, dtype=torch.uint16)
     assert kernels.lookup16(torch.zeros(65536, dtype=torch.float64), codes) is None  # 8-byte entries
     assert kernels.lookup16(torch.zeros(65536), codes.view(torch.int16)) is None  # signed codes
+
+
+@needs_compiler
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(1, 300),
+    st.sampled_from([16, 24, 32, 40]),
+    st.sampled_from(["half_up", "toward_zero"]),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_compiled_uclm_softmax_is_the_torch_path(length, exp_bits, rounding, signed, seed):
+    config = dataclasses.replace(HASTILY_UCLM, exp_bits=exp_bits, sum_bits=56, div_rounding=rounding, out_signed=signed)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, 3, length, generator=g, dtype=torch.float64) * 20
+    x[torch.rand(x.shape, generator=g) < 0.3] = -math.inf  # masked logits
+    x[1, 2] = -math.inf  # a row with no finite logit
+    for dim in (-1, 0):
+        with kernel_mode("eager"):
+            want = uclm.softmax(x, dim, config=config, return_codes=True)
+        assert torch.equal(uclm.softmax(x, dim, config=config, return_codes=True), want)
+    assert torch.equal(uclm.softmax(x.float(), config=config), uclm.softmax(x.float().double(), config=config))
+
+
+def test_compiled_uclm_softmax_leaves_linear_and_wide_configs_to_torch():
+    x, lut = torch.zeros(2, 3, dtype=torch.float64), uclm.lut_table()
+    linear = dataclasses.replace(HASTILY_UCLM, er_mode="linear")
+    wide = dataclasses.replace(HASTILY_UCLM, exp_bits=52, sum_bits=62, out_bits=16)  # 2·Q·e could reach 2**69
+    assert kernels.uclm_softmax_codes(x, 1.0, lut, linear) is None
+    assert kernels.uclm_softmax_codes(x, 1.0, lut, wide) is None
+    assert kernels.uclm_softmax_codes(x.float(), 1.0, lut, HASTILY_UCLM) is None
+
+
+@pytest.mark.parametrize("rounding", ["half_up", "toward_zero"])
+def test_uclm_softmax_of_equal_logits_divides_exactly(rounding):
+    # n equal logits: every e = S/n, so the code is floor((2Q + n) / 2n) (half up) or floor(Q / n), an exact
+    # integer quotient for many n, where a division rounded the other way would be one code low
+    config = dataclasses.replace(HASTILY_UCLM, div_rounding=rounding)
+    q = config.out_max
+    for n in range(1, 300):
+        codes = uclm.softmax(torch.full((1, n), 0.5), config=config, return_codes=True)
+        want = (2 * q + n) // (2 * n) if rounding == "half_up" else q // n
+        assert codes.unique().tolist() == [want], n
+
+
+@needs_compiler
+def test_the_softmax_division_is_exact_next_to_every_multiple():
+    # num = k·den - 1, k·den, k·den + 1: with den of up to 45 bits a float64 quotient truncates one too
+    # high at most k·den - 1 and one too low at many k·den
+    rng = random.Random(6)
+    cases = [(rng.randrange(1, 2**45), rng.randrange(2**16)) for _ in range(3000)]
+    nums = [max(0, k * den + offset) for den, k in cases for offset in (-1, 0, 1)]
+    dens = [den for den, _ in cases for _ in range(3)]
+    num, den = torch.tensor(nums), torch.tensor(dens)
+    out = torch.empty_like(num)
+    kernels._load().edgenum_small_quotients(len(nums), num.data_ptr(), den.data_ptr(), out.data_ptr())
+    assert out.tolist() == [a // b for a, b in zip(nums, dens)]

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numerics.uclm import HASTILY_UCLM, UCLMConfig, exp_lut, lut_table, softmax
+from tests.numerics.kernel_modes import kernel_mode
 from tests.numerics.reference_uclm import UCLMArrayRef, exp_lut_ref, softmax_ref, table_ref
 
 FAST = settings(max_examples=40, deadline=None)
@@ -162,10 +163,12 @@ def test_softmax_matches_reference(length, seed, er, p, signed, rounding, intege
     else:
         x = torch.randn(3, length, generator=g) * 6
         scale = 1.0
-    codes = softmax(x, scale=scale, config=cfg, return_codes=True)
     ref = [softmax_ref(row, cfg, scale) for row in x.tolist()]
-    assert codes.tolist() == ref
-    assert codes.max() <= cfg.out_max
+    for kernels in ("auto", "eager"):  # the compiled kernel where it applies, and the torch path
+        with kernel_mode(kernels):
+            codes = softmax(x, scale=scale, config=cfg, return_codes=True)
+        assert codes.tolist() == ref
+        assert codes.max() <= cfg.out_max
 
 
 def test_softmax_dim_and_masking():
