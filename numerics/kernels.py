@@ -162,9 +162,11 @@ def _pool() -> ThreadPoolExecutor:
     """Helper threads, one per core beyond the caller's. A helper that starts late (a busy pool, a
     busy core) finds the work taken and returns at once."""
     with _lock:
-        if "pool" not in _state:
-            _state["pool"] = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="edgenum-pe")
-        return _state["pool"]
+        pid, pool = _state.get("pool", (None, None))
+        if pid != os.getpid():  # none yet, or inherited through fork(), which keeps no threads
+            pool = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="edgenum-kernels")
+            _state["pool"] = os.getpid(), pool
+        return pool
 
 
 def _join(helpers) -> None:

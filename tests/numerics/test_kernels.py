@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import struct
+import time
 
 import pytest
 import torch
@@ -314,3 +315,33 @@ def test_the_softmax_division_is_exact_next_to_every_multiple():
     out = torch.empty_like(num)
     kernels._load().edgenum_small_quotients(len(nums), num.data_ptr(), den.data_ptr(), out.data_ptr())
     assert out.tolist() == [a // b for a, b in zip(nums, dens)]
+
+
+@needs_compiler
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_forked_child_gets_its_own_helper_threads():
+    x, w = torch.randn(130, 300), torch.randn(300, 170)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = sparse_gemm(x, w)  # the parent's helper threads exist from here on
+    finally:
+        torch.set_num_threads(threads)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child would wait forever on helpers that fork() did not copy
+        try:
+            torch.set_num_threads(2)  # a forked child starts with one
+            os.write(write, b"1" if torch.equal(sparse_gemm(x, w), want) else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    for _ in range(300):  # up to 30 s; a deadlocked child is killed and the test fails
+        if os.waitpid(child, os.WNOHANG)[0]:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child hung on helper threads it does not have")
+    assert os.read(read, 1) == b"1"
