@@ -505,7 +505,8 @@ def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, conf
         p = int(hot[h])
         prog = program_weights(w[p * rows : (p + 1) * rows], config)
         levels = prog.levels[:, 0].flatten(-2)  # (S, rows, C)
-        cols = (levels.sum(1) > top).any(0).nonzero().flatten()
+        col_sums = levels.sum(1) if sums is None else sums[:, p]  # (S, C)
+        cols = (col_sums > top).any(0).nonzero().flatten()
         if not cols.numel():
             continue
         m_idx, t_idx = candidates[:, h].nonzero(as_tuple=True)
