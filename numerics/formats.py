@@ -152,10 +152,9 @@ def lookup(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     _require_dtype(x, (torch.bfloat16,))
     if table.shape != (65536,):
         raise ValueError(f"table must have shape (65536,); got {tuple(table.shape)}")
-    if x.device.type == "cpu":
-        compiled = kernels.lookup16(table, x.view(torch.uint16))
-        if compiled is not None:
-            return compiled
+    compiled = kernels.lookup16(table, x.view(torch.uint16))  # CPU tensors only, else None
+    if compiled is not None:
+        return compiled
     flat = x.reshape(-1)
     out = torch.empty(flat.shape, dtype=table.dtype, device=x.device)
     if x.device.type != "cpu":

@@ -662,7 +662,7 @@ def sparse_gemm(x: torch.Tensor, weight, config: FlexiSAGAConfig = FLEXISAGA_16X
         raise ValueError(f"x is on {x.device} but weight is on {weight.device}")
     if config.dtype == "float32" and config.accumulation == "fast":
         return torch.matmul(x, weight)
-    compiled = pe_gemm(x[None], weight[None], config.fused_mac) if config.dtype == "float32" else None
+    compiled = pe_gemm(x[None], weight[None], config.fused_mac)  # float32 CPU tensors only, else None
     if compiled is not None:
         return compiled[0]
     weight = weight.contiguous()  # rows W[k] are read once per step

@@ -203,6 +203,18 @@ def _exp_float_reduction(xd: torch.Tensor, config: UCLMConfig) -> torch.Tensor:
     return torch.where(finite, out, torch.where(xd > 0, math.inf, 0.0))
 
 
+def _codes(delta: torch.Tensor, c: float, config: UCLMConfig) -> torch.Tensor:
+    """Steps 2-4 of :func:`softmax` in torch on the row differences ``delta`` (float64, rows along the last
+    dimension): the int64 output codes."""
+    t = _fixed_argument(delta * c)
+    e = _width_limited(*_mantissa_fixed(t, config), config.exp_bits)  # step 2
+    total = e.sum(dim=-1, keepdim=True)  # step 3, exact
+    q = config.out_max
+    if config.div_rounding == "half_up":
+        return torch.div(2 * q * e + total, 2 * total, rounding_mode="floor")  # step 4
+    return torch.div(q * e, total, rounding_mode="floor")
+
+
 def softmax(
     x: torch.Tensor,
     dim: int = -1,
@@ -252,35 +264,25 @@ def softmax(
             f"exp_bits={p} (needs {p + math.ceil(math.log2(length))})"
         )
     xs = x.movedim(dim, -1)
-    empty = None
+    c = scale * _LOG2E * 2.0**config.frac_bits  # step 2's factor: one logit unit in Q.F units of log2
     if xs.is_floating_point():
         _check_float_input(xs)
         if bool((xs == math.inf).any()):
             raise ValueError("x must not contain +inf (the row maximum would be infinite)")
-        c = scale * _LOG2E * 2.0**config.frac_bits
-        compiled = kernels.uclm_softmax_codes(xs.to(torch.float64), c, lut_table(config), config)
-        if compiled is not None:
-            codes = compiled.movedim(-1, dim)
-            return codes if return_codes else (codes.to(torch.float64) / config.out_max).to(torch.float32)
-        top = xs.amax(dim=-1, keepdim=True)
-        empty = top == -math.inf  # rows with no finite logit: zero codes
-        if bool(empty.any()):
-            xs, top = xs.masked_fill(empty, 0.0), top.masked_fill(empty, 0.0)
-        delta = xs.to(torch.float64) - top.to(torch.float64)  # step 1
+        codes = kernels.uclm_softmax_codes(xs.to(torch.float64), c, lut_table(config), config)
+        if codes is None:
+            top = xs.amax(dim=-1, keepdim=True)
+            empty = top == -math.inf  # rows with no finite logit: zero codes
+            any_empty = bool(empty.any())
+            if any_empty:
+                xs, top = xs.masked_fill(empty, 0.0), top.masked_fill(empty, 0.0)
+            codes = _codes(xs.to(torch.float64) - top.to(torch.float64), c, config)  # step 1
+            if any_empty:
+                codes = codes.masked_fill(empty, 0)
     else:
         xi = xs.to(torch.int64)
         if xi.numel() and int(xi.amax()) - int(xi.amin()) >= 2**62:
             raise ValueError("integer logits must span less than 2**62 (their differences would overflow int64)")
-        delta = (xi - xi.amax(dim=-1, keepdim=True)).to(torch.float64)  # exact integers
-    t = _fixed_argument(delta * (scale * _LOG2E * 2.0**config.frac_bits))
-    e = _width_limited(*_mantissa_fixed(t, config), p)  # step 2
-    total = e.sum(dim=-1, keepdim=True)  # step 3, exact
-    q = config.out_max
-    if config.div_rounding == "half_up":
-        codes = torch.div(2 * q * e + total, 2 * total, rounding_mode="floor")  # step 4
-    else:
-        codes = torch.div(q * e, total, rounding_mode="floor")
-    if empty is not None and bool(empty.any()):
-        codes = codes.masked_fill(empty, 0)
+        codes = _codes((xi - xi.amax(dim=-1, keepdim=True)).to(torch.float64), c, config)  # exact integers
     codes = codes.movedim(-1, dim)
-    return codes if return_codes else (codes.to(torch.float64) / q).to(torch.float32)
+    return codes if return_codes else (codes.to(torch.float64) / config.out_max).to(torch.float32)
