@@ -50,8 +50,8 @@ FLAGS = ("-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared")
 MODES = ("auto", "eager", "compiled")
 SMALL = 1 << 18
 """Below this many multiply-adds a GEMM runs on the calling thread alone (handing out work costs more)."""
-LOOKUP_SMALL = 1 << 16
-"""Below this many codes a lookup runs on the calling thread alone."""
+SMALL_ELEMENTS = 1 << 16
+"""Below this many elements a lookup or a softmax runs on the calling thread alone."""
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -138,13 +138,11 @@ def _load() -> ctypes.CDLL | None:
             library.edgenum_small_quotients.restype = None
         except (OSError, RuntimeError, subprocess.SubprocessError) as error:
             if mode() == "compiled":
-                raise RuntimeError(
-                    f"EDGENUM_KERNELS=compiled, but the PE-order kernel is unavailable: {error}"
-                ) from error
+                raise RuntimeError(f"EDGENUM_KERNELS=compiled, but the kernels are unavailable: {error}") from error
             warnings.warn(
                 f"edgenum: the compiled kernels are unavailable ({error}); FlexiSAGA's sequential GEMM (10-25x "
-                "slower) and bfloat16 lookups run in eager torch. Set CC to a C compiler, or EDGENUM_KERNELS=eager to "
-                "silence this.",
+                "slower), bfloat16 lookups and the UCLM softmax run in eager torch. Set CC to a C compiler, or "
+                "EDGENUM_KERNELS=eager to silence this.",
                 RuntimeWarning,
                 stacklevel=4,
             )
@@ -153,9 +151,14 @@ def _load() -> ctypes.CDLL | None:
         return library
 
 
+def _library() -> ctypes.CDLL | None:
+    """The compiled kernels; None with ``EDGENUM_KERNELS=eager`` or where nothing compiles."""
+    return None if mode() == "eager" else _load()
+
+
 def available() -> bool:
     """Whether the kernels run compiled here (compiles on first call)."""
-    return mode() != "eager" and _load() is not None
+    return _library() is not None
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -183,9 +186,12 @@ def _join(helpers) -> None:
         raise interrupted
 
 
-def _run(function, args: tuple, threads: int) -> None:
-    """``function(*args)`` on this thread and ``threads - 1`` helpers, which share its work."""
-    helpers = [_pool().submit(function, *args) for _ in range(threads - 1)]
+def _run(function, args: tuple, work: int, small: int) -> None:
+    """``function(*args, next)`` on this thread and, where ``work`` reaches ``small``, on helpers, one per
+    further torch thread: all claim their pieces from ``next``, a fresh shared counter."""
+    counter = torch.zeros(1, dtype=torch.int64)
+    args = (*args, counter.data_ptr())
+    helpers = [_pool().submit(function, *args) for _ in range(torch.get_num_threads() - 1)] if work >= small else []
     function(*args)  # ctypes releases the GIL: the helpers run alongside
     _join(helpers)
 
@@ -195,9 +201,9 @@ def pe_gemm(x: torch.Tensor, weight: torch.Tensor, fused: bool) -> torch.Tensor 
     from +0 adds fl(x·w) (``fused``: fl(acc + x·w)) for k = 0..K-1 where the weight is stored (its bits
     are not +0's). None where the kernel is unavailable or the tensors are not float32 CPU tensors:
     the caller then runs its eager loop."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or mode() == "eager":
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return None
-    library = _load()
+    library = _library()
     if library is None:
         return None
     g, m, k = x.shape
@@ -207,15 +213,12 @@ def pe_gemm(x: torch.Tensor, weight: torch.Tensor, fused: bool) -> torch.Tensor 
     if y.numel() == 0:
         return y
     blocks = g * -(-n // COLUMN_BLOCK)
-    threads = torch.get_num_threads() if m * n * max(k, 1) * g >= SMALL else 1
     steps = torch.empty(blocks * k, dtype=torch.int32)
     counts = torch.empty(blocks, dtype=torch.int64)
     problem = (g, m, k, n, x.data_ptr(), weight.data_ptr(), int(fused), steps.data_ptr(), counts.data_ptr())
     scratch = torch.empty(k, dtype=torch.uint8)  # kept alive by this name while the kernel reads it
     library.edgenum_pe_plan(*problem, scratch.data_ptr())
-    counter = torch.zeros(1, dtype=torch.int64)
-    args = (*problem, y.data_ptr(), counter.data_ptr())
-    _run(library.edgenum_pe_gemm_f32, args, threads)
+    _run(library.edgenum_pe_gemm_f32, (*problem, y.data_ptr()), g * m * n * max(k, 1), SMALL)
     return y
 
 
@@ -228,21 +231,15 @@ def lookup16(table: torch.Tensor, codes: torch.Tensor) -> torch.Tensor | None:
         or table.device.type != "cpu"
         or codes.dtype != torch.uint16
         or table.element_size() not in (2, 4)
-        or mode() == "eager"
     ):
         return None
-    library = _load()
+    library = _library()
     if library is None:
         return None
     codes, table = codes.contiguous(), table.contiguous()
     out = torch.empty(codes.shape, dtype=table.dtype)
-    counter = torch.zeros(1, dtype=torch.int64)
     args = (codes.data_ptr(), codes.numel(), table.data_ptr(), table.element_size(), out.data_ptr())
-    _run(
-        library.edgenum_lookup16,
-        (*args, counter.data_ptr()),
-        torch.get_num_threads() if codes.numel() >= LOOKUP_SMALL else 1,
-    )
+    _run(library.edgenum_lookup16, args, codes.numel(), SMALL_ELEMENTS)
     return out
 
 
@@ -251,23 +248,20 @@ def uclm_softmax_codes(x: torch.Tensor, c: float, lut: torch.Tensor, config) -> 
     a row of -inf gives zeros), ``c`` = scale·log2(e)·2**frac_bits, ``lut`` the int64 table, ``config``
     a :class:`numerics.uclm.UCLMConfig`. None where the kernel does not apply: not a CPU float64 tensor,
     ``er_mode="linear"``, or widths whose int64 products could overflow; the caller computes it in torch."""
-    if x.device.type != "cpu" or x.dtype != torch.float64 or config.er_mode != "one" or mode() == "eager":
+    if x.device.type != "cpu" or x.dtype != torch.float64 or config.er_mode != "one":
         return None
     if config.out_bits + config.exp_bits + 2 > 62:  # 2·Q·e + S must stay below 2**63
         return None
-    library = _load()
+    library = _library()
     if library is None:
         return None
     x = x.contiguous()
-    length = x.shape[-1] if x.dim() else 1
-    rows = x.numel() // length if length else 0
     codes = torch.empty(x.shape, dtype=torch.int64)
     if codes.numel() == 0:
         return codes
     lut = lut.to(torch.int64).contiguous()
-    counter = torch.zeros(1, dtype=torch.int64)
-    args = (rows, length, x.data_ptr(), c, lut.data_ptr(), config.frac_bits, config.index_bits)
-    args += (config.lut_frac_bits, config.exp_bits, config.out_max, int(config.div_rounding == "half_up"))
-    threads = torch.get_num_threads() if x.numel() >= LOOKUP_SMALL else 1
-    _run(library.edgenum_uclm_softmax, (*args, codes.data_ptr(), counter.data_ptr()), threads)
+    args = (x.numel() // x.shape[-1], x.shape[-1], x.data_ptr(), c, lut.data_ptr(), config.frac_bits)
+    args += (config.index_bits, config.lut_frac_bits, config.exp_bits, config.out_max)
+    args += (int(config.div_rounding == "half_up"), codes.data_ptr())
+    _run(library.edgenum_uclm_softmax, args, x.numel(), SMALL_ELEMENTS)
     return codes
