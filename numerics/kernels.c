@@ -1,8 +1,10 @@
 /* edgenum's compiled CPU kernels, built at first use by numerics/kernels.py (which says why each exists):
- * FlexiSAGA's PE-order float32 GEMM and the lookup of a bfloat16 code's tabulated result.
+ * FlexiSAGA's PE-order float32 GEMM, the lookup of a bfloat16 code's tabulated result and HASTILY's UCLM
+ * softmax. Each exported worker may run on several threads at once, which claim pieces of the work from a
+ * shared counter (claim below).
  *
- * PE-order GEMM (docs/hardware/flexisaga.md, section 2.2): y[g] = x[g] . w[g] with x (G, M, K), w (G, K, N) and y (G, M, N), contiguous float32. A weight is
- * stored unless its bits are those of +0 (the zero the decompression unit injects). Column block
+ * PE-order GEMM (docs/hardware/flexisaga.md, section 2.2): y[g] = x[g] . w[g] with x (G, M, K),
+ * w (G, K, N) and y (G, M, N), contiguous float32. A weight is stored unless its bits are those of +0 (the zero the decompression unit injects). Column block
  * q = g*nb + b holds columns 16b .. 16b+15 of group g; its steps are the k where it stores any weight,
  * increasing. Each output starts at +0 and, step by step, adds the product:
  * acc = fl(acc + fl(x*w)), or fl(acc + x*w) with one rounding when fused. A step listed as ~k (negative)
@@ -21,6 +23,14 @@
 #define MB 4     /* output rows per tile: 4 x 16 accumulators, 8 of 16 AVX registers (measured: 6 and 8 are slower) */
 #define NB 16    /* output columns per tile and per column block */
 #define CHUNK 4  /* tiles claimed at a time: small, so that a busy core holds little work back */
+
+/* Claims the next `chunk` of `total` work items from *next into [*begin, *end); 0 once none is left. */
+static inline int claim(int64_t *next, int64_t chunk, int64_t total, int64_t *begin, int64_t *end)
+{
+    *begin = __atomic_fetch_add(next, chunk, __ATOMIC_RELAXED);
+    *end = *begin + chunk < total ? *begin + chunk : total;
+    return *begin < total;
+}
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
@@ -163,20 +173,16 @@ void edgenum_pe_plan(int64_t G, int64_t M, int64_t K, int64_t N, const float *x,
     }
 }
 
-/* One worker: claims tiles (CHUNK at a time) from *next until none is left. Several threads may run it
- * at once on one problem; each output is written by the one worker that claimed its tile. */
+/* One worker: claims tiles (CHUNK at a time) from *next until none is left; each output is written by
+ * the one worker that claimed its tile. */
 void edgenum_pe_gemm_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float *x, const float *w, int32_t fused,
                          const int32_t *steps, const int64_t *counts, float *y, int64_t *next)
 {
     fenv_t env;
     fegetenv(&env);
     fesetenv(FE_DFL_ENV);
-    int64_t nb = (N + NB - 1) / NB, mb = (M + MB - 1) / MB, tiles = G * nb * mb;
-    for (;;) {
-        int64_t t0 = __atomic_fetch_add(next, CHUNK, __ATOMIC_RELAXED);
-        if (t0 >= tiles)
-            break;
-        int64_t t1 = t0 + CHUNK < tiles ? t0 + CHUNK : tiles;
+    int64_t nb = (N + NB - 1) / NB, mb = (M + MB - 1) / MB, t0, t1;
+    while (claim(next, CHUNK, G * nb * mb, &t0, &t1)) {
         for (int64_t t = t0; t < t1; t++) {
             int64_t i = t % mb, q = t / mb; /* tiles of one column block are consecutive: its weights stay cached */
             int64_t g = q / nb, m0 = i * MB, n0 = q % nb * NB;
@@ -198,16 +204,13 @@ void edgenum_pe_gemm_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float
 }
 
 /* Lookup: out[i] = table[codes[i]] for i in [0, n), with elements of `size` bytes (2 or 4). Workers claim
- * LOOKUP_CHUNK codes at a time from *next, as the GEMM's workers claim tiles. */
+ * LOOKUP_CHUNK codes at a time. */
 #define LOOKUP_CHUNK (1 << 15)
 
 void edgenum_lookup16(const uint16_t *codes, int64_t n, const void *table, int32_t size, void *out, int64_t *next)
 {
-    for (;;) {
-        int64_t i0 = __atomic_fetch_add(next, LOOKUP_CHUNK, __ATOMIC_RELAXED);
-        if (i0 >= n)
-            break;
-        int64_t i1 = i0 + LOOKUP_CHUNK < n ? i0 + LOOKUP_CHUNK : n;
+    int64_t i0, i1;
+    while (claim(next, LOOKUP_CHUNK, n, &i0, &i1)) {
         if (size == 2) {
             const uint16_t *t = table;
             uint16_t *o = out;
@@ -255,10 +258,8 @@ void edgenum_uclm_softmax(int64_t rows, int64_t length, const double *x, double 
     fesetenv(FE_DFL_ENV);
     const double limit = 4611686018427387904.0; /* 2^62 */
     int64_t f_mask = ((int64_t)1 << frac_bits) - 1, lift = exp_bits - 1 - lut_frac_bits;
-    for (;;) {
-        int64_t r = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
-        if (r >= rows)
-            break;
+    int64_t r, r_end;
+    while (claim(next, 1, rows, &r, &r_end)) {
         const double *xr = x + r * length;
         int64_t *out = codes + r * length;
         double top = -INFINITY;
