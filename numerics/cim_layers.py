@@ -19,6 +19,7 @@ arithmetic (assumption, both specs).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -27,7 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from numerics.conv import conv_as_gemm, copy_conv_attributes, module_input, weight_matrices
-from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, CrossbarConfig, crossbar_matmul, wrap_accumulator
+from numerics.crossbar import (
+    ATLEUS_RERAM,
+    HASTILY_SRAM,
+    CrossbarConfig,
+    crossbar_matmul,
+    unchecked_blocks,
+    unchecked_matmul,
+    wrap_sum,
+)
 from numerics.emulation import in_reference_arithmetic
 from numerics.handlers import straight_through, swap_record
 from numerics.heads import HEADS, HeadRule, head_rule, is_head
@@ -58,6 +67,7 @@ __all__ = [
     "HASTILY_WEIGHT_GRANULARITIES",
 ]
 
+F64 = torch.float64
 _NOISE_FIELDS = ("cell_noise_std", "adc_noise_std", "stuck_at_0_rate", "stuck_at_1_rate")
 HASTILY_WEIGHT_GRANULARITIES = ("channel", "tensor")
 """Weight scale granularities of HASTILY's INT8 weights (hastily.md §2.2)."""
@@ -102,44 +112,51 @@ def crossbar_linear(
 ) -> torch.Tensor:
     """y = s_x * sum_p c[p, g(j)] * P_p[j] (float64, increasing p, then float32), no bias.
 
-    Input codes per row (``input_scale=None``) or per tensor; partials P_p from
-    ``crossbar_matmul(..., partials=True)``; asymmetric weights subtract zp * sum_{i in p} x.
+    Input codes per row (``input_scale=None``) or per tensor; partials P_p of the crossbar product
+    (``crossbar_matmul(..., partials=True)``); asymmetric weights subtract zp * sum_{i in p} x.
     """
-    cfg = dataclasses.replace(crossbar, weight_bits=wq.bits)
-    x_int, s_x = quantize_input(x, cfg.input_bits, scale=input_scale)
+    cfg = _with_bits(crossbar, wq.bits)
+    x_int, s_x = quantize_input(x, cfg.input_bits, scale=input_scale, dtype=torch.float32)  # exact codes
     k, n = wq.codes.shape
+    x2, s_x = x_int.reshape(-1, k), s_x.reshape(-1, 1)
+    codes = wq.codes.to(x.device)
     if _column_scales_sum_exactly(wq, cfg.input_bits):
         # Σ_p c_j·P_p[j] = c_j·Σ_p P_p[j] exactly: the blocks' integer sum (one GEMM), unwrapped
-        total = crossbar_matmul(
-            x_int, wq.codes.to(x_int.device), dataclasses.replace(cfg, accumulator_bits=64), generator=generator
-        ).to(torch.float64)
+        total = unchecked_matmul(
+            x2, codes, _with_bits(cfg, wq.bits, accumulator_bits=64), generator=generator, dtype=F64
+        )
         cols = torch.arange(n, device=x.device) // wq.block_cols
         if wq.zero_points is not None:
-            zp = wq.zero_points[0].to(x.device)[cols]
-            total = total - zp * x_int.sum(-1, keepdim=True).to(torch.float64)
-        return (total * wq.scales[0].to(x.device)[cols] * s_x).to(torch.float32)
-    parts = crossbar_matmul(
-        x_int, wq.codes.to(x_int.device), cfg, generator=generator, partials=True, dtype=torch.float64
-    )  # (..., P, N)
-    n_blocks = parts.shape[-2]
+            total -= wq.zero_points[0].to(x.device)[cols] * x2.sum(-1, keepdim=True, dtype=F64)
+        return total.mul_(wq.scales[0].to(x.device)[cols]).mul_(s_x).to(torch.float32).view(*x.shape[:-1], n)
+    parts = unchecked_blocks(x2, codes, cfg, generator=generator, dtype=F64)
+    n_blocks = -(-k // cfg.rows)
     # Scale block of each crossbar row block p (block_rows is a multiple of rows, or K).
     rows_idx = torch.arange(n_blocks, device=x.device) * cfg.rows // wq.block_rows
     cols_idx = torch.arange(n, device=x.device) // wq.block_cols
     c = wq.scales.to(x.device)[rows_idx][:, cols_idx]  # (P, N)
     if wq.zero_points is not None:
         pad = n_blocks * cfg.rows - k
-        xsum = F.pad(x_int, (0, pad)).unflatten(-1, (n_blocks, cfg.rows)).sum(-1)
+        xsum = F.pad(x2, (0, pad)).unflatten(-1, (n_blocks, cfg.rows)).sum(-1, dtype=F64)  # (M, P)
         zp = wq.zero_points.to(x.device)[rows_idx][:, cols_idx]
-        parts = parts - zp * xsum.unsqueeze(-1).to(torch.float64)
-    return (_scaled_block_sum(parts, c) * s_x).to(torch.float32)
+        parts = (part - zp[p] * xsum[:, p, None] for p, part in enumerate(parts))
+    return _scaled_block_sum(parts, c).mul_(s_x).to(torch.float32).view(*x.shape[:-1], n)
 
 
-def _scaled_block_sum(parts: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Σ_p c[p]·parts[..., p, :] in float64, added in increasing p (a tensor sum over p may pair the
-    terms differently once P is large)."""
-    total = parts[..., 0, :] * c[..., 0, :]
-    for p in range(1, parts.shape[-2]):
-        total = total + parts[..., p, :] * c[..., p, :]
+@functools.lru_cache(maxsize=None)
+def _with_bits(crossbar: CrossbarConfig, weight_bits: int, **changes) -> CrossbarConfig:
+    """``crossbar`` with these weight bits (and other fields changed), built once per combination: a
+    configuration validates itself when built, and layers ask for the same few on every call."""
+    return dataclasses.replace(crossbar, weight_bits=weight_bits, **changes)
+
+
+def _scaled_block_sum(parts, c: torch.Tensor) -> torch.Tensor:
+    """Σ_p c[..., p, :]·parts[p] in float64 over the blocks' results ``parts`` (in increasing p), added
+    in that order (a tensor sum over p may pair the terms differently once P is large)."""
+    total = None
+    for p, part in enumerate(parts):
+        term = part * c[..., p, :]
+        total = term if total is None else total.add_(term)
     return total
 
 
@@ -162,7 +179,7 @@ def stacked_crossbar_linear(
     (each K x N), noise-free: every group's K is padded to whole row blocks and the groups' row blocks
     are stacked into one crossbar product, whose per-block partials are each group's own (a conversion
     sees one row block and one column). Bit for bit the G separate products; returns (G, M, N) float32."""
-    cfg = dataclasses.replace(crossbar, weight_bits=wqs[0].bits)
+    cfg = _with_bits(crossbar, wqs[0].bits)
     k, n = wqs[0].codes.shape
     x_int, s_x = quantize_input(x, cfg.input_bits, scale=input_scale)  # per row of each group
     codes = torch.stack([wq.codes.to(x.device) for wq in wqs])
@@ -176,7 +193,7 @@ def stacked_crossbar_linear(
         xsum = F.pad(x_int, (0, pad)).unflatten(-1, (blocks, cfg.rows)).sum(-1)  # (G, M, P)
         zp = torch.stack([wq.zero_points.to(x.device)[rows_idx][:, cols_idx] for wq in wqs])
         parts = parts - zp[:, None] * xsum.unsqueeze(-1).to(torch.float64)
-    return (_scaled_block_sum(parts, c[:, None]) * s_x).to(torch.float32)
+    return (_scaled_block_sum(parts.unbind(-2), c[:, None]) * s_x).to(torch.float32)
 
 
 def _entry_partials(a3: torch.Tensor, b3: torch.Tensor, crossbar: CrossbarConfig, dtype=torch.int64) -> torch.Tensor:
@@ -454,7 +471,7 @@ def crossbar_product(a_int: torch.Tensor, b_int: torch.Tensor, crossbar: Crossba
     a3 = a_int.expand(*batch, m, k).reshape(-1, m, k)
     b3 = b_int.expand(*batch, k, shape[-1]).reshape(-1, k, shape[-1])
     parts = _entry_partials(a3, b3, crossbar)  # (G, M, P, N)
-    return wrap_accumulator(parts.sum(2), crossbar.accumulator_bits).reshape(shape)
+    return wrap_sum(parts.sum(2), k, crossbar).reshape(shape)
 
 
 def int8_crossbar_product(a: torch.Tensor, b: torch.Tensor, crossbar: CrossbarConfig) -> torch.Tensor:

@@ -42,6 +42,7 @@ __all__ = [
     "adc_convert",
     "crossbar_matmul",
     "wrap_accumulator",
+    "wrap_sum",
     "input_planes",
     "input_significance",
     "program_weights",
@@ -55,6 +56,8 @@ _INPUT_ENCODINGS = ("twos_complement", "unsigned")
 _SLICE_PLACEMENTS = ("columns", "arrays")
 # Elements of the per-plane count tensor processed at once on the clipping path (memory bound).
 _CHUNK_ELEMENTS = 1 << 22
+# Fewest rows of K an exact float32 product chunk may hold (fewer: one float64 product is cheaper).
+_MIN_CHUNK_ROWS = 256
 
 
 def _check_rate(name: str, value, hi: float = math.inf) -> None:
@@ -409,30 +412,67 @@ def wrap_accumulator(y: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.remainder(y + half, 1 << bits) - half
 
 
-def _exact_product(x: torch.Tensor, w: torch.Tensor, bound: int, out_dtype=torch.int64) -> torch.Tensor:
-    """Exact ``x @ w`` (batched) as ``out_dtype``: float32 BLAS when every partial sum stays below 2**24
-    (in any summation order) and float32 products are not rounded to TF32, float64 below 2**53, else
-    int64."""
+def _exact_product(x: torch.Tensor, w: torch.Tensor, term: int, out_dtype=torch.int64) -> torch.Tensor:
+    """Exact ``x @ w`` (batched; integer-valued operands of any dtype) as ``out_dtype``, every |x_i·w_i| at
+    most ``term``. float32 BLAS is exact while every partial sum stays below 2**24 in any summation order
+    (and float32 products are not rounded to TF32): a longer K runs as float32 products over chunks of
+    K that each stay below it, added in float64, while a chunk still holds enough rows to outweigh its
+    addition; then float64 BLAS below 2**53, else int64."""
+    k = x.shape[-1]
     full_fp32 = x.device.type == "cpu" or torch.get_float32_matmul_precision() == "highest"
-    for dtype, limit in ((torch.float32, 1 << 24), (torch.float64, 1 << 53)):
-        if bound < limit and (dtype == torch.float64 or full_fp32):
-            return torch.matmul(x.to(dtype), w.to(dtype)).to(out_dtype)  # integral: every sum is exact
+    chunk = ((1 << 24) - 1) // max(term, 1)  # rows per float32 product whose sums are all exact
+    if full_fp32 and (chunk >= k or (chunk >= _MIN_CHUNK_ROWS and k * term < 1 << 53)):
+        total = None
+        for lo in range(0, k, chunk):
+            part = torch.matmul(x[..., lo : lo + chunk].to(torch.float32), w[..., lo : lo + chunk, :].to(torch.float32))
+            total = part if total is None else total.to(torch.float64).add_(part)  # integers: exact
+        return total.to(out_dtype)
+    if k * term < 1 << 53:
+        return torch.matmul(x.to(torch.float64), w.to(torch.float64)).to(out_dtype)
     return torch.matmul(x.to(torch.int64), w.to(torch.int64)).to(out_dtype)
 
 
-def _product_bound(k: int, config: CrossbarConfig) -> int:
-    """Largest |sum| of any k products of an input code and a weight code."""
+def _term_bound(config: CrossbarConfig) -> int:
+    """Largest |product| of one input code and one weight code."""
     x_max = (1 << config.input_bits) - 1 if config.input_encoding == "unsigned" else 1 << (config.input_bits - 1)
-    return k * x_max * (1 << (config.weight_bits - 1))
+    return x_max * (1 << (config.weight_bits - 1))
+
+
+def _can_wrap(k: int, config: CrossbarConfig) -> bool:
+    """Whether the noise-free digital sum over the row blocks of a K-row product can reach the
+    accumulator's wrap: every converted count (un-flipped too) lies in [0, rows·L], weighted by the input
+    bits' and slices' significances, per set, plus the offset encoding's digital correction."""
+    sig_t = sum(abs(v) for v in input_significance(config).tolist())
+    sig_m = sum(abs(v) for v in slice_significance(config).tolist())
+    per_block = config.sets * sig_t * sig_m * config.rows * config.levels
+    if config.weight_encoding == "offset":
+        per_block += (1 << (config.weight_bits - 1)) * config.rows * sig_t
+    return -(-k // config.rows) * per_block >= 1 << (config.accumulator_bits - 1)
+
+
+def wrap_sum(total: torch.Tensor, k: int, config: CrossbarConfig) -> torch.Tensor:
+    """The noise-free digital sum ``total`` of a K-row product's blocks wrapped to the accumulator, as
+    :func:`wrap_accumulator`; ``total`` itself where no such sum can reach the wrap."""
+    return wrap_accumulator(total, config.accumulator_bits) if _can_wrap(k, config) else total
 
 
 def _exact_blocks(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int, dtype=torch.int64):
-    """Noise-free, non-clipping per-block partials (M, P, N): each block's exact product."""
+    """Noise-free, non-clipping per-block partials (M, P, N): each block's exact product, all in one
+    batched product (many small blocks, e.g. an attention's stacked operands)."""
     k = w.shape[0]
     pad = n_blocks * config.rows - k
     xb = torch.nn.functional.pad(x2, (0, pad)).unflatten(-1, (n_blocks, config.rows)).transpose(0, 1)
     wb = torch.nn.functional.pad(w, (0, 0, 0, pad)).unflatten(0, (n_blocks, config.rows))
-    return _exact_product(xb, wb, _product_bound(config.rows, config), dtype).transpose(0, 1)
+    return _exact_product(xb, wb, _term_bound(config), dtype).transpose(0, 1)
+
+
+def _each_exact_block(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, dtype=torch.int64):
+    """The same partials one (M, N) product at a time, in increasing p, each computed when asked for on a
+    strided slice of K (no copy of the operands: for a few large blocks, faster than the batched
+    product, and a caller summing them never holds them all)."""
+    rows, term = config.rows, _term_bound(config)
+    for lo in range(0, w.shape[0], rows):
+        yield _exact_product(x2[:, lo : lo + rows], w[lo : lo + rows], term, dtype)
 
 
 def _cannot_clip(x2: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> bool:
@@ -447,35 +487,60 @@ def _cannot_clip(x2: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> boo
     return int(live.view(n_blocks, config.rows).sum(-1).max()) * config.levels <= (1 << config.adc_bits) - 1
 
 
-# id(weight) -> (weak reference, (config, version), column sums or None once seen); an entry leaves
-# with its tensor
-_COLUMN_SUMS: dict[int, tuple] = {}
+# (id(tensor), what) -> (weak reference, key, value or None once seen): data derived from a weight tensor,
+# kept while the tensor lives unchanged; an entry leaves with its tensor
+_DERIVED: dict[tuple[int, str], tuple] = {}
+
+
+def _kept(w: torch.Tensor, what: str, key, make):
+    """``make()`` for the weight tensor ``w``, computed the second time it is asked for with the same
+    ``key`` and tensor version, and kept: a layer's weights come back call after call, an attention's K or
+    V never does. None the first time (and for inference-mode tensors, which track no version)."""
+    try:
+        key = (key, w._version)
+    except RuntimeError:  # an inference-mode tensor: nothing to key a cache on
+        return None
+    slot = (id(w), what)
+    cached = _DERIVED.get(slot)
+    if cached is None or cached[0]() is not w or cached[1] != key:
+        _DERIVED[slot] = (weakref.ref(w, lambda _: _DERIVED.pop(slot, None)), key, None)
+        return None
+    if cached[2] is None:
+        _DERIVED[slot] = (cached[0], key, make())
+    return _DERIVED[slot][2]
 
 
 def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> torch.Tensor | None:
     """Stored level sum of every crossbar column, int64 ``(sets, P, N_pad * s)``: the largest count a
-    conversion of that column can see. Computed the second time a weight tensor (same version and
-    configuration) is multiplied, and kept: a layer's weights come back call after call, an
-    attention's K or V never does. None until then."""
-    try:
-        key = (config, w._version)
-    except RuntimeError:  # an inference-mode tensor tracks no version: nothing to key a cache on
-        return None
-    cached = _COLUMN_SUMS.get(id(w))
-    if cached is None or cached[0]() is not w or cached[1] != key:
-        ident = id(w)
-        forget = weakref.ref(w, lambda _: _COLUMN_SUMS.pop(ident, None))
-        _COLUMN_SUMS[ident] = (forget, key, None)
-        return None
-    if cached[2] is None:
+    conversion of that column can see (:func:`_kept`: None the first time ``w`` is seen)."""
+
+    def make():
         rows, n_pad = config.rows, _padded_sizes(*w.shape, config)[1]
         step = max(1, _CHUNK_ELEMENTS // (config.sets * rows * n_pad * config.slices))  # blocks per pass
         sums = []
         for p in range(0, n_blocks, step):  # a few row blocks at a time keep the sliced levels small
             levels = program_weights(w[p * rows : (p + step) * rows], config).levels  # (S, P', rows, N_pad, s)
             sums.append(levels.sum(2).flatten(-2))
-        _COLUMN_SUMS[id(w)] = (cached[0], key, torch.cat(sums, 1).round().to(torch.int64))
-    return _COLUMN_SUMS[id(w)][2]
+        return torch.cat(sums, 1).round().to(torch.int64)
+
+    return _kept(w, "column sums", config, make)
+
+
+# _SPREAD[u]: bit t of the byte u moved to the lowest bit of byte t of an int64
+_SPREAD = torch.tensor([sum(((u >> t) & 1) << (8 * t) for t in range(8)) for u in range(256)], dtype=torch.int64)
+
+
+def _bit_counts(u: torch.Tensor, bits: int) -> torch.Tensor:
+    """How many of the codes ``u`` (..., rows) in [0, 2**bits) have bit t set, int64 (..., bits).
+
+    Up to 8 bits over at most 255 rows, one pass: each code becomes an int64 holding its bit t in byte
+    t, and one integer sum counts all bits at once (a byte never carries into the next)."""
+    rows = u.shape[-1]
+    if bits <= 8 and rows <= 255:
+        spread = _SPREAD.to(u.device)
+        packed = spread.index_select(0, u.flatten().to(torch.int32)).view(u.shape).sum(-1, keepdim=True)
+        return (packed >> torch.arange(0, 8 * bits, 8, device=u.device)) & 255
+    return torch.stack([((u >> t) & 1).sum(-1) for t in range(bits)], -1)
 
 
 def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int):
@@ -496,11 +561,10 @@ def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, conf
         return
     sig_t = input_significance(config).to(device=x2.device, dtype=torch.float64)
     sig_m = slice_significance(config).to(device=x2.device, dtype=torch.float64)
-    u = torch.remainder(torch.nn.functional.pad(x2, (0, n_blocks * rows - k)), 1 << b_x)
-    u = u.view(-1, n_blocks, rows)[:, hot]  # (M, H, rows): inputs of the blocks that may clip
-    u = u.to(torch.uint8 if b_x <= 8 else torch.int32)  # narrow codes: the bit counts touch less memory
-    driven = torch.stack([((u >> t) & 1).sum(-1) for t in range(b_x)], -1)  # (M, H, b_x) rows per bit
-    candidates = driven * config.levels > top
+    u = torch.nn.functional.pad(x2, (0, n_blocks * rows - k)).view(-1, n_blocks, rows)[:, hot]  # (M, H, rows)
+    # x mod 2**b_x (two's complement bits), narrow: the bit counts touch less memory
+    u = (u.to(torch.int32) & ((1 << b_x) - 1)).to(torch.uint8 if b_x <= 8 else torch.int32)
+    candidates = _bit_counts(u, b_x) * config.levels > top  # (M, H, b_x)
     for h in candidates.any(-1).any(0).nonzero().flatten().tolist():
         p = int(hot[h])
         prog = program_weights(w[p * rows : (p + 1) * rows], config)
@@ -607,21 +671,40 @@ def crossbar_matmul(
     if dtype == torch.float64 and not partials and config.accumulator_bits > 53:
         raise ValueError(f"a sum wrapped to accumulator_bits={config.accumulator_bits} may not fit float64 exactly")
     batch = x_int.shape[:-1]
-    x2 = x_int.reshape(-1, k).to(torch.int64)
+    out = unchecked_matmul(x_int.reshape(-1, k), w_int, config, generator=generator, partials=partials, dtype=dtype)
+    return out.reshape(*batch, *out.shape[1:])
+
+
+def unchecked_matmul(
+    x2: torch.Tensor,
+    w_int: torch.Tensor,
+    config: CrossbarConfig,
+    *,
+    generator: torch.Generator | None = None,
+    partials: bool = False,
+    dtype: torch.dtype = torch.int64,
+    exact: bool | None = None,
+) -> torch.Tensor:
+    """:func:`crossbar_matmul` without its checks, for callers that made the codes themselves: ``x2``
+    (M, K) holds integer codes in any dtype (float32 included), ``w_int`` (K, N) integer codes; ``exact``:
+    whether no conversion can clip, if known. Returns (M, N), or (M, P, N) with ``partials``, of ``dtype``."""
+    k, n = w_int.shape
     n_blocks, n_pad = _padded_sizes(k, n, config)
-    exact = not config.can_clip or _cannot_clip(x2, config, n_blocks)
+    if exact is None:
+        exact = not config.can_clip or _cannot_clip(x2, config, n_blocks)
     if exact or (not config.has_randomness and config.adc_mode == "saturate"):
-        w64 = w_int.to(torch.int64)
-        # the blocks' integer sum is the whole product: one GEMM unless the blocks are asked for
+        w = _gemm_operand(w_int)
         if partials:
-            out = _exact_blocks(x2, w64, config, n_blocks, dtype)
-        else:
-            out = _exact_product(x2, w64, _product_bound(k, config))
+            out = _exact_blocks(x2, w, config, n_blocks, dtype)
+        else:  # the blocks' integer sum is the whole product: one GEMM
+            wraps = _can_wrap(k, config)
+            out = _exact_product(x2, w, _term_bound(config), torch.int64 if wraps else dtype)
         if not exact:
             _correct_clipping(out, x2, w_int, config, n_blocks)
-        if partials:
-            return out.reshape(*batch, n_blocks, n)
-        return wrap_accumulator(out, config.accumulator_bits).reshape(*batch, n).to(dtype)
+        if partials or not wraps:
+            return out
+        return wrap_accumulator(out, config.accumulator_bits).to(dtype)
+    x2 = x2.to(torch.int64)
     prog = program_weights(w_int, config, generator=generator)
     adc_noise = None
     if config.adc_noise_std > 0:
@@ -630,5 +713,24 @@ def crossbar_matmul(
         adc_noise = _physical_to_canonical(z, n_pad, config).flatten(-2).transpose(1, 2)
     blocks = _clipping_blocks(x2, prog, config, adc_noise)[..., :n]
     if partials:
-        return blocks.reshape(*batch, n_blocks, n).to(dtype)
-    return wrap_accumulator(blocks.sum(dim=1), config.accumulator_bits).reshape(*batch, n).to(dtype)
+        return blocks.to(dtype)
+    return wrap_accumulator(blocks.sum(dim=1), config.accumulator_bits).to(dtype)
+
+
+def _gemm_operand(w_int: torch.Tensor) -> torch.Tensor:
+    """The weight codes as the exact GEMMs take them: a weight that comes back keeps a float32 copy (exact:
+    codes have at most 16 bits)."""
+    w = _kept(w_int, "float32", None, lambda: w_int.to(torch.float32))
+    return w_int if w is None else w
+
+
+def unchecked_blocks(
+    x2: torch.Tensor, w_int: torch.Tensor, config: CrossbarConfig, *, generator=None, dtype=torch.int64
+):
+    """The per-row-block results of :func:`unchecked_matmul`, one (M, N) tensor of ``dtype`` per block in
+    increasing p. Where no conversion can clip, each block's product is computed only when asked for, so
+    a caller summing them never holds them all."""
+    n_blocks = _padded_sizes(*w_int.shape, config)[0]
+    if not config.can_clip or _cannot_clip(x2, config, n_blocks):
+        return _each_exact_block(x2, _gemm_operand(w_int), config, dtype)
+    return unchecked_matmul(x2, w_int, config, generator=generator, partials=True, dtype=dtype, exact=False).unbind(1)

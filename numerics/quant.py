@@ -214,13 +214,14 @@ def quantize_weight(
 
 
 def quantize_input(
-    x: torch.Tensor, bits: int = 8, *, scale=None, rounding: str = "nearest_even"
+    x: torch.Tensor, bits: int = 8, *, scale=None, rounding: str = "nearest_even", dtype: torch.dtype = torch.int64
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric input codes and scales (atleus.md §2.1 step 4; hastily.md §2.2).
 
     ``scale=None``: dynamic per row, s_x = max|x_row| / q_m (1 for a zero row), shape
     (..., 1). Otherwise the given per-tensor scale (e.g. from an observer). Codes are
-    clamp(round(x / s_x), -q_m, q_m), int64.
+    clamp(round(x / s_x), -q_m, q_m), int64 (or ``dtype``: float32 holds every code of up to 16 bits
+    exactly, as the exact float32 products take them).
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating tensor, got {getattr(x, 'dtype', type(x))}")
@@ -235,7 +236,7 @@ def quantize_input(
     else:
         s = torch.as_tensor(scale, dtype=torch.float64, device=x.device).reshape(())
         codes = quantize(x.detach(), fmt, s, rounding=rounding)
-    return codes.to(torch.int64).clamp(-q_m, q_m), s
+    return codes.to(dtype).clamp(-q_m, q_m), s
 
 
 # --------------------------------------------------------------------- observers

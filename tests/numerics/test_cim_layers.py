@@ -294,4 +294,4 @@ def test_block_sum_runs_in_increasing_p():
     expected = torch.zeros(64, 96, dtype=torch.float64)
     for p in range(24):
         expected = expected + parts[:, p] * c[p]
-    assert torch.equal(_scaled_block_sum(parts, c), expected)
+    assert torch.equal(_scaled_block_sum(parts.unbind(1), c), expected)

@@ -473,6 +473,8 @@ def test_column_sums_follow_the_weight_tensor_and_its_version():
         assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == [[63]]  # exact 63·1: no column can clip
     w[0, 0] = -1  # in place: the column is hot now, the cached sums must not survive the change
     assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == [[63]]  # clipped, not the exact 64
+    mixed = torch.arange(-32, 32).view(1, 64)  # nor the float32 copy: x·w = -Σx = 32 (stale w[0, 0] = 0: 0)
+    assert crossbar_matmul(mixed, w, HASTILY_SRAM).tolist() == [[32]]
     x[0, 0] = 1  # rows drive bits differently, sums as before
     ref = crossbar_matmul_ref(x.tolist(), w.tolist(), HASTILY_SRAM)
     assert crossbar_matmul(x, w, HASTILY_SRAM).tolist() == ref
@@ -482,14 +484,14 @@ def test_column_sums_follow_the_weight_tensor_and_its_version():
 
 
 def test_column_sums_leave_with_their_weight():
-    before = len(xb._COLUMN_SUMS)
+    before = len(xb._DERIVED)
     w = torch.full((64, 2), -1, dtype=torch.int64)
     x = torch.full((1, 64), -1, dtype=torch.int64)
     for _ in range(3):
         crossbar_matmul(x, w, HASTILY_SRAM)
-    assert len(xb._COLUMN_SUMS) == before + 1
+    assert len(xb._DERIVED) == before + 2  # its column sums and its float32 copy
     del w
-    assert len(xb._COLUMN_SUMS) == before
+    assert len(xb._DERIVED) == before
 
 
 @pytest.mark.parametrize(
@@ -522,3 +524,53 @@ def test_bad_result_dtype():
         crossbar_matmul(x, w, HASTILY_SRAM, dtype=torch.float32)
     with pytest.raises(ValueError, match="accumulator_bits=64 may not fit float64"):
         crossbar_matmul(x, w, dataclasses.replace(HASTILY_SRAM, accumulator_bits=64), dtype=torch.float64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bits=st.integers(1, 16),
+    rows=st.sampled_from([1, 2, 63, 64, 255, 256, 300]),
+    m=st.integers(1, 4),
+    seed=st.integers(0, 2**31),
+)
+def test_bit_counts_count_each_bit_over_the_rows(bits, rows, m, seed):
+    # the packed sum (8 bits or fewer, 255 rows or fewer: a byte lane per bit) and the per-bit loop both
+    # against counting bit by bit in Python; all-ones rows fill a lane to its edge (255 = no carry)
+    u = torch.randint(0, 1 << bits, (m, 2, rows), generator=torch.Generator().manual_seed(seed))
+    u[0, 0] = (1 << bits) - 1
+    dtype = torch.uint8 if bits <= 8 else torch.int32
+    got = xb._bit_counts(u.to(dtype), bits)
+    expected = [[[sum((v >> t) & 1 for v in row) for t in range(bits)] for row in pair] for pair in u.tolist()]
+    assert got.tolist() == expected
+
+
+def test_long_products_stay_exact_in_float32_chunks():
+    # |x·w| = 127·127 = 16129 (odd): 2000 such terms sum to 32,258,000 > 2**24, where float32 keeps only
+    # even integers; chunks of (2**24 - 1) // (128·128) = 1023 rows stay below 2**24 and are added in
+    # float64, so the sum must be the int64 one to the unit
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((3, 2000), 127, dtype=torch.int64)
+    x[1] = torch.randint(-128, 128, (2000,), generator=g)
+    w = torch.full((2000, 4), 127, dtype=torch.int64)
+    w[:, 1] = -127
+    w[:, 2] = torch.randint(-128, 128, (2000,), generator=g)
+    w[7, 3] = 126  # one odd step: 1999·16129 + 127·126
+    expected = x @ w
+    assert expected[0, 3] == 1999 * 16129 + 127 * 126
+    assert torch.equal(xb._exact_product(x, w, 128 * 128), expected)
+    assert torch.equal(xb._exact_product(x.float(), w.float(), 128 * 128, torch.float64), expected.double())
+    cfg = dataclasses.replace(HASTILY_SRAM, adc_bits=7, accumulator_bits=64)  # 7-bit ADC: no clipping
+    assert torch.equal(crossbar_matmul(x, w, cfg), expected)
+
+
+def test_sums_wrap_only_where_they_can_reach_the_accumulator():
+    # HASTILY, 64 rows of x = w = -1 (all bits set): every (t, m) conversion counts 64 and clips to 63;
+    # the digital value is Σ_t Σ_m σ_t σ_m 63 = (-128 + 127)·(-128 + 127)·63 = 63 per block, and 40
+    # blocks give 2520, which a 12-bit accumulator wraps (2520 >= 2**11: 2520 - 4096) and a 13-bit one keeps
+    x = torch.full((1, 64 * 40), -1, dtype=torch.int64)
+    w = torch.full((64 * 40, 1), -1, dtype=torch.int64)
+    assert crossbar_matmul(x, w, dataclasses.replace(HASTILY_SRAM, accumulator_bits=12)).item() == 2520 - 4096
+    assert crossbar_matmul(x, w, dataclasses.replace(HASTILY_SRAM, accumulator_bits=13)).item() == 2520
+    # the bound: 40 blocks · (2**8 - 1)·(2**8 - 1)·64 rows = 166,464,000 < 2**31 (no wrap pass), >= 2**27
+    assert not xb._can_wrap(64 * 40, HASTILY_SRAM)
+    assert xb._can_wrap(64 * 40, dataclasses.replace(HASTILY_SRAM, accumulator_bits=28))
