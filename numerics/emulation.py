@@ -28,7 +28,7 @@ import dataclasses
 import inspect
 import warnings
 
-from torch import nn
+from torch import nn, overrides
 from torch.overrides import TorchFunctionMode
 
 from numerics.registry import TargetOptions, get_target
@@ -166,6 +166,7 @@ class _Call:
         self.emulation = emulation
         self.counts = collections.Counter()
         self.unemulated = collections.Counter()
+        self.mode: _Mode | None = None
 
 
 class _Mode(TorchFunctionMode):
@@ -176,6 +177,7 @@ class _Mode(TorchFunctionMode):
     def __init__(self, call: _Call):
         super().__init__()
         self.call = call
+        call.mode = self
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -247,9 +249,24 @@ class _SelfEmulating(_Entry):
         call.counts[type(self.module).emulated_kind] += 1
         token = _CALL.set(None)
         try:
-            return method(*args, **kwargs)
+            with _mode_off(call.mode):
+                return method(*args, **kwargs)
         finally:
             _CALL.reset(token)
+
+
+@contextlib.contextmanager
+def _mode_off(mode: _Mode | None):
+    """Take ``mode`` off the stack while a module emulates itself, where it is the innermost mode: the
+    module's many small torch calls then skip a Python dispatch each (the mode would pass them through
+    anyway). Modes entered after it, and torch versions without the helper, keep the pass-through."""
+    pop = getattr(overrides, "_pop_mode_temporarily", None)
+    current = getattr(overrides, "_get_current_function_mode", lambda: None)
+    if mode is None or pop is None or current() is not mode:
+        yield
+        return
+    with pop():
+        yield
 
 
 def outer_modules(model: nn.Module):

@@ -65,6 +65,33 @@ def test_ctrl_c_inside_a_crossbar_layer_does_not_pause_the_model(target, monkeyp
     assert torch.equal(em(tokens), expected) and dict(em.emulation.counts) == counts  # softmax emulated again
 
 
+def test_a_self_emulating_layer_runs_outside_the_mode_and_the_mode_returns(monkeypatch):
+    import numerics.cim_layers as cim
+
+    em = emulate(TinyTransformer(), "hastily")
+    tokens = torch.randint(0, 50, (2, 5))
+    expected, counts = em(tokens), dict(em.emulation.counts)
+    depths, real = [], cim.crossbar_linear
+
+    def spy(*args, **kwargs):
+        depths.append(torch._C._len_torch_function_stack())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cim, "crossbar_linear", spy)
+    assert torch.equal(em(tokens), expected)  # softmax after the layers is still emulated: same bits
+    assert depths and set(depths) == {0} and dict(em.emulation.counts) == counts
+
+    class Outer(torch.overrides.TorchFunctionMode):  # a mode of the user's, entered inside the forward
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    depths.clear()
+    with Outer():
+        assert torch.equal(em(tokens), expected)
+    assert set(depths) == {1}  # the user's outer mode stays on inside the layer; only the emulation's is off
+    assert _no_mode_active()
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_one_model_in_two_threads_gives_the_single_thread_bits(target):
     em = emulate(TinyTransformer(), target, **({"accumulation": "fast"} if target == "flexisaga" else {}))
