@@ -92,6 +92,39 @@ def test_a_self_emulating_layer_runs_outside_the_mode_and_the_mode_returns(monke
     assert _no_mode_active()
 
 
+def test_a_mode_entered_inside_the_forward_stays_on_in_a_self_emulating_layer(monkeypatch):
+    import numerics.cim_layers as cim
+
+    seen = []
+
+    class Inner(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    class Wrapper(nn.Module):  # a model whose own forward enters a mode around a Linear
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(8, 4)
+
+        def forward(self, x):
+            with Inner():
+                return self.proj(x)
+
+    em = emulate(Wrapper(), "atleus")
+    depths, real = [], cim.crossbar_linear
+
+    def spy(*args, **kwargs):
+        depths.append(torch._C._len_torch_function_stack())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cim, "crossbar_linear", spy)
+    em(torch.randn(3, 8))
+    # the emulation's mode is not the innermost one there: both stay on, the user's mode sees the layer
+    assert depths == [2] and seen
+    assert _no_mode_active()
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_one_model_in_two_threads_gives_the_single_thread_bits(target):
     em = emulate(TinyTransformer(), target, **({"accumulation": "fast"} if target == "flexisaga" else {}))
