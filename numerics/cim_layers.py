@@ -37,6 +37,7 @@ from numerics.crossbar import (
     unchecked_matmul,
     wrap_sum,
 )
+from numerics.derived import derived
 from numerics.emulation import in_reference_arithmetic
 from numerics.handlers import straight_through, swap_record
 from numerics.heads import HEADS, HeadRule, head_rule, is_head
@@ -120,27 +121,45 @@ def crossbar_linear(
     k, n = wq.codes.shape
     x2, s_x = x_int.reshape(-1, k), s_x.reshape(-1, 1)
     codes = wq.codes.to(x.device)
-    if _column_scales_sum_exactly(wq, cfg.input_bits):
+    columns, c, zp = _scales(wq, cfg, x.device)
+    if columns:
         # Σ_p c_j·P_p[j] = c_j·Σ_p P_p[j] exactly: the blocks' integer sum (one GEMM), unwrapped
         total = unchecked_matmul(
             x2, codes, _with_bits(cfg, wq.bits, accumulator_bits=64), generator=generator, dtype=F64
         )
-        cols = torch.arange(n, device=x.device) // wq.block_cols
-        if wq.zero_points is not None:
-            total -= wq.zero_points[0].to(x.device)[cols] * x2.sum(-1, keepdim=True, dtype=F64)
-        return total.mul_(wq.scales[0].to(x.device)[cols]).mul_(s_x).to(torch.float32).view(*x.shape[:-1], n)
+        if zp is not None:
+            total -= zp * x2.sum(-1, keepdim=True, dtype=F64)
+        return total.mul_(c).mul_(s_x).to(torch.float32).view(*x.shape[:-1], n)
     parts = unchecked_blocks(x2, codes, cfg, generator=generator, dtype=F64)
-    n_blocks = -(-k // cfg.rows)
-    # Scale block of each crossbar row block p (block_rows is a multiple of rows, or K).
-    rows_idx = torch.arange(n_blocks, device=x.device) * cfg.rows // wq.block_rows
-    cols_idx = torch.arange(n, device=x.device) // wq.block_cols
-    c = wq.scales.to(x.device)[rows_idx][:, cols_idx]  # (P, N)
-    if wq.zero_points is not None:
+    if zp is not None:
+        n_blocks = c.shape[0]
         pad = n_blocks * cfg.rows - k
         xsum = F.pad(x2, (0, pad)).unflatten(-1, (n_blocks, cfg.rows)).sum(-1, dtype=F64)  # (M, P)
-        zp = wq.zero_points.to(x.device)[rows_idx][:, cols_idx]
         parts = (part - zp[p] * xsum[:, p, None] for p, part in enumerate(parts))
     return _scaled_block_sum(parts, c).mul_(s_x).to(torch.float32).view(*x.shape[:-1], n)
+
+
+def _scales(wq: WeightQuant, cfg: CrossbarConfig, device) -> tuple[bool, torch.Tensor, torch.Tensor | None]:
+    """``(columns, c, zp)`` of a layer's weights on ``device``: with one exact scale per column over all of
+    K (:func:`_column_scales_sum_exactly`), the scale and zero point of each column (N,); otherwise those
+    of each crossbar row block p and column (P, N) (block_rows is a multiple of rows, or K). Kept with
+    the scales tensor: a layer asks for the same ones on every call."""
+
+    def make():
+        k, n = wq.codes.shape
+        columns = _column_scales_sum_exactly(wq, cfg.input_bits)
+        blocks = 1 if columns else -(-k // cfg.rows)
+        rows = torch.arange(blocks, device=device) * cfg.rows // wq.block_rows
+        cols = torch.arange(n, device=device) // wq.block_cols
+        c = wq.scales.to(device)[rows][:, cols]
+        zp = None if wq.zero_points is None else wq.zero_points.to(device)[rows][:, cols]
+        if columns:
+            return True, c[0], None if zp is None else zp[0]
+        return False, c, zp
+
+    zp = wq.zero_points
+    key = (cfg, device, wq.codes.shape, wq.block_rows, wq.block_cols, None if zp is None else (id(zp), zp._version))
+    return derived(wq.scales, "layer scales", key, make, first_sight=True) or make()
 
 
 @functools.lru_cache(maxsize=None)
@@ -329,7 +348,8 @@ class CrossbarLinear(torch.nn.Module):
                 emulated = crossbar_linear(
                     x, self.wq, self.crossbar, input_scale=scale, generator=self._generator_for_call()
                 ).to(x.dtype)
-        y = _StraightThrough.apply(x, self.weight, emulated)
+        needs_grad = torch.is_grad_enabled() and x.requires_grad
+        y = _StraightThrough.apply(x, self.weight, emulated) if needs_grad else emulated
         if self.bias is not None:
             y = y + self.bias
         if self.lora_scale:

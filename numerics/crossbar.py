@@ -23,13 +23,14 @@ ADC model.
 
 from __future__ import annotations
 
+import functools
 import math
-import weakref
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
+from numerics.derived import derived
 from numerics.validation import check_choice as _check_choice
 from numerics.validation import check_int as _check_int_field
 from numerics.validation import check_padded, check_type
@@ -438,6 +439,7 @@ def _term_bound(config: CrossbarConfig) -> int:
     return x_max * (1 << (config.weight_bits - 1))
 
 
+@functools.lru_cache(maxsize=1024)
 def _can_wrap(k: int, config: CrossbarConfig) -> bool:
     """Whether the noise-free digital sum over the row blocks of a K-row product can reach the
     accumulator's wrap: every converted count (un-flipped too) lies in [0, rows·L], weighted by the input
@@ -487,32 +489,10 @@ def _cannot_clip(x2: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> boo
     return int(live.view(n_blocks, config.rows).sum(-1).max()) * config.levels <= (1 << config.adc_bits) - 1
 
 
-# (id(tensor), what) -> (weak reference, key, value or None once seen): data derived from a weight tensor,
-# kept while the tensor lives unchanged; an entry leaves with its tensor
-_DERIVED: dict[tuple[int, str], tuple] = {}
-
-
-def _kept(w: torch.Tensor, what: str, key, make):
-    """``make()`` for the weight tensor ``w``, computed the second time it is asked for with the same
-    ``key`` and tensor version, and kept: a layer's weights come back call after call, an attention's K or
-    V never does. None the first time (and for inference-mode tensors, which track no version)."""
-    try:
-        key = (key, w._version)
-    except RuntimeError:  # an inference-mode tensor: nothing to key a cache on
-        return None
-    slot = (id(w), what)
-    cached = _DERIVED.get(slot)
-    if cached is None or cached[0]() is not w or cached[1] != key:
-        _DERIVED[slot] = (weakref.ref(w, lambda _: _DERIVED.pop(slot, None)), key, None)
-        return None
-    if cached[2] is None:
-        _DERIVED[slot] = (cached[0], key, make())
-    return _DERIVED[slot][2]
-
-
-def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> torch.Tensor | None:
-    """Stored level sum of every crossbar column, int64 ``(sets, P, N_pad * s)``: the largest count a
-    conversion of that column can see (:func:`_kept`: None the first time ``w`` is seen)."""
+def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> tuple | None:
+    """Stored level sum of every crossbar column, int64 ``(sets, P, N_pad * s)`` (the largest count a
+    conversion of that column can see), and the row blocks with a column above the ADC's top code, which
+    are the only ones whose conversions can clip. Kept with ``w``: None the first time it is seen."""
 
     def make():
         rows, n_pad = config.rows, _padded_sizes(*w.shape, config)[1]
@@ -521,9 +501,10 @@ def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> torc
         for p in range(0, n_blocks, step):  # a few row blocks at a time keep the sliced levels small
             levels = program_weights(w[p * rows : (p + step) * rows], config).levels  # (S, P', rows, N_pad, s)
             sums.append(levels.sum(2).flatten(-2))
-        return torch.cat(sums, 1).round().to(torch.int64)
+        sums = torch.cat(sums, 1).round().to(torch.int64)
+        return sums, (sums > (1 << config.adc_bits) - 1).any(-1).any(0).nonzero().flatten()
 
-    return _kept(w, "column sums", config, make)
+    return derived(w, "column sums", config, make)
 
 
 # _SPREAD[u]: bit t of the byte u moved to the lowest bit of byte t of an int64
@@ -555,8 +536,8 @@ def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, conf
     +(C − top) on a flipped column (which stores L − g and is un-flipped as L·n_t − v)."""
     k, n = w.shape
     rows, top, b_x = config.rows, (1 << config.adc_bits) - 1, config.input_bits
-    sums = _column_sums(w, config, n_blocks)
-    hot = torch.arange(n_blocks, device=x2.device) if sums is None else (sums > top).any(-1).any(0).nonzero().flatten()
+    known = _column_sums(w, config, n_blocks)
+    sums, hot = (None, torch.arange(n_blocks, device=x2.device)) if known is None else known
     if not hot.numel():
         return
     sig_t = input_significance(config).to(device=x2.device, dtype=torch.float64)
@@ -720,7 +701,7 @@ def unchecked_matmul(
 def _gemm_operand(w_int: torch.Tensor) -> torch.Tensor:
     """The weight codes as the exact GEMMs take them: a weight that comes back keeps a float32 copy (exact:
     codes have at most 16 bits)."""
-    w = _kept(w_int, "float32", None, lambda: w_int.to(torch.float32))
+    w = derived(w_int, "float32", None, lambda: w_int.to(torch.float32))
     return w_int if w is None else w
 
 

@@ -231,6 +231,10 @@ def quantize_input(
     if scale is None:
         a = x.detach().abs().amax(-1, keepdim=True).to(torch.float64)
         s = torch.where(a > 0, a / q_m, 1.0)
+        if Rounding.parse(rounding) is Rounding.NEAREST_EVEN and bool(torch.isfinite(a).all()):
+            # finite rows (a NaN or Inf shows in its row's max) with valid scales: quantize's steps without
+            # its checks, which a layer would otherwise pay on every call
+            return torch.round(x.detach().to(torch.float64) / s).clamp_(-q_m, q_m).to(dtype), s
         flat = x.detach().reshape(-1, x.shape[-1])
         codes = quantize(flat, fmt, s.reshape(-1), axis=0, rounding=rounding).view(x.shape)
     else:

@@ -1,13 +1,17 @@
 """Block-wise weight quantization, input quantization and range observers."""
 
 import dataclasses
+import math
 
 import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM
+from numerics.formats import quantize
 from numerics.quant import (
     M8F4,
     MinMaxObserver,
@@ -144,6 +148,38 @@ def test_quantize_input_per_row_and_tensor():
     assert codes[0].tolist() == [1, -3, 0] and codes[2].tolist() == [5, 2, 0]
     tie, _ = quantize_input(torch.tensor([-1.25, 0.75]), scale=0.5)  # -2.5, 1.5: ties to even
     assert tie.tolist() == [-2, 2]
+    # the quotient in float64: 1.074803113937378 / (3 / 127) = 45.49999849 -> 45 (float32 gives 45.5 -> 46)
+    near, _ = quantize_input(torch.tensor([[3.0, 1.074803113937378]]))
+    assert near.tolist() == [[127, 45]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bits=st.integers(2, 16),
+    rows=st.lists(
+        st.lists(st.floats(-1e6, 1e6, allow_subnormal=True, width=32), min_size=3, max_size=3), min_size=1, max_size=5
+    ),
+    dtype=st.sampled_from([torch.int64, torch.float32]),
+)
+def test_quantize_input_rows_are_quantize_per_row(bits, rows, dtype):
+    # the per-row path of a layer's every call skips quantize's checks for finite rows; its codes must be
+    # quantize's with the row scales s = max|x| / q_m (1 for a zero row), clamped to ±q_m
+    x = torch.tensor(rows, dtype=torch.float32)
+    q_m = 2 ** (bits - 1) - 1
+    a = x.abs().amax(-1).double()
+    s = torch.where(a > 0, a / q_m, 1.0)
+    expected = quantize(x, f"int{bits}", s, axis=0).to(torch.int64).clamp(-q_m, q_m)
+    codes, scales = quantize_input(x, bits, dtype=dtype)
+    assert codes.dtype == dtype and torch.equal(codes.to(torch.int64), expected)
+    assert torch.equal(scales.flatten(), s)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_quantize_input_refuses_non_finite_rows(bad):
+    x = torch.ones(2, 3)
+    x[1, 2] = bad
+    with pytest.raises(ValueError, match="NaN|finite"):
+        quantize_input(x)
 
 
 def test_observers():
