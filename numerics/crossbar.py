@@ -414,7 +414,8 @@ def wrap_accumulator(y: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def _exact_product(x: torch.Tensor, w: torch.Tensor, term: int, out_dtype=torch.int64) -> torch.Tensor:
-    """Exact ``x @ w`` (batched; integer-valued operands of any dtype) as ``out_dtype``, every |x_i·w_i| at
+    """Exact ``x @ w`` (batched; integer-valued operands of any dtype) as ``out_dtype`` (None: the dtype it
+    was computed in), every |x_i·w_i| at
     most ``term``. float32 BLAS is exact while every partial sum stays below 2**24 in any summation order
     (and float32 products are not rounded to TF32): a longer K runs as float32 products over chunks of
     K that each stay below it, added in float64, while a chunk still holds enough rows to outweigh its
@@ -427,10 +428,11 @@ def _exact_product(x: torch.Tensor, w: torch.Tensor, term: int, out_dtype=torch.
         for lo in range(0, k, chunk):
             part = torch.matmul(x[..., lo : lo + chunk].to(torch.float32), w[..., lo : lo + chunk, :].to(torch.float32))
             total = part if total is None else total.to(torch.float64).add_(part)  # integers: exact
-        return total.to(out_dtype)
-    if k * term < 1 << 53:
-        return torch.matmul(x.to(torch.float64), w.to(torch.float64)).to(out_dtype)
-    return torch.matmul(x.to(torch.int64), w.to(torch.int64)).to(out_dtype)
+    elif k * term < 1 << 53:
+        total = torch.matmul(x.to(torch.float64), w.to(torch.float64))
+    else:
+        total = torch.matmul(x.to(torch.int64), w.to(torch.int64))
+    return total if out_dtype is None else total.to(out_dtype)
 
 
 def _term_bound(config: CrossbarConfig) -> int:
@@ -709,9 +711,10 @@ def unchecked_blocks(
     x2: torch.Tensor, w_int: torch.Tensor, config: CrossbarConfig, *, generator=None, dtype=torch.int64
 ):
     """The per-row-block results of :func:`unchecked_matmul`, one (M, N) tensor of ``dtype`` per block in
-    increasing p. Where no conversion can clip, each block's product is computed only when asked for, so
-    a caller summing them never holds them all."""
+    increasing p (None: float32 where no conversion can clip, float64 otherwise). Where none can clip,
+    each block's product is computed only when asked for, so a caller summing them never holds them all."""
     n_blocks = _padded_sizes(*w_int.shape, config)[0]
     if not config.can_clip or _cannot_clip(x2, config, n_blocks):
         return _each_exact_block(x2, _gemm_operand(w_int), config, dtype)
+    dtype = dtype or torch.float64
     return unchecked_matmul(x2, w_int, config, generator=generator, partials=True, dtype=dtype, exact=False).unbind(1)

@@ -286,3 +286,79 @@ void edgenum_uclm_softmax(int64_t rows, int64_t length, const double *x, double 
     }
     fesetenv(&env);
 }
+
+/* Input codes of a crossbar Linear (docs/hardware/hastily.md, section 2.2; atleus.md, section 2.1 step 4), row
+ * by row: x is (rows, length) float32; a = max |x| (float32, then double), s = a / q_m (1 for a zero row) and
+ * code = clamp(round_half_even((double)x / s), -q_m, q_m), stored as float32 (exact for up to 16 bits). A row
+ * with NaN or Inf sets *bad and is left: the caller then takes the path that reports it. Workers claim
+ * ROW_CHUNK_ELEMENTS worth of rows at a time. */
+#define ROW_CHUNK_ELEMENTS (1 << 15)
+
+void edgenum_input_codes(int64_t rows, int64_t length, const float *x, double q_m, float *codes, double *scales,
+                         int64_t *bad, int64_t *next)
+{
+    fenv_t env;
+    fegetenv(&env);
+    fesetenv(FE_DFL_ENV);
+    int64_t chunk = length > 0 && length < ROW_CHUNK_ELEMENTS ? ROW_CHUNK_ELEMENTS / length : 1, r0, r1;
+    while (claim(next, chunk, rows, &r0, &r1)) {
+        for (int64_t r = r0; r < r1; r++) {
+            const float *xr = x + r * length;
+            float *out = codes + r * length;
+            float a = 0.0f;
+            int finite = 1;
+            for (int64_t j = 0; j < length; j++) {
+                float v = fabsf(xr[j]);
+                finite &= v <= 3.4028234663852886e38f; /* false for Inf and NaN */
+                a = v > a ? v : a;
+            }
+            if (!finite) {
+                __atomic_store_n(bad, 1, __ATOMIC_RELAXED);
+                continue;
+            }
+            double s = a > 0.0f ? (double)a / q_m : 1.0;
+            scales[r] = s;
+            for (int64_t j = 0; j < length; j++) {
+                double q = nearbyint((double)xr[j] / s);
+                out[j] = (float)(q < -q_m ? -q_m : (q > q_m ? q_m : q));
+            }
+        }
+    }
+    fesetenv(&env);
+}
+
+/* A crossbar Linear's digital tail (hastily.md, section 2.2; atleus.md, section 2.1 step 6): out[m, j] =
+ * float32((sum over p, in increasing p, of c[p, j] * parts[p, m, j]) * s[m]), the products and the sum in double,
+ * each rounded once; parts (blocks, rows, n) is float32 (is_double = 0) or double. Workers claim rows. */
+void edgenum_scale_blocks(int64_t blocks, int64_t rows, int64_t n, const void *parts, int32_t is_double,
+                          const double *c, const double *s, float *out, int64_t *next)
+{
+    fenv_t env;
+    fegetenv(&env);
+    fesetenv(FE_DFL_ENV);
+    int64_t per_row = n * blocks, chunk = per_row > 0 && per_row < ROW_CHUNK_ELEMENTS ? ROW_CHUNK_ELEMENTS / per_row : 1;
+    int64_t r0, r1;
+    const float *pf = parts;
+    const double *pd = parts;
+    double acc[256]; /* a row's sums, 256 columns at a time: the inner loops run along contiguous columns */
+    while (claim(next, chunk, rows, &r0, &r1)) {
+        for (int64_t r = r0; r < r1; r++) {
+            for (int64_t j0 = 0; j0 < n; j0 += 256) {
+                int64_t width = n - j0 < 256 ? n - j0 : 256;
+                for (int64_t p = 0; p < blocks; p++) {
+                    const double *cp = c + p * n + j0;
+                    int64_t at = (p * rows + r) * n + j0;
+                    if (is_double)
+                        for (int64_t j = 0; j < width; j++)
+                            acc[j] = p ? acc[j] + pd[at + j] * cp[j] : pd[at + j] * cp[j];
+                    else
+                        for (int64_t j = 0; j < width; j++)
+                            acc[j] = p ? acc[j] + (double)pf[at + j] * cp[j] : (double)pf[at + j] * cp[j];
+                }
+                for (int64_t j = 0; j < width; j++)
+                    out[r * n + j0 + j] = (float)(acc[j] * s[r]);
+            }
+        }
+    }
+    fesetenv(&env);
+}

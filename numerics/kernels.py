@@ -136,6 +136,10 @@ def _load() -> ctypes.CDLL | None:
             library.edgenum_uclm_softmax.restype = None
             library.edgenum_small_quotients.argtypes = [i64, ptr, ptr, ptr]
             library.edgenum_small_quotients.restype = None
+            library.edgenum_input_codes.argtypes = [i64, i64, ptr, f64, ptr, ptr, ptr, ptr]
+            library.edgenum_input_codes.restype = None
+            library.edgenum_scale_blocks.argtypes = [i64, i64, i64, ptr, i32, ptr, ptr, ptr, ptr]
+            library.edgenum_scale_blocks.restype = None
         except (OSError, RuntimeError, subprocess.SubprocessError) as error:
             if mode() == "compiled":
                 raise RuntimeError(f"EDGENUM_KERNELS=compiled, but the kernels are unavailable: {error}") from error
@@ -265,3 +269,45 @@ def uclm_softmax_codes(x: torch.Tensor, c: float, lut: torch.Tensor, config) -> 
     args += (int(config.div_rounding == "half_up"), codes.data_ptr())
     _run(library.edgenum_uclm_softmax, args, x.numel(), SMALL_ELEMENTS)
     return codes
+
+
+def input_codes(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A crossbar Linear's input codes with one dynamic scale per row, as
+    :func:`numerics.quant.quantize_input` computes them (round half to even): float32 codes of ``x``'s
+    shape and float64 scales (..., 1). None where the kernel does not apply (not a non-empty float32 CPU
+    tensor) or a row holds NaN or Inf: the caller's torch path then reports it."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() == 0 or x.numel() == 0:
+        return None
+    library = _library()
+    if library is None:
+        return None
+    x = x.detach().contiguous()
+    length = x.shape[-1]
+    codes = torch.empty(x.shape, dtype=torch.float32)
+    scales = torch.empty(*x.shape[:-1], 1, dtype=torch.float64)
+    bad = ctypes.c_int64(0)
+    args = (x.numel() // length, length, x.data_ptr(), float((1 << (bits - 1)) - 1), codes.data_ptr())
+    args += (scales.data_ptr(), ctypes.addressof(bad))
+    _run(library.edgenum_input_codes, args, x.numel(), SMALL_ELEMENTS)
+    return None if bad.value else (codes, scales)
+
+
+def scale_blocks(parts: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
+    """float32((Σ_p c[p]·parts[p]) · s) of a crossbar Linear's block results ``parts`` (P, M, N), float32
+    or float64, with its scales ``c`` (P, N) and its rows' input scales ``s`` (M, 1) or one value, float64:
+    each product and each sum rounded once in float64, the sum in increasing p. None where the kernel
+    does not apply (not CPU tensors of those dtypes); the caller computes it in torch."""
+    if parts.device.type != "cpu" or parts.dtype not in (torch.float32, torch.float64) or c.dtype != torch.float64:
+        return None
+    if s.dtype != torch.float64 or c.device.type != "cpu" or s.device.type != "cpu":
+        return None
+    library = _library()
+    if library is None:
+        return None
+    blocks, rows, n = parts.shape
+    parts, c = parts.contiguous(), c.contiguous()
+    s = s.reshape(-1).expand(rows).contiguous()
+    out = torch.empty(rows, n, dtype=torch.float32)
+    args = (blocks, rows, n, parts.data_ptr(), int(parts.dtype == torch.float64), c.data_ptr(), s.data_ptr())
+    _run(library.edgenum_scale_blocks, (*args, out.data_ptr()), parts.numel(), SMALL_ELEMENTS)
+    return out

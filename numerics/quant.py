@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from numerics import kernels
 from numerics.crossbar import ATLEUS_RERAM, CrossbarConfig
 from numerics.formats import IntFormat, Rounding, quantize
 from numerics.validation import check_choice, check_int
@@ -229,6 +230,8 @@ def quantize_input(
     fmt = IntFormat(bits, True)
     q_m = fmt.qmax
     if scale is None:
+        if Rounding.parse(rounding) is Rounding.NEAREST_EVEN and (compiled := kernels.input_codes(x, bits)):
+            return compiled[0].to(dtype), compiled[1]
         a = x.detach().abs().amax(-1, keepdim=True).to(torch.float64)
         s = torch.where(a > 0, a / q_m, 1.0)
         if Rounding.parse(rounding) is Rounding.NEAREST_EVEN and bool(torch.isfinite(a).all()):

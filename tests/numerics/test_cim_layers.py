@@ -14,6 +14,7 @@ from numerics.nn import emulate
 from numerics.quant import QuantConfig, quantize_input, quantize_weight
 from numerics.uclm import softmax as uclm_softmax
 from tests.models import SENTENCES, embed, minilm
+from tests.numerics.kernel_modes import kernel_mode
 from tests.numerics.reference_crossbar import crossbar_matmul_ref
 
 transformers = pytest.importorskip("transformers")
@@ -257,10 +258,11 @@ def _linear_by_blocks(x, wq, cfg, generator=None):
     return (total * s_x).to(torch.float32)
 
 
+@pytest.mark.parametrize("kernels", ["compiled", "eager"])
 @pytest.mark.parametrize("granularity", ["channel", "tensor", "crossbar", "row_block"])
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("preset", ["hastily", "atleus"])
-def test_linear_equals_the_per_block_formula(granularity, symmetric, preset):
+def test_linear_equals_the_per_block_formula(granularity, symmetric, preset, kernels):
     # one scale per column over all of K lets the layer sum the blocks as integers first; the result
     # must be the per-block float64 formula bit for bit, clipping included (6-bit ADC, codes near -128)
     g = torch.Generator().manual_seed(3)
@@ -271,8 +273,11 @@ def test_linear_equals_the_per_block_formula(granularity, symmetric, preset):
     w = torch.randn(200, 70, generator=g)
     w[:, :3] = -0.01  # a few all-negative columns
     wq = quantize_weight(w, 8, granularity=granularity, symmetric=symmetric, crossbar=cfg)
-    got = crossbar_linear(x, wq, cfg)
+    with kernel_mode(kernels):  # the compiled input codes and scaled block sum, and the torch twins
+        got = crossbar_linear(x, wq, cfg)
+        exact = crossbar_linear(x, wq, dataclasses.replace(cfg, adc_mode="exact"))  # blocks one at a time
     assert torch.equal(got, _linear_by_blocks(x, wq, cfg))
+    assert torch.equal(exact, _linear_by_blocks(x, wq, dataclasses.replace(cfg, adc_mode="exact")))
 
 
 def test_linear_keeps_per_block_sums_for_scales_wider_than_float32():

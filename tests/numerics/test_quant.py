@@ -22,6 +22,7 @@ from numerics.quant import (
     quantize_input,
     quantize_weight,
 )
+from tests.numerics.kernel_modes import kernel_mode
 
 
 def weight(k=300, n=200, seed=0):
@@ -149,8 +150,10 @@ def test_quantize_input_per_row_and_tensor():
     tie, _ = quantize_input(torch.tensor([-1.25, 0.75]), scale=0.5)  # -2.5, 1.5: ties to even
     assert tie.tolist() == [-2, 2]
     # the quotient in float64: 1.074803113937378 / (3 / 127) = 45.49999849 -> 45 (float32 gives 45.5 -> 46)
-    near, _ = quantize_input(torch.tensor([[3.0, 1.074803113937378]]))
-    assert near.tolist() == [[127, 45]]
+    for kernels in ("compiled", "eager"):
+        with kernel_mode(kernels):
+            near, _ = quantize_input(torch.tensor([[3.0, 1.074803113937378, -0.0, 1.5 * 3 / 127]]))
+        assert near.tolist() == [[127, 45, 0, 2]]  # -0 -> 0; float32(1.5·3/127) / (3/127) = 1.50000007 -> 2
 
 
 @settings(max_examples=60, deadline=None)
@@ -160,8 +163,9 @@ def test_quantize_input_per_row_and_tensor():
         st.lists(st.floats(-1e6, 1e6, allow_subnormal=True, width=32), min_size=3, max_size=3), min_size=1, max_size=5
     ),
     dtype=st.sampled_from([torch.int64, torch.float32]),
+    kernels=st.sampled_from(["compiled", "eager"]),
 )
-def test_quantize_input_rows_are_quantize_per_row(bits, rows, dtype):
+def test_quantize_input_rows_are_quantize_per_row(bits, rows, dtype, kernels):
     # the per-row path of a layer's every call skips quantize's checks for finite rows; its codes must be
     # quantize's with the row scales s = max|x| / q_m (1 for a zero row), clamped to ±q_m
     x = torch.tensor(rows, dtype=torch.float32)
@@ -169,16 +173,18 @@ def test_quantize_input_rows_are_quantize_per_row(bits, rows, dtype):
     a = x.abs().amax(-1).double()
     s = torch.where(a > 0, a / q_m, 1.0)
     expected = quantize(x, f"int{bits}", s, axis=0).to(torch.int64).clamp(-q_m, q_m)
-    codes, scales = quantize_input(x, bits, dtype=dtype)
+    with kernel_mode(kernels):
+        codes, scales = quantize_input(x, bits, dtype=dtype)
     assert codes.dtype == dtype and torch.equal(codes.to(torch.int64), expected)
     assert torch.equal(scales.flatten(), s)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
-def test_quantize_input_refuses_non_finite_rows(bad):
+@pytest.mark.parametrize("kernels", ["compiled", "eager"])
+def test_quantize_input_refuses_non_finite_rows(bad, kernels):
     x = torch.ones(2, 3)
     x[1, 2] = bad
-    with pytest.raises(ValueError, match="NaN|finite"):
+    with kernel_mode(kernels), pytest.raises(ValueError, match="NaN|finite"):
         quantize_input(x)
 
 
