@@ -130,11 +130,11 @@ def crossbar_linear(
         )
         if zp is not None:
             total -= zp * x2.sum(-1, keepdim=True, dtype=F64)
-        y = kernels.scale_blocks(total[None], c[None], s_x)  # one pass, not three (compiled, on the CPU)
+        y = kernels.scale_blocks([total], c[None], s_x)  # one pass, not three (compiled, on the CPU)
         y = total.mul_(c).mul_(s_x).to(torch.float32) if y is None else y
         return y.view(*x.shape[:-1], n)
     if zp is None and x.device.type == "cpu" and kernels.available():
-        parts = torch.stack(list(unchecked_blocks(x2, codes, cfg, generator=generator, dtype=None)))
+        parts = list(unchecked_blocks(x2, codes, cfg, generator=generator, dtype=None))
         return kernels.scale_blocks(parts, c, s_x).view(*x.shape[:-1], n)
     parts = unchecked_blocks(x2, codes, cfg, generator=generator, dtype=F64)
     if zp is not None:
@@ -343,17 +343,26 @@ class CrossbarLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if in_reference_arithmetic() or x.numel() == 0:  # the model's own product (LoRA: see the options)
             return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
-        _check_finite(x, f"the input of a crossbar Linear ({self.in_features} -> {self.out_features})")
-        scale = None  # "token": dynamic per-row scales inside crossbar_linear
+        what = f"the input of a crossbar Linear ({self.in_features} -> {self.out_features})"
+        scale = None  # "token": dynamic per-row scales inside crossbar_linear, which refuse a non-finite row
+        if self.input_granularity == "tensor" or self.weight_noise is not None:
+            _check_finite(x, what)  # a given scale saturates Inf, a float product keeps it: check first
         if self.input_granularity == "tensor":
             scale = self.input_scale if self.input_scale is not None else _absmax_scale(x, self.crossbar.input_bits)
         with torch.no_grad():
             if self.weight_noise is not None:  # the fast float mode: a noisy weight, no crossbar
                 emulated = F.linear(x, self._noisy_weight().to(x.device, x.dtype))
             else:
-                emulated = crossbar_linear(
-                    x, self.wq, self.crossbar, input_scale=scale, generator=self._generator_for_call()
-                ).to(x.dtype)
+                failed = None
+                try:
+                    emulated = crossbar_linear(
+                        x, self.wq, self.crossbar, input_scale=scale, generator=self._generator_for_call()
+                    ).to(x.dtype)
+                except ValueError as error:
+                    failed = error
+                if failed is not None:
+                    _check_finite(x, what)  # name the layer where its input is at fault
+                    raise failed
         needs_grad = torch.is_grad_enabled() and x.requires_grad
         y = _StraightThrough.apply(x, self.weight, emulated) if needs_grad else emulated
         if self.bias is not None:

@@ -329,8 +329,9 @@ void edgenum_input_codes(int64_t rows, int64_t length, const float *x, double q_
 
 /* A crossbar Linear's digital tail (hastily.md, section 2.2; atleus.md, section 2.1 step 6): out[m, j] =
  * float32((sum over p, in increasing p, of c[p, j] * parts[p, m, j]) * s[m]), the products and the sum in double,
- * each rounded once; parts (blocks, rows, n) is float32 (is_double = 0) or double. Workers claim rows. */
-void edgenum_scale_blocks(int64_t blocks, int64_t rows, int64_t n, const void *parts, int32_t is_double,
+ * each rounded once; parts holds `blocks` pointers to (rows, n) arrays of float32 (is_double = 0) or double.
+ * Workers claim rows. */
+void edgenum_scale_blocks(int64_t blocks, int64_t rows, int64_t n, const void *const *parts, int32_t is_double,
                           const double *c, const double *s, float *out, int64_t *next)
 {
     fenv_t env;
@@ -338,8 +339,6 @@ void edgenum_scale_blocks(int64_t blocks, int64_t rows, int64_t n, const void *p
     fesetenv(FE_DFL_ENV);
     int64_t per_row = n * blocks, chunk = per_row > 0 && per_row < ROW_CHUNK_ELEMENTS ? ROW_CHUNK_ELEMENTS / per_row : 1;
     int64_t r0, r1;
-    const float *pf = parts;
-    const double *pd = parts;
     double acc[256]; /* a row's sums, 256 columns at a time: the inner loops run along contiguous columns */
     while (claim(next, chunk, rows, &r0, &r1)) {
         for (int64_t r = r0; r < r1; r++) {
@@ -347,7 +346,9 @@ void edgenum_scale_blocks(int64_t blocks, int64_t rows, int64_t n, const void *p
                 int64_t width = n - j0 < 256 ? n - j0 : 256;
                 for (int64_t p = 0; p < blocks; p++) {
                     const double *cp = c + p * n + j0;
-                    int64_t at = (p * rows + r) * n + j0;
+                    const float *pf = parts[p];
+                    const double *pd = parts[p];
+                    int64_t at = r * n + j0;
                     if (is_double)
                         for (int64_t j = 0; j < width; j++)
                             acc[j] = p ? acc[j] + pd[at + j] * cp[j] : pd[at + j] * cp[j];

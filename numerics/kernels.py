@@ -292,22 +292,25 @@ def input_codes(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]
     return None if bad.value else (codes, scales)
 
 
-def scale_blocks(parts: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
-    """float32((Σ_p c[p]·parts[p]) · s) of a crossbar Linear's block results ``parts`` (P, M, N), float32
-    or float64, with its scales ``c`` (P, N) and its rows' input scales ``s`` (M, 1) or one value, float64:
-    each product and each sum rounded once in float64, the sum in increasing p. None where the kernel
-    does not apply (not CPU tensors of those dtypes); the caller computes it in torch."""
-    if parts.device.type != "cpu" or parts.dtype not in (torch.float32, torch.float64) or c.dtype != torch.float64:
+def scale_blocks(parts, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
+    """float32((Σ_p c[p]·parts[p]) · s) of a crossbar Linear's block results ``parts`` (P tensors (M, N),
+    all float32 or all float64), with its scales ``c`` (P, N) and its rows' input scales ``s`` (M, 1) or
+    one value, float64: each product and each sum rounded once in float64, the sum in increasing p. None
+    where the kernel does not apply (not CPU tensors of those dtypes); the caller computes it in torch."""
+    dtype = parts[0].dtype
+    tensors = (*parts, c, s)
+    if any(t.device.type != "cpu" for t in tensors) or dtype not in (torch.float32, torch.float64):
         return None
-    if s.dtype != torch.float64 or c.device.type != "cpu" or s.device.type != "cpu":
+    if any(t.dtype != dtype for t in parts) or c.dtype != torch.float64 or s.dtype != torch.float64:
         return None
     library = _library()
     if library is None:
         return None
-    blocks, rows, n = parts.shape
-    parts, c = parts.contiguous(), c.contiguous()
+    rows, n = parts[0].shape
+    parts, c = [t.contiguous() for t in parts], c.contiguous()  # kept alive by these names during the call
+    pointers = (ctypes.c_void_p * len(parts))(*[t.data_ptr() for t in parts])
     s = s.reshape(-1).expand(rows).contiguous()
     out = torch.empty(rows, n, dtype=torch.float32)
-    args = (blocks, rows, n, parts.data_ptr(), int(parts.dtype == torch.float64), c.data_ptr(), s.data_ptr())
-    _run(library.edgenum_scale_blocks, (*args, out.data_ptr()), parts.numel(), SMALL_ELEMENTS)
+    args = (len(parts), rows, n, ctypes.addressof(pointers), int(dtype == torch.float64), c.data_ptr(), s.data_ptr())
+    _run(library.edgenum_scale_blocks, (*args, out.data_ptr()), len(parts) * rows * n, SMALL_ELEMENTS)
     return out

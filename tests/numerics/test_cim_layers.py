@@ -300,3 +300,18 @@ def test_block_sum_runs_in_increasing_p():
     for p in range(24):
         expected = expected + parts[:, p] * c[p]
     assert torch.equal(_scaled_block_sum(parts.unbind(1), c), expected)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "calibrated", "weight_noise"])
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_a_non_finite_input_names_the_layer(mode, bad):
+    # dynamic per-row scales meet the bad row while quantizing; a calibrated per-tensor scale would
+    # saturate Inf to ±127 and the float weight-noise product would pass it on, so both check first
+    options = {"weight_noise": 0.01, "seed": 0} if mode == "weight_noise" else {}
+    quant = QuantConfig(input_granularity="tensor" if mode == "calibrated" else "token")
+    layer = CrossbarLinear(torch.nn.Linear(40, 3), 8, ATLEUS_RERAM, quant, **options)
+    layer.input_scale = 0.1 if mode == "calibrated" else None
+    x = torch.ones(2, 40)
+    x[1, 7] = bad
+    with pytest.raises(ValueError, match=r"input of a crossbar Linear \(40 -> 3\) contains Inf or NaN"):
+        layer(x)
