@@ -1,8 +1,10 @@
 """Crossbar emulation cost: a 384 -> 1536 Linear on 128 tokens, emulated time / nn.Linear time.
 
 For each preset, the fast path (a configuration that cannot clip, computed as one exact
-integer product) and the clipping path (every input-bit x weight-slice plane through the
-ADC model). Ratios are medians over several back-to-back runs on the current device (CPU by default).
+integer product) and the clipping path (saturating conversions, bit for bit) of the integer product,
+then the whole layer as the target swaps it in (``CrossbarLinear``: input codes, the product, the
+scales; the preset's own ADC, the target's weight granularity) on float inputs. Ratios are medians over
+several back-to-back runs on the current device (CPU by default).
 
     python bench/crossbar.py [--device cuda] [--threads N]
 """
@@ -18,7 +20,9 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from bench.timing import arguments, parse, seconds  # noqa: E402
+from numerics.cim_layers import CrossbarLinear  # noqa: E402
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, crossbar_matmul  # noqa: E402
+from numerics.quant import QuantConfig  # noqa: E402
 
 TOKENS, D_IN, D_OUT = 128, 384, 1536
 
@@ -62,6 +66,11 @@ def main() -> None:
             assert cfg.can_clip == (path == "clipping")
             t, r = ratio(lambda cfg=cfg: crossbar_matmul(x_int, w_int, cfg), ref, args.repeats)
             print(f"{name:<14}{path:<10}{t * 1e3:>10.2f}{r:>10.1f}")
+        preset = ATLEUS_RERAM if name == "ATLEUS_RERAM" else HASTILY_SRAM
+        quant = QuantConfig(granularity="crossbar" if name == "ATLEUS_RERAM" else "channel")
+        layer = CrossbarLinear(linear.cpu(), 8, preset, quant).to(dev)
+        t, r = ratio(torch.no_grad()(lambda layer=layer: layer(x)), ref, args.repeats)
+        print(f"{name:<14}{'layer':<10}{t * 1e3:>10.2f}{r:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -111,8 +111,10 @@ def crossbar_linear(
     *,
     input_scale=None,
     generator: torch.Generator | None = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """y = s_x * sum_p c[p, g(j)] * P_p[j] (float64, increasing p, then float32), no bias.
+    """y = s_x * sum_p c[p, g(j)] * P_p[j] (float64, increasing p, then float32), plus ``bias`` (float32,
+    one float32 addition per output) if given.
 
     Input codes per row (``input_scale=None``) or per tensor; partials P_p of the crossbar product
     (``crossbar_matmul(..., partials=True)``); asymmetric weights subtract zp * sum_{i in p} x.
@@ -125,24 +127,23 @@ def crossbar_linear(
     columns, c, zp = _scales(wq, cfg, x.device)
     if columns:
         # Σ_p c_j·P_p[j] = c_j·Σ_p P_p[j] exactly: the blocks' integer sum (one GEMM), unwrapped
-        total = unchecked_matmul(
-            x2, codes, _with_bits(cfg, wq.bits, accumulator_bits=64), generator=generator, dtype=F64
-        )
+        cfg64 = _with_bits(cfg, wq.bits, accumulator_bits=64)
+        parts = [unchecked_matmul(x2, codes, cfg64, generator=generator, dtype=None)]
+        c = c[None]
         if zp is not None:
-            total -= zp * x2.sum(-1, keepdim=True, dtype=F64)
-        y = kernels.scale_blocks([total], c[None], s_x)  # one pass, not three (compiled, on the CPU)
-        y = total.mul_(c).mul_(s_x).to(torch.float32) if y is None else y
-        return y.view(*x.shape[:-1], n)
-    if zp is None and x.device.type == "cpu" and kernels.available():
+            parts = [parts[0].to(F64) - zp * x2.sum(-1, keepdim=True, dtype=F64)]
+    elif zp is None:
         parts = list(unchecked_blocks(x2, codes, cfg, generator=generator, dtype=None))
-        return kernels.scale_blocks(parts, c, s_x).view(*x.shape[:-1], n)
-    parts = unchecked_blocks(x2, codes, cfg, generator=generator, dtype=F64)
-    if zp is not None:
+    else:
         n_blocks = c.shape[0]
-        pad = n_blocks * cfg.rows - k
-        xsum = F.pad(x2, (0, pad)).unflatten(-1, (n_blocks, cfg.rows)).sum(-1, dtype=F64)  # (M, P)
-        parts = (part - zp[p] * xsum[:, p, None] for p, part in enumerate(parts))
-    return _scaled_block_sum(parts, c).mul_(s_x).to(torch.float32).view(*x.shape[:-1], n)
+        xsum = F.pad(x2, (0, n_blocks * cfg.rows - k)).unflatten(-1, (n_blocks, cfg.rows)).sum(-1, dtype=F64)
+        parts = unchecked_blocks(x2, codes, cfg, generator=generator, dtype=F64)
+        parts = [part - zp[p] * xsum[:, p, None] for p, part in enumerate(parts)]
+    y = kernels.scale_blocks(parts, c, s_x, bias)  # one pass over the outputs (compiled, on the CPU)
+    if y is None:
+        y = _scaled_block_sum((part.to(F64) for part in parts), c).mul_(s_x).to(torch.float32)
+        y = y if bias is None else y + bias
+    return y.view(*x.shape[:-1], n)
 
 
 def _scales(wq: WeightQuant, cfg: CrossbarConfig, device) -> tuple[bool, torch.Tensor, torch.Tensor | None]:
@@ -344,6 +345,9 @@ class CrossbarLinear(torch.nn.Module):
         if in_reference_arithmetic() or x.numel() == 0:  # the model's own product (LoRA: see the options)
             return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         what = f"the input of a crossbar Linear ({self.in_features} -> {self.out_features})"
+        # a float32 bias on float32 activations joins the float32 result in the product's last pass
+        fused = self.bias is not None and x.dtype == self.bias.dtype == torch.float32 and self.weight_noise is None
+        bias = self.bias if fused else None
         scale = None  # "token": dynamic per-row scales inside crossbar_linear, which refuse a non-finite row
         if self.input_granularity == "tensor" or self.weight_noise is not None:
             _check_finite(x, what)  # a given scale saturates Inf, a float product keeps it: check first
@@ -356,7 +360,7 @@ class CrossbarLinear(torch.nn.Module):
                 failed = None
                 try:
                     emulated = crossbar_linear(
-                        x, self.wq, self.crossbar, input_scale=scale, generator=self._generator_for_call()
+                        x, self.wq, self.crossbar, input_scale=scale, generator=self._generator_for_call(), bias=bias
                     ).to(x.dtype)
                 except ValueError as error:
                     failed = error
@@ -365,7 +369,7 @@ class CrossbarLinear(torch.nn.Module):
                     raise failed
         needs_grad = torch.is_grad_enabled() and x.requires_grad
         y = _StraightThrough.apply(x, self.weight, emulated) if needs_grad else emulated
-        if self.bias is not None:
+        if self.bias is not None and bias is None:
             y = y + self.bias
         if self.lora_scale:
             b = self.lora_b if self.lora_mask is None else self.lora_b * self.lora_mask

@@ -479,22 +479,27 @@ def _each_exact_block(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig,
         yield _exact_product(x2[:, lo : lo + rows], w[lo : lo + rows], term, dtype)
 
 
-def _cannot_clip(x2: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> bool:
+def _cannot_clip(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> bool:
     """True when no conversion of this product can saturate: noise-free, a saturating (or exact) ADC, and
-    every row block has at most ``(2**adc_bits - 1) / L`` rows whose input is non-zero for some row of
-    ``x2`` (a column count is at most those rows times L; a zero input drives no bit plane). Then each
-    block's partial is its exact product. A truncating ADC's step is fixed by the full array, so it
-    never qualifies."""
+    either no stored column of the weight ``w`` sums above the top code (when its column sums are kept:
+    :func:`_column_sums`) or every row block has at most ``(2**adc_bits - 1) / L`` rows whose input is
+    non-zero for some row of ``x2`` (a column count is at most those rows times L; a zero input drives no
+    bit plane). Then each block's partial is its exact product. A truncating ADC's step is fixed by the
+    full array, so it never qualifies."""
     if config.has_randomness or config.adc_mode not in ("saturate", "exact"):
         return False
+    known = _column_sums(w, config, n_blocks, peek=True)
+    if known is not None and not known[1].numel():
+        return True
     live = torch.nn.functional.pad((x2 != 0).any(0), (0, n_blocks * config.rows - x2.shape[-1]))
     return int(live.view(n_blocks, config.rows).sum(-1).max()) * config.levels <= (1 << config.adc_bits) - 1
 
 
-def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> tuple | None:
+def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int, *, peek: bool = False) -> tuple | None:
     """Stored level sum of every crossbar column, int64 ``(sets, P, N_pad * s)`` (the largest count a
     conversion of that column can see), and the row blocks with a column above the ADC's top code, which
-    are the only ones whose conversions can clip. Kept with ``w``: None the first time it is seen."""
+    are the only ones whose conversions can clip. Kept with ``w``: None the first time it is seen (and,
+    with ``peek``, until kept)."""
 
     def make():
         rows, n_pad = config.rows, _padded_sizes(*w.shape, config)[1]
@@ -506,7 +511,7 @@ def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> tupl
         sums = torch.cat(sums, 1).round().to(torch.int64)
         return sums, (sums > (1 << config.adc_bits) - 1).any(-1).any(0).nonzero().flatten()
 
-    return derived(w, "column sums", config, make)
+    return derived(w, "column sums", config, make, peek=peek)
 
 
 # _SPREAD[u]: bit t of the byte u moved to the lowest bit of byte t of an int64
@@ -670,11 +675,15 @@ def unchecked_matmul(
 ) -> torch.Tensor:
     """:func:`crossbar_matmul` without its checks, for callers that made the codes themselves: ``x2``
     (M, K) holds integer codes in any dtype (float32 included), ``w_int`` (K, N) integer codes; ``exact``:
-    whether no conversion can clip, if known. Returns (M, N), or (M, P, N) with ``partials``, of ``dtype``."""
+    whether no conversion can clip, if known. Returns (M, N), or (M, P, N) with ``partials``, of ``dtype``
+    (None: as the exact GEMMs leave them, float32 where it holds every value; float64 where any conversion
+    may clip)."""
     k, n = w_int.shape
     n_blocks, n_pad = _padded_sizes(k, n, config)
     if exact is None:
-        exact = not config.can_clip or _cannot_clip(x2, config, n_blocks)
+        exact = not config.can_clip or _cannot_clip(x2, w_int, config, n_blocks)
+    if dtype is None and not exact:
+        dtype = torch.float64  # corrected or converted values may leave float32's exact range
     if exact or (not config.has_randomness and config.adc_mode == "saturate"):
         w = _gemm_operand(w_int)
         if partials:
@@ -714,7 +723,7 @@ def unchecked_blocks(
     increasing p (None: float32 where no conversion can clip, float64 otherwise). Where none can clip,
     each block's product is computed only when asked for, so a caller summing them never holds them all."""
     n_blocks = _padded_sizes(*w_int.shape, config)[0]
-    if not config.can_clip or _cannot_clip(x2, config, n_blocks):
+    if not config.can_clip or _cannot_clip(x2, w_int, config, n_blocks):
         return _each_exact_block(x2, _gemm_operand(w_int), config, dtype)
     dtype = dtype or torch.float64
     return unchecked_matmul(x2, w_int, config, generator=generator, partials=True, dtype=dtype, exact=False).unbind(1)

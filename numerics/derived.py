@@ -19,16 +19,19 @@ __all__ = ["derived"]
 _KEPT: dict[tuple[int, str], tuple] = {}
 
 
-def derived(t: torch.Tensor, what: str, key, make, *, first_sight: bool = False):
+def derived(t: torch.Tensor, what: str, key, make, *, first_sight: bool = False, peek: bool = False):
     """``make()`` for the tensor ``t``, kept under ``what`` while ``t`` lives with the same ``key`` and
     version. Computed and kept the second time it is asked for, or the first with ``first_sight``;
-    None before that, and for inference-mode tensors (which track no version: nothing to key on)."""
+    None before that, and for inference-mode tensors (which track no version: nothing to key on).
+    ``peek``: only what is kept already (None otherwise); the asking does not count as a sight."""
     try:
         key = (key, t._version)
     except RuntimeError:
         return None
     slot = (id(t), what)
     cached = _KEPT.get(slot)
+    if peek:
+        return cached[2] if cached is not None and cached[0]() is t and cached[1] == key else None
     if cached is None or cached[0]() is not t or cached[1] != key:
         value = make() if first_sight else None
         _KEPT[slot] = (weakref.ref(t, lambda _: _KEPT.pop(slot, None)), key, value)

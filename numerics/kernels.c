@@ -16,6 +16,7 @@
  * the default (round to nearest even, subnormals kept) for the duration of a call.
  */
 #include <fenv.h>
+#include <sched.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -24,12 +25,34 @@
 #define NB 16    /* output columns per tile and per column block */
 #define CHUNK 4  /* tiles claimed at a time: small, so that a busy core holds little work back */
 
-/* Claims the next `chunk` of `total` work items from *next into [*begin, *end); 0 once none is left. */
+/* Work sharing. next[0] counts the work items handed out, next[1] those done, next[2] holds their total.
+ * claim() reports the piece [*begin, *end) it handed out last as done (start with both 0), then hands out the
+ * next `chunk` of `total` items; 0 once none is left. The caller waits (edgenum_wait) for the items, not for
+ * the helper threads: a helper that starts late, on a busy core, finds nothing to claim and holds nothing up. */
 static inline int claim(int64_t *next, int64_t chunk, int64_t total, int64_t *begin, int64_t *end)
 {
+    if (*end > *begin)
+        __atomic_fetch_add(next + 1, *end - *begin, __ATOMIC_RELEASE); /* its writes before the count */
+    __atomic_store_n(next + 2, total, __ATOMIC_RELAXED);
     *begin = __atomic_fetch_add(next, chunk, __ATOMIC_RELAXED);
     *end = *begin + chunk < total ? *begin + chunk : total;
     return *begin < total;
+}
+
+/* claim() over `total` items in pieces of `chunk` on the calling thread, doing nothing with them: `next` as a
+ * kernel leaves it, for the tests. */
+void edgenum_claim_all(int64_t total, int64_t chunk, int64_t *next)
+{
+    int64_t begin = 0, end = 0;
+    while (claim(next, chunk, total, &begin, &end))
+        ;
+}
+
+/* Returns once every item handed out through `next` is done (the calling thread has run its share first). */
+void edgenum_wait(int64_t *next)
+{
+    while (__atomic_load_n(next + 1, __ATOMIC_ACQUIRE) < __atomic_load_n(next + 2, __ATOMIC_RELAXED))
+        sched_yield();
 }
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -181,7 +204,7 @@ void edgenum_pe_gemm_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float
     fenv_t env;
     fegetenv(&env);
     fesetenv(FE_DFL_ENV);
-    int64_t nb = (N + NB - 1) / NB, mb = (M + MB - 1) / MB, t0, t1;
+    int64_t nb = (N + NB - 1) / NB, mb = (M + MB - 1) / MB, t0 = 0, t1 = 0;
     while (claim(next, CHUNK, G * nb * mb, &t0, &t1)) {
         for (int64_t t = t0; t < t1; t++) {
             int64_t i = t % mb, q = t / mb; /* tiles of one column block are consecutive: its weights stay cached */
@@ -209,7 +232,7 @@ void edgenum_pe_gemm_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float
 
 void edgenum_lookup16(const uint16_t *codes, int64_t n, const void *table, int32_t size, void *out, int64_t *next)
 {
-    int64_t i0, i1;
+    int64_t i0 = 0, i1 = 0;
     while (claim(next, LOOKUP_CHUNK, n, &i0, &i1)) {
         if (size == 2) {
             const uint16_t *t = table;
@@ -258,7 +281,7 @@ void edgenum_uclm_softmax(int64_t rows, int64_t length, const double *x, double 
     fesetenv(FE_DFL_ENV);
     const double limit = 4611686018427387904.0; /* 2^62 */
     int64_t f_mask = ((int64_t)1 << frac_bits) - 1, lift = exp_bits - 1 - lut_frac_bits;
-    int64_t r, r_end;
+    int64_t r = 0, r_end = 0;
     while (claim(next, 1, rows, &r, &r_end)) {
         const double *xr = x + r * length;
         int64_t *out = codes + r * length;
@@ -300,7 +323,7 @@ void edgenum_input_codes(int64_t rows, int64_t length, const float *x, double q_
     fenv_t env;
     fegetenv(&env);
     fesetenv(FE_DFL_ENV);
-    int64_t chunk = length > 0 && length < ROW_CHUNK_ELEMENTS ? ROW_CHUNK_ELEMENTS / length : 1, r0, r1;
+    int64_t chunk = length > 0 && length < ROW_CHUNK_ELEMENTS ? ROW_CHUNK_ELEMENTS / length : 1, r0 = 0, r1 = 0;
     while (claim(next, chunk, rows, &r0, &r1)) {
         for (int64_t r = r0; r < r1; r++) {
             const float *xr = x + r * length;
@@ -330,15 +353,15 @@ void edgenum_input_codes(int64_t rows, int64_t length, const float *x, double q_
 /* A crossbar Linear's digital tail (hastily.md, section 2.2; atleus.md, section 2.1 step 6): out[m, j] =
  * float32((sum over p, in increasing p, of c[p, j] * parts[p, m, j]) * s[m]), the products and the sum in double,
  * each rounded once; parts holds `blocks` pointers to (rows, n) arrays of float32 (is_double = 0) or double.
- * Workers claim rows. */
+ * A bias (n floats, or NULL) is then added in float32. Workers claim rows. */
 void edgenum_scale_blocks(int64_t blocks, int64_t rows, int64_t n, const void *const *parts, int32_t is_double,
-                          const double *c, const double *s, float *out, int64_t *next)
+                          const double *c, const double *s, const float *bias, float *out, int64_t *next)
 {
     fenv_t env;
     fegetenv(&env);
     fesetenv(FE_DFL_ENV);
     int64_t per_row = n * blocks, chunk = per_row > 0 && per_row < ROW_CHUNK_ELEMENTS ? ROW_CHUNK_ELEMENTS / per_row : 1;
-    int64_t r0, r1;
+    int64_t r0 = 0, r1 = 0;
     double acc[256]; /* a row's sums, 256 columns at a time: the inner loops run along contiguous columns */
     while (claim(next, chunk, rows, &r0, &r1)) {
         for (int64_t r = r0; r < r1; r++) {
@@ -356,8 +379,10 @@ void edgenum_scale_blocks(int64_t blocks, int64_t rows, int64_t n, const void *c
                         for (int64_t j = 0; j < width; j++)
                             acc[j] = p ? acc[j] + (double)pf[at + j] * cp[j] : (double)pf[at + j] * cp[j];
                 }
-                for (int64_t j = 0; j < width; j++)
-                    out[r * n + j0 + j] = (float)(acc[j] * s[r]);
+                for (int64_t j = 0; j < width; j++) {
+                    float v = (float)(acc[j] * s[r]);
+                    out[r * n + j0 + j] = bias ? v + bias[j0 + j] : v;
+                }
             }
         }
     }

@@ -48,10 +48,12 @@ COLUMN_BLOCK = 16
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared")
 """Compiler flags: full optimisation, but every ``+`` and ``*`` rounds once, in source order."""
 MODES = ("auto", "eager", "compiled")
-SMALL = 1 << 18
-"""Below this many multiply-adds a GEMM runs on the calling thread alone (handing out work costs more)."""
-SMALL_ELEMENTS = 1 << 16
-"""Below this many elements a lookup or a softmax runs on the calling thread alone."""
+SMALL = 1 << 22
+"""Below this many multiply-adds a GEMM runs on the calling thread alone (about a millisecond of work)."""
+SMALL_ELEMENTS = 1 << 20
+"""Below this many elements a lookup, a softmax or a crossbar Linear's head or tail runs on the calling thread
+alone: about a millisecond of work, which a helper starting late on a busy core would hold up more than it
+helps."""
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -138,8 +140,12 @@ def _load() -> ctypes.CDLL | None:
             library.edgenum_small_quotients.restype = None
             library.edgenum_input_codes.argtypes = [i64, i64, ptr, f64, ptr, ptr, ptr, ptr]
             library.edgenum_input_codes.restype = None
-            library.edgenum_scale_blocks.argtypes = [i64, i64, i64, ptr, i32, ptr, ptr, ptr, ptr]
+            library.edgenum_scale_blocks.argtypes = [i64, i64, i64, ptr, i32, ptr, ptr, ptr, ptr, ptr]
             library.edgenum_scale_blocks.restype = None
+            library.edgenum_wait.argtypes = [ptr]
+            library.edgenum_wait.restype = None
+            library.edgenum_claim_all.argtypes = [i64, i64, ptr]
+            library.edgenum_claim_all.restype = None
         except (OSError, RuntimeError, subprocess.SubprocessError) as error:
             if mode() == "compiled":
                 raise RuntimeError(f"EDGENUM_KERNELS=compiled, but the kernels are unavailable: {error}") from error
@@ -176,28 +182,34 @@ def _pool() -> ThreadPoolExecutor:
         return pool
 
 
-def _join(helpers) -> None:
-    """Wait for every helper, even through Ctrl-C: they write into tensors this call owns."""
-    interrupted = None
-    for helper in helpers:
-        while True:
-            try:
-                helper.result()
-                break
-            except KeyboardInterrupt as error:
-                interrupted = error
-    if interrupted is not None:
-        raise interrupted
+def _helper(function, args: tuple, counter: torch.Tensor) -> None:
+    """One helper's share: ``counter`` is held here so that a helper starting after the call has returned
+    still finds it (and claims nothing)."""
+    function(*args)
 
 
 def _run(function, args: tuple, work: int, small: int) -> None:
     """``function(*args, next)`` on this thread and, where ``work`` reaches ``small``, on helpers, one per
-    further torch thread: all claim their pieces from ``next``, a fresh shared counter."""
-    counter = torch.zeros(1, dtype=torch.int64)
+    further torch thread: all claim their pieces from ``next``, a fresh shared counter. The call returns
+    once every piece is done, without waiting for helpers that claimed none (through Ctrl-C too: pieces
+    being done write into tensors this call owns)."""
+    counter = torch.zeros(3, dtype=torch.int64)
     args = (*args, counter.data_ptr())
-    helpers = [_pool().submit(function, *args) for _ in range(torch.get_num_threads() - 1)] if work >= small else []
-    function(*args)  # ctypes releases the GIL: the helpers run alongside
-    _join(helpers)
+    if work >= small:
+        for _ in range(torch.get_num_threads() - 1):
+            _pool().submit(_helper, function, args, counter)
+    try:
+        function(*args)  # ctypes releases the GIL: the helpers run alongside
+    finally:
+        interrupted = None
+        while True:
+            try:
+                _state["library"].edgenum_wait(counter.data_ptr())
+                break
+            except KeyboardInterrupt as error:
+                interrupted = error
+        if interrupted is not None:
+            raise interrupted
 
 
 def pe_gemm(x: torch.Tensor, weight: torch.Tensor, fused: bool) -> torch.Tensor | None:
@@ -292,25 +304,30 @@ def input_codes(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]
     return None if bad.value else (codes, scales)
 
 
-def scale_blocks(parts, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
-    """float32((Σ_p c[p]·parts[p]) · s) of a crossbar Linear's block results ``parts`` (P tensors (M, N),
-    all float32 or all float64), with its scales ``c`` (P, N) and its rows' input scales ``s`` (M, 1) or
-    one value, float64: each product and each sum rounded once in float64, the sum in increasing p. None
-    where the kernel does not apply (not CPU tensors of those dtypes); the caller computes it in torch."""
+def scale_blocks(parts, c: torch.Tensor, s: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor | None:
+    """float32((Σ_p c[p]·parts[p]) · s) (+ ``bias``) of a crossbar Linear's block results ``parts`` (P
+    tensors (M, N), all float32 or all float64), with its scales ``c`` (P, N) and its rows' input scales
+    ``s`` (M, 1) or one value, float64: each product and each sum rounded once in float64, the sum in
+    increasing p; a float32 ``bias`` (N,) is then added in float32. None where the kernel does not apply
+    (not CPU tensors of those dtypes); the caller computes it in torch."""
     dtype = parts[0].dtype
-    tensors = (*parts, c, s)
+    tensors = (*parts, c, s) + (() if bias is None else (bias,))
     if any(t.device.type != "cpu" for t in tensors) or dtype not in (torch.float32, torch.float64):
         return None
     if any(t.dtype != dtype for t in parts) or c.dtype != torch.float64 or s.dtype != torch.float64:
+        return None
+    if bias is not None and bias.dtype != torch.float32:
         return None
     library = _library()
     if library is None:
         return None
     rows, n = parts[0].shape
     parts, c = [t.contiguous() for t in parts], c.contiguous()  # kept alive by these names during the call
+    bias = None if bias is None else bias.contiguous()
     pointers = (ctypes.c_void_p * len(parts))(*[t.data_ptr() for t in parts])
     s = s.reshape(-1).expand(rows).contiguous()
     out = torch.empty(rows, n, dtype=torch.float32)
     args = (len(parts), rows, n, ctypes.addressof(pointers), int(dtype == torch.float64), c.data_ptr(), s.data_ptr())
-    _run(library.edgenum_scale_blocks, (*args, out.data_ptr()), len(parts) * rows * n, SMALL_ELEMENTS)
+    args += (0 if bias is None else bias.data_ptr(), out.data_ptr())
+    _run(library.edgenum_scale_blocks, args, len(parts) * rows * n, SMALL_ELEMENTS)
     return out

@@ -273,11 +273,14 @@ def test_linear_equals_the_per_block_formula(granularity, symmetric, preset, ker
     w = torch.randn(200, 70, generator=g)
     w[:, :3] = -0.01  # a few all-negative columns
     wq = quantize_weight(w, 8, granularity=granularity, symmetric=symmetric, crossbar=cfg)
+    bias = torch.randn(70, generator=g)
     with kernel_mode(kernels):  # the compiled input codes and scaled block sum, and the torch twins
         got = crossbar_linear(x, wq, cfg)
         exact = crossbar_linear(x, wq, dataclasses.replace(cfg, adc_mode="exact"))  # blocks one at a time
+        biased = crossbar_linear(x, wq, cfg, bias=bias)
     assert torch.equal(got, _linear_by_blocks(x, wq, cfg))
     assert torch.equal(exact, _linear_by_blocks(x, wq, dataclasses.replace(cfg, adc_mode="exact")))
+    assert torch.equal(biased, got + bias)  # one float32 addition after the float32 result
 
 
 def test_linear_keeps_per_block_sums_for_scales_wider_than_float32():

@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import struct
+import threading
 import time
 
 import pytest
@@ -239,7 +240,8 @@ def test_compiled_lookup_is_the_torch_gather_on_every_code(dtype):
 @needs_compiler
 def test_compiled_lookup_keeps_shapes_and_reads_strided_codes():
     table = torch.arange(65536, dtype=torch.int32).to(torch.float32)  # table[c] = c: the result shows each code
-    x = torch.randn(70, 3000, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
+    x = torch.randn(350, 3000, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
+    assert x.numel() >= kernels.SMALL_ELEMENTS  # large enough to be shared among threads
     for view in (x, x.T, x[:, ::7], x[3, 5], x[:0]):
         got = lookup(table, view)
         assert got.shape == view.shape
@@ -345,3 +347,62 @@ def test_a_forked_child_gets_its_own_helper_threads():
         os.waitpid(child, 0)
         pytest.fail("the forked child hung on helper threads it does not have")
     assert os.read(read, 1) == b"1"
+
+
+def test_a_helper_that_starts_late_holds_nothing_up():
+    # every pool thread is held by another task, as a helper on a busy core is held by the scheduler:
+    # the call must do all of its pieces on the calling thread and return without waiting for it
+    pool = kernels._pool()
+    release = threading.Event()
+    blockers = [pool.submit(release.wait) for _ in range(pool._max_workers)]
+    codes = torch.randint(0, 65536, (1 << 20,), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
+    codes = codes.to(torch.uint16)
+    table = torch.randint(-(2**31), 2**31 - 1, (65536,), generator=torch.Generator().manual_seed(1), dtype=torch.int32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    done = []
+    try:
+        caller = threading.Thread(target=lambda: done.append(kernels.lookup16(table, codes)))
+        caller.start()
+        caller.join(30)
+        assert done, "the call waited for a helper thread that never started"
+    finally:
+        release.set()
+        torch.set_num_threads(threads)
+        for blocker in blockers:
+            blocker.result()
+    assert torch.equal(done[0], table[codes.to(torch.int64)])
+
+
+def test_the_call_returns_only_when_every_piece_is_done():
+    # with helpers, the calling thread may run out of pieces while a helper still writes its last one:
+    # the result must not be read before that (two tables in turn: memory a late write has not reached
+    # yet holds the other table's values)
+    codes = torch.randint(0, 65536, (1 << 20,), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
+    codes = codes.to(torch.uint16)
+    tables = [torch.arange(1, 65537, dtype=torch.int32), -torch.arange(1, 65537, dtype=torch.int32)]
+    wants = [table[codes.to(torch.int64)] for table in tables]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        for i in range(60):
+            assert torch.equal(kernels.lookup16(tables[i % 2], codes), wants[i % 2])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_pieces_are_counted_done_as_they_are_claimed_past():
+    # 10 items in pieces of 3: handed out at 0, 3, 6, 9 (the last piece holds 1), then a claim at 12
+    # finds none; each claim reports the piece before it done: 3 + 3 + 3 + 1 = 10 of a total of 10
+    counter = torch.zeros(3, dtype=torch.int64)
+    kernels._library().edgenum_claim_all(10, 3, counter.data_ptr())
+    assert counter.tolist() == [15, 10, 10]
+    kernels._library().edgenum_wait(counter.data_ptr())  # all done: returns at once
+    counter[1] = 9  # one item still being worked on: the wait holds until it is reported
+    waiter = threading.Thread(target=kernels._library().edgenum_wait, args=(counter.data_ptr(),))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()
+    counter[1] = 10
+    waiter.join(10)
+    assert not waiter.is_alive()
