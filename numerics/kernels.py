@@ -1,5 +1,5 @@
-"""Compiled CPU kernels (``kernels.c``): FlexiSAGA's PE-order GEMM, bfloat16 table lookups and
-HASTILY's UCLM softmax.
+"""Compiled CPU kernels (``kernels.c``): FlexiSAGA's PE-order GEMM, bfloat16 table lookups, HASTILY's
+UCLM softmax, and the head and tail of a crossbar Linear.
 
 **PE-order GEMM.** The PEs round every product and every partial sum in k order
 (``docs/hardware/flexisaga.md`` §2.2), so no reassociation is allowed: in eager torch that is one
@@ -17,13 +17,22 @@ that is held back keeps little work from the others.
 **UCLM softmax.** Its fixed-point steps (``docs/hardware/hastily.md`` §2.4) are a dozen int64 passes
 over every logit in torch; the C loop does them per row in one pass plus the sum and the division.
 
+**Crossbar Linear.** Around its exact integer GEMMs, a crossbar Linear quantizes its input per row
+(max, scale, round, clamp: five torch passes) and scales the GEMMs' results (per block, per column, per
+row, to float32, plus the bias: four or more); each is one pass here (:func:`input_codes`,
+:func:`scale_blocks`), with the same roundings in the same order.
+
+**Threads.** The calling thread and helper threads claim pieces of the work from a shared counter, and
+the call returns once every piece is done: it never waits for a helper that has not started (on a busy
+core that can take a whole time slice), and a helper that starts late finds nothing left. Work under
+about a millisecond (:data:`SMALL`, :data:`SMALL_ELEMENTS`) stays on the calling thread.
+
 **Building.** The kernels are compiled at first use with the system's C compiler (``$CC``, else
 ``cc``) into a cache folder (``$EDGENUM_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgenum``, else
-``~/.cache/edgenum``), keyed by the source, the compiler and the CPU. Where nothing compiles,
-:func:`pe_gemm`, :func:`lookup16` and :func:`uclm_softmax_codes` return ``None`` and the callers run
-eager torch, after one warning. ``EDGENUM_KERNELS=eager`` never compiles; ``EDGENUM_KERNELS=compiled``
-makes a failed compilation an error. Both paths give the same bits, as the tests check against the
-scalar references.
+``~/.cache/edgenum``), keyed by the source, the compiler and the CPU. Where nothing compiles, every
+kernel function here returns ``None`` and the callers run eager torch, after one warning.
+``EDGENUM_KERNELS=eager`` never compiles; ``EDGENUM_KERNELS=compiled`` makes a failed compilation an
+error. Both paths give the same bits, as the tests check against the scalar references.
 """
 
 from __future__ import annotations
@@ -151,8 +160,8 @@ def _load() -> ctypes.CDLL | None:
                 raise RuntimeError(f"EDGENUM_KERNELS=compiled, but the kernels are unavailable: {error}") from error
             warnings.warn(
                 f"edgenum: the compiled kernels are unavailable ({error}); FlexiSAGA's sequential GEMM (10-25x "
-                "slower), bfloat16 lookups and the UCLM softmax run in eager torch. Set CC to a C compiler, or "
-                "EDGENUM_KERNELS=eager to silence this.",
+                "slower), bfloat16 lookups, the UCLM softmax and the crossbar Linears' head and tail run in eager "
+                "torch. Set CC to a C compiler, or EDGENUM_KERNELS=eager to silence this.",
                 RuntimeWarning,
                 stacklevel=4,
             )
