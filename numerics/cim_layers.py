@@ -33,10 +33,11 @@ from numerics.crossbar import (
     ATLEUS_RERAM,
     HASTILY_SRAM,
     CrossbarConfig,
+    check_codes,
     crossbar_matmul,
+    unchecked_batched,
     unchecked_blocks,
     unchecked_matmul,
-    wrap_sum,
 )
 from numerics.derived import derived
 from numerics.emulation import in_reference_arithmetic
@@ -482,8 +483,8 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
 
 
 def _int8_rows(t: torch.Tensor):
-    """INT8 codes with one dynamic absmax scale per row (a token's activations), (..., 1)."""
-    return quantize_input(t, 8)
+    """INT8 codes (as float32) with one dynamic absmax scale per row (a token's activations), (..., 1)."""
+    return quantize_input(t, 8, dtype=torch.float32)
 
 
 def _int8_matrices(t: torch.Tensor, live: torch.Tensor | None = None):
@@ -494,23 +495,32 @@ def _int8_matrices(t: torch.Tensor, live: torch.Tensor | None = None):
         a = a.masked_fill(~live.unsqueeze(-1), 0.0)
     a = a.amax((-2, -1), keepdim=True).to(torch.float64)
     s = torch.where(a > 0, a / 127, 1.0)
-    return quantize_input(t.detach().to(torch.float64) / s, 8, scale=1.0)[0], s
+    return quantize_input(t.detach().to(torch.float64) / s, 8, scale=1.0, dtype=torch.float32)[0], s
 
 
 def crossbar_product(a_int: torch.Tensor, b_int: torch.Tensor, crossbar: CrossbarConfig) -> torch.Tensor:
     """``a_int @ b_int`` (int64) with ``b_int`` written into the arrays as weights, batched over
-    the leading dimensions. Each batch entry is a different "weight" in arrays of its own: the
-    entries' row blocks are stacked into one crossbar product (each conversion sees one row block of
-    one entry), and each entry sums and wraps its own blocks, bit for bit the separate products."""
+    the leading dimensions (noise-free configurations). Each batch entry is a different "weight" in
+    arrays of its own, and each entry sums and wraps its own blocks, bit for bit the separate products
+    (:func:`numerics.crossbar.unchecked_batched`)."""
+    check_type("crossbar", crossbar, CrossbarConfig)
+    if crossbar.has_randomness:
+        raise ValueError("crossbar_product models noise-free arrays: the config enables noise or faults")
+    check_codes(a_int, "a_int", *crossbar.input_range)
+    check_codes(b_int, "b_int", *crossbar.weight_range)
+    return _batched_product(a_int, b_int, crossbar, torch.int64)
+
+
+def _batched_product(a_int: torch.Tensor, b_int: torch.Tensor, crossbar: CrossbarConfig, dtype) -> torch.Tensor:
+    """:func:`crossbar_product` of codes made here (unchecked, any dtype), as ``dtype``."""
     batch = torch.broadcast_shapes(a_int.shape[:-2], b_int.shape[:-2])
     shape = (*batch, a_int.shape[-2], b_int.shape[-1])
     if 0 in shape or a_int.shape[-1] == 0:  # nothing to write or nothing to read: an empty or zero product
-        return torch.zeros(shape, dtype=torch.int64, device=a_int.device)
+        return torch.zeros(shape, dtype=dtype, device=a_int.device)
     m, k = a_int.shape[-2:]
     a3 = a_int.expand(*batch, m, k).reshape(-1, m, k)
     b3 = b_int.expand(*batch, k, shape[-1]).reshape(-1, k, shape[-1])
-    parts = _entry_partials(a3, b3, crossbar)  # (G, M, P, N)
-    return wrap_sum(parts.sum(2), k, crossbar).reshape(shape)
+    return unchecked_batched(a3, b3, crossbar, dtype=dtype).reshape(shape)
 
 
 def int8_crossbar_product(a: torch.Tensor, b: torch.Tensor, crossbar: CrossbarConfig) -> torch.Tensor:
@@ -520,7 +530,7 @@ def int8_crossbar_product(a: torch.Tensor, b: torch.Tensor, crossbar: CrossbarCo
     _check_finite(b, "an attention operand")
     a_int, s_a = _int8_rows(a)
     b_int, s_b = _int8_matrices(b)
-    return (crossbar_product(a_int, b_int, crossbar).to(torch.float64) * s_a * s_b).to(torch.float32)
+    return (_batched_product(a_int, b_int, crossbar, F64) * s_a * s_b).to(torch.float32)
 
 
 def hastily_attention(
@@ -555,13 +565,13 @@ def hastily_attention(
     q_int, s_q = _int8_rows(q)
     k_int, s_k = _int8_matrices(k, live)
     v_int, s_v = _int8_matrices(v, live)
-    logits = crossbar_product(q_int, k_int.transpose(-1, -2), crossbar).to(torch.float64) * (s_q * s_k * scale)
+    logits = _batched_product(q_int, k_int.transpose(-1, -2), crossbar, F64) * (s_q * s_k * scale)
     if attn_mask is not None and attn_mask.dtype != torch.bool:
         logits = logits + attn_mask.to(torch.float64)
     logits = logits.masked_fill(~allowed, -math.inf)
     codes = uclm_softmax(logits, config=uclm, return_codes=True)
     unsigned = dataclasses.replace(crossbar, input_encoding="unsigned")
-    out = crossbar_product(codes, v_int, unsigned).to(torch.float64) * (s_v / uclm.out_max)
+    out = _batched_product(codes, v_int, unsigned, F64) * (s_v / uclm.out_max)
     return out.to(q.dtype)
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "HASTILY_SRAM",
     "ProgrammedWeights",
     "adc_convert",
+    "check_codes",
     "crossbar_matmul",
     "wrap_accumulator",
     "wrap_sum",
@@ -263,7 +264,8 @@ bit each, 6-bit saturating ADC, two's-complement weights and inputs."""
 
 
 # --------------------------------------------------------------------------- checks
-def _check_codes(t, name: str, lo: int, hi: int) -> None:
+def check_codes(t, name: str, lo: int, hi: int) -> None:
+    """``t`` must be an integer tensor with every code in [lo, hi] (else ``TypeError`` / ``ValueError``)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
@@ -379,7 +381,7 @@ def program_weights(
     in physical column order.
     """
     check_type("config", config, CrossbarConfig)
-    _check_codes(w_int, "w_int", *config.weight_range)
+    check_codes(w_int, "w_int", *config.weight_range)
     if w_int.dim() != 2:
         raise ValueError(f"w_int must be 2-D (K, N), got shape {tuple(w_int.shape)}")
     k, n = w_int.shape
@@ -506,7 +508,9 @@ def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int, *, peek
         step = max(1, _CHUNK_ELEMENTS // (config.sets * rows * n_pad * config.slices))  # blocks per pass
         sums = []
         for p in range(0, n_blocks, step):  # a few row blocks at a time keep the sliced levels small
-            levels = program_weights(w[p * rows : (p + step) * rows], config).levels  # (S, P', rows, N_pad, s)
+            levels = program_weights(
+                w[p * rows : (p + step) * rows].to(torch.int64), config
+            ).levels  # (S, P', rows, N_pad, s)
             sums.append(levels.sum(2).flatten(-2))
         sums = torch.cat(sums, 1).round().to(torch.int64)
         return sums, (sums > (1 << config.adc_bits) - 1).any(-1).any(0).nonzero().flatten()
@@ -531,9 +535,9 @@ def _bit_counts(u: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.stack([((u >> t) & 1).sum(-1) for t in range(bits)], -1)
 
 
-def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int):
-    """Noise-free saturating conversions: ``out`` holds the exact product, per block (M, P, N) or summed
-    over the blocks (M, N); add in place what the conversions that clip take away.
+def _correct_clipping(target, x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int):
+    """Noise-free saturating conversions: ``target(p)`` is the (M, N) tensor holding the exact product of
+    row block p (its own, or a sum it is part of); add in place what the conversions that clip take away.
 
     A conversion of input bit t of row m in block p on column c counts at most min(S_c, n_t·L), S_c
     the column's stored level sum and n_t the block's rows whose input bit t is set; only where both
@@ -555,7 +559,7 @@ def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, conf
     candidates = _bit_counts(u, b_x) * config.levels > top  # (M, H, b_x)
     for h in candidates.any(-1).any(0).nonzero().flatten().tolist():
         p = int(hot[h])
-        prog = program_weights(w[p * rows : (p + 1) * rows], config)
+        prog = program_weights(w[p * rows : (p + 1) * rows].to(torch.int64), config)  # codes of any dtype
         levels = prog.levels[:, 0].flatten(-2)  # (S, rows, C)
         col_sums = levels.sum(1) if sums is None else sums[:, p]  # (S, C)
         cols = (col_sums > top).any(0).nonzero().flatten()
@@ -570,7 +574,8 @@ def _correct_clipping(out: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, conf
         per_cell[..., cols] = delta
         y = torch.matmul(per_cell.unflatten(-1, (-1, config.slices)), sig_m)  # (S, R, N_pad)
         y = (y[0] - y[1] if config.sets == 2 else y[0])[:, :n]
-        (out[:, p] if out.dim() == 3 else out).index_add_(0, m_idx, y.round().to(out.dtype))
+        out = target(p)
+        out.index_add_(0, m_idx, y.round().to(out.dtype))
 
 
 def _clipping_blocks(x2, prog: ProgrammedWeights, config: CrossbarConfig, adc_noise):
@@ -641,8 +646,8 @@ def crossbar_matmul(
         integer-valued tensor ``(..., N)`` (or ``(..., P, N)``) of ``dtype`` on ``x_int``'s device.
     """
     check_type("config", config, CrossbarConfig)
-    _check_codes(x_int, "x_int", *config.input_range)
-    _check_codes(w_int, "w_int", *config.weight_range)
+    check_codes(x_int, "x_int", *config.input_range)
+    check_codes(w_int, "w_int", *config.weight_range)
     if w_int.dim() != 2:
         raise ValueError(f"w_int must be 2-D (K, N), got shape {tuple(w_int.shape)}")
     if x_int.dim() < 1 or x_int.shape[-1] != w_int.shape[0]:
@@ -692,7 +697,7 @@ def unchecked_matmul(
             wraps = _can_wrap(k, config)
             out = _exact_product(x2, w, _term_bound(config), torch.int64 if wraps else dtype)
         if not exact:
-            _correct_clipping(out, x2, w_int, config, n_blocks)
+            _correct_clipping((lambda p: out[:, p]) if partials else (lambda p: out), x2, w_int, config, n_blocks)
         if partials or not wraps:
             return out
         return wrap_accumulator(out, config.accumulator_bits).to(dtype)
@@ -727,3 +732,24 @@ def unchecked_blocks(
         return _each_exact_block(x2, _gemm_operand(w_int), config, dtype)
     dtype = dtype or torch.float64
     return unchecked_matmul(x2, w_int, config, generator=generator, partials=True, dtype=dtype, exact=False).unbind(1)
+
+
+def unchecked_batched(a3: torch.Tensor, b3: torch.Tensor, config: CrossbarConfig, *, dtype=torch.int64) -> torch.Tensor:
+    """G independent crossbar products ``a3[g] @ b3[g]`` (a3 (G, M, K), b3 (G, K, N) integer codes of any
+    dtype, unchecked; noise-free), each in arrays of its own, summed and wrapped per entry: (G, M, N) of
+    ``dtype``. One batched exact GEMM; where a conversion may clip, the entries' row blocks are stacked
+    as one tall weight (each conversion sees one row block of one entry) to find and correct them."""
+    g, m, k = a3.shape
+    blocks = -(-k // config.rows)
+    pad = blocks * config.rows - k
+    stacked_a = torch.nn.functional.pad(a3, (0, pad)).transpose(0, 1).reshape(m, g * blocks * config.rows)
+    stacked_b = torch.nn.functional.pad(b3, (0, 0, 0, pad)).reshape(g * blocks * config.rows, b3.shape[-1])
+    exact = not config.can_clip or _cannot_clip(stacked_a, stacked_b, config, g * blocks)
+    if not exact and (config.has_randomness or config.adc_mode != "saturate"):
+        parts = unchecked_matmul(stacked_a, stacked_b, config, partials=True, exact=False)  # (M, G*P, N)
+        out = parts.view(m, g, blocks, -1).sum(2).transpose(0, 1)
+    else:
+        out = _exact_product(a3, b3, _term_bound(config), None if exact else torch.float64)
+        if not exact:
+            _correct_clipping(lambda p: out[p // blocks], stacked_a, stacked_b, config, g * blocks)
+    return wrap_sum(out, k, config).to(dtype)

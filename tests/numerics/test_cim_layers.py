@@ -318,3 +318,13 @@ def test_a_non_finite_input_names_the_layer(mode, bad):
     x[1, 7] = bad
     with pytest.raises(ValueError, match=r"input of a crossbar Linear \(40 -> 3\) contains Inf or NaN"):
         layer(x)
+
+
+def test_batched_product_refuses_bad_codes_and_noisy_arrays():
+    a, b = torch.zeros(2, 3, 4, dtype=torch.int64), torch.zeros(2, 4, 5, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"b_int codes must lie in \[-128, 127\]"):
+        crossbar_product(a, b + 200, HASTILY_SRAM)
+    with pytest.raises(TypeError, match="a_int must have an integer dtype"):
+        crossbar_product(a.float(), b, HASTILY_SRAM)
+    with pytest.raises(ValueError, match="noise-free"):
+        crossbar_product(a, b, dataclasses.replace(HASTILY_SRAM, adc_noise_std=0.1))
