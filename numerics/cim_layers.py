@@ -166,11 +166,13 @@ def _scales(wq: WeightQuant, cfg: CrossbarConfig, device) -> tuple[bool, torch.T
         return False, c, zp
 
     zp = wq.zero_points
+    if zp is not None and zp.is_inference():  # no version to key on: computed on every call
+        return make()
     key = (cfg, device, wq.codes.shape, wq.block_rows, wq.block_cols, None if zp is None else (id(zp), zp._version))
     return derived(wq.scales, "layer scales", key, make, first_sight=True) or make()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=256)
 def _with_bits(crossbar: CrossbarConfig, weight_bits: int, **changes) -> CrossbarConfig:
     """``crossbar`` with these weight bits (and other fields changed), built once per combination: a
     configuration validates itself when built, and layers ask for the same few on every call."""

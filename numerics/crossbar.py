@@ -700,7 +700,8 @@ def unchecked_matmul(
             _correct_clipping((lambda p: out[:, p]) if partials else (lambda p: out), x2, w_int, config, n_blocks)
         if partials or not wraps:
             return out
-        return wrap_accumulator(out, config.accumulator_bits).to(dtype)
+        out = wrap_accumulator(out, config.accumulator_bits)  # int64
+        return out if dtype is None else out.to(dtype)
     x2 = x2.to(torch.int64)
     prog = program_weights(w_int, config, generator=generator)
     adc_noise = None
