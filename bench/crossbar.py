@@ -29,11 +29,12 @@ TOKENS, D_IN, D_OUT = 128, 384, 1536
 
 def ratio(fn, ref, repeat: int) -> tuple[float, float]:
     """Median time of ``fn`` and median of fn/ref ratios, the two timed back to back so that
-    load from other processes hits both alike."""
+    load from other processes hits both alike, each the best of 5 calls (the same for both: on a busy
+    machine the best of several calls of one against a single call of the other skews the ratio)."""
     fn(), ref()  # warm-up
     times, ratios = [], []
     for _ in range(repeat):
-        t = seconds(fn)
+        t = min(seconds(fn) for _ in range(5))
         t_ref = min(seconds(ref) for _ in range(5))
         times.append(t)
         ratios.append(t / t_ref)
