@@ -200,25 +200,28 @@ def _helper(function, args: tuple, counter: torch.Tensor) -> None:
 def _run(function, args: tuple, work: int, small: int) -> None:
     """``function(*args, next)`` on this thread and, where ``work`` reaches ``small``, on helpers, one per
     further torch thread: all claim their pieces from ``next``, a fresh shared counter. The call returns
-    once every piece is done, without waiting for helpers that claimed none (through Ctrl-C too: pieces
-    being done write into tensors this call owns)."""
+    once every piece is done, without waiting for helpers that claimed none; through Ctrl-C too, since
+    pieces being done write into tensors this call owns: the calling thread then claims what is left
+    itself (a call after a finished one finds nothing) and waits before the interrupt goes on."""
     counter = torch.zeros(3, dtype=torch.int64)
     args = (*args, counter.data_ptr())
-    if work >= small:
-        for _ in range(torch.get_num_threads() - 1):
-            _pool().submit(_helper, function, args, counter)
+    interrupted = None
     try:
+        if work >= small:
+            for _ in range(torch.get_num_threads() - 1):
+                _pool().submit(_helper, function, args, counter)
         function(*args)  # ctypes releases the GIL: the helpers run alongside
-    finally:
-        interrupted = None
-        while True:
-            try:
-                _state["library"].edgenum_wait(counter.data_ptr())
-                break
-            except KeyboardInterrupt as error:
-                interrupted = error
-        if interrupted is not None:
-            raise interrupted
+    except KeyboardInterrupt as error:
+        interrupted = error
+    while True:
+        try:
+            function(*args)  # nothing left after a finished call; the rest of an interrupted one
+            _state["library"].edgenum_wait(counter.data_ptr())
+            break
+        except KeyboardInterrupt as error:
+            interrupted = error
+    if interrupted is not None:
+        raise interrupted
 
 
 def pe_gemm(x: torch.Tensor, weight: torch.Tensor, fused: bool) -> torch.Tensor | None:

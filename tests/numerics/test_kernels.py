@@ -3,6 +3,7 @@ full tiles and edges, with masked steps, subnormals and non-finite activations. 
 strided inputs. UCLM softmax: the torch path on masked and empty rows (its scalar reference test is in
 test_uclm.py, run on both paths). All: threads; fallback; build errors; cache."""
 
+import ctypes
 import dataclasses
 import math
 import os
@@ -406,3 +407,25 @@ def test_pieces_are_counted_done_as_they_are_claimed_past():
     counter[1] = 10
     waiter.join(10)
     assert not waiter.is_alive()
+
+
+def test_an_interrupted_call_finishes_every_piece_before_the_interrupt_goes_on(monkeypatch):
+    # Ctrl-C before the calling thread took its share: helpers may hold pieces of this call's tensors,
+    # so the caller claims the rest itself and waits, then lets the interrupt go on
+    library = kernels._library()
+    calls, seen, real_wait = [], [], library.edgenum_wait
+
+    def interrupted_first(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        library.edgenum_claim_all(*args)
+
+    def wait(address):
+        seen.append([ctypes.c_int64.from_address(address + 8 * i).value for i in range(3)])
+        real_wait(address)
+
+    monkeypatch.setattr(library, "edgenum_wait", wait)
+    with pytest.raises(KeyboardInterrupt):
+        kernels._run(interrupted_first, (10, 3), work=0, small=1)
+    assert len(calls) == 2 and seen == [[15, 10, 10]]  # 10 items in pieces of 3, all done (see above)
