@@ -417,11 +417,10 @@ def wrap_accumulator(y: torch.Tensor, bits: int) -> torch.Tensor:
 
 def _exact_product(x: torch.Tensor, w: torch.Tensor, term: int, out_dtype=torch.int64) -> torch.Tensor:
     """Exact ``x @ w`` (batched; integer-valued operands of any dtype) as ``out_dtype`` (None: the dtype it
-    was computed in), every |x_i·w_i| at
-    most ``term``. float32 BLAS is exact while every partial sum stays below 2**24 in any summation order
-    (and float32 products are not rounded to TF32): a longer K runs as float32 products over chunks of
-    K that each stay below it, added in float64, while a chunk still holds enough rows to outweigh its
-    addition; then float64 BLAS below 2**53, else int64."""
+    was computed in), every |x_i·w_i| at most ``term``. float32 BLAS is exact while every partial sum
+    stays below 2**24 in any summation order (and float32 products are not rounded to TF32): a longer K
+    runs as float32 products over chunks of K that each stay below it, added in float64, while a chunk
+    still holds enough rows to outweigh its addition; then float64 BLAS below 2**53, else int64."""
     k = x.shape[-1]
     full_fp32 = x.device.type == "cpu" or torch.get_float32_matmul_precision() == "highest"
     chunk = ((1 << 24) - 1) // max(term, 1)  # rows per float32 product whose sums are all exact
@@ -481,16 +480,16 @@ def _each_exact_block(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig,
         yield _exact_product(x2[:, lo : lo + rows], w[lo : lo + rows], term, dtype)
 
 
-def _cannot_clip(x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int) -> bool:
+def _cannot_clip(x2: torch.Tensor, w: torch.Tensor | None, config: CrossbarConfig, n_blocks: int) -> bool:
     """True when no conversion of this product can saturate: noise-free, a saturating (or exact) ADC, and
     either no stored column of the weight ``w`` sums above the top code (when its column sums are kept:
-    :func:`_column_sums`) or every row block has at most ``(2**adc_bits - 1) / L`` rows whose input is
-    non-zero for some row of ``x2`` (a column count is at most those rows times L; a zero input drives no
-    bit plane). Then each block's partial is its exact product. A truncating ADC's step is fixed by the
-    full array, so it never qualifies."""
+    :func:`_column_sums`; ``w=None``: a weight never kept) or every row block has at most
+    ``(2**adc_bits - 1) / L`` rows whose input is non-zero for some row of ``x2`` (a column count is at
+    most those rows times L; a zero input drives no bit plane). Then each block's partial is its exact
+    product. A truncating ADC's step is fixed by the full array, so it never qualifies."""
     if config.has_randomness or config.adc_mode not in ("saturate", "exact"):
         return False
-    known = _column_sums(w, config, n_blocks, peek=True)
+    known = None if w is None else _column_sums(w, config, n_blocks, peek=True)
     if known is not None and not known[1].numel():
         return True
     live = torch.nn.functional.pad((x2 != 0).any(0), (0, n_blocks * config.rows - x2.shape[-1]))
@@ -691,14 +690,14 @@ def unchecked_matmul(
         dtype = torch.float64  # corrected or converted values may leave float32's exact range
     if exact or (not config.has_randomness and config.adc_mode == "saturate"):
         w = _gemm_operand(w_int)
+        wraps = not partials and _can_wrap(k, config)  # partials are never wrapped
         if partials:
             out = _exact_blocks(x2, w, config, n_blocks, dtype)
         else:  # the blocks' integer sum is the whole product: one GEMM
-            wraps = _can_wrap(k, config)
             out = _exact_product(x2, w, _term_bound(config), torch.int64 if wraps else dtype)
         if not exact:
             _correct_clipping((lambda p: out[:, p]) if partials else (lambda p: out), x2, w_int, config, n_blocks)
-        if partials or not wraps:
+        if not wraps:
             return out
         out = wrap_accumulator(out, config.accumulator_bits)  # int64
         return out if dtype is None else out.to(dtype)
@@ -743,14 +742,17 @@ def unchecked_batched(a3: torch.Tensor, b3: torch.Tensor, config: CrossbarConfig
     g, m, k = a3.shape
     blocks = -(-k // config.rows)
     pad = blocks * config.rows - k
+    # the rows each entry's blocks drive, in the stacked order, as one input row: enough to rule clipping out
+    live = torch.nn.functional.pad((a3 != 0).any(1), (0, pad)).view(1, -1)
+    exact = not config.can_clip or _cannot_clip(live, None, config, g * blocks)
+    if exact:
+        return wrap_sum(_exact_product(a3, b3, _term_bound(config), None), k, config).to(dtype)
     stacked_a = torch.nn.functional.pad(a3, (0, pad)).transpose(0, 1).reshape(m, g * blocks * config.rows)
     stacked_b = torch.nn.functional.pad(b3, (0, 0, 0, pad)).reshape(g * blocks * config.rows, b3.shape[-1])
-    exact = not config.can_clip or _cannot_clip(stacked_a, stacked_b, config, g * blocks)
-    if not exact and (config.has_randomness or config.adc_mode != "saturate"):
+    if config.has_randomness or config.adc_mode != "saturate":
         parts = unchecked_matmul(stacked_a, stacked_b, config, partials=True, exact=False)  # (M, G*P, N)
         out = parts.view(m, g, blocks, -1).sum(2).transpose(0, 1)
     else:
-        out = _exact_product(a3, b3, _term_bound(config), None if exact else torch.float64)
-        if not exact:
-            _correct_clipping(lambda p: out[p // blocks], stacked_a, stacked_b, config, g * blocks)
+        out = _exact_product(a3, b3, _term_bound(config), torch.float64)
+        _correct_clipping(lambda p: out[p // blocks], stacked_a, stacked_b, config, g * blocks)
     return wrap_sum(out, k, config).to(dtype)

@@ -328,3 +328,17 @@ def test_batched_product_refuses_bad_codes_and_noisy_arrays():
         crossbar_product(a.float(), b, HASTILY_SRAM)
     with pytest.raises(ValueError, match="noise-free"):
         crossbar_product(a, b, dataclasses.replace(HASTILY_SRAM, adc_noise_std=0.1))
+
+
+def test_batched_product_finds_the_blocks_that_can_clip_from_the_driven_rows():
+    # HASTILY (1-bit cells, top code 63): with x = w = -1 every bit is set, so a block whose 64 rows are
+    # all driven counts 64 and reads 63 (Σ_t Σ_m σ_t σ_m 63 = 63, not the exact 64); 63 driven rows cannot clip
+    b = torch.full((2, 70, 1), -1, dtype=torch.int64)
+    a = torch.full((2, 2, 70), -1, dtype=torch.int64)
+    a[:, :, 64:] = 0  # K = 70: block 0 holds k 0..63 (all driven), block 1 k 64..69 (none)
+    a[1, 0, 5] = 0  # entry 1, row 0 drives 63 rows of block 0, row 1 all 64 (the block is live on 64 rows)
+    got = crossbar_product(a, b, HASTILY_SRAM)
+    assert got[..., 0].tolist() == [[63, 63], [63, 63]]  # exact products 64, 64 / 63, 64
+    assert got[1].tolist() == crossbar_matmul_ref(a[1].tolist(), b[1].tolist(), HASTILY_SRAM)
+    # entry 1 on its own: block 0 is live on 64 rows only through row 1, and row 1 still clips
+    assert crossbar_product(a[1:], b[1:], HASTILY_SRAM)[0, :, 0].tolist() == [63, 63]
