@@ -1,10 +1,11 @@
 /* edgenum's compiled CPU kernels, built at first use by numerics/kernels.py (which says why each exists):
- * FlexiSAGA's PE-order float32 GEMM, the lookup of a bfloat16 code's tabulated result and HASTILY's UCLM
- * softmax. Each exported worker may run on several threads at once, which claim pieces of the work from a
- * shared counter (claim below).
+ * FlexiSAGA's PE-order float32 GEMM, the lookup of a bfloat16 code's tabulated result, HASTILY's UCLM
+ * softmax, and a crossbar Linear's input codes and scaled block sum. Each exported worker may run on
+ * several threads at once, which claim pieces of the work from a shared counter (claim below).
  *
  * PE-order GEMM (docs/hardware/flexisaga.md, section 2.2): y[g] = x[g] . w[g] with x (G, M, K),
- * w (G, K, N) and y (G, M, N), contiguous float32. A weight is stored unless its bits are those of +0 (the zero the decompression unit injects). Column block
+ * w (G, K, N) and y (G, M, N), contiguous float32. A weight is stored unless its bits are those of +0
+ * (the zero the decompression unit injects). Column block
  * q = g*nb + b holds columns 16b .. 16b+15 of group g; its steps are the k where it stores any weight,
  * increasing. Each output starts at +0 and, step by step, adds the product:
  * acc = fl(acc + fl(x*w)), or fl(acc + x*w) with one rounding when fused. A step listed as ~k (negative)
@@ -317,13 +318,19 @@ void edgenum_uclm_softmax(int64_t rows, int64_t length, const double *x, double 
  * ROW_CHUNK_ELEMENTS worth of rows at a time. */
 #define ROW_CHUNK_ELEMENTS (1 << 15)
 
+/* Rows claimed at a time when each row holds `per_row` elements: about ROW_CHUNK_ELEMENTS, at least one. */
+static inline int64_t rows_per_claim(int64_t per_row)
+{
+    return per_row > 0 && per_row < ROW_CHUNK_ELEMENTS ? ROW_CHUNK_ELEMENTS / per_row : 1;
+}
+
 void edgenum_input_codes(int64_t rows, int64_t length, const float *x, double q_m, float *codes, double *scales,
                          int64_t *bad, int64_t *next)
 {
     fenv_t env;
     fegetenv(&env);
     fesetenv(FE_DFL_ENV);
-    int64_t chunk = length > 0 && length < ROW_CHUNK_ELEMENTS ? ROW_CHUNK_ELEMENTS / length : 1, r0 = 0, r1 = 0;
+    int64_t chunk = rows_per_claim(length), r0 = 0, r1 = 0;
     while (claim(next, chunk, rows, &r0, &r1)) {
         for (int64_t r = r0; r < r1; r++) {
             const float *xr = x + r * length;
@@ -360,8 +367,7 @@ void edgenum_scale_blocks(int64_t blocks, int64_t rows, int64_t n, const void *c
     fenv_t env;
     fegetenv(&env);
     fesetenv(FE_DFL_ENV);
-    int64_t per_row = n * blocks, chunk = per_row > 0 && per_row < ROW_CHUNK_ELEMENTS ? ROW_CHUNK_ELEMENTS / per_row : 1;
-    int64_t r0 = 0, r1 = 0;
+    int64_t chunk = rows_per_claim(n * blocks), r0 = 0, r1 = 0;
     double acc[256]; /* a row's sums, 256 columns at a time: the inner loops run along contiguous columns */
     while (claim(next, chunk, rows, &r0, &r1)) {
         for (int64_t r = r0; r < r1; r++) {

@@ -230,11 +230,12 @@ def quantize_input(
     fmt = IntFormat(bits, True)
     q_m = fmt.qmax
     if scale is None:
-        if Rounding.parse(rounding) is Rounding.NEAREST_EVEN and (compiled := kernels.input_codes(x, bits)):
+        nearest_even = Rounding.parse(rounding) is Rounding.NEAREST_EVEN
+        if nearest_even and (compiled := kernels.input_codes(x, bits)):
             return compiled[0].to(dtype), compiled[1]
         a = x.detach().abs().amax(-1, keepdim=True).to(torch.float64)
         s = torch.where(a > 0, a / q_m, 1.0)
-        if Rounding.parse(rounding) is Rounding.NEAREST_EVEN and bool(torch.isfinite(a).all()):
+        if nearest_even and bool(torch.isfinite(a).all()):
             # finite rows (a NaN or Inf shows in its row's max) with valid scales: quantize's steps without
             # its checks, which a layer would otherwise pay on every call
             return torch.round(x.detach().to(torch.float64) / s).clamp_(-q_m, q_m).to(dtype), s
