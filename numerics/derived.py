@@ -3,8 +3,8 @@
 A layer's weight codes come back call after call, so what the emulation derives from them (a float32
 copy for the exact GEMMs, crossbar column sums, per-column scales) is worth keeping; an attention's K or
 V is written once, so by default nothing is kept for a tensor before it is seen a second time. An entry
-is keyed by the tensor's identity and version (an in-place change makes it stale) and leaves with the
-tensor.
+is keyed by the tensor's identity, version and storage (an in-place change, or new data put in by
+``Module.to()``, makes it stale) and leaves with the tensor.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def derived(t: torch.Tensor, what: str, key, make, *, first_sight: bool = False,
     None before that, and for inference-mode tensors (which track no version: nothing to key on).
     ``peek``: only what is kept already (None otherwise); the asking does not count as a sight."""
     try:
-        key = (key, t._version)
+        key = (key, t._version, t.data_ptr())  # the storage too: Module.to() swaps a parameter's data in place
     except RuntimeError:
         return None
     slot = (id(t), what)
