@@ -2,8 +2,10 @@
 
 python bench/sparse_gemm.py [--threads N] [--eager]   (prints ratios; timings depend on the machine)
 
-The PE-order column is the compiled kernel where a C compiler is found (numerics/kernels.py), else
-the eager loop; --eager adds a column timing the eager loop itself (one call each: it is slow).
+The PE-order columns are the compiled kernel where a C compiler is found (numerics/kernels.py), else
+the eager loop: ``sparse_gemm`` on a weight that comes back (its plan kept), plain and fused; the kernel
+path it picks; the whole ``SparseLinear`` against ``nn.Linear`` (no gradient); and the plan's one-off cost
+against one matmul. --eager adds a column timing the eager loop itself (one call each: it is slow).
 """
 
 import os
@@ -15,6 +17,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from bench.timing import arguments, median_seconds, parse  # noqa: E402
 from numerics import kernels  # noqa: E402
+from numerics.sparse_linear import SparseLinear  # noqa: E402
 from numerics.sparsity import FlexiSAGAConfig, encode_bitmap, prune, sparse_gemm  # noqa: E402
 
 
@@ -38,7 +41,11 @@ def main(m=128, k=768, n=3072, tile=(16, 16)):
     fused = FlexiSAGAConfig(fused_mac=True)
     kernel = "compiled kernel" if kernels.available() else "eager loop (no C compiler)"
     print(f"(M, K, N) = ({m}, {k}, {n}), tile {tile}, torch threads {torch.get_num_threads()}, PE order: {kernel}")
-    print("vector  sparsity  seq/matmul  fused/matmul" + ("  eager/matmul" if args.eager else "") + "  compression")
+    print(
+        "vector  sparsity  seq/matmul  fused/matmul"
+        + ("  eager/matmul" if args.eager else "")
+        + "  path     layer/linear  plan/matmul  compression"
+    )
     for vector in ("row", "col"):
         for s in (0.0, 0.5, 0.75):
             pruned, _ = prune(w, s, tile=tile, vector=vector)
@@ -48,10 +55,18 @@ def main(m=128, k=768, n=3072, tile=(16, 16)):
             eager = (
                 f"  {eager_seconds(lambda pruned=pruned: sparse_gemm(x, pruned)) / t_mm:12.1f}" if args.eager else ""
             )
+            plan = kernels.pe_plan(pruned[None])
+            path = plan.path(m) if plan is not None else "eager"
+            t_plan = median_seconds(lambda pruned=pruned: kernels.pe_plan(pruned[None]), repeats=args.repeats)
+            linear = torch.nn.Linear(k, n)
+            layer = SparseLinear(pruned.T, pruned.T != 0, linear.bias)
+            with torch.no_grad():
+                t_linear = median_seconds(lambda linear=linear: linear(x), repeats=args.repeats)
+                t_layer = median_seconds(lambda layer=layer: layer(x), repeats=args.repeats)
             e = encode_bitmap(pruned, tile, vector=vector)
             print(
-                f"{vector:6}  {s:8.2f}  {t_seq / t_mm:10.2f}  {t_fused / t_mm:12.2f}{eager}"
-                f"  {e.compression_ratio:11.3f}"
+                f"{vector:6}  {s:8.2f}  {t_seq / t_mm:10.2f}  {t_fused / t_mm:12.2f}{eager}  {path:7}"
+                f"  {t_layer / t_linear:12.2f}  {t_plan / t_mm:11.2f}  {e.compression_ratio:11.3f}"
             )
 
 

@@ -5,12 +5,13 @@
  *
  * PE-order GEMM (docs/hardware/flexisaga.md, section 2.2): y[g] = x[g] . w[g] with x (G, M, K),
  * w (G, K, N) and y (G, M, N), contiguous float32. A weight is stored unless its bits are those of +0
- * (the zero the decompression unit injects). Column block
- * q = g*nb + b holds columns 16b .. 16b+15 of group g; its steps are the k where it stores any weight,
- * increasing. Each output starts at +0 and, step by step, adds the product:
- * acc = fl(acc + fl(x*w)), or fl(acc + x*w) with one rounding when fused. A step listed as ~k (negative)
- * must leave acc unchanged where the weight is not stored; at every other step adding that product,
- * x*(+0), is exact: acc is never -0 without a fused MAC, and x is finite.
+ * (the zero the decompression unit injects). Each output starts at +0 and adds the products of its column's
+ * stored weights in increasing k: acc = fl(acc + fl(x*w)), or fl(acc + x*w) with one rounding when fused.
+ * Two ways to run it: column blocks of 16 columns sharing one list of steps (the k where the block stores any
+ * weight; fast where whole rows of a block are pruned, row-vector sparsity), or column by column, each
+ * skipping exactly what it does not store (column-vector sparsity). In a block, adding x*(+0) for an unstored
+ * weight is exact while x is finite and acc is never -0 (only a fused MAC makes -0); elsewhere those steps
+ * are masked.
  *
  * Bit-exactness rests on C's evaluation rules: compile with -ffp-contract=off and without -ffast-math,
  * so that every + and * rounds once, in the order written. The floating-point environment is reset to
@@ -22,7 +23,15 @@
 #include <stdint.h>
 #include <string.h>
 
-#define MB 4     /* output rows per tile: 4 x 16 accumulators, 8 of 16 AVX registers (measured: 6 and 8 are slower) */
+/* The GEMMs' vectors hold VW floats, as wide as the CPU's registers. A block tile keeps MB rows x NB columns of
+ * sums in registers: 8 x 16 in 8 of AVX-512's 32, 4 x 16 in 8 of AVX2's 16 (measured: other MB are slower). */
+#ifdef __AVX512F__
+#define VW 16
+#define MB 8
+#else
+#define VW 8
+#define MB 4
+#endif
 #define NB 16    /* output columns per tile and per column block */
 #define CHUNK 4  /* tiles claimed at a time: small, so that a busy core holds little work back */
 
@@ -56,31 +65,32 @@ void edgenum_wait(int64_t *next)
         sched_yield();
 }
 
-typedef float v8 __attribute__((vector_size(32)));
+typedef float vf __attribute__((vector_size(4 * VW)));
+typedef int32_t vfi __attribute__((vector_size(4 * VW)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
-static inline v8 load8(const float *p)
+static inline vf loadv(const float *p)
 {
-    v8 v;
+    vf v;
     memcpy(&v, p, sizeof v);
     return v;
 }
 
-static inline v8 mac8(v8 acc, float x, v8 w, int fused)
+static inline vf macv(vf acc, float x, vf w, int fused)
 {
     if (!fused)
         return acc + x * w;
-    v8 r;
-    for (int c = 0; c < 8; c++)
+    vf r;
+    for (int c = 0; c < VW; c++)
         r[c] = fmaf(x, w[c], acc[c]);
     return r;
 }
 
 /* new where the weight w is stored (its bits are not all zero), old elsewhere */
-static inline v8 keep_stored(v8 old, v8 new, v8 w)
+static inline vf keep_stored(vf old, vf new, vf w)
 {
-    v8i m = (v8i)w != (v8i){0};
-    return (v8)(((v8i)new & m) | ((v8i)old & ~m));
+    vfi m = (vfi)w != (vfi){0};
+    return (vf)(((vfi)new & m) | ((vfi)old & ~m));
 }
 
 static inline int stored(const float *w)
@@ -103,44 +113,53 @@ static inline int stored16(const float *w)
     return count;
 }
 
-/* A full tile: MB rows of x from x0 (row stride ldx) by NB columns. The plain steps run in a tight loop
- * that keeps the 2·MB accumulator vectors in registers; a masked step blends its sums with the old ones. */
-static inline __attribute__((always_inline)) void tile16(const float *x0, int64_t ldx, const float *w, int64_t n,
-                                                         const int32_t *steps, int64_t ns, int fused, float *y)
+/* A full tile: MB rows of x from x0 (row stride ldx) by NB columns, whose weights at step s are wp[s*NB ..]
+ * (packed by the plan: a block's weights are read in order, never a row of N apart). The plain steps run in a tight loop
+ * that keeps the 2·MB accumulator vectors in registers; with `masking`, a step listed as ~k blends its sums
+ * with the old ones, and without, it runs as a plain step on k (e ^ (e >> 31) is ~e for a negative e). */
+static inline __attribute__((always_inline)) void tile16(const float *x0, int64_t ldx, const float *wp,
+                                                         const int32_t *steps, int64_t ns, int fused, int masking,
+                                                         float *y, int64_t n)
 {
-    v8 a[MB][2];
+    enum { V = NB / VW };
+    vf a[MB][V];
     for (int r = 0; r < MB; r++)
-        a[r][0] = a[r][1] = (v8){0};
+        for (int v = 0; v < V; v++)
+            a[r][v] = (vf){0};
     int64_t s = 0;
     for (;;) {
-        for (; s < ns && steps[s] >= 0; s++) {
-            int64_t k = steps[s];
-            v8 w0 = load8(w + k * n), w1 = load8(w + k * n + 8);
+        for (; s < ns && (!masking || steps[s] >= 0); s++) {
+            int32_t e = steps[s];
+            int64_t k = e ^ (e >> 31);
+            vf w[V];
+            for (int v = 0; v < V; v++)
+                w[v] = loadv(wp + s * NB + v * VW);
             for (int r = 0; r < MB; r++) {
                 float xv = x0[r * ldx + k];
-                a[r][0] = mac8(a[r][0], xv, w0, fused);
-                a[r][1] = mac8(a[r][1], xv, w1, fused);
+                for (int v = 0; v < V; v++)
+                    a[r][v] = macv(a[r][v], xv, w[v], fused);
             }
         }
         if (s == ns)
             break;
-        int64_t k = ~steps[s++];
-        v8 w0 = load8(w + k * n), w1 = load8(w + k * n + 8);
+        int64_t k = ~steps[s];
+        vf w[V];
+        for (int v = 0; v < V; v++)
+            w[v] = loadv(wp + s * NB + v * VW);
+        s++;
         for (int r = 0; r < MB; r++) {
             float xv = x0[r * ldx + k];
-            a[r][0] = keep_stored(a[r][0], mac8(a[r][0], xv, w0, fused), w0);
-            a[r][1] = keep_stored(a[r][1], mac8(a[r][1], xv, w1, fused), w1);
+            for (int v = 0; v < V; v++)
+                a[r][v] = keep_stored(a[r][v], macv(a[r][v], xv, w[v], fused), w[v]);
         }
     }
-    for (int r = 0; r < MB; r++) {
-        memcpy(y + r * n, &a[r][0], sizeof(v8));
-        memcpy(y + r * n + 8, &a[r][1], sizeof(v8));
-    }
+    for (int r = 0; r < MB; r++)
+        memcpy(y + r * n, a[r], sizeof a[r]);
 }
 
-/* An edge tile (rows < MB or cols < NB), element by element. */
-static void tile_edge(const float *x0, int64_t ldx, const float *w, int64_t n, const int32_t *steps, int64_t ns,
-                      int fused, float *y, int rows, int cols)
+/* An edge tile (rows < MB or cols < NB), element by element; it always skips unstored weights. */
+static void tile_edge(const float *x0, int64_t ldx, const float *wp, const int32_t *steps, int64_t ns, int fused,
+                      float *y, int64_t n, int rows, int cols)
 {
     float a[MB][NB] = {{0}};
     for (int64_t s = 0; s < ns; s++) {
@@ -149,9 +168,10 @@ static void tile_edge(const float *x0, int64_t ldx, const float *w, int64_t n, c
         for (int r = 0; r < rows; r++) {
             float xv = x0[r * ldx + k];
             for (int c = 0; c < cols; c++) {
-                if (e < 0 && !stored(w + k * n + c))
+                const float *w = wp + s * NB + c;
+                if (e < 0 && !stored(w))
                     continue;
-                a[r][c] = fused ? fmaf(xv, w[k * n + c], a[r][c]) : a[r][c] + xv * w[k * n + c];
+                a[r][c] = fused ? fmaf(xv, *w, a[r][c]) : a[r][c] + xv * *w;
             }
         }
     }
@@ -159,18 +179,19 @@ static void tile_edge(const float *x0, int64_t ldx, const float *w, int64_t n, c
         memcpy(y + r * n, a[r], cols * sizeof(float));
 }
 
-/* Lists the steps of every column block q = g*nb + b into steps[q*K ..] and their number into counts[q].
- * finite is K bytes of scratch. Single-threaded, before the workers: it reads the weights once, row by
- * row in memory order, and no worker ever waits on another's share of it (on a busy core that share
- * could be held back for a whole time slice). */
-void edgenum_pe_plan(int64_t G, int64_t M, int64_t K, int64_t N, const float *x, const float *w, int32_t fused,
-                     int32_t *steps, int64_t *counts, uint8_t *finite)
+/* Lists the steps of every column block q = g*nb + b into steps[q*K ..] and their number into counts[q]: k
+ * where the block stores all its weights, ~k where it stores some; step s's 16 weights go to
+ * packed[(q*K + s)*NB ..] (zeros past the last column). totals gets the number of steps, of stored weights and
+ * of ~k steps. It reads the weights once, row by row in memory order; the caller keeps the plan for a weight
+ * that comes back. */
+void edgenum_pe_plan(int64_t G, int64_t K, int64_t N, const float *w, int32_t *steps, int64_t *counts,
+                     float *packed, int64_t *totals)
 {
     int64_t nb = (N + NB - 1) / NB;
+    totals[0] = totals[1] = totals[2] = 0;
+    for (int64_t q = 0; q < G * nb; q++)
+        counts[q] = 0;
     for (int64_t g = 0; g < G; g++) {
-        int have_finite = 0;
-        for (int64_t b = 0; b < nb; b++)
-            counts[g * nb + b] = 0;
         for (int64_t k = 0; k < K; k++) {
             const float *wk = w + (g * K + k) * N;
             for (int64_t b = 0; b < nb; b++) {
@@ -180,27 +201,26 @@ void edgenum_pe_plan(int64_t G, int64_t M, int64_t K, int64_t N, const float *x,
                     count += stored(wk + n0 + j);
                 if (count == 0)
                     continue;
-                int masked = count < cols && fused;
-                if (count < cols && !fused) {
-                    if (!have_finite) { /* whether each column of x[g] is finite, once per group */
-                        memset(finite, 1, K);
-                        for (int64_t m = 0; m < M; m++)
-                            for (int64_t i = 0; i < K; i++)
-                                finite[i] &= isfinite(x[(g * M + m) * K + i]) != 0;
-                        have_finite = 1;
-                    }
-                    masked = !finite[k];
-                }
-                steps[q * K + counts[q]++] = masked ? ~(int32_t)k : (int32_t)k;
+                totals[1] += count;
+                totals[2] += count < cols;
+                float *to = packed + (q * K + counts[q]) * NB;
+                memcpy(to, wk + n0, cols * sizeof(float));
+                memset(to + cols, 0, (NB - cols) * sizeof(float));
+                steps[q * K + counts[q]++] = count < cols ? ~(int32_t)k : (int32_t)k;
             }
         }
     }
+    for (int64_t q = 0; q < G * nb; q++)
+        totals[0] += counts[q];
 }
 
 /* One worker: claims tiles (CHUNK at a time) from *next until none is left; each output is written by
- * the one worker that claimed its tile. */
-void edgenum_pe_gemm_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float *x, const float *w, int32_t fused,
-                         const int32_t *steps, const int64_t *counts, float *y, int64_t *next)
+ * the one worker that claimed its tile. `masking`: whether a step listed as ~k must skip the unstored
+ * weights (adding x*(+0) instead is exact while x is finite and acc is never -0, which only a fused MAC can
+ * make, so the caller sets it where x holds Inf or NaN, and a fused MAC always masks). */
+void edgenum_pe_gemm_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float *x, const float *packed,
+                         int32_t fused, int32_t masking, const int32_t *steps, const int64_t *counts, float *y,
+                         int64_t *next)
 {
     fenv_t env;
     fegetenv(&env);
@@ -212,16 +232,91 @@ void edgenum_pe_gemm_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float
             int64_t g = q / nb, m0 = i * MB, n0 = q % nb * NB;
             int rows = M - m0 < MB ? (int)(M - m0) : MB;
             int cols = N - n0 < NB ? (int)(N - n0) : NB;
-            const float *xb = x + (g * M + m0) * K, *wb = w + g * K * N + n0;
+            const float *xb = x + (g * M + m0) * K, *wb = packed + q * K * NB;
             const int32_t *sl = steps + q * K;
             int64_t ns = counts[q];
             float *yb = y + (g * M + m0) * N + n0;
             if (rows < MB || cols < NB)
-                tile_edge(xb, K, wb, N, sl, ns, fused, yb, rows, cols);
+                tile_edge(xb, K, wb, sl, ns, fused, yb, N, rows, cols);
             else if (fused)
-                tile16(xb, K, wb, N, sl, ns, 1, yb);
+                tile16(xb, K, wb, sl, ns, 1, 1, yb, N);
+            else if (masking)
+                tile16(xb, K, wb, sl, ns, 0, 1, yb, N);
             else
-                tile16(xb, K, wb, N, sl, ns, 0, yb);
+                tile16(xb, K, wb, sl, ns, 0, 0, yb, N);
+        }
+    }
+    fesetenv(&env);
+}
+
+/* PE-order GEMM column by column, for weights whose columns store different k (column-vector sparsity): a
+ * column block's steps are then nearly every k, and each column's own list skips what it does not store.
+ * The plan lists column q = g*N + n's stored weights in increasing k: ks[offsets[q] .. offsets[q+1]) and
+ * their values. offsets has G*N + 1 entries. */
+void edgenum_pe_columns_plan(int64_t G, int64_t K, int64_t N, const float *w, int64_t *offsets, int32_t *ks,
+                             float *values)
+{
+    memset(offsets, 0, (G * N + 1) * sizeof *offsets);
+    for (int64_t g = 0; g < G; g++) /* offsets[q + 1] = column q's count */
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t n = 0; n < N; n++)
+                offsets[g * N + n + 1] += stored(w + (g * K + k) * N + n);
+    for (int64_t q = 0, start = 0; q < G * N; q++) { /* offsets[q + 1] = column q's start */
+        int64_t count = offsets[q + 1];
+        offsets[q + 1] = start;
+        start += count;
+    }
+    for (int64_t g = 0; g < G; g++) /* filling column q moves offsets[q + 1] on to its end: column q+1's start */
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t n = 0; n < N; n++) {
+                const float *wk = w + (g * K + k) * N + n;
+                if (stored(wk)) {
+                    int64_t at = offsets[g * N + n + 1]++;
+                    ks[at] = (int32_t)k;
+                    values[at] = *wk;
+                }
+            }
+}
+
+#define PANEL 64       /* rows of x per panel: 64 / VW accumulator vectors per column */
+#define PANEL_COLS 16  /* columns per work item */
+
+/* One worker of the column-wise PE-order GEMM. xp holds x as panels (G, P, K, PANEL): panel p of group g is
+ * rows PANEL*p .. PANEL*p + PANEL - 1, transposed, padded with zero rows. A work item is PANEL_COLS columns of
+ * one panel (consecutive items share the panel, which stays cached); each of its outputs adds fl(w*x), or
+ * fl(acc + w*x) fused, over its column's stored k in increasing k: unstored weights are skipped, not added. */
+void edgenum_pe_columns_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float *xp, int32_t fused,
+                            const int64_t *offsets, const int32_t *ks, const float *values, float *y, int64_t *next)
+{
+    fenv_t env;
+    fegetenv(&env);
+    fesetenv(FE_DFL_ENV);
+    int64_t P = (M + PANEL - 1) / PANEL, nc = (N + PANEL_COLS - 1) / PANEL_COLS, t0 = 0, t1 = 0;
+    float out[PANEL][PANEL_COLS];
+    while (claim(next, 1, G * P * nc, &t0, &t1)) {
+        for (int64_t t = t0; t < t1; t++) {
+            int64_t c = t % nc, p = t / nc % P, g = t / nc / P, n0 = c * PANEL_COLS;
+            int64_t cols = N - n0 < PANEL_COLS ? N - n0 : PANEL_COLS;
+            int64_t rows = M - p * PANEL < PANEL ? M - p * PANEL : PANEL;
+            const float *panel = xp + (g * P + p) * K * PANEL;
+            for (int64_t j = 0; j < cols; j++) {
+                int64_t q = g * N + n0 + j;
+                vf a[PANEL / VW];
+                for (int r = 0; r < PANEL / VW; r++)
+                    a[r] = (vf){0};
+                if (fused)
+                    for (int64_t s = offsets[q]; s < offsets[q + 1]; s++)
+                        for (int r = 0; r < PANEL / VW; r++)
+                            a[r] = macv(a[r], values[s], loadv(panel + (int64_t)ks[s] * PANEL + VW * r), 1);
+                else
+                    for (int64_t s = offsets[q]; s < offsets[q + 1]; s++)
+                        for (int r = 0; r < PANEL / VW; r++)
+                            a[r] = macv(a[r], values[s], loadv(panel + (int64_t)ks[s] * PANEL + VW * r), 0);
+                for (int r = 0; r < PANEL; r++)
+                    out[r][j] = a[r / VW][r % VW];
+            }
+            for (int64_t r = 0; r < rows; r++)
+                memcpy(y + (g * M + p * PANEL + r) * N + n0, out[r], cols * sizeof(float));
         }
     }
     fesetenv(&env);

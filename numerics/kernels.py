@@ -4,9 +4,11 @@ UCLM softmax, and the head and tail of a crossbar Linear.
 **PE-order GEMM.** The PEs round every product and every partial sum in k order
 (``docs/hardware/flexisaga.md`` §2.2), so no reassociation is allowed: in eager torch that is one
 elementwise pass over the whole output per k, 12-25x a ``torch.matmul`` of the same shape. The C
-kernel keeps a 4 x 16 block of accumulators in registers across all of its k steps, skips the steps a
-column block does not store (so it gets faster with row-vector sparsity) and runs at about 2-3x
-``torch.matmul`` dense.
+kernel runs it in one of two ways, chosen per call from the weight's :class:`PEPlan` (which callers keep
+for a weight that comes back): blocks of 4 x 16 accumulators held in registers across all the k steps
+that any of the block's 16 columns stores (so row-vector sparsity skips whole steps; about 2x
+``torch.matmul`` dense), or one column at a time over 64 rows, each column skipping exactly the weights
+it does not store (column-vector sparsity, where a 16-column block stores nearly every k).
 
 **Lookups.** Every elementwise function of one bfloat16 input (expp, the GELU, the softmax's
 exponentials) is a gather from a 65,536-entry table. torch's ``index_select`` hands its threads work
@@ -38,6 +40,7 @@ error. Both paths give the same bits, as the tests check against the scalar refe
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import os
 import platform
@@ -54,6 +57,11 @@ import torch
 SOURCE = Path(__file__).with_name("kernels.c")
 COLUMN_BLOCK = 16
 """Output columns that share one list of steps (the kernel's tile width, ``NB`` in the C file)."""
+PANEL = 64
+"""Rows of x the column path runs at once (``PANEL`` in the C file)."""
+COLUMN_COST = 1.6
+"""How much slower the column path runs one MAC than the block path: 1.5-2x measured (``bench/sparse_gemm.py``,
+row vectors at sparsity 0.5, where both paths run the same MACs)."""
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared")
 """Compiler flags: full optimisation, but every ``+`` and ``*`` rounds once, in source order."""
 MODES = ("auto", "eager", "compiled")
@@ -136,10 +144,12 @@ def _load() -> ctypes.CDLL | None:
                 raise RuntimeError(f"no C compiler {cc!r} on PATH")
             library = ctypes.CDLL(str(_compile(cc)))
             i64, i32, ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
-            problem = [i64, i64, i64, i64, ptr, ptr, i32, ptr, ptr]
-            library.edgenum_pe_plan.argtypes = [*problem, ptr]
-            library.edgenum_pe_gemm_f32.argtypes = [*problem, ptr, ptr]
-            library.edgenum_pe_plan.restype = library.edgenum_pe_gemm_f32.restype = None
+            library.edgenum_pe_plan.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr]
+            library.edgenum_pe_gemm_f32.argtypes = [i64, i64, i64, i64, ptr, ptr, i32, i32, ptr, ptr, ptr, ptr]
+            library.edgenum_pe_columns_plan.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr]
+            library.edgenum_pe_columns_f32.argtypes = [i64, i64, i64, i64, ptr, i32, ptr, ptr, ptr, ptr, ptr]
+            for name in ("pe_plan", "pe_gemm_f32", "pe_columns_plan", "pe_columns_f32"):
+                getattr(library, f"edgenum_{name}").restype = None
             library.edgenum_lookup16.argtypes = [ptr, i64, ptr, i32, ptr, ptr]
             library.edgenum_lookup16.restype = None
             f64 = ctypes.c_double
@@ -224,11 +234,66 @@ def _run(function, args: tuple, work: int, small: int) -> None:
         raise interrupted
 
 
-def pe_gemm(x: torch.Tensor, weight: torch.Tensor, fused: bool) -> torch.Tensor | None:
+@dataclasses.dataclass
+class PEPlan:
+    """How the PE-order GEMM walks one weight (G, K, N): what it reads of the weight's zeros, computed
+    once per weight (:func:`pe_plan`) and valid while the weight is unchanged. Holds no reference to the
+    weight."""
+
+    shape: tuple[int, int, int]
+    """The weight's (G, K, N)."""
+    steps: torch.Tensor
+    """int32 (G·ceil(N/16), K): per 16-column block, the k where it stores all its weights, or ~k where
+    some; its first ``counts`` entries are used."""
+    counts: torch.Tensor
+    """int64: the number of steps of each block."""
+    packed: torch.Tensor
+    """float32 (G·ceil(N/16), K, 16): each block's weights at its steps, in step order (zeros past N)."""
+    block_steps: int
+    """All blocks' steps together."""
+    stored: int
+    """Stored weights (bits not those of +0)."""
+    partial: int
+    """Steps listed as ~k."""
+    columns: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    """(offsets, ks, values): each column's stored k and weights, built the first time the column path runs."""
+
+    def path(self, rows: int) -> str:
+        """``"columns"`` where one column at a time costs less than blocks for ``rows`` rows of x, else
+        ``"blocks"``: a block step is 16 MACs per row; the column path pads the rows to 64 and runs a
+        stored weight's MACs :data:`COLUMN_COST` times slower (measured)."""
+        padded = -(-rows // PANEL) * PANEL
+        return "columns" if COLUMN_COST * padded * self.stored < rows * COLUMN_BLOCK * self.block_steps else "blocks"
+
+
+def pe_plan(weight: torch.Tensor) -> PEPlan | None:
+    """The :class:`PEPlan` of a float32 CPU ``weight`` (G, K, N); None where the kernel is unavailable or
+    the weight is not of that kind."""
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.dim() != 3:
+        return None
+    library = _library()
+    if library is None:
+        return None
+    g, k, n = weight.shape
+    weight = weight.contiguous()
+    blocks = g * -(-n // COLUMN_BLOCK)
+    steps = torch.empty(blocks, k, dtype=torch.int32)
+    counts = torch.empty(blocks, dtype=torch.int64)
+    packed = torch.empty(blocks, k, COLUMN_BLOCK, dtype=torch.float32)
+    totals = torch.empty(3, dtype=torch.int64)
+    args = (steps.data_ptr(), counts.data_ptr(), packed.data_ptr(), totals.data_ptr())
+    library.edgenum_pe_plan(g, k, n, weight.data_ptr(), *args)
+    return PEPlan((g, k, n), steps, counts, packed, *totals.tolist())
+
+
+def pe_gemm(
+    x: torch.Tensor, weight: torch.Tensor, fused: bool, plan: PEPlan | None = None, path: str | None = None
+) -> torch.Tensor | None:
     """``x`` (G, M, K) times ``weight`` (G, K, N), float32 on the CPU, in PE order: per output, acc
     from +0 adds fl(x·w) (``fused``: fl(acc + x·w)) for k = 0..K-1 where the weight is stored (its bits
-    are not +0's). None where the kernel is unavailable or the tensors are not float32 CPU tensors:
-    the caller then runs its eager loop."""
+    are not +0's). ``plan``: the weight's :class:`PEPlan`, if the caller keeps one; ``path``:
+    ``"blocks"`` or ``"columns"`` instead of the plan's choice (both give the same bits). None where the
+    kernel is unavailable or the tensors are not float32 CPU tensors: the caller then runs its eager loop."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return None
     library = _library()
@@ -237,16 +302,33 @@ def pe_gemm(x: torch.Tensor, weight: torch.Tensor, fused: bool) -> torch.Tensor 
     g, m, k = x.shape
     n = weight.shape[2]
     x, weight = x.contiguous(), weight.contiguous()
+    plan = plan or pe_plan(weight)
+    if plan.shape != tuple(weight.shape):
+        raise ValueError(f"the plan is for a weight of shape {plan.shape}, not {tuple(weight.shape)}")
     y = torch.empty(g, m, n, dtype=torch.float32)
     if y.numel() == 0:
         return y
-    blocks = g * -(-n // COLUMN_BLOCK)
-    steps = torch.empty(blocks * k, dtype=torch.int32)
-    counts = torch.empty(blocks, dtype=torch.int64)
-    problem = (g, m, k, n, x.data_ptr(), weight.data_ptr(), int(fused), steps.data_ptr(), counts.data_ptr())
-    scratch = torch.empty(k, dtype=torch.uint8)  # kept alive by this name while the kernel reads it
-    library.edgenum_pe_plan(*problem, scratch.data_ptr())
-    _run(library.edgenum_pe_gemm_f32, (*problem, y.data_ptr()), g * m * n * max(k, 1), SMALL)
+    path = path or plan.path(m)
+    if path == "columns":
+        if plan.columns is None:
+            offsets = torch.empty(g * n + 1, dtype=torch.int64)
+            ks, values = torch.empty(plan.stored, dtype=torch.int32), torch.empty(plan.stored, dtype=torch.float32)
+            args = (offsets.data_ptr(), ks.data_ptr(), values.data_ptr())
+            library.edgenum_pe_columns_plan(g, k, n, weight.data_ptr(), *args)
+            plan.columns = offsets, ks, values
+        panels = -(-m // PANEL)
+        xp = torch.zeros(g, panels * PANEL, k, dtype=torch.float32)
+        xp[:, :m] = x
+        xp = xp.view(g, panels, PANEL, k).transpose(2, 3).contiguous()  # (G, P, K, 64): a k's 64 rows adjacent
+        args = (g, m, k, n, xp.data_ptr(), int(fused), *(t.data_ptr() for t in plan.columns), y.data_ptr())
+        _run(library.edgenum_pe_columns_f32, args, panels * PANEL * plan.stored, SMALL)
+    elif path == "blocks":
+        masking = plan.partial > 0 and not fused and not bool(torch.isfinite(x).all())
+        args = (g, m, k, n, x.data_ptr(), plan.packed.data_ptr(), int(fused), int(masking))
+        args += (plan.steps.data_ptr(), plan.counts.data_ptr(), y.data_ptr())
+        _run(library.edgenum_pe_gemm_f32, args, m * COLUMN_BLOCK * plan.block_steps, SMALL)
+    else:
+        raise ValueError(f"path must be 'blocks' or 'columns', got {path!r}")
     return y
 
 

@@ -18,11 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from numerics import kernels
 from numerics.conv import conv_as_gemm, copy_conv_attributes, is_depthwise, module_input
+from numerics.derived import derived
 from numerics.emulation import in_reference_arithmetic
 from numerics.formats import fma_f32
 from numerics.heads import HEADS, head_rule
-from numerics.kernels import pe_gemm
+from numerics.kernels import pe_gemm, pe_plan
 from numerics.quant import run_batches
 from numerics.reconstruct import check_damping, gemm_rows, padding_mask, reconstruct_
 from numerics.recovery import Recovery, recover  # noqa: F401  (public here: the pruning workflow's last step)
@@ -187,13 +189,33 @@ class SparseLinear(nn.Module):
             return F.linear(x, self.weight, self.bias)
         if not x.is_floating_point():
             raise TypeError(f"input must be a floating-point tensor, got {x.dtype}")
-        weight = self._masked().float()
         bias = None if self.bias is None else self.bias.float()
         if self.config.accumulation == "fast":
-            return F.linear(x.float(), weight, bias).to(x.dtype)
-        y = _SequentialLinear.apply(x.float().reshape(-1, self.in_features), weight, self.config)
+            return F.linear(x.float(), self._masked().float(), bias).to(x.dtype)
+        x2 = x.float().reshape(-1, self.in_features)
+        y = None
+        if not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+            y = self._compiled_forward(x2)
+        if y is None:
+            y = _SequentialLinear.apply(x2, self._masked().float(), self.config)
         y = y.reshape(*x.shape[:-1], self.out_features)
         return (y if bias is None else y + bias).to(x.dtype)
+
+    def _compiled_forward(self, x2: torch.Tensor) -> torch.Tensor | None:
+        """The PE-order product by the compiled kernel, with the masked float32 weight (K, N) and its plan
+        kept while the weight and the mask are unchanged; None where the kernel does not run."""
+        if x2.device.type != "cpu" or self.weight.device.type != "cpu" or not kernels.available():
+            return None
+
+        def make():
+            weight = self._masked().float().T.contiguous()[None]
+            return weight, pe_plan(weight)
+
+        kept = derived(self.weight, "pe weight", (id(self.mask), self.mask._version), make, first_sight=True)
+        if kept is None:  # an inference-mode weight: nothing to key on
+            return None
+        weight, plan = kept
+        return pe_gemm(x2[None], weight, self.config.fused_mac, plan)[0]
 
     def extra_repr(self) -> str:
         return (

@@ -30,8 +30,9 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from numerics.derived import derived
 from numerics.formats import fma_f32
-from numerics.kernels import pe_gemm
+from numerics.kernels import pe_gemm, pe_plan
 from numerics.validation import check_padded
 
 VECTORS = ("row", "col", "channel", "auto")
@@ -662,7 +663,8 @@ def sparse_gemm(x: torch.Tensor, weight, config: FlexiSAGAConfig = FLEXISAGA_16X
         raise ValueError(f"x is on {x.device} but weight is on {weight.device}")
     if config.dtype == "float32" and config.accumulation == "fast":
         return torch.matmul(x, weight)
-    compiled = pe_gemm(x[None], weight[None], config.fused_mac)  # float32 CPU tensors only, else None
+    plan = derived(weight, "pe plan", None, lambda: pe_plan(weight[None]))  # kept for a weight that comes back
+    compiled = pe_gemm(x[None], weight[None], config.fused_mac, plan)  # float32 CPU tensors only, else None
     if compiled is not None:
         return compiled[0]
     weight = weight.contiguous()  # rows W[k] are read once per step

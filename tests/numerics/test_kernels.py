@@ -1,5 +1,6 @@
 """The compiled kernels. PE-order GEMM: bit for bit the spec's scalar reference and the eager loop, on
-full tiles and edges, with masked steps, subnormals and non-finite activations. Lookups: every code,
+both paths (column blocks, single columns), full tiles and edges, with masked steps, subnormals and
+non-finite activations; the plan by hand, the path each sparsity takes, a kept plan going stale. Lookups: every code,
 strided inputs. UCLM softmax: the torch path on masked and empty rows (its scalar reference test is in
 test_uclm.py, run on both paths). All: threads; fallback; build errors; cache."""
 
@@ -45,6 +46,14 @@ def eager(x, w, config):
         return sparse_gemm(x, w, config)
 
 
+def on_path(x, w, fused, path):
+    """The compiled PE-order GEMM of one (M, K) x (K, N) product on ``path``."""
+    return kernels.pe_gemm(x[None], w[None], fused, path=path)[0]
+
+
+PATHS = ("blocks", "columns")
+
+
 @needs_compiler
 def test_the_kernel_is_built_where_a_compiler_is():
     assert kernels.available()
@@ -80,29 +89,43 @@ def test_gemm_is_the_scalar_reference(kernel, case, fused):
 
 
 @needs_compiler
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=30, deadline=None)
+@given(case=gemm_case(), fused=st.booleans())
+def test_each_path_is_the_scalar_reference(path, case, fused):
+    x, w = case
+    got = on_path(torch.tensor(x), torch.tensor(w), fused, path)
+    assert bits(got) == bits(torch.tensor(ref.gemm(x, w, fused_mac=fused)))
+
+
+@needs_compiler
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("fused", [False, True])
-def test_compiled_gemm_is_the_scalar_reference_on_tiles_and_edges(fused):
-    # 9 x 37 outputs: two full 4-row tiles and an edge row, two full 16-column blocks and an edge of 5;
-    # magnitudes spread over 2^±20, so that another summation order rounds differently
+def test_compiled_gemm_is_the_scalar_reference_on_tiles_and_edges(fused, path):
+    # 70 x 37 outputs: full 4- and 8-row tiles and edge rows, a full 64-row panel and one of 6 rows, two
+    # full 16-column blocks and an edge of 5; magnitudes spread over 2^±20, so that another summation
+    # order rounds differently
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(9, 7, generator=g) * 2.0 ** torch.randint(-20, 21, (9, 7), generator=g)
+    x = torch.randn(70, 7, generator=g) * 2.0 ** torch.randint(-20, 21, (70, 7), generator=g)
     w = torch.randn(7, 37, generator=g) * 2.0 ** torch.randint(-20, 21, (7, 37), generator=g)
     w[torch.rand(7, 37, generator=g) < 0.3] = 0.0
-    got = sparse_gemm(x, w, FlexiSAGAConfig(fused_mac=fused))
+    got = on_path(x, w, fused, path)
     assert bits(got) == bits(torch.tensor(ref.gemm(x.tolist(), w.tolist(), fused_mac=fused)))
     assert not torch.equal(got, (x.double() @ w.double()).float())  # the order shows in the bits
 
 
 @needs_compiler
-def test_a_fused_mac_keeps_negative_zero_past_a_masked_step_in_a_full_tile():
+@pytest.mark.parametrize("path", PATHS)
+def test_a_fused_mac_keeps_negative_zero_past_a_masked_step_in_a_full_tile(path):
     # fma(-23·2^-149, 2^-6, +0) rounds to -0 in column 1; step 2 stores only column 0 of the block,
-    # so column 1 must keep -0 (adding x·(+0) = +0 would give +0). 4 x 16: the vectorised tile.
-    x = torch.tensor([[0.0, -3.2229864679470793e-44, 1.0]]).repeat(4, 1)
+    # so column 1 must keep -0 (adding x·(+0) = +0 would give +0). 8 x 16: a vectorised tile (of 4 or 8
+    # rows, as the CPU's registers allow).
+    x = torch.tensor([[0.0, -3.2229864679470793e-44, 1.0]]).repeat(8, 1)
     w = torch.zeros(3, 16)
     w[1, 1], w[2, 0] = 2.0**-6, 1.0
-    got = sparse_gemm(x, w, FlexiSAGAConfig(fused_mac=True))
-    assert got[:, 1].tolist() == [-0.0] * 4 and all(math.copysign(1, v) < 0 for v in got[:, 1].tolist())
-    assert got[:, 0].tolist() == [1.0] * 4
+    got = on_path(x, w, True, path)
+    assert got[:, 1].tolist() == [-0.0] * 8 and all(math.copysign(1, v) < 0 for v in got[:, 1].tolist())
+    assert got[:, 0].tolist() == [1.0] * 8
 
 
 @needs_compiler
@@ -115,9 +138,10 @@ def test_a_fused_mac_keeps_negative_zero_past_a_masked_step_in_a_full_tile():
     st.sampled_from(["row", "col", "channel"]),
     st.booleans(),
     st.booleans(),
+    st.sampled_from([None, *PATHS]),
     st.integers(0, 2**31 - 1),
 )
-def test_compiled_gemm_is_the_eager_loop(m, k, n, sparsity, vector, fused, non_finite, seed):
+def test_compiled_gemm_is_the_eager_loop(m, k, n, sparsity, vector, fused, non_finite, path, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(m, k, generator=g) * 10.0 ** torch.randint(-30, 30, (m, k), generator=g)
     if non_finite:  # inf and NaN activations meet unstored weights only in the eager loop's masked steps
@@ -125,6 +149,63 @@ def test_compiled_gemm_is_the_eager_loop(m, k, n, sparsity, vector, fused, non_f
         x[torch.rand(m, k, generator=g) < 0.05] = math.nan
     w, _ = prune(torch.randn(k, n, generator=g), sparsity, tile=(4, 16), vector=vector)
     config = FlexiSAGAConfig(fused_mac=fused)
+    got = sparse_gemm(x, w, config) if path is None else on_path(x, w, fused, path)
+    assert same_bits(got, eager(x, w, config))
+
+
+@needs_compiler
+def test_the_plan_lists_each_blocks_steps_and_packs_its_weights():
+    # K = 3, N = 20: block 0 holds columns 0-15, block 1 columns 16-19. Row 0 stores every weight, row 1
+    # only column 3 (and -0 in column 17, which is stored), row 2 none. Block 0: steps 0 and ~1 (some of
+    # its weights stored); block 1: steps 0 and ~1. 4 steps, 20 + 2 stored weights, 2 partial steps.
+    w = torch.zeros(1, 3, 20)
+    w[0, 0] = torch.arange(1.0, 21.0)
+    w[0, 1, 3], w[0, 1, 17] = 5.0, -0.0
+    plan = kernels.pe_plan(w)
+    assert plan.counts.tolist() == [2, 2]
+    assert plan.steps[0, :2].tolist() == [0, ~1] and plan.steps[1, :2].tolist() == [0, ~1]
+    assert (plan.block_steps, plan.stored, plan.partial) == (4, 22, 2)
+    assert plan.packed[0, 0].tolist() == list(range(1, 17))
+    assert plan.packed[0, 1].tolist() == [0.0] * 3 + [5.0] + [0.0] * 12
+    assert plan.packed[1, 0].tolist() == [17.0, 18.0, 19.0, 20.0] + [0.0] * 12  # zeros past N
+    assert math.copysign(1, plan.packed[1, 1, 1].item()) < 0
+
+
+@needs_compiler
+def test_column_vectors_take_the_column_path_and_row_vectors_the_blocks():
+    # 128 rows: 2 full panels. Row vectors prune whole steps of a block (the block path skips them); column
+    # vectors at 0.5 leave every block nearly all its steps but each column half of them:
+    # 128 · 16 · (K·N/16) block MACs against 1.6 · 128 · K·N/2 column MACs.
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(256, 256, generator=g)
+    for vector, path in (("row", "blocks"), ("col", "columns")):
+        pruned, _ = prune(w, 0.5, tile=(16, 16), vector=vector)
+        assert kernels.pe_plan(pruned[None]).path(128) == path
+    dense = kernels.pe_plan(w[None])
+    assert dense.path(128) == "blocks" and dense.path(1) == "blocks"
+    col, _ = prune(w, 0.5, tile=(16, 16), vector="col")
+    assert kernels.pe_plan(col[None]).path(8) == "blocks"  # 8 rows would pad to a 64-row panel
+
+
+@needs_compiler
+def test_pe_gemm_refuses_a_plan_of_another_shape_and_an_unknown_path():
+    x, w = torch.ones(1, 4, 3), torch.ones(1, 3, 16)
+    with pytest.raises(ValueError, match="plan is for a weight of shape"):
+        kernels.pe_gemm(x, w, False, plan=kernels.pe_plan(torch.ones(1, 3, 17)))
+    with pytest.raises(ValueError, match="path must be 'blocks' or 'columns'"):
+        kernels.pe_gemm(x, w, False, path="rows")
+
+
+@needs_compiler
+def test_sparse_gemm_keeps_the_plan_of_a_weight_that_comes_back_until_it_changes():
+    g = torch.Generator().manual_seed(4)
+    x, w = torch.randn(70, 48, generator=g), torch.randn(48, 40, generator=g)
+    w, _ = prune(w, 0.5, tile=(16, 16), vector="col")
+    config = FlexiSAGAConfig()
+    for _ in range(3):  # the plan is kept from the second call on
+        assert same_bits(sparse_gemm(x, w, config), eager(x, w, config))
+    w[w != 0] *= -3.0  # same zeros, other values: a kept plan with the old ones would give other bits
+    w[:16, 0] = 0.0  # and another step list
     assert same_bits(sparse_gemm(x, w, config), eager(x, w, config))
 
 

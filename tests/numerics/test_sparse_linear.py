@@ -69,6 +69,34 @@ def test_sequential_forward_is_the_pe_gemm_plus_bias():
     torch.testing.assert_close(seq_out, fast_out, rtol=1e-5, atol=1e-4)
 
 
+def test_without_a_gradient_the_kept_weight_follows_every_change():
+    # No gradient wanted: the layer keeps its masked float32 weight and plan. Each output must stay the PE
+    # product of the weight and mask as they are now: after an in-place edit, a mask edit, and Module.to()
+    # (which puts new data into the same Parameter, its version unchanged).
+    g = torch.Generator().manual_seed(5)
+    w, b = torch.randn(70, 48, generator=g), torch.randn(70, generator=g)
+    _, mask = prune(w.T, 0.5, tile=(16, 16), vector="col")
+    layer = SparseLinear(w, mask.T, b)
+    x = torch.randn(3, 66, 48, generator=g)
+
+    def want():
+        weight = torch.where(layer.mask, layer.weight, 0).float().T.contiguous()
+        y = sparse_gemm(x.to(layer.weight.dtype).float().reshape(-1, 48), weight) + layer.bias.float()
+        return y.reshape(3, 66, 70).to(layer.weight.dtype)
+
+    with torch.no_grad():
+        for _ in range(2):
+            assert torch.equal(layer(x), want())
+        layer.weight.mul_(-2.0)
+        assert torch.equal(layer(x), want())
+        layer.mask[:, :16] = False
+        assert torch.equal(layer(x), want())
+        layer.to(torch.bfloat16)
+        x = x.bfloat16()
+        assert torch.equal(layer(x), want())
+    assert torch.equal(layer(x), want())  # with a gradient: the autograd path, same bits
+
+
 @pytest.mark.parametrize("accumulation", ["sequential", "fast"])
 @pytest.mark.parametrize("opt", ["adamw", "sgd"])
 def test_masked_fine_tuning_keeps_zeros_zero(accumulation, opt):
