@@ -1,6 +1,7 @@
 """Coverage of every target on the architectures users bring (tests.architectures, seeded random weights):
 per model and target, what was emulated in one forward pass, what was not, the output's cosine vs FP32,
-the emulated forward's time over FP32's (measured in the same run) and the cost model's cycles.
+the emulated forward's time over FP32's (the median ratio of the best of 5 calls each, timed back to back, so
+that load from other processes hits both alike) and the cost model's cycles.
 
     python -m bench.coverage [--models gpt2,resnet18] [--targets softex,hastily] [--repeats 3]
 """
@@ -10,7 +11,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from bench.timing import arguments, median_seconds, parse
+from bench.timing import arguments, paired_ratio, parse
 from hwmodels import estimate
 from numerics.nn import emulate
 from tests.architectures import ARCHITECTURES
@@ -39,18 +40,17 @@ def main() -> None:
         inputs = {k: v.to(args.device) for k, v in arch.inputs().items()}
         with torch.no_grad():
             reference = arch.readout(model(**inputs))
-            native = median_seconds(lambda: model(**inputs), repeats=args.repeats, warmup=1)  # noqa: B023
         for target in args.targets.split(","):
             em = emulate(model, target)
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 out = arch.readout(em(**inputs))
                 counts, unemulated = dict(em.emulation.counts), dict(em.emulation.unemulated)
-                emulated = median_seconds(lambda: em(**inputs), repeats=args.repeats, warmup=0)  # noqa: B023
+                _, ratio = paired_ratio(lambda: em(**inputs), lambda: model(**inputs), args.repeats)  # noqa: B023
             cycles = estimate(em, forward_kwargs=inputs).total_cycles
             print(
                 f"| {name} | {target} | {_counts(counts)} | {_counts(unemulated)} | {_cosine(out, reference):.4f} "
-                f"| {emulated / native:.1f}x | {cycles:,} |",
+                f"| {ratio:.1f}x | {cycles:,} |",
                 flush=True,
             )
 

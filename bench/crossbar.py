@@ -13,32 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import statistics
 import sys
 
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench.timing import arguments, parse, seconds  # noqa: E402
+from bench.timing import arguments, paired_ratio, parse  # noqa: E402
 from numerics.cim_layers import CrossbarLinear  # noqa: E402
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, crossbar_matmul  # noqa: E402
 from numerics.quant import QuantConfig  # noqa: E402
 
 TOKENS, D_IN, D_OUT = 128, 384, 1536
-
-
-def ratio(fn, ref, repeat: int) -> tuple[float, float]:
-    """Median time of ``fn`` and median of fn/ref ratios, the two timed back to back so that
-    load from other processes hits both alike, each the best of 5 calls (the same for both: on a busy
-    machine the best of several calls of one against a single call of the other skews the ratio)."""
-    fn(), ref()  # warm-up
-    times, ratios = [], []
-    for _ in range(repeat):
-        t = min(seconds(fn) for _ in range(5))
-        t_ref = min(seconds(ref) for _ in range(5))
-        times.append(t)
-        ratios.append(t / t_ref)
-    return statistics.median(times), statistics.median(ratios)
 
 
 def main() -> None:
@@ -65,12 +50,12 @@ def main() -> None:
     for name, paths in cases.items():
         for path, cfg in paths.items():
             assert cfg.can_clip == (path == "clipping")
-            t, r = ratio(lambda cfg=cfg: crossbar_matmul(x_int, w_int, cfg), ref, args.repeats)
+            t, r = paired_ratio(lambda cfg=cfg: crossbar_matmul(x_int, w_int, cfg), ref, args.repeats)
             print(f"{name:<14}{path:<10}{t * 1e3:>10.2f}{r:>10.1f}")
         preset = ATLEUS_RERAM if name == "ATLEUS_RERAM" else HASTILY_SRAM
         quant = QuantConfig(granularity="crossbar" if name == "ATLEUS_RERAM" else "channel")
         layer = CrossbarLinear(linear.cpu(), 8, preset, quant).to(dev)
-        t, r = ratio(torch.no_grad()(lambda layer=layer: layer(x)), ref, args.repeats)
+        t, r = paired_ratio(torch.no_grad()(lambda layer=layer: layer(x)), ref, args.repeats)
         print(f"{name:<14}{'layer':<10}{t * 1e3:>10.2f}{r:>10.1f}")
 
 

@@ -5,7 +5,8 @@ python bench/sparse_gemm.py [--threads N] [--eager]   (prints ratios; timings de
 The PE-order columns are the compiled kernel where a C compiler is found (numerics/kernels.py), else
 the eager loop: ``sparse_gemm`` on a weight that comes back (its plan kept), plain and fused; the kernel
 path it picks; the whole ``SparseLinear`` against ``nn.Linear`` (no gradient); and the plan's one-off cost
-against one matmul. --eager adds a column timing the eager loop itself (one call each: it is slow).
+against one matmul; each ratio the median of back-to-back pairs (bench/timing.py). --eager adds a
+column timing the eager loop itself (one call each: it is slow).
 """
 
 import os
@@ -15,7 +16,7 @@ import sys
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench.timing import arguments, median_seconds, parse  # noqa: E402
+from bench.timing import arguments, median_seconds, paired_ratio, parse  # noqa: E402
 from numerics import kernels  # noqa: E402
 from numerics.sparse_linear import SparseLinear  # noqa: E402
 from numerics.sparsity import FlexiSAGAConfig, encode_bitmap, prune, sparse_gemm  # noqa: E402
@@ -33,7 +34,7 @@ def eager_seconds(fn) -> float:
 
 
 def main(m=128, k=768, n=3072, tile=(16, 16)):
-    ap = arguments(__doc__, repeats=9)
+    ap = arguments(__doc__, repeats=5)
     ap.add_argument("--eager", action="store_true", help="also time the eager PE-order loop")
     args = parse(ap)
     g = torch.Generator().manual_seed(0)
@@ -49,24 +50,27 @@ def main(m=128, k=768, n=3072, tile=(16, 16)):
     for vector in ("row", "col"):
         for s in (0.0, 0.5, 0.75):
             pruned, _ = prune(w, s, tile=tile, vector=vector)
-            t_mm = median_seconds(lambda pruned=pruned: torch.matmul(x, pruned), repeats=args.repeats)
-            t_seq = median_seconds(lambda pruned=pruned: sparse_gemm(x, pruned), repeats=args.repeats)
-            t_fused = median_seconds(lambda pruned=pruned: sparse_gemm(x, pruned, fused), repeats=args.repeats)
+            matmul = lambda pruned=pruned: torch.matmul(x, pruned)  # noqa: E731
+            _, seq = paired_ratio(lambda pruned=pruned: sparse_gemm(x, pruned), matmul, args.repeats)
+            _, fused_ratio = paired_ratio(lambda pruned=pruned: sparse_gemm(x, pruned, fused), matmul, args.repeats)
             eager = (
-                f"  {eager_seconds(lambda pruned=pruned: sparse_gemm(x, pruned)) / t_mm:12.1f}" if args.eager else ""
+                f"  {eager_seconds(lambda pruned=pruned: sparse_gemm(x, pruned)) / median_seconds(matmul):12.1f}"
+                if args.eager
+                else ""
             )
             plan = kernels.pe_plan(pruned[None])
             path = plan.path(m) if plan is not None else "eager"
-            t_plan = median_seconds(lambda pruned=pruned: kernels.pe_plan(pruned[None]), repeats=args.repeats)
+            _, plan_ratio = paired_ratio(lambda pruned=pruned: kernels.pe_plan(pruned[None]), matmul, args.repeats)
             linear = torch.nn.Linear(k, n)
             layer = SparseLinear(pruned.T, pruned.T != 0, linear.bias)
             with torch.no_grad():
-                t_linear = median_seconds(lambda linear=linear: linear(x), repeats=args.repeats)
-                t_layer = median_seconds(lambda layer=layer: layer(x), repeats=args.repeats)
+                _, layer_ratio = paired_ratio(
+                    lambda layer=layer: layer(x), lambda linear=linear: linear(x), args.repeats
+                )
             e = encode_bitmap(pruned, tile, vector=vector)
             print(
-                f"{vector:6}  {s:8.2f}  {t_seq / t_mm:10.2f}  {t_fused / t_mm:12.2f}{eager}  {path:7}"
-                f"  {t_layer / t_linear:12.2f}  {t_plan / t_mm:11.2f}  {e.compression_ratio:11.3f}"
+                f"{vector:6}  {s:8.2f}  {seq:10.2f}  {fused_ratio:12.2f}{eager}  {path:7}"
+                f"  {layer_ratio:12.2f}  {plan_ratio:11.2f}  {e.compression_ratio:11.3f}"
             )
 
 

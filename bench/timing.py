@@ -40,3 +40,17 @@ def median_seconds(fn, *, repeats: int = 9, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
     return statistics.median(seconds(fn) for _ in range(repeats))
+
+
+def paired_ratio(fn, ref, repeats: int, best_of: int = 5) -> tuple[float, float]:
+    """Median time of ``fn`` and median of fn/ref ratios, the two timed back to back so that load from
+    other processes hits both alike, each the best of ``best_of`` calls (the same for both: on a busy
+    machine the best of several calls of one against a single call of the other skews the ratio)."""
+    fn(), ref()  # warm-up
+    times, ratios = [], []
+    for _ in range(repeats):
+        t = min(seconds(fn) for _ in range(best_of))
+        t_ref = min(seconds(ref) for _ in range(best_of))
+        times.append(t)
+        ratios.append(t / t_ref)
+    return statistics.median(times), statistics.median(ratios)

@@ -18,6 +18,9 @@
  * the default (round to nearest even, subnormals kept) for the duration of a call.
  */
 #include <fenv.h>
+#if defined(__AVX512F__) || defined(__FMA__)
+#include <immintrin.h>
+#endif
 #include <sched.h>
 #include <math.h>
 #include <stdint.h>
@@ -76,14 +79,25 @@ static inline vf loadv(const float *p)
     return v;
 }
 
-static inline vf macv(vf acc, float x, vf w, int fused)
+/* fl(acc + x*w) lane by lane, rounded once: the CPU's fused multiply-add where it has one (the compiler does
+ * not always turn the fmaf loop into it), else fmaf. */
+static inline vf fmav(float x, vf w, vf acc)
 {
-    if (!fused)
-        return acc + x * w;
+#if VW == 16
+    return (vf)_mm512_fmadd_ps(_mm512_set1_ps(x), (__m512)w, (__m512)acc);
+#elif defined(__FMA__)
+    return (vf)_mm256_fmadd_ps(_mm256_set1_ps(x), (__m256)w, (__m256)acc);
+#else
     vf r;
     for (int c = 0; c < VW; c++)
         r[c] = fmaf(x, w[c], acc[c]);
     return r;
+#endif
+}
+
+static inline vf macv(vf acc, float x, vf w, int fused)
+{
+    return fused ? fmav(x, w, acc) : acc + x * w;
 }
 
 /* new where the weight w is stored (its bits are not all zero), old elsewhere */
