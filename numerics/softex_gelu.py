@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -42,7 +43,7 @@ _DATA = "gelu_coefficients.json"
 
 
 def _bf16_value(code: int) -> float:
-    return float(bits_to_bf16(torch.tensor([code], dtype=torch.int32))[0])
+    return struct.unpack("<f", struct.pack("<I", code << 16))[0]  # a BF16 code is the top half of an FP32 one
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,12 @@ def published_coefficients(terms: int = 4) -> GeluCoefficients:
     """The project's bit-exact fit for N = ``terms`` in 2..6 (spec 4.3; figures in the JSON file)."""
     if isinstance(terms, bool) or terms not in PUBLISHED_TERMS:
         raise ValueError(f"terms must be one of {PUBLISHED_TERMS} (published fits); got {terms!r}")
+    return _published_fit(terms)
+
+
+@lru_cache(maxsize=None)
+def _published_fit(terms: int) -> GeluCoefficients:
+    """Built and validated once per term count: every emulated GELU call asks for it."""
     fit = _published()["fits"][str(terms)]
     return GeluCoefficients(
         tuple(int(h, 16) for h in fit["a_hex"]),
