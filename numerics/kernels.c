@@ -433,6 +433,28 @@ static inline int64_t rows_per_claim(int64_t per_row)
     return per_row > 0 && per_row < ROW_CHUNK_ELEMENTS ? ROW_CHUNK_ELEMENTS / per_row : 1;
 }
 
+/* SoftEx's denominator with one accumulator (docs/hardware/softex.md, section 3.2), row by row: d = fl(d * f_k),
+ * then d = fl(d + s_k), for k = 0 .. beats-1 from d0; f and s are (rows, beats). Workers claim rows. */
+void edgenum_mul_add_scan(int64_t rows, int64_t beats, const float *d0, const float *f, const float *s, float *d,
+                          int64_t *next)
+{
+    fenv_t env;
+    fegetenv(&env);
+    fesetenv(FE_DFL_ENV);
+    int64_t chunk = rows_per_claim(beats), r0 = 0, r1 = 0;
+    while (claim(next, chunk, rows, &r0, &r1)) {
+        for (int64_t r = r0; r < r1; r++) {
+            float acc = d0[r];
+            for (int64_t k = 0; k < beats; k++) {
+                acc = acc * f[r * beats + k];
+                acc = acc + s[r * beats + k];
+            }
+            d[r] = acc;
+        }
+    }
+    fesetenv(&env);
+}
+
 void edgenum_input_codes(int64_t rows, int64_t length, const float *x, double q_m, float *codes, double *scales,
                          int64_t *bad, int64_t *next)
 {

@@ -157,6 +157,8 @@ def _load() -> ctypes.CDLL | None:
             library.edgenum_uclm_softmax.restype = None
             library.edgenum_small_quotients.argtypes = [i64, ptr, ptr, ptr]
             library.edgenum_small_quotients.restype = None
+            library.edgenum_mul_add_scan.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr]
+            library.edgenum_mul_add_scan.restype = None
             library.edgenum_input_codes.argtypes = [i64, i64, ptr, f64, ptr, ptr, ptr, ptr]
             library.edgenum_input_codes.restype = None
             library.edgenum_scale_blocks.argtypes = [i64, i64, i64, ptr, i32, ptr, ptr, ptr, ptr, ptr]
@@ -375,6 +377,23 @@ def uclm_softmax_codes(x: torch.Tensor, c: float, lut: torch.Tensor, config) -> 
     args += (int(config.div_rounding == "half_up"), codes.data_ptr())
     _run(library.edgenum_uclm_softmax, args, x.numel(), SMALL_ELEMENTS)
     return codes
+
+
+def mul_add_scan(d: torch.Tensor, factor: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
+    """SoftEx's one-accumulator denominator: per row, ``d = fl(d·f_k)`` then ``d = fl(d + s_k)`` for each
+    beat k, from ``d`` (rows,) with ``factor`` and ``s`` (rows, beats), float32 CPU tensors. None where the
+    kernel is unavailable or the tensors are not of that kind: the caller runs its loop over the beats."""
+    tensors = (d, factor, s)
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return None
+    library = _library()
+    if library is None:
+        return None
+    d, factor, s = (t.contiguous() for t in tensors)
+    out = torch.empty_like(d)
+    args = (s.shape[0], s.shape[1], d.data_ptr(), factor.data_ptr(), s.data_ptr(), out.data_ptr())
+    _run(library.edgenum_mul_add_scan, args, s.numel(), SMALL_ELEMENTS)
+    return out
 
 
 def input_codes(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from numerics import kernels
 from numerics.expp import expp
 from numerics.formats import bits_to_fp32, fma_f32, fp32_to_bits, require_bfloat16, round_to_bfloat16
 from numerics.formats import flush_subnormals as _flush
@@ -176,7 +177,12 @@ def _finite_shift(m: torch.Tensor) -> torch.Tensor:
 
 
 def _sum_single(factor: torch.Tensor, s: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """accumulators=1: D = fp32(D F_k), D = fp32(D + s_k), beat by beat (separate RNE operations)."""
+    """accumulators=1: D = fp32(D F_k), D = fp32(D + s_k), beat by beat (separate RNE operations). On the
+    CPU one compiled pass (:func:`numerics.kernels.mul_add_scan`): the loop is two small torch operations
+    per beat, each of which waits for both threads, which a busy core holds up."""
+    compiled = kernels.mul_add_scan(d, factor, s)
+    if compiled is not None:
+        return compiled
     d = d.clone()
     for f_k, s_k in zip(factor.T.contiguous(), s.T.contiguous()):
         d.mul_(f_k).add_(s_k)

@@ -510,3 +510,24 @@ def test_an_interrupted_call_finishes_every_piece_before_the_interrupt_goes_on(m
     with pytest.raises(KeyboardInterrupt):
         kernels._run(interrupted_first, (10, 3), work=0, small=1)
     assert len(calls) == 2 and seen == [[15, 10, 10]]  # 10 items in pieces of 3, all done (see above)
+
+
+@needs_compiler
+def test_the_denominator_scan_is_the_beat_by_beat_loop():
+    # SoftEx's one-accumulator denominator: d = fl(d·f) then fl(d + s), per beat, against torch's ops one by one
+    # (each rounds once), over values where a fused or reordered step would differ: subnormals, ±0, inf, NaN
+    g = torch.Generator().manual_seed(6)
+    rows, beats = 300, 37
+    f = torch.rand(rows, beats, generator=g) * 2.0 ** torch.randint(-140, 10, (rows, beats), generator=g)
+    s = torch.randn(rows, beats, generator=g) * 2.0 ** torch.randint(-140, 10, (rows, beats), generator=g)
+    s[torch.rand(rows, beats, generator=g) < 0.02] = math.inf
+    f[torch.rand(rows, beats, generator=g) < 0.02] = math.nan
+    f[torch.rand(rows, beats, generator=g) < 0.05] = 0.0
+    d0 = torch.randn(rows, generator=g)
+    want = d0.clone()
+    for k in range(beats):
+        want = want * f[:, k]
+        want = want + s[:, k]
+    assert same_bits(kernels.mul_add_scan(d0, f, s), want)
+    assert torch.equal(kernels.mul_add_scan(d0, f[:, :0], s[:, :0]), d0)  # no beats: D unchanged
+    assert kernels.mul_add_scan(d0.double(), f.double(), s.double()) is None
