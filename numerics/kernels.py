@@ -1,5 +1,5 @@
-"""Compiled CPU kernels (``kernels.c``): FlexiSAGA's PE-order GEMM, bfloat16 table lookups, HASTILY's
-UCLM softmax, and the head and tail of a crossbar Linear.
+"""Compiled CPU kernels (``kernels.c``): FlexiSAGA's PE-order GEMM, bfloat16 table lookups, SoftEx's
+softmax denominator, HASTILY's UCLM softmax, and the head and tail of a crossbar Linear.
 
 **PE-order GEMM.** The PEs round every product and every partial sum in k order
 (``docs/hardware/flexisaga.md`` §2.2), so no reassociation is allowed: in eager torch that is one
@@ -15,6 +15,10 @@ exponentials) is a gather from a 65,536-entry table. torch's ``index_select`` ha
 per call, and on a busy core a call's share can wait for a whole time slice; small calls avoid that
 but pay per call. The C loop hands out 32K codes at a time from a shared counter instead: a thread
 that is held back keeps little work from the others.
+
+**SoftEx's denominator.** With one accumulator, D takes a multiply and an add per beat of every row
+(``docs/hardware/softex.md`` §3.2): in torch two small passes per beat, each of which waits for every
+thread; here one pass per row (:func:`mul_add_scan`).
 
 **UCLM softmax.** Its fixed-point steps (``docs/hardware/hastily.md`` §2.4) are a dozen int64 passes
 over every logit in torch; the C loop does them per row in one pass plus the sum and the division.
@@ -172,8 +176,8 @@ def _load() -> ctypes.CDLL | None:
                 raise RuntimeError(f"EDGENUM_KERNELS=compiled, but the kernels are unavailable: {error}") from error
             warnings.warn(
                 f"edgenum: the compiled kernels are unavailable ({error}); FlexiSAGA's sequential GEMM (10-25x "
-                "slower), bfloat16 lookups, the UCLM softmax and the crossbar Linears' head and tail run in eager "
-                "torch. Set CC to a C compiler, or EDGENUM_KERNELS=eager to silence this.",
+                "slower), bfloat16 lookups, the SoftEx denominator, the UCLM softmax and the crossbar Linears' head "
+                "and tail run in eager torch. Set CC to a C compiler, or EDGENUM_KERNELS=eager to silence this.",
                 RuntimeWarning,
                 stacklevel=4,
             )
