@@ -16,6 +16,17 @@ ACCUMULATIONS = ("fp32", "bf16")
 """Accumulator formats of :func:`bf16_matmul`."""
 
 
+def _operand(t: torch.Tensor) -> torch.Tensor:
+    """``t`` rounded to BF16 (nearest even), as float32. NaN payloads are left as the cast makes them: a NaN
+    operand only makes NaN outputs, which the result's rounding makes canonical (two torch calls instead
+    of :func:`bf16_values`' five: products run at every layer of every pass)."""
+    if t.dtype == torch.float64:
+        return bf16_values(t).float()
+    if t.dtype == torch.bfloat16:
+        return t.detach().float()
+    return t.detach().float().to(torch.bfloat16).float()
+
+
 def bf16_matmul(
     a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, *, accumulate: str = "fp32"
 ) -> torch.Tensor:
@@ -28,7 +39,7 @@ def bf16_matmul(
     """
     if accumulate not in ACCUMULATIONS:
         raise ValueError(f"matmul_accumulate must be one of {ACCUMULATIONS}; got {accumulate!r}")
-    a32, b32 = bf16_values(a).float(), bf16_values(b).float()
+    a32, b32 = _operand(a), _operand(b)
     if accumulate == "fp32":
         out = torch.matmul(a32, b32)
         if bias is not None:
