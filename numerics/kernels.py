@@ -207,7 +207,7 @@ def _pool() -> ThreadPoolExecutor:
         return pool
 
 
-def _helper(function, args: tuple, counter: torch.Tensor) -> None:
+def _helper(function, args: tuple, counter) -> None:
     """One helper's share: ``counter`` is held here so that a helper starting after the call has returned
     still finds it (and claims nothing)."""
     function(*args)
@@ -218,21 +218,25 @@ def _run(function, args: tuple, work: int, small: int) -> None:
     further torch thread: all claim their pieces from ``next``, a fresh shared counter. The call returns
     once every piece is done, without waiting for helpers that claimed none; through Ctrl-C too, since
     pieces being done write into tensors this call owns: the calling thread then claims what is left
-    itself (a call after a finished one finds nothing) and waits before the interrupt goes on."""
-    counter = torch.zeros(3, dtype=torch.int64)
-    args = (*args, counter.data_ptr())
+    itself (a call after a finished one finds nothing) and waits before the interrupt goes on. Without
+    helpers a call that returns has done every piece, and nothing more is asked (small calls come by
+    the hundred per pass)."""
+    counter = (ctypes.c_int64 * 3)()
+    args = (*args, ctypes.addressof(counter))
+    helpers = torch.get_num_threads() - 1 if work >= small else 0
     interrupted = None
     try:
-        if work >= small:
-            for _ in range(torch.get_num_threads() - 1):
-                _pool().submit(_helper, function, args, counter)
+        for _ in range(helpers):
+            _pool().submit(_helper, function, args, counter)
         function(*args)  # ctypes releases the GIL: the helpers run alongside
+        if not helpers:
+            return
     except KeyboardInterrupt as error:
         interrupted = error
     while True:
         try:
             function(*args)  # nothing left after a finished call; the rest of an interrupted one
-            _state["library"].edgenum_wait(counter.data_ptr())
+            _state["library"].edgenum_wait(ctypes.addressof(counter))
             break
         except KeyboardInterrupt as error:
             interrupted = error

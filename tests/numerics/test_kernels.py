@@ -490,6 +490,37 @@ def test_pieces_are_counted_done_as_they_are_claimed_past():
     assert not waiter.is_alive()
 
 
+@needs_compiler
+def test_with_helpers_the_call_waits_for_a_piece_still_being_worked_on():
+    # the calling thread finds nothing left while a helper still works on its piece (2 pieces handed out,
+    # 1 done): the call must wait until the helper reports it done, and must not wait without helpers
+    finished = []
+
+    def worker(address):
+        if threading.current_thread() is not threading.main_thread():
+            return  # a pool helper: finds nothing
+        count = [ctypes.c_int64.from_address(address + 8 * i) for i in range(3)]
+        if count[2].value:
+            return  # asked again after the first call: nothing left
+        count[0].value, count[1].value, count[2].value = 2, 1, 2
+
+        def helper_finishes():
+            time.sleep(0.3)
+            finished.append(True)
+            count[1].value = 2
+
+        threading.Thread(target=helper_finishes).start()
+
+    assert kernels.available()  # the wait is the compiled one
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        kernels._run(worker, (), work=1, small=1)
+        assert finished, "the call returned while a piece was still being worked on"
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_an_interrupted_call_finishes_every_piece_before_the_interrupt_goes_on(monkeypatch):
     # Ctrl-C before the calling thread took its share: helpers may hold pieces of this call's tensors,
     # so the caller claims the rest itself and waits, then lets the interrupt go on
