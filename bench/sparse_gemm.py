@@ -4,11 +4,13 @@ python bench/sparse_gemm.py [--threads N] [--eager]   (prints ratios; timings de
 
 The PE-order columns are the compiled kernel where a C compiler is found (numerics/kernels.py), else
 the eager loop: ``sparse_gemm`` on a weight that comes back (its plan kept), plain and fused; the kernel
-path it picks; the whole ``SparseLinear`` against ``nn.Linear`` (no gradient); and the plan's one-off cost
+path it picks and the other path's time over it (what ``numerics.kernels.COLUMN_COST`` is read from);
+the whole ``SparseLinear`` against ``nn.Linear`` (no gradient); and the plan's one-off cost
 against one matmul; each ratio the median of back-to-back pairs (bench/timing.py). --eager adds a
 column timing the eager loop itself (one call each: it is slow).
 """
 
+import math
 import os
 import pathlib
 import sys
@@ -45,7 +47,7 @@ def main(m=128, k=768, n=3072, tile=(16, 16)):
     print(
         "vector  sparsity  seq/matmul  fused/matmul"
         + ("  eager/matmul" if args.eager else "")
-        + "  path     layer/linear  plan/matmul  compression"
+        + "  path     other/path  layer/linear  plan/matmul  compression"
     )
     for vector in ("row", "col"):
         for s in (0.0, 0.5, 0.75):
@@ -60,6 +62,15 @@ def main(m=128, k=768, n=3072, tile=(16, 16)):
             )
             plan = kernels.pe_plan(pruned[None])
             path = plan.path(m) if plan is not None else "eager"
+            other = "blocks" if path == "columns" else "columns"
+            other_ratio = math.nan
+            if plan is not None:
+                w3, x3 = pruned[None], x[None]
+                _, other_ratio = paired_ratio(
+                    lambda plan=plan, w3=w3, x3=x3, other=other: kernels.pe_gemm(x3, w3, False, plan, other),
+                    lambda plan=plan, w3=w3, x3=x3, path=path: kernels.pe_gemm(x3, w3, False, plan, path),
+                    args.repeats,
+                )
             _, plan_ratio = paired_ratio(lambda pruned=pruned: kernels.pe_plan(pruned[None]), matmul, args.repeats)
             linear = torch.nn.Linear(k, n)
             layer = SparseLinear(pruned.T, pruned.T != 0, linear.bias)
@@ -69,7 +80,7 @@ def main(m=128, k=768, n=3072, tile=(16, 16)):
                 )
             e = encode_bitmap(pruned, tile, vector=vector)
             print(
-                f"{vector:6}  {s:8.2f}  {seq:10.2f}  {fused_ratio:12.2f}{eager}  {path:7}"
+                f"{vector:6}  {s:8.2f}  {seq:10.2f}  {fused_ratio:12.2f}{eager}  {path:7}  {other_ratio:10.2f}"
                 f"  {layer_ratio:12.2f}  {plan_ratio:11.2f}  {e.compression_ratio:11.3f}"
             )
 

@@ -64,8 +64,8 @@ COLUMN_BLOCK = 16
 PANEL = 64
 """Rows of x the column path runs at once (``PANEL`` in the C file)."""
 COLUMN_COST = 1.6
-"""How much slower the column path runs one MAC than the block path: 1.5-2x measured (``bench/sparse_gemm.py``,
-row vectors at sparsity 0.5, where both paths run the same MACs)."""
+"""How much slower the column path runs one MAC than the block path: 1.4-1.9x measured (``bench/sparse_gemm.py``'s
+other/path column on row vectors, where both paths run the same MACs)."""
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared")
 """Compiler flags: full optimisation, but every ``+`` and ``*`` rounds once, in source order."""
 MODES = ("auto", "eager", "compiled")
