@@ -68,6 +68,15 @@ void edgenum_wait(int64_t *next)
         sched_yield();
 }
 
+/* Row kernels claim about ROW_CHUNK_ELEMENTS elements' worth of rows at a time: rows_per_claim(per_row) rows,
+ * at least one. */
+#define ROW_CHUNK_ELEMENTS (1 << 15)
+
+static inline int64_t rows_per_claim(int64_t per_row)
+{
+    return per_row > 0 && per_row < ROW_CHUNK_ELEMENTS ? ROW_CHUNK_ELEMENTS / per_row : 1;
+}
+
 typedef float vf __attribute__((vector_size(4 * VW)));
 typedef int32_t vfi __attribute__((vector_size(4 * VW)));
 typedef int32_t v8i __attribute__((vector_size(32)));
@@ -420,19 +429,6 @@ void edgenum_uclm_softmax(int64_t rows, int64_t length, const double *x, double 
     fesetenv(&env);
 }
 
-/* Input codes of a crossbar Linear (docs/hardware/hastily.md, section 2.2; atleus.md, section 2.1 step 4), row
- * by row: x is (rows, length) float32; a = max |x| (float32, then double), s = a / q_m (1 for a zero row) and
- * code = clamp(round_half_even((double)x / s), -q_m, q_m), stored as float32 (exact for up to 16 bits). A row
- * with NaN or Inf sets *bad and is left: the caller then takes the path that reports it. Workers claim
- * ROW_CHUNK_ELEMENTS worth of rows at a time. */
-#define ROW_CHUNK_ELEMENTS (1 << 15)
-
-/* Rows claimed at a time when each row holds `per_row` elements: about ROW_CHUNK_ELEMENTS, at least one. */
-static inline int64_t rows_per_claim(int64_t per_row)
-{
-    return per_row > 0 && per_row < ROW_CHUNK_ELEMENTS ? ROW_CHUNK_ELEMENTS / per_row : 1;
-}
-
 /* SoftEx's denominator with one accumulator (docs/hardware/softex.md, section 3.2), row by row: d = fl(d * f_k),
  * then d = fl(d + s_k), for k = 0 .. beats-1 from d0; f and s are (rows, beats). Workers claim rows. */
 void edgenum_mul_add_scan(int64_t rows, int64_t beats, const float *d0, const float *f, const float *s, float *d,
@@ -455,6 +451,11 @@ void edgenum_mul_add_scan(int64_t rows, int64_t beats, const float *d0, const fl
     fesetenv(&env);
 }
 
+/* Input codes of a crossbar Linear (docs/hardware/hastily.md, section 2.2; atleus.md, section 2.1 step 4), row
+ * by row: x is (rows, length) float32; a = max |x| (float32, then double), s = a / q_m (1 for a zero row) and
+ * code = clamp(round_half_even((double)x / s), -q_m, q_m), stored as float32 (exact for up to 16 bits). A row
+ * with NaN or Inf sets *bad and is left: the caller then takes the path that reports it. Workers claim
+ * ROW_CHUNK_ELEMENTS worth of rows at a time. */
 void edgenum_input_codes(int64_t rows, int64_t length, const float *x, double q_m, float *codes, double *scales,
                          int64_t *bad, int64_t *next)
 {
