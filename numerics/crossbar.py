@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import torch
 
+from numerics import kernels
 from numerics.derived import derived
 from numerics.validation import check_choice as _check_choice
 from numerics.validation import check_int as _check_int_field
@@ -527,11 +528,22 @@ def _bit_counts(u: torch.Tensor, bits: int) -> torch.Tensor:
     Up to 8 bits over at most 255 rows, one pass: each code becomes an int64 holding its bit t in byte
     t, and one integer sum counts all bits at once (a byte never carries into the next)."""
     rows = u.shape[-1]
+    compiled = kernels.bit_counts(u, bits)  # the same counts in one compiled pass, on the CPU
+    if compiled is not None:
+        return compiled
     if bits <= 8 and rows <= 255:
         spread = _SPREAD.to(u.device)
         packed = spread.index_select(0, u.flatten().to(torch.int32)).view(u.shape).sum(-1, keepdim=True)
         return (packed >> torch.arange(0, 8 * bits, 8, device=u.device)) & 255
     return torch.stack([((u >> t) & 1).sum(-1) for t in range(bits)], -1)
+
+
+def _low_bits(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Integer codes ``x`` (any dtype, |x| < 2**15) as integers whose low ``bits`` bits are the codes' two's
+        complement bits (only those are read): uint8 up to 8 bits (narrow, so that the bit counts touch less
+        memory), else int32. Through int16, which holds every code exactly and whose cast to uint8 keeps the low byte
+    (a negative float's cast to uint8 is left undefined by C, and so by torch's kernels)."""
+    return x.to(torch.int16).to(torch.uint8) if bits <= 8 else x.to(torch.int32)
 
 
 def _correct_clipping(target, x2: torch.Tensor, w: torch.Tensor, config: CrossbarConfig, n_blocks: int):
@@ -552,9 +564,11 @@ def _correct_clipping(target, x2: torch.Tensor, w: torch.Tensor, config: Crossba
         return
     sig_t = input_significance(config).to(device=x2.device, dtype=torch.float64)
     sig_m = slice_significance(config).to(device=x2.device, dtype=torch.float64)
-    u = torch.nn.functional.pad(x2, (0, n_blocks * rows - k)).view(-1, n_blocks, rows)[:, hot]  # (M, H, rows)
-    # x mod 2**b_x (two's complement bits), narrow: the bit counts touch less memory
-    u = (u.to(torch.int32) & ((1 << b_x) - 1)).to(torch.uint8 if b_x <= 8 else torch.int32)
+    u = x2 if k == n_blocks * rows else torch.nn.functional.pad(x2, (0, n_blocks * rows - k))
+    u = u.reshape(-1, n_blocks, rows)
+    if hot.numel() < n_blocks:  # (M, H, rows)
+        u = u[:, hot]
+    u = _low_bits(u, b_x)
     candidates = _bit_counts(u, b_x) * config.levels > top  # (M, H, b_x)
     for h in candidates.any(-1).any(0).nonzero().flatten().tolist():
         p = int(hot[h])

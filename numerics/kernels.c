@@ -451,6 +451,26 @@ void edgenum_mul_add_scan(int64_t rows, int64_t beats, const float *d0, const fl
     fesetenv(&env);
 }
 
+/* Bit counts for a crossbar product's clipping candidates (docs/hardware/atleus.md, section 2.3): codes is
+ * (groups, rows) uint8 with rows <= 255; counts[g*bits + t] = how many of group g's codes have bit t set, for
+ * t < bits <= 8. The multiply moves bit t of a code to the lowest bit of byte 7 - t, so that one add per code
+ * counts all eight bits (a byte cannot carry into the next below 256 codes). Workers claim groups. */
+void edgenum_bit_counts(int64_t groups, int64_t rows, int32_t bits, const uint8_t *codes, int64_t *counts,
+                        int64_t *next)
+{
+    int64_t chunk = rows_per_claim(rows), g0 = 0, g1 = 0;
+    while (claim(next, chunk, groups, &g0, &g1)) {
+        for (int64_t g = g0; g < g1; g++) {
+            const uint8_t *c = codes + g * rows;
+            uint64_t lanes = 0;
+            for (int64_t r = 0; r < rows; r++)
+                lanes += ((c[r] * 0x8040201008040201ULL) & 0x8080808080808080ULL) >> 7;
+            for (int t = 0; t < bits; t++)
+                counts[g * bits + t] = (int64_t)((lanes >> (8 * (7 - t))) & 255);
+        }
+    }
+}
+
 /* Input codes of a crossbar Linear (docs/hardware/hastily.md, section 2.2; atleus.md, section 2.1 step 4), row
  * by row: x is (rows, length) float32; a = max |x| (float32, then double), s = a / q_m (1 for a zero row) and
  * code = clamp(round_half_even((double)x / s), -q_m, q_m), stored as float32 (exact for up to 16 bits). A row

@@ -161,6 +161,8 @@ def _load() -> ctypes.CDLL | None:
             library.edgenum_uclm_softmax.restype = None
             library.edgenum_small_quotients.argtypes = [i64, ptr, ptr, ptr]
             library.edgenum_small_quotients.restype = None
+            library.edgenum_bit_counts.argtypes = [i64, i64, i32, ptr, ptr, ptr]
+            library.edgenum_bit_counts.restype = None
             library.edgenum_mul_add_scan.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr]
             library.edgenum_mul_add_scan.restype = None
             library.edgenum_input_codes.argtypes = [i64, i64, ptr, f64, ptr, ptr, ptr, ptr]
@@ -385,6 +387,23 @@ def uclm_softmax_codes(x: torch.Tensor, c: float, lut: torch.Tensor, config) -> 
     args += (int(config.div_rounding == "half_up"), codes.data_ptr())
     _run(library.edgenum_uclm_softmax, args, x.numel(), SMALL_ELEMENTS)
     return codes
+
+
+def bit_counts(u: torch.Tensor, bits: int) -> torch.Tensor | None:
+    """How many of the uint8 codes ``u`` (..., rows), rows <= 255, have bit t set, for t < ``bits`` <= 8: int64
+    (..., bits), one pass. None where the kernel is unavailable or ``u`` is not such a CPU tensor: the caller
+    counts with torch."""
+    rows = u.shape[-1] if u.dim() else 0
+    if u.device.type != "cpu" or u.dtype != torch.uint8 or not 1 <= bits <= 8 or rows > 255:
+        return None
+    library = _library()
+    if library is None:
+        return None
+    u = u.contiguous()
+    counts = torch.empty(*u.shape[:-1], bits, dtype=torch.int64)
+    groups = counts.numel() // bits
+    _run(library.edgenum_bit_counts, (groups, rows, bits, u.data_ptr(), counts.data_ptr()), u.numel(), SMALL_ELEMENTS)
+    return counts
 
 
 def mul_add_scan(d: torch.Tensor, factor: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:

@@ -19,6 +19,7 @@ from numerics.crossbar import (
     program_weights,
     weight_slices,
 )
+from tests.numerics.kernel_modes import kernel_mode
 from tests.numerics.reference_crossbar import crossbar_matmul_ref
 
 FAST = settings(max_examples=40, deadline=None)
@@ -527,6 +528,7 @@ def test_bad_result_dtype():
         crossbar_matmul(x, w, dataclasses.replace(HASTILY_SRAM, accumulator_bits=64), dtype=torch.float64)
 
 
+@pytest.mark.parametrize("kernel", ["auto", "eager"])
 @settings(max_examples=60, deadline=None)
 @given(
     bits=st.integers(1, 16),
@@ -534,13 +536,14 @@ def test_bad_result_dtype():
     m=st.integers(1, 4),
     seed=st.integers(0, 2**31),
 )
-def test_bit_counts_count_each_bit_over_the_rows(bits, rows, m, seed):
-    # the packed sum (8 bits or fewer, 255 rows or fewer: a byte lane per bit) and the per-bit loop both
-    # against counting bit by bit in Python; all-ones rows fill a lane to its edge (255 = no carry)
+def test_bit_counts_count_each_bit_over_the_rows(kernel, bits, rows, m, seed):
+    # the compiled pass and the packed torch sum (8 bits or fewer, 255 rows or fewer: a byte lane per bit), and
+    # the per-bit loop, against counting bit by bit in Python; all-ones rows fill a lane to its edge (255 = no carry)
     u = torch.randint(0, 1 << bits, (m, 2, rows), generator=torch.Generator().manual_seed(seed))
     u[0, 0] = (1 << bits) - 1
     dtype = torch.uint8 if bits <= 8 else torch.int32
-    got = xb._bit_counts(u.to(dtype), bits)
+    with kernel_mode(kernel):
+        got = xb._bit_counts(u.to(dtype), bits)
     expected = [[[sum((v >> t) & 1 for v in row) for t in range(bits)] for row in pair] for pair in u.tolist()]
     assert got.tolist() == expected
 
