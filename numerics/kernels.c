@@ -1,6 +1,7 @@
 /* edgenum's compiled CPU kernels, built at first use by numerics/kernels.py (which says why each exists):
  * FlexiSAGA's PE-order float32 GEMM, the lookup of a bfloat16 code's tabulated result, SoftEx's softmax
- * denominator, HASTILY's UCLM softmax, and a crossbar Linear's input codes and scaled block sum. Each exported worker may run on
+ * denominator, HASTILY's UCLM softmax, a crossbar Linear's input codes and scaled block sum, and the bit counts
+ * behind a crossbar product's clipping candidates. Each exported worker may run on
  * several threads at once, which claim pieces of the work from a shared counter (claim below).
  *
  * PE-order GEMM (docs/hardware/flexisaga.md, section 2.2): y[g] = x[g] . w[g] with x (G, M, K),

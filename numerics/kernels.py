@@ -1,5 +1,6 @@
 """Compiled CPU kernels (``kernels.c``): FlexiSAGA's PE-order GEMM, bfloat16 table lookups, SoftEx's
-softmax denominator, HASTILY's UCLM softmax, and the head and tail of a crossbar Linear.
+softmax denominator, HASTILY's UCLM softmax, the head and tail of a crossbar Linear, and the bit counts that
+find a crossbar product's clipping candidates.
 
 **PE-order GEMM.** The PEs round every product and every partial sum in k order
 (``docs/hardware/flexisaga.md`` §2.2), so no reassociation is allowed: in eager torch that is one
@@ -26,7 +27,9 @@ over every logit in torch; the C loop does them per row in one pass plus the sum
 **Crossbar Linear.** Around its exact integer GEMMs, a crossbar Linear quantizes its input per row
 (max, scale, round, clamp: five torch passes) and scales the GEMMs' results (per block, per column, per
 row, to float32, plus the bias: four or more); each is one pass here (:func:`input_codes`,
-:func:`scale_blocks`), with the same roundings in the same order.
+:func:`scale_blocks`), with the same roundings in the same order. To find the conversions that may clip,
+every product counts the set bits of each input bit plane per row block; in torch a gather writes 8
+bytes per code, here one pass counts them (:func:`bit_counts`).
 
 **Threads.** The calling thread and helper threads claim pieces of the work from a shared counter, and
 the call returns once every piece is done: it never waits for a helper that has not started (on a busy
@@ -178,8 +181,9 @@ def _load() -> ctypes.CDLL | None:
                 raise RuntimeError(f"EDGENUM_KERNELS=compiled, but the kernels are unavailable: {error}") from error
             warnings.warn(
                 f"edgenum: the compiled kernels are unavailable ({error}); FlexiSAGA's sequential GEMM (10-25x "
-                "slower), bfloat16 lookups, the SoftEx denominator, the UCLM softmax and the crossbar Linears' head "
-                "and tail run in eager torch. Set CC to a C compiler, or EDGENUM_KERNELS=eager to silence this.",
+                "slower), bfloat16 lookups, the SoftEx denominator, the UCLM softmax and the crossbar Linears' head, "
+                "tail and clipping candidates run in eager torch. Set CC to a C compiler, or EDGENUM_KERNELS=eager "
+                "to silence this.",
                 RuntimeWarning,
                 stacklevel=4,
             )
