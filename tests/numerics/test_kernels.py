@@ -129,6 +129,19 @@ def test_a_fused_mac_keeps_negative_zero_past_a_masked_step_in_a_full_tile(path)
 
 
 @needs_compiler
+@pytest.mark.parametrize("path", PATHS)
+def test_an_infinite_activation_never_meets_an_unstored_weight_in_a_full_tile(path):
+    # 8 x 16: a vectorised tile. Step 1 stores only column 0 of the block, and x[:, 1] is inf: the other
+    # columns must skip it (inf · (+0) would make them NaN), column 0 gets inf
+    x = torch.ones(8, 2)
+    x[:, 1] = math.inf
+    w = torch.zeros(2, 16)
+    w[0], w[1, 0] = 1.0, 1.0
+    got = on_path(x, w, False, path)
+    assert got[:, 0].tolist() == [math.inf] * 8 and got[:, 1:].tolist() == [[1.0] * 15] * 8
+
+
+@needs_compiler
 @settings(max_examples=25, deadline=None)
 @given(
     st.integers(1, 70),
