@@ -387,14 +387,15 @@ void edgenum_small_quotients(int64_t n, const int64_t *num, const int64_t *den, 
 }
 
 /* UCLM softmax codes (docs/hardware/hastily.md, section 2.4, er_mode "one"), row by row: x is (rows, length)
- * float64 logits without NaN or +inf. Per row: top = max; a row whose top is -inf gets zero codes. Else per
+ * float64 logits; a row with NaN or +inf sets *bad and is left (the caller then takes the path that reports
+ * it). Per row: top = max; a row whose top is -inf gets zero codes. Else per
  * entry: t = clamp(floor((x - top) * c), -2^62, 2^62) (step 1; c = scale * log2(e) * 2^F, computed by the
  * caller), n = t >> F, d = (t mod 2^F) >> (F - k), M = lut[d] << (P - 1 - lut_frac_bits), e = M >> -n if
  * -n < P else 0 (step 2), S = the row's sum of e (step 3, exact) and the code floor((2 Q e + S) / (2 S)),
  * or floor(Q e / S) (step 4). The caller ensures no int64 product can overflow. Workers claim rows. */
 void edgenum_uclm_softmax(int64_t rows, int64_t length, const double *x, double c, const int64_t *lut,
                           int32_t frac_bits, int32_t index_bits, int32_t lut_frac_bits, int32_t exp_bits,
-                          int64_t out_max, int32_t half_up, int64_t *codes, int64_t *next)
+                          int64_t out_max, int32_t half_up, int64_t *codes, int64_t *bad, int64_t *next)
 {
     fenv_t env;
     fegetenv(&env);
@@ -406,8 +407,15 @@ void edgenum_uclm_softmax(int64_t rows, int64_t length, const double *x, double 
         const double *xr = x + r * length;
         int64_t *out = codes + r * length;
         double top = -INFINITY;
-        for (int64_t j = 0; j < length; j++)
+        int valid = 1;
+        for (int64_t j = 0; j < length; j++) {
+            valid &= xr[j] < INFINITY; /* false for +inf and NaN */
             top = xr[j] > top ? xr[j] : top;
+        }
+        if (!valid) {
+            __atomic_store_n(bad, 1, __ATOMIC_RELAXED);
+            continue;
+        }
         if (top == -INFINITY) {
             memset(out, 0, length * sizeof *out);
             continue;

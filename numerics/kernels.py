@@ -160,7 +160,22 @@ def _load() -> ctypes.CDLL | None:
             library.edgenum_lookup16.argtypes = [ptr, i64, ptr, i32, ptr, ptr]
             library.edgenum_lookup16.restype = None
             f64 = ctypes.c_double
-            library.edgenum_uclm_softmax.argtypes = [i64, i64, ptr, f64, ptr, i32, i32, i32, i32, i64, i32, ptr, ptr]
+            library.edgenum_uclm_softmax.argtypes = [
+                i64,
+                i64,
+                ptr,
+                f64,
+                ptr,
+                i32,
+                i32,
+                i32,
+                i32,
+                i64,
+                i32,
+                ptr,
+                ptr,
+                ptr,
+            ]
             library.edgenum_uclm_softmax.restype = None
             library.edgenum_small_quotients.argtypes = [i64, ptr, ptr, ptr]
             library.edgenum_small_quotients.restype = None
@@ -370,10 +385,11 @@ def lookup16(table: torch.Tensor, codes: torch.Tensor) -> torch.Tensor | None:
 
 
 def uclm_softmax_codes(x: torch.Tensor, c: float, lut: torch.Tensor, config) -> torch.Tensor | None:
-    """HASTILY's UCLM softmax codes along the last dimension of float64 logits ``x`` (no NaN, no +inf;
-    a row of -inf gives zeros), ``c`` = scale·log2(e)·2**frac_bits, ``lut`` the int64 table, ``config``
-    a :class:`numerics.uclm.UCLMConfig`. None where the kernel does not apply: not a CPU float64 tensor,
-    ``er_mode="linear"``, or widths whose int64 products could overflow; the caller computes it in torch."""
+    """HASTILY's UCLM softmax codes along the last dimension of float64 logits ``x`` (a row of -inf gives
+    zeros), ``c`` = scale·log2(e)·2**frac_bits, ``lut`` the int64 table, ``config`` a
+    :class:`numerics.uclm.UCLMConfig`. None where the kernel does not apply: not a CPU float64 tensor,
+    ``er_mode="linear"``, widths whose int64 products could overflow, or ``x`` holding NaN or +inf (checked
+    in the same pass); the caller then computes it in torch, or reports the bad values."""
     if x.device.type != "cpu" or x.dtype != torch.float64 or config.er_mode != "one":
         return None
     if config.out_bits + config.exp_bits + 2 > 62:  # 2·Q·e + S must stay below 2**63
@@ -388,9 +404,10 @@ def uclm_softmax_codes(x: torch.Tensor, c: float, lut: torch.Tensor, config) -> 
     lut = lut.to(torch.int64).contiguous()
     args = (x.numel() // x.shape[-1], x.shape[-1], x.data_ptr(), c, lut.data_ptr(), config.frac_bits)
     args += (config.index_bits, config.lut_frac_bits, config.exp_bits, config.out_max)
-    args += (int(config.div_rounding == "half_up"), codes.data_ptr())
+    bad = torch.zeros(1, dtype=torch.int64)
+    args += (int(config.div_rounding == "half_up"), codes.data_ptr(), bad.data_ptr())
     _run(library.edgenum_uclm_softmax, args, x.numel(), SMALL_ELEMENTS)
-    return codes
+    return None if bad.item() else codes
 
 
 def bit_counts(u: torch.Tensor, bits: int) -> torch.Tensor | None:

@@ -266,11 +266,11 @@ def softmax(
     xs = x.movedim(dim, -1)
     c = scale * _LOG2E * 2.0**config.frac_bits  # step 2's factor: one logit unit in Q.F units of log2
     if xs.is_floating_point():
-        _check_float_input(xs)
-        if bool((xs == math.inf).any()):
-            raise ValueError("x must not contain +inf (the row maximum would be infinite)")
-        codes = kernels.uclm_softmax_codes(xs.to(torch.float64), c, lut_table(config), config)
+        codes = kernels.uclm_softmax_codes(xs.to(torch.float64), c, lut_table(config), config)  # checks x too
         if codes is None:
+            _check_float_input(xs)
+            if bool((xs == math.inf).any()):
+                raise ValueError("x must not contain +inf (the row maximum would be infinite)")
             top = xs.amax(dim=-1, keepdim=True)
             empty = top == -math.inf  # rows with no finite logit: zero codes
             any_empty = bool(empty.any())

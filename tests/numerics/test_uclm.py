@@ -246,3 +246,15 @@ def test_bad_inputs():
         softmax(torch.zeros(2, 0))
     with pytest.raises(TypeError, match="UCLMConfig"):
         exp_lut(torch.zeros(2), "uclm")
+
+
+@pytest.mark.parametrize("kernel", ["auto", "eager"])
+def test_softmax_refuses_nan_and_plus_inf_on_both_paths(kernel):
+    # the compiled kernel checks the logits in its own pass and hands a bad row back to the torch checks
+    with kernel_mode(kernel):
+        with pytest.raises(ValueError, match="NaN"):
+            softmax(torch.tensor([[0.0, 1.0], [math.nan, 0.0]], dtype=torch.float64))
+        with pytest.raises(ValueError, match=r"\+inf"):
+            softmax(torch.tensor([[0.0, 1.0], [-math.inf, math.inf]], dtype=torch.float64))
+        # -inf alone is a masked logit, not an error
+        assert softmax(torch.tensor([[0.0, -math.inf]], dtype=torch.float64), return_codes=True)[0, 1] == 0
