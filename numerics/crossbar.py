@@ -540,9 +540,9 @@ def _bit_counts(u: torch.Tensor, bits: int) -> torch.Tensor:
 
 def _low_bits(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Integer codes ``x`` (any dtype, |x| < 2**15) as integers whose low ``bits`` bits are the codes' two's
-        complement bits (only those are read): uint8 up to 8 bits (narrow, so that the bit counts touch less
-        memory), else int32. Through int16, which holds every code exactly and whose cast to uint8 keeps the low byte
-    (a negative float's cast to uint8 is left undefined by C, and so by torch's kernels)."""
+    complement bits (only those are read): uint8 up to 8 bits (narrow, so that the bit counts touch less
+    memory), else int32. Through int16, which holds every code exactly and whose cast to uint8 keeps the low
+    byte (a negative float's cast to uint8 is left undefined by C, and so by torch's kernels)."""
     return x.to(torch.int16).to(torch.uint8) if bits <= 8 else x.to(torch.int32)
 
 

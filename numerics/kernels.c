@@ -138,9 +138,10 @@ static inline int stored16(const float *w)
 }
 
 /* A full tile: MB rows of x from x0 (row stride ldx) by NB columns, whose weights at step s are wp[s*NB ..]
- * (packed by the plan: a block's weights are read in order, never a row of N apart). The plain steps run in a tight loop
- * that keeps the 2·MB accumulator vectors in registers; with `masking`, a step listed as ~k blends its sums
- * with the old ones, and without, it runs as a plain step on k (e ^ (e >> 31) is ~e for a negative e). */
+ * (packed by the plan: a block's weights are read in order, never a row of N apart). The plain steps run in a
+ * tight loop that keeps the MB·NB/VW accumulator vectors in registers; with `masking`, a step listed as ~k
+ * blends its sums with the old ones, and without, it runs as a plain step on k (e ^ (e >> 31) is ~e for a
+ * negative e). */
 static inline __attribute__((always_inline)) void tile16(const float *x0, int64_t ldx, const float *wp,
                                                          const int32_t *steps, int64_t ns, int fused, int masking,
                                                          float *y, int64_t n)
@@ -305,6 +306,16 @@ void edgenum_pe_columns_plan(int64_t G, int64_t K, int64_t N, const float *w, in
 #define PANEL 64       /* rows of x per panel: 64 / VW accumulator vectors per column */
 #define PANEL_COLS 16  /* columns per work item */
 
+/* One column's stored steps [s0, s1) into its PANEL sums a, from the panel's rows at each step's k. */
+static inline __attribute__((always_inline)) void column_steps(const float *panel, const int32_t *ks,
+                                                               const float *values, int64_t s0, int64_t s1,
+                                                               int fused, vf *a)
+{
+    for (int64_t s = s0; s < s1; s++)
+        for (int r = 0; r < PANEL / VW; r++)
+            a[r] = macv(a[r], values[s], loadv(panel + (int64_t)ks[s] * PANEL + VW * r), fused);
+}
+
 /* One worker of the column-wise PE-order GEMM. xp holds x as panels (G, P, K, PANEL): panel p of group g is
  * rows PANEL*p .. PANEL*p + PANEL - 1, transposed, padded with zero rows. A work item is PANEL_COLS columns of
  * one panel (consecutive items share the panel, which stays cached); each of its outputs adds fl(w*x), or
@@ -328,14 +339,10 @@ void edgenum_pe_columns_f32(int64_t G, int64_t M, int64_t K, int64_t N, const fl
                 vf a[PANEL / VW];
                 for (int r = 0; r < PANEL / VW; r++)
                     a[r] = (vf){0};
-                if (fused)
-                    for (int64_t s = offsets[q]; s < offsets[q + 1]; s++)
-                        for (int r = 0; r < PANEL / VW; r++)
-                            a[r] = macv(a[r], values[s], loadv(panel + (int64_t)ks[s] * PANEL + VW * r), 1);
+                if (fused) /* a constant flag in each call: the loop is compiled once per kind of MAC */
+                    column_steps(panel, ks, values, offsets[q], offsets[q + 1], 1, a);
                 else
-                    for (int64_t s = offsets[q]; s < offsets[q + 1]; s++)
-                        for (int r = 0; r < PANEL / VW; r++)
-                            a[r] = macv(a[r], values[s], loadv(panel + (int64_t)ks[s] * PANEL + VW * r), 0);
+                    column_steps(panel, ks, values, offsets[q], offsets[q + 1], 0, a);
                 for (int r = 0; r < PANEL; r++)
                     out[r][j] = a[r / VW][r % VW];
             }

@@ -6,8 +6,8 @@ find a crossbar product's clipping candidates.
 (``docs/hardware/flexisaga.md`` §2.2), so no reassociation is allowed: in eager torch that is one
 elementwise pass over the whole output per k, 12-25x a ``torch.matmul`` of the same shape. The C
 kernel runs it in one of two ways, chosen per call from the weight's :class:`PEPlan` (which callers keep
-for a weight that comes back): blocks of 4 x 16 accumulators held in registers across all the k steps
-that any of the block's 16 columns stores (so row-vector sparsity skips whole steps; about 2x
+for a weight that comes back): blocks of 4 x 16 accumulators (8 x 16 with AVX-512) held in registers across all the
+k steps that any of the block's 16 columns stores (so row-vector sparsity skips whole steps; 2-3x
 ``torch.matmul`` dense), or one column at a time over 64 rows, each column skipping exactly the weights
 it does not store (column-vector sparsity, where a 16-column block stores nearly every k).
 
@@ -160,22 +160,8 @@ def _load() -> ctypes.CDLL | None:
             library.edgenum_lookup16.argtypes = [ptr, i64, ptr, i32, ptr, ptr]
             library.edgenum_lookup16.restype = None
             f64 = ctypes.c_double
-            library.edgenum_uclm_softmax.argtypes = [
-                i64,
-                i64,
-                ptr,
-                f64,
-                ptr,
-                i32,
-                i32,
-                i32,
-                i32,
-                i64,
-                i32,
-                ptr,
-                ptr,
-                ptr,
-            ]
+            widths = [i32] * 4  # frac_bits, index_bits, lut_frac_bits, exp_bits
+            library.edgenum_uclm_softmax.argtypes = [i64, i64, ptr, f64, ptr, *widths, i64, i32, ptr, ptr, ptr]
             library.edgenum_uclm_softmax.restype = None
             library.edgenum_small_quotients.argtypes = [i64, ptr, ptr, ptr]
             library.edgenum_small_quotients.restype = None
@@ -287,7 +273,8 @@ class PEPlan:
     partial: int
     """Steps listed as ~k."""
     columns: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    """(offsets, ks, values): each column's stored k and weights, built the first time the column path runs."""
+    """(offsets, ks, values): each column's stored k and weights, built the first time the column path runs
+    (:meth:`column_lists`)."""
 
     def path(self, rows: int) -> str:
         """``"columns"`` where one column at a time costs less than blocks for ``rows`` rows of x, else
@@ -295,6 +282,19 @@ class PEPlan:
         stored weight's MACs :data:`COLUMN_COST` times slower (measured)."""
         padded = -(-rows // PANEL) * PANEL
         return "columns" if COLUMN_COST * padded * self.stored < rows * COLUMN_BLOCK * self.block_steps else "blocks"
+
+    def column_lists(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:attr:`columns`, built from ``weight`` (contiguous, the plan's own) by the compiled kernel the first
+        time they are asked for."""
+        if self.columns is None:
+            g, k, n = self.shape
+            offsets = torch.empty(g * n + 1, dtype=torch.int64)
+            ks, values = torch.empty(self.stored, dtype=torch.int32), torch.empty(self.stored, dtype=torch.float32)
+            _library().edgenum_pe_columns_plan(
+                g, k, n, weight.data_ptr(), offsets.data_ptr(), ks.data_ptr(), values.data_ptr()
+            )
+            self.columns = offsets, ks, values
+        return self.columns
 
 
 def pe_plan(weight: torch.Tensor) -> PEPlan | None:
@@ -341,17 +341,12 @@ def pe_gemm(
         return y
     path = path or plan.path(m)
     if path == "columns":
-        if plan.columns is None:
-            offsets = torch.empty(g * n + 1, dtype=torch.int64)
-            ks, values = torch.empty(plan.stored, dtype=torch.int32), torch.empty(plan.stored, dtype=torch.float32)
-            args = (offsets.data_ptr(), ks.data_ptr(), values.data_ptr())
-            library.edgenum_pe_columns_plan(g, k, n, weight.data_ptr(), *args)
-            plan.columns = offsets, ks, values
+        columns = plan.column_lists(weight)
         panels = -(-m // PANEL)
         xp = torch.zeros(g, panels * PANEL, k, dtype=torch.float32)
         xp[:, :m] = x
         xp = xp.view(g, panels, PANEL, k).transpose(2, 3).contiguous()  # (G, P, K, 64): a k's 64 rows adjacent
-        args = (g, m, k, n, xp.data_ptr(), int(fused), *(t.data_ptr() for t in plan.columns), y.data_ptr())
+        args = (g, m, k, n, xp.data_ptr(), int(fused), *(t.data_ptr() for t in columns), y.data_ptr())
         _run(library.edgenum_pe_columns_f32, args, panels * PANEL * plan.stored, SMALL)
     elif path == "blocks":
         masking = plan.partial > 0 and not fused and not bool(torch.isfinite(x).all())
@@ -404,10 +399,10 @@ def uclm_softmax_codes(x: torch.Tensor, c: float, lut: torch.Tensor, config) -> 
     lut = lut.to(torch.int64).contiguous()
     args = (x.numel() // x.shape[-1], x.shape[-1], x.data_ptr(), c, lut.data_ptr(), config.frac_bits)
     args += (config.index_bits, config.lut_frac_bits, config.exp_bits, config.out_max)
-    bad = torch.zeros(1, dtype=torch.int64)
-    args += (int(config.div_rounding == "half_up"), codes.data_ptr(), bad.data_ptr())
+    bad = ctypes.c_int64(0)
+    args += (int(config.div_rounding == "half_up"), codes.data_ptr(), ctypes.addressof(bad))
     _run(library.edgenum_uclm_softmax, args, x.numel(), SMALL_ELEMENTS)
-    return None if bad.item() else codes
+    return None if bad.value else codes
 
 
 def bit_counts(u: torch.Tensor, bits: int) -> torch.Tensor | None:

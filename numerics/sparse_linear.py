@@ -18,13 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from numerics import kernels
 from numerics.conv import conv_as_gemm, copy_conv_attributes, is_depthwise, module_input
 from numerics.derived import derived
 from numerics.emulation import in_reference_arithmetic
 from numerics.formats import fma_f32
 from numerics.heads import HEADS, head_rule
-from numerics.kernels import pe_gemm, pe_plan
+from numerics.kernels import available, pe_gemm, pe_plan
 from numerics.quant import run_batches
 from numerics.reconstruct import check_damping, gemm_rows, padding_mask, reconstruct_
 from numerics.recovery import Recovery, recover  # noqa: F401  (public here: the pruning workflow's last step)
@@ -204,7 +203,7 @@ class SparseLinear(nn.Module):
     def _compiled_forward(self, x2: torch.Tensor) -> torch.Tensor | None:
         """The PE-order product by the compiled kernel, with the masked float32 weight (K, N) and its plan
         kept while the weight and the mask are unchanged; None where the kernel does not run."""
-        if x2.device.type != "cpu" or self.weight.device.type != "cpu" or not kernels.available():
+        if x2.device.type != "cpu" or self.weight.device.type != "cpu" or not available():
             return None
 
         def make():
