@@ -39,6 +39,17 @@
 #define NB 16    /* output columns per tile and per column block */
 #define CHUNK 4  /* tiles claimed at a time: small, so that a busy core holds little work back */
 
+/* Every kernel that rounds runs in the default floating-point environment (round to nearest even, subnormals
+ * kept, whatever the caller set: e.g. torch.set_flush_denormal) and gives the caller's back when it returns:
+ * fenv_t env = default_rounding(); ... fesetenv(&env). */
+static inline fenv_t default_rounding(void)
+{
+    fenv_t env;
+    fegetenv(&env);
+    fesetenv(FE_DFL_ENV);
+    return env;
+}
+
 /* Work sharing. next[0] counts the work items handed out, next[1] those done, next[2] holds their total.
  * claim() reports the piece [*begin, *end) it handed out last as done (start with both 0), then hands out the
  * next `chunk` of `total` items; 0 once none is left. The caller waits (edgenum_wait) for the items, not for
@@ -247,9 +258,7 @@ void edgenum_pe_gemm_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float
                          int32_t fused, int32_t masking, const int32_t *steps, const int64_t *counts, float *y,
                          int64_t *next)
 {
-    fenv_t env;
-    fegetenv(&env);
-    fesetenv(FE_DFL_ENV);
+    fenv_t env = default_rounding();
     int64_t nb = (N + NB - 1) / NB, mb = (M + MB - 1) / MB, t0 = 0, t1 = 0;
     while (claim(next, CHUNK, G * nb * mb, &t0, &t1)) {
         for (int64_t t = t0; t < t1; t++) {
@@ -323,9 +332,7 @@ static inline __attribute__((always_inline)) void column_steps(const float *pane
 void edgenum_pe_columns_f32(int64_t G, int64_t M, int64_t K, int64_t N, const float *xp, int32_t fused,
                             const int64_t *offsets, const int32_t *ks, const float *values, float *y, int64_t *next)
 {
-    fenv_t env;
-    fegetenv(&env);
-    fesetenv(FE_DFL_ENV);
+    fenv_t env = default_rounding();
     int64_t P = (M + PANEL - 1) / PANEL, nc = (N + PANEL_COLS - 1) / PANEL_COLS, t0 = 0, t1 = 0;
     float out[PANEL][PANEL_COLS];
     while (claim(next, 1, G * P * nc, &t0, &t1)) {
@@ -404,9 +411,7 @@ void edgenum_uclm_softmax(int64_t rows, int64_t length, const double *x, double 
                           int32_t frac_bits, int32_t index_bits, int32_t lut_frac_bits, int32_t exp_bits,
                           int64_t out_max, int32_t half_up, int64_t *codes, int64_t *bad, int64_t *next)
 {
-    fenv_t env;
-    fegetenv(&env);
-    fesetenv(FE_DFL_ENV);
+    fenv_t env = default_rounding();
     const double limit = 4611686018427387904.0; /* 2^62 */
     int64_t f_mask = ((int64_t)1 << frac_bits) - 1, lift = exp_bits - 1 - lut_frac_bits;
     int64_t r = 0, r_end = 0;
@@ -450,9 +455,7 @@ void edgenum_uclm_softmax(int64_t rows, int64_t length, const double *x, double 
 void edgenum_mul_add_scan(int64_t rows, int64_t beats, const float *d0, const float *f, const float *s, float *d,
                           int64_t *next)
 {
-    fenv_t env;
-    fegetenv(&env);
-    fesetenv(FE_DFL_ENV);
+    fenv_t env = default_rounding();
     int64_t chunk = rows_per_claim(beats), r0 = 0, r1 = 0;
     while (claim(next, chunk, rows, &r0, &r1)) {
         for (int64_t r = r0; r < r1; r++) {
@@ -495,9 +498,7 @@ void edgenum_bit_counts(int64_t groups, int64_t rows, int32_t bits, const uint8_
 void edgenum_input_codes(int64_t rows, int64_t length, const float *x, double q_m, float *codes, double *scales,
                          int64_t *bad, int64_t *next)
 {
-    fenv_t env;
-    fegetenv(&env);
-    fesetenv(FE_DFL_ENV);
+    fenv_t env = default_rounding();
     int64_t chunk = rows_per_claim(length), r0 = 0, r1 = 0;
     while (claim(next, chunk, rows, &r0, &r1)) {
         for (int64_t r = r0; r < r1; r++) {
@@ -532,9 +533,7 @@ void edgenum_input_codes(int64_t rows, int64_t length, const float *x, double q_
 void edgenum_scale_blocks(int64_t blocks, int64_t rows, int64_t n, const void *const *parts, int32_t is_double,
                           const double *c, const double *s, const float *bias, float *out, int64_t *next)
 {
-    fenv_t env;
-    fegetenv(&env);
-    fesetenv(FE_DFL_ENV);
+    fenv_t env = default_rounding();
     int64_t chunk = rows_per_claim(n * blocks), r0 = 0, r1 = 0;
     double acc[256]; /* a row's sums, 256 columns at a time: the inner loops run along contiguous columns */
     while (claim(next, chunk, rows, &r0, &r1)) {
