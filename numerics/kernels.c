@@ -1,5 +1,5 @@
 /* edgenum's compiled CPU kernels, built at first use by numerics/kernels.py (which says why each exists):
- * FlexiSAGA's PE-order float32 GEMM, the lookup of a bfloat16 code's tabulated result, SoftEx's softmax
+ * FlexiSAGA's PE-order float32 GEMM, the lookup of a bfloat16 code's tabulated result, SoftEx's softmax and its
  * denominator, HASTILY's UCLM softmax, a crossbar Linear's input codes and scaled block sum, and the bit counts
  * behind a crossbar product's clipping candidates. Each exported worker may run on
  * several threads at once, which claim pieces of the work from a shared counter (claim below).
@@ -465,6 +465,96 @@ void edgenum_mul_add_scan(int64_t rows, int64_t beats, const float *d0, const fl
                 acc = acc + s[r * beats + k];
             }
             d[r] = acc;
+        }
+    }
+    fesetenv(&env);
+}
+
+/* SoftEx's softmax with one accumulator (docs/hardware/softex.md, section 3), row by row: what numerics/softex.py's
+ * accumulate, finalize and normalize compute in torch, in two passes over the row. x and y are (rows, length)
+ * bfloat16 codes, table the float32 expp of every code, lanes the beat width V (1..64; a last partial beat is
+ * padded with -Inf). bfloat16 arithmetic is torch's: the FP32 result rounded to nearest even (to_bf16). A row
+ * holding NaN or +Inf gives the canonical NaN everywhere; an all -Inf row gives +0. Workers claim rows. */
+static inline float bf16_value(uint16_t code)
+{
+    uint32_t u = (uint32_t)code << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return f != f ? 0x7FC0 : (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+
+/* The adder tree (section 3.1 step 4): tree(first ceil(n/2)) + tree(last floor(n/2)), in FP32. */
+static float adder_tree(float *e, int32_t n)
+{
+    if (n & (n - 1)) {
+        int32_t half = (n + 1) / 2;
+        return adder_tree(e, half) + adder_tree(e + half, n - half);
+    }
+    for (; n > 1; n /= 2) /* a power of two: the halves pair adjacent lanes, level by level */
+        for (int32_t i = 0; i < n / 2; i++)
+            e[i] = e[2 * i] + e[2 * i + 1];
+    return e[0];
+}
+
+/* The seed (section 3.3 step 1), then two Newton-Raphson steps x = fl(x * fma(-d, x, 2)) (step 2). */
+static inline float softex_reciprocal(float d)
+{
+    uint32_t u;
+    memcpy(&u, &d, sizeof u);
+    int64_t e = (u >> 23) & 0xFF, m7 = (u >> 16) & 0x7F, n = 127 - m7;
+    uint32_t seed = m7 == 0 ? (uint32_t)((254 - e) << 23) : (uint32_t)(((253 - e) << 23) | (((n * (n >> 1)) >> 6) << 16));
+    float x;
+    memcpy(&x, &seed, sizeof x);
+    for (int i = 0; i < 2; i++)
+        x = x * fmaf(-d, x, 2.0f);
+    return x;
+}
+
+void edgenum_softex_softmax(int64_t rows, int64_t length, int32_t lanes, const uint16_t *x, const float *table,
+                            uint16_t *y, int64_t *next)
+{
+    fenv_t env = default_rounding();
+    int64_t chunk = rows_per_claim(length), r0 = 0, r1 = 0;
+    float e[64];
+    while (claim(next, chunk, rows, &r0, &r1)) {
+        for (int64_t r = r0; r < r1; r++) {
+            const uint16_t *xr = x + r * length;
+            uint16_t *yr = y + r * length;
+            float m = -INFINITY, d = 0.0f; /* the running max M (a bfloat16 value) and the denominator D */
+            int bad = 0;
+            for (int64_t k = 0; k < length; k += lanes) {
+                int32_t n = length - k < lanes ? (int32_t)(length - k) : lanes;
+                float top = -INFINITY;
+                for (int32_t i = 0; i < n; i++) {
+                    float v = bf16_value(xr[k + i]);
+                    bad |= v != v || v == INFINITY;
+                    top = v > top ? v : top;
+                }
+                float before = m;
+                m = top > m ? top : m;
+                float factor = m > before ? table[to_bf16(before - m)] : 1.0f; /* expp(-Inf) = 0 on the first beat */
+                float shift = m == -INFINITY ? 0.0f : m; /* leading all -Inf beats: their lanes give expp(-Inf) */
+                for (int32_t i = 0; i < lanes; i++)
+                    e[i] = table[to_bf16((i < n ? bf16_value(xr[k + i]) : -INFINITY) - shift)];
+                d = d * factor;
+                d = d + adder_tree(e, lanes);
+            }
+            if (bad) {
+                for (int64_t j = 0; j < length; j++)
+                    yr[j] = 0x7FC0;
+                continue;
+            }
+            float shift = m == -INFINITY ? 0.0f : m;
+            float rcp = m == -INFINITY ? 0.0f : bf16_value(to_bf16(softex_reciprocal(d))); /* bf16(X) */
+            for (int64_t j = 0; j < length; j++)
+                yr[j] = to_bf16(table[to_bf16(bf16_value(xr[j]) - shift)] * rcp);
         }
     }
     fesetenv(&env);

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from numerics import kernels
-from numerics.expp import expp
+from numerics.expp import expp, expp_table
 from numerics.formats import bits_to_fp32, fma_f32, fp32_to_bits, require_bfloat16, round_to_bfloat16
 from numerics.formats import flush_subnormals as _flush
 from numerics.softex_gelu import GeluCoefficients, gelu, gelu_datapath
@@ -366,10 +366,16 @@ def softmax(
     check_accumulators(accumulators)
     if not isinstance(flush_subnormals, bool):
         raise ValueError(f"flush_subnormals must be True or False; got {flush_subnormals!r}")
-    _as_rows(x, dim)  # validates dim
+    rows = _as_rows(x, dim)  # validates dim
     if x.numel() == 0:
         return x.clone()
-    y = normalize(x, accumulate(x, dim=dim, lanes=lanes, accumulators=accumulators), dim=dim)
+    compiled = None
+    if accumulators == 1:  # both passes in one compiled call per row (numerics.kernels.softex_softmax)
+        compiled = kernels.softex_softmax(rows, lanes, expp_table(x.device, torch.float32))
+    if compiled is not None:
+        y = _from_rows(compiled, x, dim)
+    else:
+        y = normalize(x, accumulate(x, dim=dim, lanes=lanes, accumulators=accumulators), dim=dim)
     return _flush(y) if flush_subnormals else y
 
 

@@ -273,13 +273,56 @@ def test_split_with_four_accumulators_follows_reference(row, cut):
 # --------------------------------------------------------------------------- special values, shapes
 
 
-def test_special_values():
+@pytest.mark.parametrize("kernel", ["auto", "eager"])
+def test_every_finite_code_equals_reference(kernel):
+    """Every finite BF16 code and -Inf, shuffled into rows of 255 (a partial last beat with V = 8), through
+    the compiled softmax and through the torch steps."""
+    finite = torch.tensor([c for c in range(65536) if (c >> 7) & 0xFF != 0xFF] + [0xFF80], dtype=torch.int32)
+    order = torch.randperm(finite.numel(), generator=torch.Generator().manual_seed(5))
+    x = bits_to_bf16(finite[order][: 255 * 256]).view(256, 255)
+    with kernel_mode(kernel):
+        got = codes(softmax(x))
+    assert got == [ref.softmax_row(r, 8, 1) for r in codes(x)]
+
+
+@pytest.mark.parametrize("kernel", ["auto", "eager"])
+@pytest.mark.parametrize(
+    ("values", "lanes"),
+    [
+        # D = 1.0778948068618774: a Newton-Raphson step without the fused multiply-add, fl(fl(-D X) + 2),
+        # ends one BF16 code away in bf16(X), which moves outputs
+        (
+            [0.515625, 6.625, 3.203125, 2.953125, 1.328125, 10.25, -1.2890625, -3.6875, 2.171875, 5.0625]
+            + [-0.71484375, -1.234375, 3.984375, -7.15625, -4.46875, 4.875, 2.65625, -1.8203125, 1.296875]
+            + [3.09375, 6.28125, -0.330078125, -3.046875, 6.15625],
+            8,
+        ),
+        # V = 8: ((e0+e1) + (e2+e3)) + ((e4+e5) + (e6+e7)); pairing lanes four apart moves outputs
+        (
+            [-9.25, 14.8125, -10.6875, 18.0, 6.40625, 1.328125, -5.4375, 16.0, 1.578125, -3.359375, 2.828125]
+            + [-10.0625, 0.080078125, 0.890625, -15.0, -1.4296875],
+            8,
+        ),
+        # V = 7: tree(e0..e3) + tree(e4..e6); the other split, tree(e0..e2) + tree(e3..e6), moves outputs
+        ([-15.25, 4.46875, -5.375, -2.1875, 11.125, 7.03125, -6.6875], 7),
+    ],
+)
+def test_rows_whose_outputs_show_the_last_roundings(kernel, values, lanes):
+    x = bf([values])
+    with kernel_mode(kernel):
+        got = codes(softmax(x, lanes=lanes))
+    assert got == [ref.softmax_row(codes(x)[0], lanes, 1)]
+
+
+@pytest.mark.parametrize("kernel", ["auto", "eager"])
+def test_special_values(kernel):
     """Spec 3.5: NaN or +Inf rows -> NaN; -Inf entries -> +0; all -Inf rows -> +0; overflowing
     differences -> 0; other rows unaffected."""
     x = bf(
         [[1.0, float("nan"), 2.0], [1.0, float("inf"), 2.0], [NEG_INF] * 3, [3.3e38, -3.3e38, NEG_INF], [1.0, 2.0, 3.0]]
     )
-    y = codes(softmax(x))
+    with kernel_mode(kernel):
+        y = codes(softmax(x))
     assert y[0] == y[1] == [0x7FC0] * 3
     assert y[2] == [0x0000] * 3
     assert y[3] == [0x3F80, 0x0000, 0x0000]  # D = 1 exactly, 1/D = 1
@@ -288,9 +331,11 @@ def test_special_values():
     assert split.invalid.tolist() == [True, True, False, False, False]
 
 
-def test_leading_neg_inf_beats_are_skipped():
+@pytest.mark.parametrize("kernel", ["auto", "eager"])
+def test_leading_neg_inf_beats_are_skipped(kernel):
     x = bf([NEG_INF] * 16 + [0.0, 1.0])
-    y = softmax(x)
+    with kernel_mode(kernel):
+        y = softmax(x)
     assert codes(y[:16]) == [0] * 16 and codes(y[16:]) == codes(softmax(bf([0.0, 1.0])))
 
 
