@@ -41,6 +41,7 @@ from numerics.crossbar import (
 )
 from numerics.derived import derived
 from numerics.emulation import in_reference_arithmetic
+from numerics.formats import all_finite
 from numerics.handlers import straight_through, swap_record
 from numerics.heads import HEADS, HeadRule, head_rule, is_head
 from numerics.quant import M8F8, QuantConfig, WeightQuant, observe_inputs, quantize_input, quantize_weight
@@ -480,7 +481,7 @@ def _absmax_scale(t: torch.Tensor, bits: int) -> float:
 
 
 def _check_finite(t: torch.Tensor, what: str) -> None:
-    if not bool(torch.isfinite(t).all()):
+    if not all_finite(t):
         raise ValueError(f"{what} contains Inf or NaN: INT8 activations need finite values")
 
 

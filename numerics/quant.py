@@ -17,7 +17,7 @@ import torch
 
 from numerics import kernels
 from numerics.crossbar import ATLEUS_RERAM, CrossbarConfig
-from numerics.formats import IntFormat, Rounding, quantize
+from numerics.formats import IntFormat, Rounding, all_finite, quantize
 from numerics.validation import check_choice, check_int
 
 __all__ = [
@@ -235,7 +235,7 @@ def quantize_input(
             return compiled[0].to(dtype), compiled[1]
         a = x.detach().abs().amax(-1, keepdim=True).to(torch.float64)
         s = torch.where(a > 0, a / q_m, 1.0)
-        if nearest_even and bool(torch.isfinite(a).all()):
+        if nearest_even and all_finite(a):
             # finite rows (a NaN or Inf shows in its row's max) with valid scales: quantize's steps without
             # its checks, which a layer would otherwise pay on every call
             return torch.round(x.detach().to(torch.float64) / s).clamp_(-q_m, q_m).to(dtype), s
