@@ -491,14 +491,15 @@ def _int8_rows(t: torch.Tensor):
 
 
 def _int8_matrices(t: torch.Tensor, live: torch.Tensor | None = None):
-    """INT8 codes with one absmax scale per matrix (a K or V written as weights), (..., 1, 1); rows
-    not ``live`` (keys every query masks out, e.g. padding) do not set the scale."""
+    """INT8 codes (as float32) with one absmax scale per matrix (a K or V written as weights), (..., 1, 1);
+    rows not ``live`` (keys every query masks out, e.g. padding) do not set the scale, and their codes
+    saturate. ``t`` must be finite (the callers check): :func:`quantize_input`'s steps without its checks."""
     a = t.detach().abs()
     if live is not None:
         a = a.masked_fill(~live.unsqueeze(-1), 0.0)
     a = a.amax((-2, -1), keepdim=True).to(torch.float64)
     s = torch.where(a > 0, a / 127, 1.0)
-    return quantize_input(t.detach().to(torch.float64) / s, 8, scale=1.0, dtype=torch.float32)[0], s
+    return torch.round(t.detach().to(torch.float64) / s).clamp_(-127, 127).to(torch.float32), s
 
 
 def crossbar_product(a_int: torch.Tensor, b_int: torch.Tensor, crossbar: CrossbarConfig) -> torch.Tensor:
@@ -516,7 +517,9 @@ def crossbar_product(a_int: torch.Tensor, b_int: torch.Tensor, crossbar: Crossba
 
 def _batched_product(a_int: torch.Tensor, b_int: torch.Tensor, crossbar: CrossbarConfig, dtype) -> torch.Tensor:
     """:func:`crossbar_product` of codes made here (unchecked, any dtype), as ``dtype``."""
-    batch = torch.broadcast_shapes(a_int.shape[:-2], b_int.shape[:-2])
+    batch = a_int.shape[:-2]
+    if b_int.shape[:-2] != batch:  # torch.broadcast_shapes costs more than the rest of a small product
+        batch = torch.broadcast_shapes(batch, b_int.shape[:-2])
     shape = (*batch, a_int.shape[-2], b_int.shape[-1])
     if 0 in shape or a_int.shape[-1] == 0:  # nothing to write or nothing to read: an empty or zero product
         return torch.zeros(shape, dtype=dtype, device=a_int.device)
@@ -534,6 +537,12 @@ def int8_crossbar_product(a: torch.Tensor, b: torch.Tensor, crossbar: CrossbarCo
     a_int, s_a = _int8_rows(a)
     b_int, s_b = _int8_matrices(b)
     return (_batched_product(a_int, b_int, crossbar, F64) * s_a * s_b).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _unsigned(crossbar: CrossbarConfig) -> CrossbarConfig:
+    """``crossbar`` driven by unsigned inputs (the softmax codes), made once per config."""
+    return dataclasses.replace(crossbar, input_encoding="unsigned")
 
 
 def hastily_attention(
@@ -558,23 +567,25 @@ def hastily_attention(
         _check_finite(t, name)
     length_q, length_k, d = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1 / math.sqrt(d) if scale is None else scale
-    allowed = torch.ones(length_q, length_k, dtype=torch.bool, device=q.device)
+    allowed = live = None  # None: every query may attend every key
     if is_causal:
-        allowed = allowed.tril()
+        allowed = torch.ones(length_q, length_k, dtype=torch.bool, device=q.device).tril()
     if attn_mask is not None:
-        allowed = allowed & (attn_mask if attn_mask.dtype == torch.bool else attn_mask > -math.inf)
-    live = allowed.any(-2)  # (..., L_k): keys some query may attend
-    live = live.expand(*torch.broadcast_shapes(live.shape[:-1], k.shape[:-2]), length_k)
+        given = attn_mask if attn_mask.dtype == torch.bool else attn_mask > -math.inf
+        allowed = given if allowed is None else allowed & given
+    if allowed is not None:
+        live = allowed.any(-2)  # (..., L_k): keys some query may attend
+        live = live.expand(*torch.broadcast_shapes(live.shape[:-1], k.shape[:-2]), length_k)
     q_int, s_q = _int8_rows(q)
     k_int, s_k = _int8_matrices(k, live)
     v_int, s_v = _int8_matrices(v, live)
     logits = _batched_product(q_int, k_int.transpose(-1, -2), crossbar, F64) * (s_q * s_k * scale)
     if attn_mask is not None and attn_mask.dtype != torch.bool:
         logits = logits + attn_mask.to(torch.float64)
-    logits = logits.masked_fill(~allowed, -math.inf)
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, -math.inf)
     codes = uclm_softmax(logits, config=uclm, return_codes=True)
-    unsigned = dataclasses.replace(crossbar, input_encoding="unsigned")
-    out = _batched_product(codes, v_int, unsigned, F64) * (s_v / uclm.out_max)
+    out = _batched_product(codes, v_int, _unsigned(crossbar), F64) * (s_v / uclm.out_max)
     return out.to(q.dtype)
 
 

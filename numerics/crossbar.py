@@ -488,13 +488,25 @@ def _cannot_clip(x2: torch.Tensor, w: torch.Tensor | None, config: CrossbarConfi
     ``(2**adc_bits - 1) / L`` rows whose input is non-zero for some row of ``x2`` (a column count is at
     most those rows times L; a zero input drives no bit plane). Then each block's partial is its exact
     product. A truncating ADC's step is fixed by the full array, so it never qualifies."""
-    if config.has_randomness or config.adc_mode not in ("saturate", "exact"):
+    if not _ideal_conversions(config):
         return False
+    if _counts_fit(min(x2.shape[-1], config.rows), config):  # too few rows to clip, whatever the codes
+        return True
     known = None if w is None else _column_sums(w, config, n_blocks, peek=True)
     if known is not None and not known[1].numel():
         return True
     live = torch.nn.functional.pad((x2 != 0).any(0), (0, n_blocks * config.rows - x2.shape[-1]))
-    return int(live.view(n_blocks, config.rows).sum(-1).max()) * config.levels <= (1 << config.adc_bits) - 1
+    return _counts_fit(int(live.view(n_blocks, config.rows).sum(-1).max()), config)
+
+
+def _ideal_conversions(config: CrossbarConfig) -> bool:
+    """Noise-free, with a saturating (or exact) ADC: a conversion then differs from its count only by clipping."""
+    return not config.has_randomness and config.adc_mode in ("saturate", "exact")
+
+
+def _counts_fit(rows: int, config: CrossbarConfig) -> bool:
+    """Whether a count over ``rows`` driven rows (at most rows·L) stays within the ADC's top code."""
+    return rows * config.levels <= (1 << config.adc_bits) - 1
 
 
 def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int, *, peek: bool = False) -> tuple | None:
@@ -756,9 +768,11 @@ def unchecked_batched(a3: torch.Tensor, b3: torch.Tensor, config: CrossbarConfig
     g, m, k = a3.shape
     blocks = -(-k // config.rows)
     pad = blocks * config.rows - k
-    # the rows each entry's blocks drive, in the stacked order, as one input row: enough to rule clipping out
-    live = torch.nn.functional.pad((a3 != 0).any(1), (0, pad)).view(1, -1)
-    exact = not config.can_clip or _cannot_clip(live, None, config, g * blocks)
+    exact = not config.can_clip or (_ideal_conversions(config) and _counts_fit(min(k, config.rows), config))
+    if not exact:
+        # the rows each entry's blocks drive, in the stacked order, as one input row: enough to rule clipping out
+        live = torch.nn.functional.pad((a3 != 0).any(1), (0, pad)).view(1, -1)
+        exact = _cannot_clip(live, None, config, g * blocks)
     if exact:
         return wrap_sum(_exact_product(a3, b3, _term_bound(config), None), k, config).to(dtype)
     stacked_a = torch.nn.functional.pad(a3, (0, pad)).transpose(0, 1).reshape(m, g * blocks * config.rows)

@@ -132,6 +132,29 @@ def test_hastily_attention_composition_exact():
     assert (out - ref).abs().max() < 0.05
 
 
+@pytest.mark.parametrize("spelling", ["is_causal", "bool", "additive"])
+def test_hastily_attention_masks_exact(spelling):
+    # Causal masking, plus (mask spellings) a padded key 8 that no query may attend: its logits are -inf
+    # before the UCLM softmax and, though 100x larger than the others, it sets neither K's nor V's scale
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 3, 9, 16, generator=g) for _ in range(3))
+    allowed = torch.ones(9, 9, dtype=torch.bool).tril()
+    if spelling != "is_causal":
+        allowed[:, 8] = False
+        k[..., 8, :] *= 100
+        v[..., 8, :] *= 100
+    mask = {"is_causal": None, "bool": allowed, "additive": torch.zeros(9, 9).masked_fill(~allowed, -math.inf)}
+    wide = dataclasses.replace(HASTILY_SRAM, adc_bits=7)
+    out = hastily_attention(q, k, v, attn_mask=mask[spelling], is_causal=spelling == "is_causal", crossbar=wide)
+    live = allowed.any(0)
+    sq = q.double().abs().amax(-1, keepdim=True) / 127
+    sk, sv = (t[..., live, :].double().abs().amax((-2, -1), keepdim=True) / 127 for t in (k, v))
+    qi, ki, vi = (torch.round(t.double() / s).clamp(-127, 127).long() for t, s in ((q, sq), (k, sk), (v, sv)))
+    logits = ((qi @ ki.transpose(-1, -2)).double() * sq * sk / 4).masked_fill(~allowed, -math.inf)
+    codes = uclm_softmax(logits, return_codes=True)
+    assert torch.equal(out, ((codes @ vi).double() * (sv / 255)).float())
+
+
 def test_targets_validate_and_keep_original():
     model = small_bert()
     with pytest.raises(ValueError, match="noise"):
