@@ -33,8 +33,8 @@ from numerics.crossbar import (
     ATLEUS_RERAM,
     HASTILY_SRAM,
     CrossbarConfig,
+    batched_blocks,
     check_codes,
-    crossbar_matmul,
     unchecked_batched,
     unchecked_blocks,
     unchecked_matmul,
@@ -202,41 +202,49 @@ def _column_scales_sum_exactly(wq: WeightQuant, input_bits: int) -> bool:
     return k * ((1 << (input_bits - 1)) - 1) * ((1 << (wq.bits - 1)) + zp) < (1 << 29)
 
 
-def stacked_crossbar_linear(
-    x: torch.Tensor, wqs: list[WeightQuant], crossbar: CrossbarConfig, *, input_scale=None
-) -> torch.Tensor:
-    """G independent :func:`crossbar_linear` products at once, ``x`` (G, M, K) with the G weights ``wqs``
+@dataclasses.dataclass(frozen=True)
+class StackedWeights:
+    """G weights of one shape as :func:`stacked_crossbar_linear` runs them: their codes, and their scales and
+    zero points per crossbar row block and column."""
+
+    codes: torch.Tensor
+    """int64 codes (G, K, N)."""
+    scales: torch.Tensor
+    """float64 scale of each group's row block p and column j, (G, P, N)."""
+    zero_points: torch.Tensor | None
+    """int64 zero points likewise (asymmetric weights), else None."""
+    crossbar: CrossbarConfig
+    """The crossbar, with the weights' bits."""
+
+    @classmethod
+    def of(cls, wqs: list[WeightQuant], crossbar: CrossbarConfig, device) -> StackedWeights:
+        """The G weights ``wqs`` (same shape, bits and blocks) on ``crossbar``, on ``device``."""
+        cfg = _with_bits(crossbar, wqs[0].bits)
+        k, n = wqs[0].codes.shape
+        rows_idx = torch.arange(-(-k // cfg.rows), device=device) * cfg.rows // wqs[0].block_rows
+        cols_idx = torch.arange(n, device=device) // wqs[0].block_cols
+
+        def per_block(t):
+            return torch.stack([t(wq).to(device)[rows_idx][:, cols_idx] for wq in wqs])
+
+        zp = None if wqs[0].zero_points is None else per_block(lambda wq: wq.zero_points)
+        codes = torch.stack([wq.codes.to(device) for wq in wqs])
+        return cls(codes, per_block(lambda wq: wq.scales), zp, cfg)
+
+
+def stacked_crossbar_linear(x: torch.Tensor, weights: StackedWeights, *, input_scale=None) -> torch.Tensor:
+    """G independent :func:`crossbar_linear` products at once, ``x`` (G, M, K) with the G ``weights``
     (each K x N), noise-free: every group's K is padded to whole row blocks and the groups' row blocks
     are stacked into one crossbar product, whose per-block partials are each group's own (a conversion
     sees one row block and one column). Bit for bit the G separate products; returns (G, M, N) float32."""
-    cfg = _with_bits(crossbar, wqs[0].bits)
-    k, n = wqs[0].codes.shape
+    cfg = weights.crossbar
     x_int, s_x = quantize_input(x, cfg.input_bits, scale=input_scale)  # per row of each group
-    codes = torch.stack([wq.codes.to(x.device) for wq in wqs])
-    parts = _entry_partials(x_int, codes, cfg, torch.float64)  # (G, M, P, N)
-    blocks = parts.shape[2]
-    pad = blocks * cfg.rows - k
-    rows_idx = torch.arange(blocks, device=x.device) * cfg.rows // wqs[0].block_rows
-    cols_idx = torch.arange(n, device=x.device) // wqs[0].block_cols
-    c = torch.stack([wq.scales.to(x.device)[rows_idx][:, cols_idx] for wq in wqs])  # (G, P, N)
-    if wqs[0].zero_points is not None:
-        xsum = F.pad(x_int, (0, pad)).unflatten(-1, (blocks, cfg.rows)).sum(-1)  # (G, M, P)
-        zp = torch.stack([wq.zero_points.to(x.device)[rows_idx][:, cols_idx] for wq in wqs])
-        parts = parts - zp[:, None] * xsum.unsqueeze(-1).to(torch.float64)
-    return (_scaled_block_sum(parts.unbind(-2), c[:, None]) * s_x).to(torch.float32)
-
-
-def _entry_partials(a3: torch.Tensor, b3: torch.Tensor, crossbar: CrossbarConfig, dtype=torch.int64) -> torch.Tensor:
-    """Per-block partials (G, M, P, N) of G independent crossbar products ``a3[g] @ b3[g]`` (a3 (G, M, K),
-    b3 (G, K, N)) run as one: each entry's K is padded to whole row blocks and the entries' row blocks
-    are stacked, so each conversion sees one row block of one entry, as in separate arrays."""
-    g, m, k = a3.shape
-    blocks = -(-k // crossbar.rows)
-    pad = blocks * crossbar.rows - k
-    stacked_a = F.pad(a3, (0, pad)).transpose(0, 1).reshape(m, g * blocks * crossbar.rows)
-    stacked_b = F.pad(b3, (0, 0, 0, pad)).reshape(g * blocks * crossbar.rows, b3.shape[-1])
-    parts = crossbar_matmul(stacked_a, stacked_b, crossbar, partials=True, dtype=dtype)  # (M, G*P, N)
-    return parts.view(m, g, blocks, -1).transpose(0, 1)
+    parts = batched_blocks(x_int, weights.codes, cfg, dtype=torch.float64)  # (G, M, P, N)
+    if weights.zero_points is not None:
+        blocks = parts.shape[2]
+        xsum = F.pad(x_int, (0, blocks * cfg.rows - x.shape[-1])).unflatten(-1, (blocks, cfg.rows)).sum(-1)
+        parts = parts - weights.zero_points[:, None] * xsum.unsqueeze(-1).to(torch.float64)  # (G, M, P)
+    return (_scaled_block_sum(parts.unbind(-2), weights.scales[:, None]) * s_x).to(torch.float32)
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -426,6 +434,7 @@ class CrossbarConv(torch.nn.Module):
             )
             for g, w in enumerate(mats)
         )
+        self._stacked: dict = {}  # (device, crossbar) -> StackedWeights of the groups (their codes never change)
         dequantized = torch.cat([m.weight for m in self.gemms])  # (C_out, K)
         self.register_buffer("weight", dequantized.reshape(conv.weight.shape), persistent=False)
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
@@ -461,8 +470,12 @@ class CrossbarConv(torch.nn.Module):
         if len(self.gemms) == 1 or noisy or per_call_tensor_scale:
             return torch.stack([layer(cols[i]) for i, layer in enumerate(self.gemms)])
         _check_finite(cols, f"the input of a crossbar convolution ({self.in_channels} -> {self.out_channels})")
+        key = (cols.device, first.crossbar)
+        stacked = self._stacked.get(key)
+        if stacked is None:
+            stacked = self._stacked[key] = StackedWeights.of([m.wq for m in self.gemms], first.crossbar, cols.device)
         with torch.no_grad():
-            y = stacked_crossbar_linear(cols, [m.wq for m in self.gemms], first.crossbar, input_scale=first.input_scale)
+            y = stacked_crossbar_linear(cols, stacked, input_scale=first.input_scale)
         return straight_through(y.to(cols.dtype), lambda: torch.matmul(cols, weights.to(cols.dtype)), cols)
 
     def extra_repr(self) -> str:

@@ -760,6 +760,28 @@ def unchecked_blocks(
     return unchecked_matmul(x2, w_int, config, generator=generator, partials=True, dtype=dtype, exact=False).unbind(1)
 
 
+def batched_blocks(a3: torch.Tensor, b3: torch.Tensor, config: CrossbarConfig, *, dtype=torch.int64) -> torch.Tensor:
+    """Per-row-block partials (G, M, P, N) of G independent crossbar products ``a3[g] @ b3[g]`` (a3 (G, M, K),
+    b3 (G, K, N) codes), each in arrays of its own. Where no conversion can clip whatever the codes (at most
+    min(K, rows) driven rows), each block's exact product, batched; otherwise each entry's K is padded to
+    whole row blocks and the entries' row blocks are stacked as one checked crossbar product, so each
+    conversion sees one row block of one entry, as in separate arrays."""
+    g, m, k = a3.shape
+    blocks = -(-k // config.rows)
+    pad = blocks * config.rows - k
+    if _ideal_conversions(config) and _counts_fit(min(k, config.rows), config):
+        if blocks == 1:  # e.g. a depthwise convolution's few rows: no padding to a whole array
+            a4, b4 = a3.unsqueeze(1), b3.unsqueeze(1)
+        else:
+            a4 = torch.nn.functional.pad(a3, (0, pad)).unflatten(-1, (blocks, config.rows)).transpose(1, 2)
+            b4 = torch.nn.functional.pad(b3, (0, 0, 0, pad)).unflatten(1, (blocks, config.rows))
+        return _exact_product(a4, b4, _term_bound(config), dtype).transpose(1, 2)  # (G, P, M, N) -> (G, M, P, N)
+    stacked_a = torch.nn.functional.pad(a3, (0, pad)).transpose(0, 1).reshape(m, g * blocks * config.rows)
+    stacked_b = torch.nn.functional.pad(b3, (0, 0, 0, pad)).reshape(g * blocks * config.rows, b3.shape[-1])
+    parts = crossbar_matmul(stacked_a, stacked_b, config, partials=True, dtype=dtype)  # (M, G*P, N)
+    return parts.view(m, g, blocks, -1).transpose(0, 1)
+
+
 def unchecked_batched(a3: torch.Tensor, b3: torch.Tensor, config: CrossbarConfig, *, dtype=torch.int64) -> torch.Tensor:
     """G independent crossbar products ``a3[g] @ b3[g]`` (a3 (G, M, K), b3 (G, K, N) integer codes of any
     dtype, unchecked; noise-free), each in arrays of its own, summed and wrapped per entry: (G, M, N) of

@@ -6,6 +6,7 @@ strided slicing per kernel tap), independently of :mod:`numerics.conv`, and chec
 float64 convolution first so that the reference cannot silently share a mistake with the library.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -289,6 +290,51 @@ def test_crossbar_conv_is_crossbar_linear_of_im2col(variant, name):
         y = em(x)
     assert torch.equal(y, crossbar_reference(model[0], x, quant, crossbar, layer))
     assert em.emulation.counts["conv"] == 1 and em.emulation.counts["linear"] == 0
+
+
+WIDE = nn.Conv2d(36, 6, 3, padding=1, groups=2)  # K = 162: three 64-row blocks per group, two of 128 rows
+
+
+@pytest.mark.parametrize(
+    ("target", "fields", "conv", "clips"),
+    [
+        ("hastily", {"adc_bits": 4}, WIDE, True),
+        ("atleus", {"adc_bits": 6}, WIDE, True),
+        ("hastily", {"adc_bits": 7}, WIDE, False),  # 64 rows always fit: each block's exact product
+        ("atleus", {"adc_bits": 12}, WIDE, False),  # likewise, and a scale per 128-row block
+        ("hastily", {"adc_bits": 3}, nn.Conv2d(36, 72, 3, padding=1, groups=36), True),  # K = 9 > 7
+        ("hastily", {"adc_bits": 2}, nn.Conv2d(36, 36, 2, groups=36), True),  # K = 4 = the top code + 1
+        # K = 9 rows fit a 6-bit ADC, but a truncating ADC's step is set by the whole 64-row array
+        ("hastily", {"adc_mode": "truncate"}, nn.Conv2d(36, 72, 3, padding=1, groups=36), True),
+    ],
+)
+def test_grouped_crossbar_conv_is_its_groups_products(target, fields, conv, clips):
+    _, quant, crossbar = CIM_VARIANTS[target]
+    crossbar = dataclasses.replace(crossbar, **fields)
+    torch.manual_seed(3)
+    model = nn.Sequential(conv).eval()
+    x = torch.randn(2, 36, 5, 5, generator=torch.Generator().manual_seed(4))
+    em = emulate(model, target, crossbar=crossbar)
+    with torch.no_grad():
+        y = em(x)
+        ideal = emulate(model, target, crossbar=dataclasses.replace(crossbar, adc_bits=12, adc_mode="saturate"))(x)
+    assert torch.equal(y, crossbar_reference(model[0], x, quant, crossbar, em[0]))
+    assert torch.equal(y, ideal) != clips  # whether some conversions clip
+
+
+def test_grouped_crossbar_conv_follows_a_changed_crossbar():
+    # the groups' stacked weights are kept per device and crossbar: a crossbar set afterwards is used
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(36, 36, 2, groups=36)).eval()
+    x = torch.randn(2, 36, 5, 5, generator=torch.Generator().manual_seed(4))
+    narrow = dataclasses.replace(HASTILY_SRAM, adc_bits=2)
+    em = emulate(model, "hastily")
+    with torch.no_grad():
+        before = em(x)
+        for gemm in em[0].gemms:
+            gemm.crossbar = narrow
+        assert torch.equal(em(x), emulate(model, "hastily", crossbar=narrow)(x))
+        assert not torch.equal(em(x), before)
 
 
 class NamedConvs(nn.Module):
