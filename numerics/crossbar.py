@@ -488,10 +488,10 @@ def _cannot_clip(x2: torch.Tensor, w: torch.Tensor | None, config: CrossbarConfi
     ``(2**adc_bits - 1) / L`` rows whose input is non-zero for some row of ``x2`` (a column count is at
     most those rows times L; a zero input drives no bit plane). Then each block's partial is its exact
     product. A truncating ADC's step is fixed by the full array, so it never qualifies."""
+    if _too_few_rows_to_clip(x2.shape[-1], config):
+        return True
     if not _ideal_conversions(config):
         return False
-    if _counts_fit(min(x2.shape[-1], config.rows), config):  # too few rows to clip, whatever the codes
-        return True
     known = None if w is None else _column_sums(w, config, n_blocks, peek=True)
     if known is not None and not known[1].numel():
         return True
@@ -507,6 +507,12 @@ def _ideal_conversions(config: CrossbarConfig) -> bool:
 def _counts_fit(rows: int, config: CrossbarConfig) -> bool:
     """Whether a count over ``rows`` driven rows (at most rows·L) stays within the ADC's top code."""
     return rows * config.levels <= (1 << config.adc_bits) - 1
+
+
+def _too_few_rows_to_clip(k: int, config: CrossbarConfig) -> bool:
+    """Whether no conversion of a K-row product can clip, whatever its codes: ideal conversions whose counts
+    (over at most one block's rows) fit the ADC."""
+    return _ideal_conversions(config) and _counts_fit(min(k, config.rows), config)
 
 
 def _column_sums(w: torch.Tensor, config: CrossbarConfig, n_blocks: int, *, peek: bool = False) -> tuple | None:
@@ -769,7 +775,7 @@ def batched_blocks(a3: torch.Tensor, b3: torch.Tensor, config: CrossbarConfig, *
     g, m, k = a3.shape
     blocks = -(-k // config.rows)
     pad = blocks * config.rows - k
-    if _ideal_conversions(config) and _counts_fit(min(k, config.rows), config):
+    if _too_few_rows_to_clip(k, config):
         if blocks == 1:  # e.g. a depthwise convolution's few rows: no padding to a whole array
             a4, b4 = a3.unsqueeze(1), b3.unsqueeze(1)
         else:
@@ -790,7 +796,7 @@ def unchecked_batched(a3: torch.Tensor, b3: torch.Tensor, config: CrossbarConfig
     g, m, k = a3.shape
     blocks = -(-k // config.rows)
     pad = blocks * config.rows - k
-    exact = not config.can_clip or (_ideal_conversions(config) and _counts_fit(min(k, config.rows), config))
+    exact = not config.can_clip or _too_few_rows_to_clip(k, config)
     if not exact:
         # the rows each entry's blocks drive, in the stacked order, as one input row: enough to rule clipping out
         live = torch.nn.functional.pad((a3 != 0).any(1), (0, pad)).view(1, -1)

@@ -292,27 +292,32 @@ def test_crossbar_conv_is_crossbar_linear_of_im2col(variant, name):
     assert em.emulation.counts["conv"] == 1 and em.emulation.counts["linear"] == 0
 
 
-WIDE = nn.Conv2d(36, 6, 3, padding=1, groups=2)  # K = 162: three 64-row blocks per group, two of 128 rows
+def wide_groups():
+    return nn.Conv2d(36, 6, 3, padding=1, groups=2)  # K = 162: three 64-row blocks per group, two of 128 rows
+
+
+def depthwise_3x3():
+    return nn.Conv2d(36, 72, 3, padding=1, groups=36)
 
 
 @pytest.mark.parametrize(
     ("target", "fields", "conv", "clips"),
     [
-        ("hastily", {"adc_bits": 4}, WIDE, True),
-        ("atleus", {"adc_bits": 6}, WIDE, True),
-        ("hastily", {"adc_bits": 7}, WIDE, False),  # 64 rows always fit: each block's exact product
-        ("atleus", {"adc_bits": 12}, WIDE, False),  # likewise, and a scale per 128-row block
-        ("hastily", {"adc_bits": 3}, nn.Conv2d(36, 72, 3, padding=1, groups=36), True),  # K = 9 > 7
-        ("hastily", {"adc_bits": 2}, nn.Conv2d(36, 36, 2, groups=36), True),  # K = 4 = the top code + 1
+        ("hastily", {"adc_bits": 4}, wide_groups, True),
+        ("atleus", {"adc_bits": 6}, wide_groups, True),
+        ("hastily", {"adc_bits": 7}, wide_groups, False),  # 64 rows always fit: each block's exact product
+        ("atleus", {"adc_bits": 12}, wide_groups, False),  # likewise, and a scale per 128-row block
+        ("hastily", {"adc_bits": 3}, depthwise_3x3, True),  # K = 9 > 7
+        ("hastily", {"adc_bits": 2}, lambda: nn.Conv2d(36, 36, 2, groups=36), True),  # K = 4 = the top code + 1
         # K = 9 rows fit a 6-bit ADC, but a truncating ADC's step is set by the whole 64-row array
-        ("hastily", {"adc_mode": "truncate"}, nn.Conv2d(36, 72, 3, padding=1, groups=36), True),
+        ("hastily", {"adc_mode": "truncate"}, depthwise_3x3, True),
     ],
 )
 def test_grouped_crossbar_conv_is_its_groups_products(target, fields, conv, clips):
     _, quant, crossbar = CIM_VARIANTS[target]
     crossbar = dataclasses.replace(crossbar, **fields)
-    torch.manual_seed(3)
-    model = nn.Sequential(conv).eval()
+    torch.manual_seed(3)  # the weights: whether some conversions clip depends on them
+    model = nn.Sequential(conv()).eval()
     x = torch.randn(2, 36, 5, 5, generator=torch.Generator().manual_seed(4))
     em = emulate(model, target, crossbar=crossbar)
     with torch.no_grad():
