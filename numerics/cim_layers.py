@@ -506,7 +506,12 @@ def _int8_rows(t: torch.Tensor):
 def _int8_matrices(t: torch.Tensor, live: torch.Tensor | None = None):
     """INT8 codes (as float32) with one absmax scale per matrix (a K or V written as weights), (..., 1, 1);
     rows not ``live`` (keys every query masks out, e.g. padding) do not set the scale, and their codes
-    saturate. ``t`` must be finite (the callers check): :func:`quantize_input`'s steps without its checks."""
+    saturate. ``t`` must be finite (the callers check): :func:`quantize_input`'s steps without its checks;
+    where every row is live, a matrix is one row of the compiled :func:`numerics.kernels.input_codes`."""
+    if live is None or bool(live.all()):
+        compiled = kernels.input_codes(t.detach().reshape(*t.shape[:-2], t.shape[-2] * t.shape[-1]), 8)
+        if compiled is not None:
+            return compiled[0].view(t.shape), compiled[1].unsqueeze(-1)
     a = t.detach().abs()
     if live is not None:
         a = a.masked_fill(~live.unsqueeze(-1), 0.0)
