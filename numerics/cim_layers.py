@@ -35,9 +35,11 @@ from numerics.crossbar import (
     CrossbarConfig,
     batched_blocks,
     check_codes,
+    gemm_operand,
     unchecked_batched,
     unchecked_blocks,
     unchecked_matmul,
+    weights_cannot_clip,
 )
 from numerics.derived import derived
 from numerics.emulation import in_reference_arithmetic
@@ -122,14 +124,20 @@ def crossbar_linear(
     (``crossbar_matmul(..., partials=True)``); asymmetric weights subtract zp * sum_{i in p} x.
     """
     cfg = _with_bits(crossbar, wq.bits)
-    x_int, s_x = quantize_input(x, cfg.input_bits, scale=input_scale, dtype=torch.float32)  # exact codes
     k, n = wq.codes.shape
-    x2, s_x = x_int.reshape(-1, k), s_x.reshape(-1, 1)
     codes = wq.codes.to(x.device)
     columns, c, zp = _scales(wq, cfg, x.device)
+    # Σ_p c_j·P_p[j] = c_j·Σ_p P_p[j] exactly: the blocks' integer sum (one GEMM), unwrapped
+    cfg64 = _with_bits(cfg, wq.bits, accumulator_bits=64) if columns else None
+    # a small layer that cannot clip, with float32 sums exact in any order: one compiled call
+    float32_exact = k * ((1 << (cfg.input_bits - 1)) - 1) * (1 << (wq.bits - 1)) < 1 << 24
+    if columns and zp is None and input_scale is None and float32_exact and weights_cannot_clip(codes, cfg64):
+        y = kernels.crossbar_linear(x.reshape(-1, k), cfg.input_bits, gemm_operand(codes), c, bias)
+        if y is not None:
+            return y.view(*x.shape[:-1], n)
+    x_int, s_x = quantize_input(x, cfg.input_bits, scale=input_scale, dtype=torch.float32)  # exact codes
+    x2, s_x = x_int.reshape(-1, k), s_x.reshape(-1, 1)
     if columns:
-        # Σ_p c_j·P_p[j] = c_j·Σ_p P_p[j] exactly: the blocks' integer sum (one GEMM), unwrapped
-        cfg64 = _with_bits(cfg, wq.bits, accumulator_bits=64)
         parts = [unchecked_matmul(x2, codes, cfg64, generator=generator, dtype=None)]
         c = c[None]
         if zp is not None:

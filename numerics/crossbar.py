@@ -488,15 +488,25 @@ def _cannot_clip(x2: torch.Tensor, w: torch.Tensor | None, config: CrossbarConfi
     ``(2**adc_bits - 1) / L`` rows whose input is non-zero for some row of ``x2`` (a column count is at
     most those rows times L; a zero input drives no bit plane). Then each block's partial is its exact
     product. A truncating ADC's step is fixed by the full array, so it never qualifies."""
-    if _too_few_rows_to_clip(x2.shape[-1], config):
+    if _too_few_rows_to_clip(x2.shape[-1], config) or (w is not None and weights_cannot_clip(w, config, n_blocks)):
         return True
     if not _ideal_conversions(config):
         return False
-    known = None if w is None else _column_sums(w, config, n_blocks, peek=True)
-    if known is not None and not known[1].numel():
-        return True
     live = torch.nn.functional.pad((x2 != 0).any(0), (0, n_blocks * config.rows - x2.shape[-1]))
     return _counts_fit(int(live.view(n_blocks, config.rows).sum(-1).max()), config)
+
+
+def weights_cannot_clip(w: torch.Tensor, config: CrossbarConfig, n_blocks: int | None = None) -> bool:
+    """Whether no conversion of a product with the weight codes ``w`` (K, N) can clip, whatever the input
+    codes: it has too few rows to fill the ADC, or no stored column sums above the top code (known once
+    the column sums are kept with ``w``, :func:`_column_sums`)."""
+    if not config.can_clip or _too_few_rows_to_clip(w.shape[0], config):
+        return True
+    if not _ideal_conversions(config):
+        return False
+    n_blocks = n_blocks or _padded_sizes(*w.shape, config)[0]
+    known = _column_sums(w, config, n_blocks, peek=True)
+    return known is not None and not known[1].numel()
 
 
 def _ideal_conversions(config: CrossbarConfig) -> bool:
@@ -721,7 +731,7 @@ def unchecked_matmul(
     if dtype is None and not exact:
         dtype = torch.float64  # corrected or converted values may leave float32's exact range
     if exact or (not config.has_randomness and config.adc_mode == "saturate"):
-        w = _gemm_operand(w_int)
+        w = gemm_operand(w_int)
         wraps = not partials and _can_wrap(k, config)  # partials are never wrapped
         if partials:
             out = _exact_blocks(x2, w, config, n_blocks, dtype)
@@ -746,7 +756,7 @@ def unchecked_matmul(
     return wrap_accumulator(blocks.sum(dim=1), config.accumulator_bits).to(dtype)
 
 
-def _gemm_operand(w_int: torch.Tensor) -> torch.Tensor:
+def gemm_operand(w_int: torch.Tensor) -> torch.Tensor:
     """The weight codes as the exact GEMMs take them: a weight that comes back keeps a float32 copy (exact:
     codes have at most 16 bits)."""
     w = derived(w_int, "float32", None, lambda: w_int.to(torch.float32))
@@ -761,7 +771,7 @@ def unchecked_blocks(
     each block's product is computed only when asked for, so a caller summing them never holds them all."""
     n_blocks = _padded_sizes(*w_int.shape, config)[0]
     if not config.can_clip or _cannot_clip(x2, w_int, config, n_blocks):
-        return _each_exact_block(x2, _gemm_operand(w_int), config, dtype)
+        return _each_exact_block(x2, gemm_operand(w_int), config, dtype)
     dtype = dtype or torch.float64
     return unchecked_matmul(x2, w_int, config, generator=generator, partials=True, dtype=dtype, exact=False).unbind(1)
 

@@ -1,7 +1,8 @@
 /* edgenum's compiled CPU kernels, built at first use by numerics/kernels.py (which says why each exists):
  * FlexiSAGA's PE-order float32 GEMM, the lookup of a bfloat16 code's tabulated result, SoftEx's softmax and its
- * denominator, HASTILY's UCLM softmax, a crossbar Linear's input codes and scaled block sum, and the bit counts
- * behind a crossbar product's clipping candidates. Each exported worker may run on
+ * denominator, HASTILY's UCLM softmax, a crossbar Linear's input codes and scaled block sum (and a whole small
+ * one that cannot clip), and the bit counts behind a crossbar product's clipping candidates. Each exported
+ * worker may run on
  * several threads at once, which claim pieces of the work from a shared counter (claim below).
  *
  * PE-order GEMM (docs/hardware/flexisaga.md, section 2.2): y[g] = x[g] . w[g] with x (G, M, K),
@@ -585,31 +586,71 @@ void edgenum_bit_counts(int64_t groups, int64_t rows, int32_t bits, const uint8_
  * code = clamp(round_half_even((double)x / s), -q_m, q_m), stored as float32 (exact for up to 16 bits). A row
  * with NaN or Inf sets *bad and is left: the caller then takes the path that reports it. Workers claim
  * ROW_CHUNK_ELEMENTS worth of rows at a time. */
+/* One row's codes into out and its scale into *scale; 0 (and nothing written) where the row holds NaN or Inf. */
+static inline int row_codes(const float *xr, int64_t length, double q_m, float *out, double *scale)
+{
+    float a = 0.0f;
+    int finite = 1;
+    for (int64_t j = 0; j < length; j++) {
+        float v = fabsf(xr[j]);
+        finite &= v <= 3.4028234663852886e38f; /* false for Inf and NaN */
+        a = v > a ? v : a;
+    }
+    if (!finite)
+        return 0;
+    double s = a > 0.0f ? (double)a / q_m : 1.0;
+    *scale = s;
+    for (int64_t j = 0; j < length; j++) {
+        double q = nearbyint((double)xr[j] / s);
+        out[j] = (float)(q < -q_m ? -q_m : (q > q_m ? q_m : q));
+    }
+    return 1;
+}
+
 void edgenum_input_codes(int64_t rows, int64_t length, const float *x, double q_m, float *codes, double *scales,
                          int64_t *bad, int64_t *next)
 {
     fenv_t env = default_rounding();
     int64_t chunk = rows_per_claim(length), r0 = 0, r1 = 0;
+    while (claim(next, chunk, rows, &r0, &r1))
+        for (int64_t r = r0; r < r1; r++)
+            if (!row_codes(x + r * length, length, q_m, codes + r * length, scales + r))
+                __atomic_store_n(bad, 1, __ATOMIC_RELAXED);
+    fesetenv(&env);
+}
+
+/* A whole small crossbar Linear none of whose conversions can clip, with one scale per column (hastily.md,
+ * section 2.2): per row of x (rows, k), its codes as edgenum_input_codes makes them, their exact product with the
+ * weight codes w (k, n, float32; every partial sum below 2^24, so float32 adds exactly in any order, k <= 1024),
+ * then out = float32((P * c[j]) * s) (+ bias[j] in float32), as edgenum_scale_blocks rounds one block. A row with
+ * NaN or Inf sets *bad. Workers claim rows. */
+void edgenum_crossbar_linear(int64_t rows, int64_t k, int64_t n, const float *x, double q_m, const float *w,
+                             const double *c, const float *bias, float *out, int64_t *bad, int64_t *next)
+{
+    fenv_t env = default_rounding();
+    int64_t chunk = rows_per_claim(k * n), r0 = 0, r1 = 0;
+    float codes[1024], acc[256];
+    double s;
     while (claim(next, chunk, rows, &r0, &r1)) {
         for (int64_t r = r0; r < r1; r++) {
-            const float *xr = x + r * length;
-            float *out = codes + r * length;
-            float a = 0.0f;
-            int finite = 1;
-            for (int64_t j = 0; j < length; j++) {
-                float v = fabsf(xr[j]);
-                finite &= v <= 3.4028234663852886e38f; /* false for Inf and NaN */
-                a = v > a ? v : a;
-            }
-            if (!finite) {
+            if (!row_codes(x + r * k, k, q_m, codes, &s)) {
                 __atomic_store_n(bad, 1, __ATOMIC_RELAXED);
                 continue;
             }
-            double s = a > 0.0f ? (double)a / q_m : 1.0;
-            scales[r] = s;
-            for (int64_t j = 0; j < length; j++) {
-                double q = nearbyint((double)xr[j] / s);
-                out[j] = (float)(q < -q_m ? -q_m : (q > q_m ? q_m : q));
+            for (int64_t j0 = 0; j0 < n; j0 += 256) {
+                int64_t width = n - j0 < 256 ? n - j0 : 256;
+                for (int64_t j = 0; j < width; j++)
+                    acc[j] = 0.0f;
+                for (int64_t i = 0; i < k; i++) {
+                    const float *wi = w + i * n + j0;
+                    float q = codes[i];
+                    for (int64_t j = 0; j < width; j++)
+                        acc[j] = acc[j] + q * wi[j];
+                }
+                for (int64_t j = 0; j < width; j++) {
+                    float v = (float)((double)acc[j] * c[j0 + j] * s);
+                    out[r * n + j0 + j] = bias ? v + bias[j0 + j] : v;
+                }
             }
         }
     }

@@ -30,7 +30,9 @@ over every logit in torch; the C loop does them per row in one pass plus the sum
 **Crossbar Linear.** Around its exact integer GEMMs, a crossbar Linear quantizes its input per row
 (max, scale, round, clamp: five torch passes) and scales the GEMMs' results (per block, per column, per
 row, to float32, plus the bias: four or more); each is one pass here (:func:`input_codes`,
-:func:`scale_blocks`), with the same roundings in the same order. To find the conversions that may clip,
+:func:`scale_blocks`), with the same roundings in the same order. A small layer none of whose conversions
+can clip, with one scale per column, runs all three in one call (:func:`crossbar_linear`; a 64 -> 64 layer
+on 20 tokens 86 -> 47 us, ``nn.Linear`` 9 us). To find the conversions that may clip,
 every product counts the set bits of each input bit plane per row block; in torch a gather writes 8
 bytes per code, here one pass counts them (:func:`bit_counts`).
 
@@ -176,6 +178,8 @@ def _load() -> ctypes.CDLL | None:
             library.edgenum_softex_softmax.restype = None
             library.edgenum_input_codes.argtypes = [i64, i64, ptr, f64, ptr, ptr, ptr, ptr]
             library.edgenum_input_codes.restype = None
+            library.edgenum_crossbar_linear.argtypes = [i64, i64, i64, ptr, f64, ptr, ptr, ptr, ptr, ptr, ptr]
+            library.edgenum_crossbar_linear.restype = None
             library.edgenum_scale_blocks.argtypes = [i64, i64, i64, ptr, i32, ptr, ptr, ptr, ptr, ptr]
             library.edgenum_scale_blocks.restype = None
             library.edgenum_wait.argtypes = [ptr]
@@ -482,6 +486,37 @@ def input_codes(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]
     args += (scales.data_ptr(), ctypes.addressof(bad))
     _run(library.edgenum_input_codes, args, x.numel(), SMALL_ELEMENTS)
     return None if bad.value else (codes, scales)
+
+
+SMALL_LINEAR = 1 << 18
+"""Up to this many multiply-adds (and K <= 1024) a crossbar Linear that cannot clip runs as one compiled call
+(:func:`crossbar_linear`): its GEMM is a plain loop, slower than BLAS on large layers, but a small layer's
+three calls (codes, GEMM, scaled sum) cost more than its arithmetic."""
+
+
+def crossbar_linear(x: torch.Tensor, bits: int, w: torch.Tensor, c: torch.Tensor, bias=None) -> torch.Tensor | None:
+    """A small crossbar Linear none of whose conversions can clip, with one scale per column, in one pass:
+    :func:`input_codes` of ``x`` (M, K), the exact product with the float32 weight codes ``w`` (K, N) and
+    :func:`scale_blocks` of that one block with the float64 column scales ``c`` (N,) and a float32 ``bias``.
+    None where the kernel does not apply (not such CPU tensors, K over 1024, more than :data:`SMALL_LINEAR`
+    multiply-adds) or a row holds NaN or Inf: the caller then takes the general path, which reports it."""
+    m, k = x.shape
+    n = w.shape[1]
+    if x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32 or c.dtype != torch.float64:
+        return None
+    if not 0 < k <= 1024 or m * k * n > SMALL_LINEAR or (bias is not None and bias.dtype != torch.float32):
+        return None
+    library = _library()
+    if library is None:
+        return None
+    x, w, c = x.detach().contiguous(), w.contiguous(), c.contiguous()
+    bias = None if bias is None else bias.detach().contiguous()
+    out = torch.empty(m, n, dtype=torch.float32)
+    bad = ctypes.c_int64(0)
+    args = (m, k, n, x.data_ptr(), float((1 << (bits - 1)) - 1), w.data_ptr(), c.data_ptr())
+    args += (0 if bias is None else bias.data_ptr(), out.data_ptr(), ctypes.addressof(bad))
+    _run(library.edgenum_crossbar_linear, args, m * k * n, SMALL)
+    return None if bad.value else out
 
 
 def scale_blocks(parts, c: torch.Tensor, s: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor | None:

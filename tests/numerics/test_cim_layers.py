@@ -308,6 +308,40 @@ def test_linear_equals_the_per_block_formula(granularity, symmetric, preset, ker
     assert torch.equal(biased, got + bias)  # one float32 addition after the float32 result
 
 
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("preset", ["hastily", "atleus"])
+def test_a_small_linear_that_cannot_clip_is_one_compiled_call_with_the_same_bits(preset, bias, monkeypatch):
+    # 64 rows of 1 level fit a 7-bit ADC, 128 rows of 3 levels a 9-bit one: no conversion can clip, so a layer
+    # this small runs as one kernels.crossbar_linear call once its float32 weight codes are kept (second call)
+    import numerics.kernels
+
+    cfg = (
+        dataclasses.replace(HASTILY_SRAM, adc_bits=7)
+        if preset == "hastily"
+        else dataclasses.replace(ATLEUS_RERAM, adc_bits=9)
+    )
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 7, 300, generator=g)
+    x[0, 0] = 0.0  # a zero row: scale 1, codes 0
+    x[1, 2, :4] = torch.tensor([1e30, -1e-30, 3.0, -3.0])  # one huge value: the rest of its row rounds to 0
+    wq = quantize_weight(torch.randn(300, 40, generator=g), 8, granularity="channel", crossbar=cfg)
+    b = torch.randn(40, generator=g) if bias else None
+    results, compiled = [], []
+    real = numerics.kernels.crossbar_linear
+    monkeypatch.setattr(numerics.kernels, "crossbar_linear", lambda *a: compiled.append(real(*a)) or compiled[-1])
+    for _ in range(3):
+        results.append(crossbar_linear(x, wq, cfg, bias=b))
+    with kernel_mode("eager"):
+        torch_path = crossbar_linear(x, wq, cfg, bias=b)
+    want = _linear_by_blocks(x, wq, cfg)
+    want = want if b is None else want + b  # one float32 addition after the float32 result
+    assert all(torch.equal(y, want) for y in [*results, torch_path])
+    if numerics.kernels.available():
+        assert [y is not None for y in compiled[:3]] == [False, True, True]  # int64 codes the first time
+    with pytest.raises(ValueError, match="NaN"):  # the compiled call hands a bad row to the torch checks
+        crossbar_linear(torch.full((2, 300), math.nan), wq, cfg, bias=b)
+
+
 def test_linear_keeps_per_block_sums_for_scales_wider_than_float32():
     g = torch.Generator().manual_seed(4)
     x, w = torch.randn(3, 150, generator=g), torch.randn(150, 9, generator=g)
