@@ -36,8 +36,7 @@ def main() -> None:
     print("|---|---|---|---|---:|---:|---:|")
     for name in args.models.split(","):
         arch = ARCHITECTURES[name]
-        model = arch.build().to(args.device)
-        inputs = {k: v.to(args.device) for k, v in arch.inputs().items()}
+        model, inputs = arch.on(args.device)
         with torch.no_grad():
             reference = arch.readout(model(**inputs))
         for target in args.targets.split(","):

@@ -26,9 +26,7 @@ def main() -> None:
     print("| model | FP32 us | dispatch only / FP32 | emulated / FP32 | dispatch share of the added time |")
     print("|---|---:|---:|---:|---:|")
     for name in args.models.split(","):
-        arch = ARCHITECTURES[name]
-        model = arch.build().to(args.device)
-        inputs = {k: v.to(args.device) for k, v in arch.inputs().items()}
+        model, inputs = ARCHITECTURES[name].on(args.device)
         dispatch_only = emulate(model, "softex", softmax=False, matmul=False, gelu=False)
         emulated = emulate(model, "softex")
         with torch.no_grad(), warnings.catch_warnings():

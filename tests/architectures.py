@@ -24,6 +24,10 @@ class Architecture:
     heads: int = 0
     """Static-weight layers that are heads (kept off the accelerator)."""
 
+    def on(self, device) -> tuple[nn.Module, dict]:
+        """The model and its inputs on ``device``."""
+        return self.build().to(device), {k: v.to(device) for k, v in self.inputs().items()}
+
 
 def _seeded(make):
     with torch.random.fork_rng(devices=[]):
