@@ -130,7 +130,7 @@ def crossbar_linear(
     # Σ_p c_j·P_p[j] = c_j·Σ_p P_p[j] exactly: the blocks' integer sum (one GEMM), unwrapped
     cfg64 = _with_bits(cfg, wq.bits, accumulator_bits=64) if columns else None
     # a small layer that cannot clip, with float32 sums exact in any order: one compiled call
-    float32_exact = k * ((1 << (cfg.input_bits - 1)) - 1) * (1 << (wq.bits - 1)) < 1 << 24
+    float32_exact = _largest_sum(k, cfg.input_bits, wq.bits) < 1 << 24
     if columns and zp is None and input_scale is None and float32_exact and weights_cannot_clip(codes, cfg64):
         y = kernels.crossbar_linear(x.reshape(-1, k), cfg.input_bits, gemm_operand(codes), c, bias)
         if y is not None:
@@ -207,7 +207,13 @@ def _column_scales_sum_exactly(wq: WeightQuant, input_bits: int) -> bool:
     if wq.block_rows < k or not torch.equal(wq.scales, wq.scales.to(torch.float32).to(wq.scales.dtype)):
         return False
     zp = 0 if wq.zero_points is None else int(wq.zero_points.abs().max())
-    return k * ((1 << (input_bits - 1)) - 1) * ((1 << (wq.bits - 1)) + zp) < (1 << 29)
+    return _largest_sum(k, input_bits, wq.bits, zp) < (1 << 29)
+
+
+def _largest_sum(k: int, input_bits: int, weight_bits: int, zero_point: int = 0) -> int:
+    """Bound on |Σ_k x_k·(w_k − zp)| over K rows: input codes within ±(2^(b_x−1) − 1), weight codes within
+    [−2^(b_w−1), 2^(b_w−1)), a zero point of magnitude at most ``zero_point``."""
+    return k * ((1 << (input_bits - 1)) - 1) * ((1 << (weight_bits - 1)) + zero_point)
 
 
 @dataclasses.dataclass(frozen=True)

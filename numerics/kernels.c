@@ -581,11 +581,6 @@ void edgenum_bit_counts(int64_t groups, int64_t rows, int32_t bits, const uint8_
     }
 }
 
-/* Input codes of a crossbar Linear (docs/hardware/hastily.md, section 2.2; atleus.md, section 2.1 step 4), row
- * by row: x is (rows, length) float32; a = max |x| (float32, then double), s = a / q_m (1 for a zero row) and
- * code = clamp(round_half_even((double)x / s), -q_m, q_m), stored as float32 (exact for up to 16 bits). A row
- * with NaN or Inf sets *bad and is left: the caller then takes the path that reports it. Workers claim
- * ROW_CHUNK_ELEMENTS worth of rows at a time. */
 /* One row's codes into out and its scale into *scale; 0 (and nothing written) where the row holds NaN or Inf. */
 static inline int row_codes(const float *xr, int64_t length, double q_m, float *out, double *scale)
 {
@@ -607,6 +602,11 @@ static inline int row_codes(const float *xr, int64_t length, double q_m, float *
     return 1;
 }
 
+/* Input codes of a crossbar Linear (docs/hardware/hastily.md, section 2.2; atleus.md, section 2.1 step 4), row
+ * by row: x is (rows, length) float32; a = max |x| (float32, then double), s = a / q_m (1 for a zero row) and
+ * code = clamp(round_half_even((double)x / s), -q_m, q_m), stored as float32 (exact for up to 16 bits). A row
+ * with NaN or Inf sets *bad and is left: the caller then takes the path that reports it. Workers claim
+ * ROW_CHUNK_ELEMENTS worth of rows at a time. */
 void edgenum_input_codes(int64_t rows, int64_t length, const float *x, double q_m, float *codes, double *scales,
                          int64_t *bad, int64_t *next)
 {

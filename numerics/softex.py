@@ -369,13 +369,12 @@ def softmax(
     rows = _as_rows(x, dim)  # validates dim
     if x.numel() == 0:
         return x.clone()
-    compiled = None
-    if accumulators == 1:  # both passes in one compiled call per row (numerics.kernels.softex_softmax)
-        compiled = kernels.softex_softmax(rows, lanes, expp_table(x.device, torch.float32))
-    if compiled is not None:
-        y = _from_rows(compiled, x, dim)
-    else:
+    # one accumulator: both passes in one compiled call per row (numerics.kernels.softex_softmax)
+    y = kernels.softex_softmax(rows, lanes, expp_table(x.device, torch.float32)) if accumulators == 1 else None
+    if y is None:
         y = normalize(x, accumulate(x, dim=dim, lanes=lanes, accumulators=accumulators), dim=dim)
+    else:
+        y = _from_rows(y, x, dim)
     return _flush(y) if flush_subnormals else y
 
 
