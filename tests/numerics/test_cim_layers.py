@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from numerics.cim_layers import CrossbarLinear, crossbar_linear, crossbar_product, hastily_attention
 from numerics.crossbar import ATLEUS_RERAM, HASTILY_SRAM, crossbar_matmul
 from numerics.nn import emulate
-from numerics.quant import QuantConfig, quantize_input, quantize_weight
+from numerics.quant import QuantConfig, WeightQuant, quantize_input, quantize_weight
 from numerics.uclm import softmax as uclm_softmax
 from tests.models import SENTENCES, embed, minilm
 from tests.numerics.kernel_modes import kernel_mode
@@ -348,6 +348,20 @@ def test_linear_keeps_per_block_sums_for_scales_wider_than_float32():
     wq = quantize_weight(w, 8, granularity="channel", crossbar=HASTILY_SRAM)
     wide = dataclasses.replace(wq, scales=wq.scales * (1 + 2**-40))  # not float32 values any more
     assert torch.equal(crossbar_linear(x, wide, HASTILY_SRAM), _linear_by_blocks(x, wide, HASTILY_SRAM))
+
+
+def test_column_scales_count_the_zero_point_in_their_bound():
+    # One scale per column sums the blocks exactly while every |sum of x*(w - zp)| stays below 2^29:
+    # 8-bit codes give |x| <= 127 and |w - zp| <= 128 + |zp|. K = 20,000 rows:
+    #   symmetric:          20,000 * 127 * 128         = 325,120,000 < 536,870,912 = 2^29: exact
+    #   zero point of 127:  20,000 * 127 * (128 + 127) = 647,700,000 >= 2^29: sum block by block
+    from numerics.cim_layers import _column_scales_sum_exactly
+
+    k = 20_000
+    symmetric = WeightQuant(torch.zeros(k, 1, dtype=torch.int64), torch.ones(1, 1, dtype=torch.float64), None, 8, k, 1)
+    assert _column_scales_sum_exactly(symmetric, 8)
+    asymmetric = dataclasses.replace(symmetric, zero_points=torch.full((1, 1), -127, dtype=torch.int64))
+    assert not _column_scales_sum_exactly(asymmetric, 8)
 
 
 def test_block_sum_runs_in_increasing_p():
