@@ -15,7 +15,8 @@ it does not store (column-vector sparsity, where a 16-column block stores nearly
 exponentials) is a gather from a 65,536-entry table. torch's ``index_select`` hands its threads work
 per call, and on a busy core a call's share can wait for a whole time slice; small calls avoid that
 but pay per call. The C loop hands out 32K codes at a time from a shared counter instead: a thread
-that is held back keeps little work from the others.
+that is held back keeps little work from the others. It looks up 16 codes before storing any (a plain
+loop stores between every two lookups, since the output might alias the table: twice the time).
 
 **SoftEx's softmax.** With one accumulator, D takes a multiply and an add per beat of every row
 (``docs/hardware/softex.md`` §3.2): in torch two small passes per beat, each of which waits for every
