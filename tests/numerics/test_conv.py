@@ -25,6 +25,9 @@ from numerics.redmule import bf16_matmul
 from numerics.sparse_linear import SparseConv
 from numerics.sparsity import FlexiSAGAConfig, sparse_gemm
 
+# torch's own note whenever a native convolution with an even kernel pads 'same' (the cases include them)
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+
 # ------------------------------------------------------------------ the test's own im2col
 
 
@@ -125,7 +128,6 @@ def make_case(name, seed=0):
     return nn.Sequential(conv).eval(), torch.randn(shape, generator=g)
 
 
-@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 @pytest.mark.parametrize("name", CASES)
 def test_reference_im2col_is_the_convolution(name):
     """The test's own im2col, multiplied exactly in float64, is F.conv1d/F.conv2d (validates the goldens)."""
@@ -618,7 +620,6 @@ def exact_gemm(cols, w, b):
     return y if b is None else y + b.double()
 
 
-@pytest.mark.filterwarnings("ignore:Using padding='same'")  # torch's own note on even kernels
 @settings(max_examples=80)
 @given(geometries())
 def test_conv_as_gemm_with_an_exact_product_is_the_convolution(geometry):
