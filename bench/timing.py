@@ -1,27 +1,56 @@
-"""What the benchmarks share: command-line arguments and timers that wait for the device."""
+"""What the benchmarks share: command-line arguments, timers that wait for the device, and a busy core."""
 
 import argparse
+import atexit
+import contextlib
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
 
+# Spins on one core until its parent is gone, looking every few million iterations (~10-50 ms): a
+# benchmark killed without cleaning up leaves no spinner behind.
+_SPIN = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(1 << 21):\n        pass\n"
+
 
 def arguments(doc: str, *, repeats: int) -> argparse.ArgumentParser:
-    """A parser with --device, --threads and --repeats; add a benchmark's own arguments to it."""
+    """A parser with --device, --threads, --repeats and --busy; add a benchmark's own arguments to it."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is steadier on a busy machine)")
     ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument(
+        "--busy", action="store_true", help="measure while another process keeps one core busy (a shared machine)"
+    )
     return ap
 
 
-def parse(ap: argparse.ArgumentParser) -> argparse.Namespace:
-    """Parse the arguments and apply --threads."""
-    args = ap.parse_args()
+def parse(ap: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the arguments (``argv``, else the command line), apply --threads and start --busy's
+    spinning process, which stops when the benchmark exits."""
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.busy:
+        load = contextlib.ExitStack()
+        spinner = load.enter_context(busy_core())
+        atexit.register(load.close)
+        print(f"another process (pid {spinner.pid}) keeps one core busy")
     return args
+
+
+@contextlib.contextmanager
+def busy_core():
+    """Another Python process spinning on one core while the block runs (the load of a shared
+    machine); stopped on leaving the block, and on its own if this process dies first."""
+    spinner = subprocess.Popen([sys.executable, "-c", _SPIN])
+    try:
+        yield spinner
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def seconds(fn) -> float:

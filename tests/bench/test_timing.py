@@ -1,0 +1,81 @@
+"""The benchmarks' shared helpers: --busy's spinning process and the parsed options."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from bench.timing import arguments, busy_core, parse
+
+needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads CPU time from /proc")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc: fields 14 and 15, in clock ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def gone(pid: int, within: float) -> bool:
+    """Whether process ``pid`` has exited (or is a zombie) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@needs_proc
+def test_busy_core_spins_while_the_block_runs_and_stops_after():
+    with busy_core() as spinner:
+        time.sleep(0.5)
+        used = cpu_seconds(spinner.pid)
+        assert spinner.poll() is None
+    assert used > 0.25  # at least half of a core over the half second
+    assert spinner.poll() is not None
+
+
+@needs_proc
+def test_the_spinner_stops_when_its_benchmark_is_killed():
+    # a benchmark killed by SIGKILL runs no cleanup: the spinner sees its parent change and stops itself
+    code = textwrap.dedent(
+        """
+        import time
+        from bench.timing import busy_core
+        with busy_core() as spinner:
+            print(spinner.pid, flush=True)
+            time.sleep(60)
+        """
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    bench = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=root)
+    try:
+        spinner = int(bench.stdout.readline())
+        assert not gone(spinner, within=0.2)
+    finally:
+        bench.kill()
+        bench.wait()
+    stopped = gone(spinner, within=5)
+    if not stopped:
+        os.kill(spinner, signal.SIGKILL)
+    assert stopped
+
+
+def test_parse_applies_threads_and_leaves_the_machine_quiet_by_default():
+    threads = torch.get_num_threads()
+    try:
+        args = parse(arguments("doc", repeats=3), ["--threads", "1", "--repeats", "4"])
+        assert (args.threads, args.repeats, args.busy, torch.get_num_threads()) == (1, 4, False, 1)
+    finally:
+        torch.set_num_threads(threads)
