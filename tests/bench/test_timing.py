@@ -15,10 +15,15 @@ from bench.timing import arguments, busy_core, parse
 needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads CPU time from /proc")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc: fields 14 and 15, in clock ticks)."""
+def stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (its state first), which may hold spaces."""
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (stat fields 14 and 15, in clock ticks)."""
+    fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -27,9 +32,8 @@ def gone(pid: int, within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
+            if stat_fields(pid)[0] == "Z":
+                return True
         except FileNotFoundError:
             return True
         time.sleep(0.02)
