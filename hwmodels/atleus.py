@@ -391,6 +391,21 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
         rows.append(Row.of(op, unit, to_cycles(ns), energy, name=name, operations=operations))
         account(op, unit, ns, index, chained=chained, backward=backward, stage=stage)
 
+    def backward_pass(op, index, factor, ns, energy, operations, name="backward", stage=None):
+        """The backward pass of `op` on the systolic tier: `factor` times its forward time and energy."""
+        scaled = {k: factor * v for k, v in energy.items()}
+        add(
+            op,
+            "systolic",
+            factor * ns,
+            scaled,
+            index,
+            name=name,
+            operations=factor * operations,
+            backward=True,
+            stage=stage,
+        )
+
     def account(op, unit, ns, index, *, chained=False, backward=False, stage=None):
         """Add `ns` of `op` on `unit` to its pipeline stage (or to the time outside the blocks)."""
         nonlocal outside_ns
@@ -445,17 +460,7 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
                 ns, energy, macs = lora
                 add(op, "systolic", ns, energy, i, name="lora", operations=macs, stage=2)
                 if finetune:
-                    add(
-                        op,
-                        "systolic",
-                        2 * ns,
-                        {k: 2 * v for k, v in energy.items()},
-                        i,
-                        name="backward lora",
-                        operations=2 * macs,
-                        backward=True,
-                        stage=2,
-                    )
+                    backward_pass(op, i, 2, ns, energy, macs, name="backward lora", stage=2)
         elif op.kind == "matmul":
             ns, energy = model.systolic_product(op.batch, op.m, op.k, op.n, weight_from_hbm=op.static)
             if op.causal and opts["causal_skip"]:
@@ -472,32 +477,12 @@ def estimate(workload: Workload, *, hardware: AtleusOptions, config: AtleusConfi
             else:
                 add(op, "systolic", ns, energy, i)
             if finetune:
-                factor = 2 if not op.static else 1
-                add(
-                    op,
-                    "systolic",
-                    factor * ns,
-                    {k: factor * v for k, v in energy.items()},
-                    i,
-                    name="backward",
-                    operations=factor * op.macs,
-                    backward=True,
-                )
+                backward_pass(op, i, 2 if not op.static else 1, ns, energy, op.macs)
         else:
             ns, energy = model.vector(op)
             add(op, "systolic", ns, energy, i)
             if finetune:
-                factor = 2 if op.kind == "softmax" else 1
-                add(
-                    op,
-                    "systolic",
-                    factor * ns,
-                    {k: factor * v for k, v in energy.items()},
-                    i,
-                    name="backward",
-                    operations=factor * op.elements,
-                    backward=True,
-                )
+                backward_pass(op, i, 2 if op.kind == "softmax" else 1, ns, energy, op.elements)
                 if op.kind in ("softmax", "gelu", "activation") and op.layer is not None:
                     hbm_values += op.elements
         if finetune and on_reram[i] and stages[i] == 1:
