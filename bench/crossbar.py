@@ -50,12 +50,12 @@ def main() -> None:
     for name, paths in cases.items():
         for path, cfg in paths.items():
             assert cfg.can_clip == (path == "clipping")
-            t, r = paired_ratio(lambda cfg=cfg: crossbar_matmul(x_int, w_int, cfg), ref, args.repeats)
+            t, _, r = paired_ratio(lambda cfg=cfg: crossbar_matmul(x_int, w_int, cfg), ref, args.repeats)
             print(f"{name:<14}{path:<10}{t * 1e3:>10.2f}{r:>10.1f}")
         preset = ATLEUS_RERAM if name == "ATLEUS_RERAM" else HASTILY_SRAM
         quant = QuantConfig(granularity="crossbar" if name == "ATLEUS_RERAM" else "channel")
         layer = CrossbarLinear(linear.cpu(), 8, preset, quant).to(dev)
-        t, r = paired_ratio(torch.no_grad()(lambda layer=layer: layer(x)), ref, args.repeats)
+        t, _, r = paired_ratio(torch.no_grad()(lambda layer=layer: layer(x)), ref, args.repeats)
         print(f"{name:<14}{'layer':<10}{t * 1e3:>10.2f}{r:>10.1f}")
 
 

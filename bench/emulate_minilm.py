@@ -1,4 +1,5 @@
-"""all-MiniLM-L6-v2 forward under emulate(model, target) / the same forward in FP32, same run.
+"""all-MiniLM-L6-v2 forward under emulate(model, target) / the same forward in FP32, same run: the median of
+per-round ratios, each round timing one forward of each back to back.
 
     python bench/emulate_minilm.py [--target softex] [--batch 16] [--seq 128]
 
@@ -11,7 +12,7 @@ import sys
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench.timing import arguments, median_seconds, parse  # noqa: E402
+from bench.timing import arguments, paired_ratio, parse  # noqa: E402
 from numerics.nn import emulate  # noqa: E402
 
 
@@ -32,15 +33,19 @@ def main() -> None:
     mask = torch.ones_like(ids)
     emulated = emulate(model, args.target)
     with torch.no_grad():
-        t_ref = median_seconds(lambda: model(input_ids=ids, attention_mask=mask), repeats=args.repeats, warmup=1)
-        t_emu = median_seconds(lambda: emulated(input_ids=ids, attention_mask=mask), repeats=args.repeats, warmup=1)
+        t_emu, t_ref, ratio = paired_ratio(
+            lambda: emulated(input_ids=ids, attention_mask=mask),
+            lambda: model(input_ids=ids, attention_mask=mask),
+            args.repeats,
+            best_of=1,
+        )
     print(
         f"all-MiniLM-L6-v2, batch {args.batch}, sequence {args.seq}, {torch.get_num_threads()} threads, "
-        f"median of {args.repeats}"
+        f"medians of {args.repeats} rounds timing both back to back"
     )
     print(f"FP32 forward          {t_ref * 1e3:9.1f} ms")
     print(f"{args.target:>6} emulated      {t_emu * 1e3:9.1f} ms")
-    print(f"ratio emulated / FP32 = {t_emu / t_ref:.2f}")
+    print(f"ratio emulated / FP32 = {ratio:.2f}")
     print(emulated.emulation)
 
 

@@ -7,6 +7,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -71,15 +72,29 @@ def median_seconds(fn, *, repeats: int = 9, warmup: int = 2) -> float:
     return statistics.median(seconds(fn) for _ in range(repeats))
 
 
-def paired_ratio(fn, ref, repeats: int, best_of: int = 5) -> tuple[float, float]:
-    """Median time of ``fn`` and median of fn/ref ratios, the two timed back to back so that load from
-    other processes hits both alike, each the best of ``best_of`` calls (the same for both: on a busy
-    machine the best of several calls of one against a single call of the other skews the ratio)."""
-    fn(), ref()  # warm-up
-    times, ratios = [], []
+class Paired(NamedTuple):
+    """What :func:`paired_ratio` measured: medians over the rounds."""
+
+    seconds: float
+    """The function's time."""
+    ref_seconds: float
+    """The native operation's time."""
+    ratio: float
+    """The per-round ratios' median (not seconds / ref_seconds: each round's two timings share its load)."""
+
+
+def paired_ratio(fn, ref, repeats: int, best_of: int = 5) -> Paired:
+    """Times of ``fn`` and ``ref`` and the median of their per-round ratios over ``repeats`` rounds, the two
+    timed back to back in each round so that load from other processes hits both alike (a median of each
+    over separate blocks of calls compares one moment of a busy machine with another); each the best of
+    ``best_of`` calls, the same for both: on a busy machine the best of several calls of one against a
+    single call of the other skews the ratio. One warm-up call of each comes first."""
+    fn(), ref()
+    times, ref_times, ratios = [], [], []
     for _ in range(repeats):
         t = min(seconds(fn) for _ in range(best_of))
         t_ref = min(seconds(ref) for _ in range(best_of))
         times.append(t)
+        ref_times.append(t_ref)
         ratios.append(t / t_ref)
-    return statistics.median(times), statistics.median(ratios)
+    return Paired(statistics.median(times), statistics.median(ref_times), statistics.median(ratios))

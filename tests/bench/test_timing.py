@@ -10,7 +10,8 @@ import time
 import pytest
 import torch
 
-from bench.timing import arguments, busy_core, parse
+import bench.timing
+from bench.timing import arguments, busy_core, paired_ratio, parse
 
 needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads CPU time from /proc")
 
@@ -85,3 +86,28 @@ def test_parse_applies_threads_and_leaves_the_machine_quiet_by_default():
         assert (args.threads, args.repeats, args.busy, torch.get_num_threads()) == (1, 4, False, 1)
     finally:
         torch.set_num_threads(threads)
+
+
+def scripted(monkeypatch, durations: dict[str, list[float]]) -> list[str]:
+    """Replaces the timer: a call of the function named ``name`` takes the next of ``durations[name]``
+    seconds. Returns the log of the names timed, in order (calls outside the timer are not logged)."""
+    log = []
+
+    def seconds(fn):
+        name = fn()
+        log.append(name)
+        return durations[name].pop(0)
+
+    monkeypatch.setattr(bench.timing, "seconds", seconds)
+    return log
+
+
+def test_paired_ratio_times_both_in_each_round_and_takes_the_median_of_the_rounds_ratios(monkeypatch):
+    # rounds of best_of=2: emulated min(1, 3)=1, min(10, 12)=10, min(100, 90)=90; native min(2, 1)=1,
+    # min(5, 6)=5, min(200, 300)=200: ratios 1/1=1, 10/5=2, 90/200=0.45, median 1; the ratio of the
+    # medians (10 / 5 = 2) would compare separate moments of the machine
+    log = scripted(monkeypatch, {"emu": [1, 3, 10, 12, 100, 90], "ref": [2, 1, 5, 6, 200, 300]})
+    result = paired_ratio(lambda: "emu", lambda: "ref", repeats=3, best_of=2)
+    assert result == (10, 5, 1.0)
+    assert (result.seconds, result.ref_seconds, result.ratio) == (10, 5, 1.0)
+    assert log == ["emu", "emu", "ref", "ref"] * 3
