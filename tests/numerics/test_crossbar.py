@@ -567,6 +567,42 @@ def test_long_products_stay_exact_in_float32_chunks():
     assert torch.equal(crossbar_matmul(x, w, cfg), expected)
 
 
+def test_block_groups_stay_under_the_cap_and_share_evenly_among_threads():
+    # 4 MB cap = 1,048,576 outputs; 128 tokens x 1536 columns = 196,608 a block: 5 fit
+    assert xb._GROUP_ELEMENTS == 1_048_576
+    assert xb._block_groups(12, 196_608, 1) == [5, 5, 2]
+    assert xb._block_groups(12, 196_608, 2) == [4, 4, 4]  # 5 rounded down to a multiple of 2
+    assert xb._block_groups(3, 196_608, 2) == [2, 1]  # the block left over runs alone
+    assert xb._block_groups(3, 196_608, 1) == [3]
+    assert xb._block_groups(3, 2048 * 384, 2) == [1, 1, 1]  # one block alone is 786,432: two exceed the cap
+    assert xb._block_groups(7, 10, 4) == [4, 1, 1, 1]
+    assert xb._block_groups(0, 10, 2) == []
+
+
+@pytest.mark.parametrize(
+    ("group_elements", "threads", "products"), [(15, 1, 4), (30, 1, 3), (45, 1, 2), (45, 2, 3), (1 << 22, 3, 2)]
+)
+def test_row_blocks_are_multiplied_a_group_at_a_time_each_block_its_own_product(
+    monkeypatch, group_elements, threads, products
+):
+    # rows 4, K = 14: blocks 0-3, 4-7, 8-11 whole and 12-13 partial; M·N = 3·5 = 15 outputs per block, so
+    # groups of 15 // 15 = 1, 30 // 15 = 2, 45 // 15 = 3 (on 2 threads 2, then 1) or all 3 whole blocks per
+    # product, the partial block alone: 3 + 1, 2 + 1, 1 + 1, 2 + 1 and 1 + 1 products
+    cfg = dataclasses.replace(ATLEUS_RERAM, rows=4)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-128, 128, (3, 14), generator=g)
+    w = torch.randint(-128, 128, (14, 5), generator=g)
+    calls = []
+    product = xb._exact_product
+    monkeypatch.setattr(xb, "_exact_product", lambda *a, **k: calls.append(a[0].shape) or product(*a, **k))
+    monkeypatch.setattr(xb, "_GROUP_ELEMENTS", group_elements)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    parts = list(xb._each_exact_block(x.float(), w.float(), cfg, torch.int64))
+    expected = [x[:, lo : lo + 4] @ w[lo : lo + 4] for lo in (0, 4, 8, 12)]  # int64 products, block by block
+    assert len(parts) == 4 and all(torch.equal(p, e) for p, e in zip(parts, expected))
+    assert len(calls) == products
+
+
 def test_sums_wrap_only_where_they_can_reach_the_accumulator():
     # HASTILY, 64 rows of x = w = -1 (all bits set): every (t, m) conversion counts 64 and clips to 63;
     # the digital value is Σ_t Σ_m σ_t σ_m 63 = (-128 + 127)·(-128 + 127)·63 = 63 per block, and 40
