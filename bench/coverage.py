@@ -45,7 +45,7 @@ def main() -> None:
                 warnings.simplefilter("ignore")
                 out = arch.readout(em(**inputs))
                 counts, unemulated = dict(em.emulation.counts), dict(em.emulation.unemulated)
-                *_, ratio = paired_ratio(lambda: em(**inputs), lambda: model(**inputs), args.repeats)  # noqa: B023
+                ratio = paired_ratio(lambda: em(**inputs), lambda: model(**inputs), args.repeats).ratio  # noqa: B023
             cycles = estimate(em, forward_kwargs=inputs).total_cycles
             print(
                 f"| {name} | {target} | {_counts(counts)} | {_counts(unemulated)} | {_cosine(out, reference):.4f} "

@@ -53,8 +53,8 @@ def main(m=128, k=768, n=3072, tile=(16, 16)):
         for s in (0.0, 0.5, 0.75):
             pruned, _ = prune(w, s, tile=tile, vector=vector)
             matmul = lambda pruned=pruned: torch.matmul(x, pruned)  # noqa: E731
-            *_, seq = paired_ratio(lambda pruned=pruned: sparse_gemm(x, pruned), matmul, args.repeats)
-            *_, fused_ratio = paired_ratio(lambda pruned=pruned: sparse_gemm(x, pruned, fused), matmul, args.repeats)
+            seq = paired_ratio(lambda pruned=pruned: sparse_gemm(x, pruned), matmul, args.repeats).ratio
+            fused_ratio = paired_ratio(lambda pruned=pruned: sparse_gemm(x, pruned, fused), matmul, args.repeats).ratio
             eager = (
                 f"  {eager_seconds(lambda pruned=pruned: sparse_gemm(x, pruned)) / median_seconds(matmul):12.1f}"
                 if args.eager
@@ -66,18 +66,18 @@ def main(m=128, k=768, n=3072, tile=(16, 16)):
             other_ratio = math.nan
             if plan is not None:
                 w3, x3 = pruned[None], x[None]
-                *_, other_ratio = paired_ratio(
+                other_ratio = paired_ratio(
                     lambda plan=plan, w3=w3, x3=x3, other=other: kernels.pe_gemm(x3, w3, False, plan, other),
                     lambda plan=plan, w3=w3, x3=x3, path=path: kernels.pe_gemm(x3, w3, False, plan, path),
                     args.repeats,
-                )
-            *_, plan_ratio = paired_ratio(lambda pruned=pruned: kernels.pe_plan(pruned[None]), matmul, args.repeats)
+                ).ratio
+            plan_ratio = paired_ratio(lambda pruned=pruned: kernels.pe_plan(pruned[None]), matmul, args.repeats).ratio
             linear = torch.nn.Linear(k, n)
             layer = SparseLinear(pruned.T, pruned.T != 0, linear.bias)
             with torch.no_grad():
-                *_, layer_ratio = paired_ratio(
+                layer_ratio = paired_ratio(
                     lambda layer=layer: layer(x), lambda linear=linear: linear(x), args.repeats
-                )
+                ).ratio
             e = encode_bitmap(pruned, tile, vector=vector)
             print(
                 f"{vector:6}  {s:8.2f}  {seq:10.2f}  {fused_ratio:12.2f}{eager}  {path:7}  {other_ratio:10.2f}"
