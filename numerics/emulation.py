@@ -26,11 +26,13 @@ import contextvars
 import copy
 import dataclasses
 import inspect
+import itertools
 import warnings
 
 from torch import nn, overrides
 from torch.overrides import TorchFunctionMode
 
+from numerics import threads
 from numerics.registry import TargetOptions, get_target
 
 __all__ = [
@@ -167,6 +169,9 @@ class _Call:
         self.counts = collections.Counter()
         self.unemulated = collections.Counter()
         self.mode: _Mode | None = None
+        self.threads = threads.Threads() if threads.small_on_calling_thread() else None
+        """This thread's torch threads during the pass: small operations run on it alone
+        (``numerics/threads.py``)."""
 
 
 class _Mode(TorchFunctionMode):
@@ -182,8 +187,12 @@ class _Mode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         emulation = self.call.emulation
+        if _CALL.get() is not self.call:
+            return func(*args, **kwargs)
+        if self.call.threads is not None:
+            self.call.threads.use(threads.large(args, kwargs))
         handler = emulation.handlers.get(func)
-        if handler is None or _CALL.get() is not self.call:
+        if handler is None:
             return func(*args, **kwargs)
         out = kwargs.pop("out", None)
         result = handler(emulation, func, args, kwargs)
@@ -222,6 +231,8 @@ class _Entry:
                 out = self._run(call, method, args, kwargs)
         finally:
             _CALL.reset(token)
+            if call.threads is not None:
+                call.threads.restore()
         self.emulation._finish(call)
         return out
 
@@ -243,10 +254,18 @@ class _OnHost(_Entry):
 
 class _SelfEmulating(_Entry):
     """The forward of a module that emulates itself (e.g. a crossbar Linear): counted as one operation of
-    its ``emulated_kind``; its own torch calls are part of the emulation, so no handler sees them."""
+    its ``emulated_kind``; its own torch calls are part of the emulation, so no handler sees them. It
+    runs on all the pass's threads where its input or one of its own tensors is large."""
+
+    def __init__(self, module: nn.Module, emulation: Emulation):
+        super().__init__(module, emulation)
+        tensors = itertools.chain(module.parameters(), module.buffers())
+        self.large = max((t.numel() for t in tensors), default=0) >= threads.PARALLEL_ELEMENTS
 
     def _run(self, call: _Call, method, args, kwargs):
         call.counts[type(self.module).emulated_kind] += 1
+        if call.threads is not None:
+            call.threads.use(self.large or threads.large(args, kwargs))
         token = _CALL.set(None)
         try:
             with _mode_off(call.mode):
