@@ -12,6 +12,9 @@ computes (e.g. BF16 values held in a float32 tensor). With autograd on, gradient
 through: the backward pass is that of the exact operation (straight-through estimator), so models
 can be fine-tuned with emulation on.
 
+A pass runs its small CPU operations on the calling thread alone (``numerics/threads.py``): the
+parallel ones of a small model's pass would each wait for a busy core.
+
 The copy carries its configuration in ``copy.emulation`` (target and typed options), which is what
 ``hwmodels.estimate(copy, *inputs)`` prices. Inside :func:`reference_arithmetic` an emulated model
 computes the model's own operations (no handler runs; swapped modules compute their plain product),

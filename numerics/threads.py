@@ -7,7 +7,7 @@ with the emulators' Python, so its helper threads are mostly asleep when the nex
 another process on the other cores, waking them waits for the scheduler: one slice (~4 ms) now and then
 in a pass of 3 ms (measured on a 2-core machine: a small ViT on HASTILY went from 3.7 ms quiet to a
 median of 10.3 ms with the other core busy, its FP32 forward from 1.1 to 1.8 ms). On the calling thread
-alone they wait for nothing (the same pass: 5.0 ms busy), and a small ``mm`` runs faster quiet, too
+alone they wait for nothing (the same pass: 5.8 ms busy), and a small ``mm`` runs faster quiet, too
 (3.8 against 6.6 us on 2 threads).
 
 So an emulated pass on the CPU (``numerics.emulation``) runs every operation whose tensors all have
