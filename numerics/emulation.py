@@ -167,14 +167,17 @@ class UnemulatedWarning(UserWarning):
 class _Call:
     """One emulated pass in one thread: its emulation and what it replaced."""
 
-    def __init__(self, emulation: Emulation):
+    def __init__(self, emulation: Emulation, outer: _Call | None = None):
         self.emulation = emulation
         self.counts = collections.Counter()
         self.unemulated = collections.Counter()
         self.mode: _Mode | None = None
-        self.threads = threads.Threads() if threads.small_on_calling_thread() else None
+        self.threads = outer.threads if outer is not None and outer.threads is not None else None
         """This thread's torch threads during the pass: small operations run on it alone
-        (``numerics/threads.py``)."""
+        (``numerics/threads.py``); a pass of another model inside this one shares them."""
+        self.owns_threads = self.threads is None and threads.small_on_calling_thread()
+        if self.owns_threads:
+            self.threads = threads.Threads()
 
 
 class _Mode(TorchFunctionMode):
@@ -227,14 +230,14 @@ class _Entry:
         call = _CALL.get()
         if call is not None and call.emulation is self.emulation:
             return self._run(call, method, args, kwargs)
-        call = _Call(self.emulation)
+        call = _Call(self.emulation, call)
         token = _CALL.set(call)
         try:
             with _Mode(call):
                 out = self._run(call, method, args, kwargs)
         finally:
             _CALL.reset(token)
-            if call.threads is not None:
+            if call.owns_threads:
                 call.threads.restore()
         self.emulation._finish(call)
         return out

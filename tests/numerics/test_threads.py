@@ -157,3 +157,22 @@ def test_the_bits_do_not_depend_on_the_threads(target, two_threads, monkeypatch)
         expected = em(tokens)
         monkeypatch.delenv("EDGENUM_THREADS")
         assert torch.equal(em(tokens), expected)
+
+
+@needs_openmp
+def test_a_pass_of_another_model_inside_a_pass_shares_its_threads(two_threads, monkeypatch):
+    monkeypatch.delenv("EDGENUM_THREADS", raising=False)
+    inner = emulate(Probe(), "hastily")
+
+    class Outer(nn.Module):
+        def forward(self, small, large):
+            small = small * 2  # small: this thread now runs on one
+            seen = object.__getattribute__(self, "helper")(small, large)  # called, not a submodule
+            small = small * 2
+            return [*seen, torch.get_num_threads()]
+
+    outer = emulate(Outer(), "softex")
+    object.__setattr__(outer, "helper", inner)
+    seen = outer(SMALL, LARGE)
+    assert seen[0::2] == [1, two_threads, 1]  # the inner pass's large operation on all threads, not one
+    assert torch.get_num_threads() == two_threads
