@@ -46,7 +46,7 @@ def _controls():
         try:
             omp = ctypes.CDLL(str(library) if library else None).omp_set_num_threads
             break
-        except (OSError, AttributeError):
+        except (OSError, AttributeError, TypeError):  # TypeError: no global namespace (Windows)
             continue
     mkl = None
     for name in ("libtorch_cpu.so", "libtorch_cpu.dylib"):

@@ -176,3 +176,9 @@ def test_a_pass_of_another_model_inside_a_pass_shares_its_threads(two_threads, m
     seen = outer(SMALL, LARGE)
     assert seen[0::2] == [1, two_threads, 1]  # the inner pass's large operation on all threads, not one
     assert torch.get_num_threads() == two_threads
+
+
+def test_without_the_thread_controls_a_pass_runs_on_torchs_threads(two_threads, monkeypatch):
+    monkeypatch.delenv("EDGENUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_controls", lambda: (None, None))  # another OpenMP runtime, no MKL
+    assert emulate(Probe(), "softex")(SMALL, LARGE) == [two_threads, None, two_threads, None]
