@@ -172,12 +172,11 @@ class _Call:
         self.counts = collections.Counter()
         self.unemulated = collections.Counter()
         self.mode: _Mode | None = None
-        self.threads = outer.threads if outer is not None and outer.threads is not None else None
+        shared = outer.threads if outer is not None else None
+        self.owns_threads = shared is None and threads.small_on_calling_thread()
+        self.threads = threads.Threads() if self.owns_threads else shared
         """This thread's torch threads during the pass: small operations run on it alone
         (``numerics/threads.py``); a pass of another model inside this one shares them."""
-        self.owns_threads = self.threads is None and threads.small_on_calling_thread()
-        if self.owns_threads:
-            self.threads = threads.Threads()
 
 
 class _Mode(TorchFunctionMode):
